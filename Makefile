@@ -1,0 +1,49 @@
+# The front door. Every target is a one-liner a newcomer can read.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+HTMX_VERSION ?= 4.0.1
+CHARTJS_VERSION ?= 4.5.1
+
+.PHONY: run test lint bench vendor lock migrate superuser clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.lock | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.lock && $(BIN)/pip install -q --no-deps -e . && touch $@
+
+$(VENV)/.installed-dev: requirements-dev.lock | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-dev.lock && $(BIN)/pip install -q --no-deps -e . && touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed  ## Set up and serve on http://$(HOST):$(PORT)/streaming-demo
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
+
+test: $(VENV)/.installed-dev  ## Set up and run the whole suite (unit, Redis, PostgreSQL, Chromium)
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy chat chatsite
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m benchmarks.stream_throughput
+
+migrate: $(VENV)/.installed
+	$(BIN)/python manage.py migrate --noinput
+
+superuser: migrate
+	$(BIN)/python manage.py createsuperuser
+
+vendor:  ## Re-vendor htmx from the npm package (same tarball for core and extensions)
+	bash scripts/vendor.sh $(HTMX_VERSION)
+
+lock: | $(BIN)/python  ## Re-pin dependencies (needs network to PyPI)
+	$(BIN)/pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml -o requirements.lock --python-version 3.11 -q
+	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements-dev.lock --python-version 3.11 -q
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,118 @@
+"""Provider registry: which models this installation offers, and the adapter for each.
+
+Only configured providers appear: `demo` unless disabled, OpenAI when OPENAI_API_KEY is set,
+Anthropic when ANTHROPIC_API_KEY is set. Keys stay on the server; the browser only ever sees
+"provider:model" choices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from chat.providers.base import Provider, ProviderError
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOption:
+    provider: str
+    model: str
+
+    @property
+    def value(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    @property
+    def label(self) -> str:
+        return "Demo (offline)" if self.provider == "demo" else f"{self.model} · {self.provider}"
+
+
+def available_models() -> list[ModelOption]:
+    options: list[ModelOption] = []
+    if settings.CHAT_DEMO_ENABLED:
+        options.append(ModelOption("demo", "demo"))
+    if settings.OPENAI_API_KEY:
+        options += [ModelOption("openai", name) for name in settings.OPENAI_MODELS if name]
+    if settings.ANTHROPIC_API_KEY:
+        options += [ModelOption("anthropic", name) for name in settings.ANTHROPIC_MODELS if name]
+    return options
+
+
+def default_model() -> ModelOption | None:
+    options = available_models()
+    if settings.CHAT_DEFAULT_MODEL:
+        chosen = resolve_model(settings.CHAT_DEFAULT_MODEL)
+        if chosen:
+            return chosen
+    return options[0] if options else None
+
+
+def resolve_model(value: str) -> ModelOption | None:
+    """The offered model named by a "provider:model" choice, or None if it is not offered."""
+    return next((option for option in available_models() if option.value == value), None)
+
+
+def get_provider(name: str) -> Provider:
+    if name == "demo":
+        from chat.providers.demo import DemoProvider
+
+        return DemoProvider(tokens_per_second=settings.CHAT_DEMO_TOKENS_PER_SECOND)
+    if name == "openai":
+        if not settings.OPENAI_API_KEY:
+            raise ProviderError("OpenAI is not configured on this server (OPENAI_API_KEY is unset).")
+        return _openai_provider(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL)
+    if name == "anthropic":
+        if not settings.ANTHROPIC_API_KEY:
+            raise ProviderError(
+                "Anthropic is not configured on this server (ANTHROPIC_API_KEY is unset)."
+            )
+        return _anthropic_provider(settings.ANTHROPIC_API_KEY, settings.ANTHROPIC_BASE_URL)
+    raise ProviderError(f"Unknown provider {name!r}.")
+
+
+# One SDK client per configuration and event loop, so its HTTP connection pool is reused across
+# replies; pooled connections belong to the loop that opened them, hence the per-loop key.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], Provider]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _loop_cached(key: tuple[str, ...], build: Callable[[], Provider]) -> Provider:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return build()
+    per_loop = _clients.setdefault(loop, {})
+    if key not in per_loop:
+        per_loop[key] = build()
+    return per_loop[key]
+
+
+def _openai_provider(api_key: str, base_url: str) -> Provider:
+    from chat.providers.openai import OpenAIProvider
+
+    return _loop_cached(
+        ("openai", api_key, base_url),
+        lambda: OpenAIProvider(
+            api_key=api_key,
+            base_url=base_url or None,
+            max_retries=settings.CHAT_PROVIDER_MAX_RETRIES,
+        ),
+    )
+
+
+def _anthropic_provider(api_key: str, base_url: str) -> Provider:
+    from chat.providers.anthropic import AnthropicProvider
+
+    return _loop_cached(
+        ("anthropic", api_key, base_url),
+        lambda: AnthropicProvider(
+            api_key=api_key,
+            base_url=base_url or None,
+            max_retries=settings.CHAT_PROVIDER_MAX_RETRIES,
+        ),
+    )

@@ -1,0 +1,148 @@
+"""Anthropic Messages API adapter.
+
+Usage comes in twice. Anthropic states the exact input tokens at `message_start`, before any
+text, so right after it this adapter yields an early `Usage` with `output_tokens=0`; a reply
+stopped mid-way can still be costed from it. When the stream completes, a final `Usage` with
+the real output total follows. Consumers keep the last `Usage` they saw: one with
+`output_tokens == 0` after text has arrived is partial, and the output must be estimated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
+
+import anthropic
+import httpx2
+
+from chat.providers.base import ChatTurn, Event, ProviderError, TextDelta, Usage
+
+if TYPE_CHECKING:
+    from anthropic.types import MessageParam
+    from anthropic.types import Usage as AnthropicUsage
+
+
+class AnthropicProvider:
+    """Streams a reply from Anthropic's `/v1/messages` endpoint.
+
+    Anthropic's `input_tokens` excludes prompt-cache reads and writes, so the reported input is
+    their sum (matching `Usage`, which counts every prompt token). `message_delta` carries a
+    running output total, not an increment; the SDK's accumulated message holds the final one.
+    An `error` event inside the stream (e.g. `overloaded_error`) and a stream that ends before
+    `message_stop` both raise `ProviderError`. See the module docstring for the early `Usage`.
+    """
+
+    name = "anthropic"
+
+    def __init__(self, *, api_key: str, base_url: str | None, max_retries: int) -> None:
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=base_url, max_retries=max_retries
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def stream(
+        self,
+        turns: Sequence[ChatTurn],
+        *,
+        model: str,
+        system_prompt: str = "",
+        max_output_tokens: int,
+    ) -> AsyncIterator[Event]:
+        messages: list[MessageParam] = []
+        for turn in turns:
+            if turn.role == "user":
+                messages.append({"role": "user", "content": turn.content})
+            else:
+                messages.append({"role": "assistant", "content": turn.content})
+        finished = False
+        try:
+            # `async with` closes the HTTP response however we leave: end of stream, error, or
+            # the consuming task being cancelled (Stop / timeout), which must abort the request.
+            async with self._client.messages.stream(
+                model=model,
+                max_tokens=max_output_tokens,
+                system=system_prompt or anthropic.omit,
+                messages=messages,
+            ) as events:
+                async for event in events:
+                    if event.type == "message_start":
+                        yield _usage(event.message.usage, output_tokens=0)
+                    elif event.type == "content_block_delta":
+                        if event.delta.type == "text_delta" and event.delta.text:
+                            yield TextDelta(event.delta.text)
+                    elif event.type == "message_stop":
+                        finished = True
+                        final = event.message.usage
+                        yield _usage(final, output_tokens=final.output_tokens)
+        except anthropic.APIError as exc:
+            raise _provider_error(exc, model) from exc
+        except httpx2.TransportError as exc:
+            # Unlike OpenAI's, this SDK lets transport errors from the body through unwrapped.
+            raise ProviderError(_DROPPED) from exc
+        if not finished:
+            raise ProviderError(_DROPPED)
+
+
+_DROPPED = "The connection to Anthropic dropped before the reply finished."
+
+
+def _usage(usage: AnthropicUsage, *, output_tokens: int) -> Usage:
+    cache_read = usage.cache_read_input_tokens or 0
+    cache_write = usage.cache_creation_input_tokens or 0
+    return Usage(
+        input_tokens=usage.input_tokens + cache_read + cache_write,
+        output_tokens=output_tokens,
+        cached_input_tokens=cache_read,
+    )
+
+
+def _provider_error(exc: anthropic.APIError, model: str) -> ProviderError:
+    """Word an SDK error so the person chatting knows what went wrong and what to do."""
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ProviderError("Anthropic did not respond in time. Try again.")
+    if isinstance(exc, anthropic.APIConnectionError):
+        # Raised before any reply (connect failures); drops mid-body surface as transport errors.
+        return ProviderError("Could not connect to Anthropic. Check the server's network access.")
+    if not isinstance(exc, anthropic.APIStatusError):
+        return ProviderError(f"Anthropic reported an error: {exc.message}")
+    status = exc.status_code
+    if status < 400:
+        # An `error` event inside a 200 stream comes through with the response's status (200);
+        # its body's error type says what really happened.
+        status = _STATUS_BY_TYPE.get(exc.type or "", 500)
+    detail = _detail(exc)
+    if status == 401:
+        message = "The Anthropic API key was rejected (401). Check ANTHROPIC_API_KEY on the server."
+    elif status == 403:
+        message = f"Anthropic refused access (403): {detail}"
+    elif status == 404:
+        message = f"Anthropic could not find model {model!r} (404): {detail}"
+    elif status == 429:
+        message = "Anthropic is rate-limiting this server (429). Wait a moment and try again."
+    elif status == 529:
+        message = "Anthropic is overloaded right now (529). Try again in a little while."
+    elif status >= 500:
+        message = f"Anthropic had a server error ({status}). Try again shortly."
+    else:
+        message = f"Anthropic rejected the request ({status}): {detail}"
+    return ProviderError(message, status_code=status)
+
+
+_STATUS_BY_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+def _detail(exc: anthropic.APIStatusError) -> str:
+    # `api_message` is the body's error.message; the SDK's own message embeds the whole body.
+    # Bounded, since it lands in the chat transcript.
+    text = exc.api_message or exc.message
+    return text if len(text) <= 300 else text[:299] + "…"

@@ -1,0 +1,70 @@
+"""The one small protocol every model provider implements.
+
+A provider turns a conversation into a stream of events: text deltas as they arrive, and at most
+one usage record (normally last). Providers know nothing about Django models, the database or
+transports; the generation job in `chat.services` drives them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Role = Literal["user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts as the provider reported them.
+
+    `input_tokens` counts every prompt token, cached ones included; `cached_input_tokens` says
+    how many of them were read from the provider's prompt cache.
+    """
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+
+
+Event = TextDelta | Usage
+
+
+class ProviderError(Exception):
+    """A failure the user should see in the reply bubble, in words they can act on."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+
+class Provider(Protocol):
+    name: str
+
+    def stream(
+        self,
+        turns: Sequence[ChatTurn],
+        *,
+        model: str,
+        system_prompt: str = "",
+        max_output_tokens: int,
+    ) -> AsyncIterator[Event]:
+        """Stream the reply to `turns` (oldest first, ending with the user's message).
+
+        Yields `TextDelta`s, then a `Usage` when the provider reports one. Raises `ProviderError`
+        for failures the user can understand (bad key, rate limit, upstream error). Cancelling
+        the iteration (the job does so on stop or timeout) must close the upstream request.
+        """
+        ...

@@ -1,0 +1,129 @@
+"""OpenAI Chat Completions adapter (also fits OpenAI-compatible servers via OPENAI_BASE_URL)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
+
+import openai
+
+from chat.providers.base import ChatTurn, Event, ProviderError, TextDelta, Usage
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
+
+
+class OpenAIProvider:
+    """Streams a chat completion from OpenAI's `/chat/completions` endpoint.
+
+    Usage arrives in a last chunk with no choices, because the request asks for
+    `stream_options.include_usage`; a stream cut short never sends it, so then no `Usage` is
+    yielded. A stream that ends without a `finish_reason` was cut short (a proxy closing the
+    connection can look like a clean end) and raises `ProviderError`.
+    """
+
+    name = "openai"
+
+    def __init__(self, *, api_key: str, base_url: str | None, max_retries: int) -> None:
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, max_retries=max_retries
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def stream(
+        self,
+        turns: Sequence[ChatTurn],
+        *,
+        model: str,
+        system_prompt: str = "",
+        max_output_tokens: int,
+    ) -> AsyncIterator[Event]:
+        messages: list[ChatCompletionMessageParam] = []
+        if system_prompt:
+            messages.append({"role": "system", "content": system_prompt})
+        for turn in turns:
+            if turn.role == "user":
+                messages.append({"role": "user", "content": turn.content})
+            else:
+                messages.append({"role": "assistant", "content": turn.content})
+        try:
+            response = await self._client.chat.completions.create(
+                model=model,
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+                max_completion_tokens=max_output_tokens,
+            )
+        except openai.APIError as exc:
+            raise _provider_error(exc, model) from exc
+
+        finished = False
+        # `async with` closes the HTTP response however we leave: end of stream, error, or the
+        # consuming task being cancelled (Stop / timeout), which must abort the upstream request.
+        async with response as chunks:
+            try:
+                async for chunk in chunks:
+                    for choice in chunk.choices:
+                        if choice.index != 0:
+                            continue
+                        if choice.delta.content:
+                            yield TextDelta(choice.delta.content)
+                        if choice.finish_reason:
+                            finished = True
+                    if chunk.usage is not None:
+                        details = chunk.usage.prompt_tokens_details
+                        yield Usage(
+                            input_tokens=chunk.usage.prompt_tokens,
+                            output_tokens=chunk.usage.completion_tokens,
+                            cached_input_tokens=(details.cached_tokens or 0) if details else 0,
+                        )
+            except openai.APIConnectionError as exc:
+                if isinstance(exc, openai.APITimeoutError):
+                    raise ProviderError("OpenAI stopped sending the reply (timed out).") from exc
+                raise ProviderError(_DROPPED) from exc
+            except openai.APIError as exc:
+                raise _provider_error(exc, model) from exc
+        if not finished:
+            raise ProviderError(_DROPPED)
+
+
+_DROPPED = "The connection to OpenAI dropped before the reply finished."
+
+
+def _provider_error(exc: openai.APIError, model: str) -> ProviderError:
+    """Word an SDK error so the person chatting knows what went wrong and what to do."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError("OpenAI did not respond in time. Try again.")
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError("Could not connect to OpenAI. Check the server's network access.")
+    if not isinstance(exc, openai.APIStatusError):
+        # An error object inside an otherwise successful stream.
+        return ProviderError(f"OpenAI reported an error mid-reply: {_detail(exc)}")
+    status = exc.status_code
+    detail = _detail(exc)
+    if status == 401:
+        message = "The OpenAI API key was rejected (401). Check OPENAI_API_KEY on the server."
+    elif status == 403:
+        message = f"OpenAI refused access (403): {detail}"
+    elif status == 404:
+        message = f"OpenAI could not find model {model!r} (404): {detail}"
+    elif status == 429 and exc.code == "insufficient_quota":
+        message = "The OpenAI account is out of quota (429). Check its billing."
+    elif status == 429:
+        message = "OpenAI is rate-limiting this server (429). Wait a moment and try again."
+    elif status >= 500:
+        message = f"OpenAI had a server error ({status}). Try again shortly."
+    else:
+        message = f"OpenAI rejected the request ({status}): {detail}"
+    return ProviderError(message, status_code=status)
+
+
+def _detail(exc: openai.APIError) -> str:
+    # The SDK puts the body's `error` object in `body`; its message beats the SDK's summary,
+    # which embeds the whole body. Bounded, since it lands in the chat transcript.
+    body = exc.body
+    message = body.get("message") if isinstance(body, dict) else None
+    text = message if isinstance(message, str) and message else exc.message
+    return text if len(text) <= 300 else text[:299] + "…"

@@ -1,0 +1,498 @@
+"""Writes: starting, generating, stopping and regenerating replies.
+
+A reply is a job, not a connection. `reply_start` saves the user's message and an assistant
+message with status `streaming`; `job_launch` runs `reply_generate` as an asyncio task of this
+process. The job appends deltas to the reply stream (which transports read), saves the text to the
+database every CHAT_FLUSH_SECONDS and at every ending, and records why it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from django_ratelimit.core import get_usage
+
+from chat import providers
+from chat.models import Conversation, Message
+from chat.pricing import price_reply
+from chat.providers.base import ChatTurn, ProviderError, TextDelta, Usage
+from chat.providers.demo import estimate_tokens
+from chat.selectors import Visitor, conversation_get, conversations_for, message_get
+from chat.streams import get_reply_stream
+
+logger = logging.getLogger(__name__)
+
+TITLE_LENGTH = 60
+
+
+class ChatInputError(Exception):
+    """Input the user can fix; the message says how."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyStarted:
+    conversation: Conversation
+    assistant_message: Message
+    user_message: Message | None = None
+    created_conversation: bool = False
+    superseded_message_id: int | None = None
+
+
+# --- Starting --------------------------------------------------------------------------------
+
+
+def send_allowed(visitor: Visitor) -> bool:
+    """Count one send against the visitor's rate limit (CHAT_RATE_LIMIT, e.g. "20/m")."""
+    if not settings.CHAT_RATE_LIMIT:
+        return True
+    usage = get_usage(
+        HttpRequest(),
+        group="chat-send",
+        key=lambda _group, _request: visitor.key,
+        rate=settings.CHAT_RATE_LIMIT,
+        increment=True,
+    )
+    return not (usage and usage["should_limit"])
+
+
+def reply_start(
+    *,
+    visitor: Visitor,
+    conversation_id: str | None,
+    text: str,
+    model_choice: str,
+    system_prompt: str = "",
+) -> ReplyStarted:
+    """Validate a message and save it with a streaming assistant reply, in one transaction."""
+    text = (text or "").strip()
+    system_prompt = (system_prompt or "").strip()
+    if not visitor.is_authenticated and not visitor.visitor_id:
+        raise ChatInputError("Your session has expired. Reload the page and try again.")
+    if not text:
+        raise ChatInputError("Type a message first.")
+    if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise ChatInputError(
+            f"Your message is {len(text):,} characters long; the limit is "
+            f"{settings.CHAT_MAX_MESSAGE_CHARS:,}. Shorten it and send again."
+        )
+    if len(system_prompt) > settings.CHAT_MAX_SYSTEM_PROMPT_CHARS:
+        raise ChatInputError(
+            f"The system prompt is {len(system_prompt):,} characters long; the limit is "
+            f"{settings.CHAT_MAX_SYSTEM_PROMPT_CHARS:,}."
+        )
+    option = providers.resolve_model(model_choice or "")
+    if option is None:
+        if not providers.available_models():
+            raise ChatInputError("No model is configured on this server.")
+        raise ChatInputError("That model is not available here. Pick one from the list.")
+
+    with transaction.atomic():
+        created = not conversation_id
+        if created:
+            conversation = Conversation.objects.create(
+                user=visitor.user if visitor.is_authenticated else None,
+                visitor_id="" if visitor.is_authenticated else visitor.visitor_id,
+                title=_title_from(text),
+                provider=option.provider,
+                model=option.model,
+                system_prompt=system_prompt,
+            )
+        else:
+            conversation = conversation_get(visitor, conversation_id)
+            # Lock the row so two sends to one conversation cannot both start a reply.
+            conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+            if conversation.messages.streaming().exists():
+                raise ChatInputError(
+                    "A reply is still streaming. Stop it or wait for it to finish."
+                )
+            conversation.provider, conversation.model = option.provider, option.model
+            conversation.system_prompt = system_prompt
+            conversation.updated_at = timezone.now()
+            if not conversation.title:
+                conversation.title = _title_from(text)
+            conversation.save(
+                update_fields=["provider", "model", "system_prompt", "updated_at", "title"]
+            )
+        user_message = Message.objects.create(
+            conversation=conversation, role=Message.Role.USER, content=text
+        )
+        assistant_message = _assistant_create(conversation)
+    return ReplyStarted(
+        conversation=conversation,
+        user_message=user_message,
+        assistant_message=assistant_message,
+        created_conversation=created,
+    )
+
+
+def reply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted:
+    """Retry (a failed reply) or Regenerate (the last one): the old reply is kept for staff but
+    superseded, and a new one streams in its place with the conversation's current model."""
+    message = message_get(visitor, message_id)
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+        last = conversation.messages.visible().order_by("-id").first()
+        if last is None or last.pk != message.pk:
+            raise ChatInputError("Only the last reply can be regenerated.")
+        if message.is_streaming:
+            raise ChatInputError("This reply is still streaming. Stop it first.")
+        if providers.resolve_model(f"{conversation.provider}:{conversation.model}") is None:
+            raise ChatInputError("This conversation's model is no longer available here.")
+        Message.objects.filter(pk=message.pk).update(superseded=True)
+        conversation.updated_at = timezone.now()
+        conversation.save(update_fields=["updated_at"])
+        assistant_message = _assistant_create(conversation)
+    return ReplyStarted(
+        conversation=conversation,
+        assistant_message=assistant_message,
+        superseded_message_id=message.pk,
+    )
+
+
+def _assistant_create(conversation: Conversation) -> Message:
+    now = timezone.now()
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        provider=conversation.provider,
+        model=conversation.model,
+        created_at=now,
+        heartbeat_at=now,
+    )
+
+
+def _title_from(text: str) -> str:
+    first_line = " ".join(text.split())
+    if len(first_line) <= TITLE_LENGTH:
+        return first_line
+    return first_line[: TITLE_LENGTH - 1].rsplit(" ", 1)[0] + "…"
+
+
+async def areply_start(**kwargs: Any) -> ReplyStarted:
+    """`reply_start` from async code, rate-limited, with the generation job launched."""
+    if not await sync_to_async(send_allowed)(kwargs["visitor"]):
+        raise ChatInputError("You are sending messages too quickly. Wait a minute and try again.")
+    started = await sync_to_async(reply_start)(**kwargs)
+    job_launch(started.assistant_message.pk)
+    return started
+
+
+async def areply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted:
+    if not await sync_to_async(send_allowed)(visitor):
+        raise ChatInputError("You are sending messages too quickly. Wait a minute and try again.")
+    started = await sync_to_async(reply_regenerate)(visitor=visitor, message_id=message_id)
+    job_launch(started.assistant_message.pk)
+    return started
+
+
+# --- Stopping --------------------------------------------------------------------------------
+
+
+def _streaming_reply_in(visitor: Visitor, conversation_id: str) -> Message | None:
+    conversation = conversation_get(visitor, conversation_id)
+    return conversation.messages.streaming().order_by("-id").first()
+
+
+async def reply_stop(*, visitor: Visitor, conversation_id: str) -> Message | None:
+    """Ask the conversation's streaming reply to stop. Any worker may call this: the job, wherever
+    it runs, sees the signal within a second, closes the upstream request and keeps the text."""
+    message = await sync_to_async(_streaming_reply_in)(visitor, conversation_id)
+    if message is None:
+        return None
+    await get_reply_stream().request_stop(message.pk)
+    # A reply whose worker died cannot hear the signal; end it here instead.
+    await sync_to_async(reply_reap_stale)(message_ids=[message.pk])
+    return message
+
+
+# --- The generation job -----------------------------------------------------------------------
+
+_jobs: set[asyncio.Task[None]] = set()
+
+
+def job_launch(message_id: int) -> asyncio.Task[None]:
+    task = asyncio.get_running_loop().create_task(
+        reply_generate(message_id), name=f"reply-{message_id}"
+    )
+    # The loop keeps only weak references to tasks; hold them until they finish.
+    _jobs.add(task)
+    task.add_done_callback(_jobs.discard)
+    return task
+
+
+@dataclass
+class _ReplyState:
+    started: float = field(default_factory=time.monotonic)
+    parts: list[str] = field(default_factory=list)
+    seq: int = 0
+    first_token_at: float | None = None
+    usage: Usage | None = None
+    completed_with_usage: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _JobContext:
+    provider: str
+    model: str
+    system_prompt: str
+    turns: list[ChatTurn]
+
+
+def _job_context(message_id: int) -> _JobContext:
+    message = Message.objects.select_related("conversation").get(pk=message_id)
+    conversation = message.conversation
+    history = (
+        conversation.messages.visible()
+        .filter(id__lt=message_id)
+        .exclude(role=Message.Role.ASSISTANT, content="")
+        .order_by("-id")[: settings.CHAT_HISTORY_MAX_MESSAGES]
+    )
+    turns: list[ChatTurn] = []
+    for past in reversed(list(history)):
+        # Providers want alternating turns; merge neighbours of one role (e.g. a user message
+        # whose reply failed before any text, followed by another user message).
+        if turns and turns[-1].role == past.role:
+            turns[-1] = ChatTurn(past.role, f"{turns[-1].content}\n\n{past.content}")  # type: ignore[arg-type]
+        else:
+            turns.append(ChatTurn(past.role, past.content))  # type: ignore[arg-type]
+    while turns and turns[0].role != "user":
+        turns.pop(0)
+    return _JobContext(message.provider, message.model, conversation.system_prompt, turns)
+
+
+async def reply_generate(message_id: int) -> None:
+    """Run one reply to its end, whatever the end is, and record it."""
+    stream = get_reply_stream()
+    state = _ReplyState()
+    ended, error_text = Message.EndedReason.COMPLETED, ""
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        context = await sync_to_async(_job_context)(message_id)
+        provider = providers.get_provider(context.provider)
+        generate = asyncio.create_task(_consume(provider, context, state, message_id))
+        stop = asyncio.create_task(stream.wait_stop(message_id))
+        tasks = [generate, stop, asyncio.create_task(_flush_periodically(message_id, state))]
+        done, _ = await asyncio.wait(
+            {generate, stop},
+            timeout=settings.CHAT_REPLY_TIMEOUT,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if generate in done:
+            ended, error_text = _ending_of(generate)
+        elif stop in done:
+            ended = Message.EndedReason.STOPPED
+        else:
+            ended = Message.EndedReason.TIMEOUT
+            error_text = (
+                f"The reply took longer than {settings.CHAT_REPLY_TIMEOUT:g} s and was ended."
+            )
+    except ProviderError as exc:
+        ended, error_text = Message.EndedReason.PROVIDER_ERROR, exc.message
+    except asyncio.CancelledError:
+        ended = Message.EndedReason.INTERRUPTED
+        error_text = "The server shut down before the reply finished."
+        raise
+    except Exception:
+        logger.exception("Reply %s failed", message_id)
+        ended, error_text = Message.EndedReason.PROVIDER_ERROR, "Something went wrong on our side."
+    finally:
+        # Cancelling the generation task closes the upstream request (the adapters stream
+        # inside `async with`), so a stopped reply stops costing tokens at once.
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        # Shielded: a shutdown that cancels this job must still save the partial text.
+        await asyncio.shield(_finish(message_id, state, ended, error_text))
+
+
+def _ending_of(generate: asyncio.Task[None]) -> tuple[str, str]:
+    exc = generate.exception()
+    if exc is None:
+        return Message.EndedReason.COMPLETED, ""
+    if isinstance(exc, TimeoutError):
+        return (
+            Message.EndedReason.TIMEOUT,
+            f"The model sent nothing for {settings.CHAT_IDLE_TIMEOUT:g} s, so the reply was ended.",
+        )
+    if isinstance(exc, ProviderError):
+        return Message.EndedReason.PROVIDER_ERROR, exc.message
+    logger.error("Reply generation failed", exc_info=exc)
+    return Message.EndedReason.PROVIDER_ERROR, "Something went wrong on our side."
+
+
+async def _consume(
+    provider: providers.Provider, context: _JobContext, state: _ReplyState, message_id: int
+) -> None:
+    stream = get_reply_stream()
+    loop = asyncio.get_running_loop()
+    events = provider.stream(
+        context.turns,
+        model=context.model,
+        system_prompt=context.system_prompt,
+        max_output_tokens=settings.CHAT_MAX_OUTPUT_TOKENS,
+    )
+    # aclosing: cancellation and timeouts close the provider's generator (and its HTTP stream).
+    async with contextlib.aclosing(events), asyncio.timeout(None) as idle:  # type: ignore[type-var]
+        idle.reschedule(loop.time() + settings.CHAT_IDLE_TIMEOUT)
+        async for event in events:
+            idle.reschedule(loop.time() + settings.CHAT_IDLE_TIMEOUT)
+            if isinstance(event, TextDelta):
+                if not event.text:
+                    continue
+                if state.first_token_at is None:
+                    state.first_token_at = time.monotonic()
+                state.seq += 1
+                state.parts.append(event.text)
+                await stream.append(message_id, state.seq, event.text)
+            else:
+                state.usage = event
+        state.completed_with_usage = state.usage is not None
+
+
+async def _flush_periodically(message_id: int, state: _ReplyState) -> None:
+    """Save the text so far every CHAT_FLUSH_SECONDS (never per token) and beat the heart, so a
+    reader on another worker can tell a slow reply from a dead one."""
+    flushed_seq = -1
+    last_beat = time.monotonic()
+    while True:
+        await asyncio.sleep(settings.CHAT_FLUSH_SECONDS)
+        now = time.monotonic()
+        if state.seq != flushed_seq or now - last_beat >= settings.CHAT_HEARTBEAT_SECONDS:
+            seq, text = state.seq, state.text
+            await Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).aupdate(
+                content=text, stream_seq=seq, heartbeat_at=timezone.now()
+            )
+            flushed_seq, last_beat = seq, now
+
+
+async def _finish(message_id: int, state: _ReplyState, ended: str, error_text: str) -> None:
+    await sync_to_async(_record_ending)(message_id, state, ended, error_text)
+    await get_reply_stream().finish(message_id, state.seq + 1, ended)
+
+
+_STATUS_FOR_ENDING = {
+    Message.EndedReason.COMPLETED: Message.Status.COMPLETE,
+    Message.EndedReason.STOPPED: Message.Status.STOPPED,
+    Message.EndedReason.BUDGET: Message.Status.STOPPED,
+}
+
+
+def _record_ending(message_id: int, state: _ReplyState, ended: str, error_text: str) -> None:
+    finished = time.monotonic()
+    with transaction.atomic():
+        message = Message.objects.select_for_update().select_related("conversation").get(
+            pk=message_id
+        )
+        if message.status != Message.Status.STREAMING:
+            return  # already ended elsewhere (e.g. reaped as interrupted)
+        text = state.text
+        message.content = text
+        message.stream_seq = state.seq
+        message.status = _STATUS_FOR_ENDING.get(ended, Message.Status.ERROR)  # type: ignore[call-overload]
+        message.ended_reason = ended
+        message.error_text = error_text
+        message.finished_at = timezone.now()
+        message.duration_ms = round((finished - state.started) * 1000)
+        if state.first_token_at is not None:
+            message.ttft_ms = round((state.first_token_at - state.started) * 1000)
+        usage, message.usage_source = _usage_for(message, state, text)
+        message.input_tokens = usage.input_tokens
+        message.output_tokens = usage.output_tokens
+        message.cached_input_tokens = usage.cached_input_tokens
+        generating_seconds = (
+            finished - state.first_token_at if state.first_token_at is not None else 0.0
+        )
+        if usage.output_tokens and generating_seconds > 0:
+            message.tokens_per_second = round(usage.output_tokens / generating_seconds, 1)
+        price = price_reply(provider=message.provider, model=message.model, usage=usage)
+        message.cost_microusd, message.price_version = price.cost_microusd, price.version
+        message.save()
+        Conversation.objects.filter(pk=message.conversation_id).update(updated_at=timezone.now())
+
+
+def _usage_for(message: Message, state: _ReplyState, text: str) -> tuple[Usage, str]:
+    """The provider's counts when it reported them for the whole reply; otherwise an estimate
+    (keeping exact input counts when the provider sent them early, as Anthropic does)."""
+    if state.completed_with_usage and state.usage is not None:
+        return state.usage, Message.UsageSource.PROVIDER
+    if state.usage is not None:
+        input_tokens, cached = state.usage.input_tokens, state.usage.cached_input_tokens
+    else:
+        context_chars = sum(
+            len(m.content)
+            for m in message.conversation.messages.visible().filter(id__lt=message.pk)
+        )
+        input_tokens = round((context_chars + len(message.conversation.system_prompt)) / 4)
+        cached = 0
+    return (
+        Usage(
+            input_tokens=input_tokens,
+            output_tokens=estimate_tokens(text),
+            cached_input_tokens=cached,
+        ),
+        Message.UsageSource.ESTIMATED,
+    )
+
+
+# --- Recovery ---------------------------------------------------------------------------------
+
+
+def reply_reap_stale(*, message_ids: list[int] | None = None) -> int:
+    """End replies whose job stopped beating (its worker died) as `interrupted`, keeping the text
+    they had saved. Returns how many were ended."""
+    cutoff = timezone.now() - timedelta(seconds=settings.CHAT_STALE_AFTER_SECONDS)
+    stale = Message.objects.streaming().filter(heartbeat_at__lt=cutoff)
+    if message_ids is not None:
+        stale = stale.filter(pk__in=message_ids)
+    return stale.update(
+        status=Message.Status.ERROR,
+        ended_reason=Message.EndedReason.INTERRUPTED,
+        error_text="The server restarted before this reply finished.",
+        finished_at=timezone.now(),
+        usage_source=Message.UsageSource.ESTIMATED,
+    )
+
+
+def visitor_streaming_ids(visitor: Visitor) -> list[int]:
+    return list(
+        Message.objects.streaming()
+        .filter(conversation__in=conversations_for(visitor))
+        .values_list("pk", flat=True)
+    )
+
+
+async def reply_wait(message_id: int, *, timeout: float) -> None:
+    """Wait until the reply ends (the no-JavaScript form posts and shows the finished reply)."""
+    stream = get_reply_stream()
+    after = 0
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        entries = await stream.read(message_id, after=after, timeout=min(remaining, 5.0))
+        if entries:
+            if entries[-1].kind == "end":
+                return
+            after = entries[-1].seq
+        elif not await Message.objects.filter(pk=message_id).streaming().aexists():
+            return

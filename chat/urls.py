@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from chat import views
+
+app_name = "chat"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("streaming-demo", views.streaming_demo, name="streaming_demo"),
+    path("streaming-demo/c/<uuid:conversation_id>", views.streaming_demo, name="conversation"),
+    path("streaming-demo/messages", views.post_message, name="post_message"),
+    path(
+        "streaming-demo/replies/<int:message_id>/regenerate",
+        views.regenerate,
+        name="regenerate",
+    ),
+    path("streaming-demo/replies/<int:message_id>/events", views.reply_events, name="events"),
+]

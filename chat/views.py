@@ -1,0 +1,213 @@
+"""Pages, the SSE transport and the no-JavaScript fallback. Thin: services do the work."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    StreamingHttpResponse,
+)
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from chat import providers, services
+from chat.delivery import reply_updates
+from chat.models import Conversation
+from chat.rendering import error_fragment, started_fragment
+from chat.selectors import (
+    Visitor,
+    conversation_get,
+    conversation_messages,
+    conversations_for,
+    message_get,
+)
+from chat.signals import VISITOR_SESSION_KEY
+
+
+def _visitor(request: HttpRequest) -> Visitor:
+    if not request.user.is_authenticated and not request.session.get(VISITOR_SESSION_KEY):
+        # A random id in the session, not the session key itself: Django rotates the key at
+        # login, and the id lets the conversations follow the visitor into their account.
+        request.session[VISITOR_SESSION_KEY] = uuid.uuid4().hex
+    return Visitor(user=request.user, visitor_id=request.session.get(VISITOR_SESSION_KEY, ""))
+
+
+async def _avisitor(request: HttpRequest) -> Visitor:
+    return await sync_to_async(_visitor)(request)
+
+
+def _login_required(request: HttpRequest) -> HttpResponse | None:
+    if settings.CHAT_REQUIRE_LOGIN and not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    return None
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("chat:streaming_demo")
+
+
+@require_GET
+def streaming_demo(request: HttpRequest, conversation_id: uuid.UUID | None = None) -> HttpResponse:
+    if denied := _login_required(request):
+        return denied
+    visitor = _visitor(request)
+    conversation = conversation_get(visitor, conversation_id) if conversation_id else None
+    return render(request, "chat/streaming_demo.html", _page_context(request, visitor, conversation))
+
+
+def _page_context(
+    request: HttpRequest, visitor: Visitor, conversation: Conversation | None, **extra: Any
+) -> dict[str, Any]:
+    messages = conversation_messages(conversation) if conversation else []
+    if any(m.is_streaming for m in messages):
+        # A reply whose worker died shows as interrupted instead of streaming forever.
+        if services.reply_reap_stale(message_ids=[m.pk for m in messages if m.is_streaming]):
+            messages = conversation_messages(conversation)  # type: ignore[arg-type]
+    options = providers.available_models()
+    default = providers.default_model()
+    selected = (
+        f"{conversation.provider}:{conversation.model}"
+        if conversation
+        else (default.value if default else "")
+    )
+    return {
+        "conversation": conversation,
+        "conversations": conversations_for(visitor)[:100],
+        "messages": messages,
+        "streaming": any(m.is_streaming for m in messages),
+        "totals": conversation.totals() if conversation else None,
+        "model_options": options,
+        "selected_model": selected,
+        "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+        "transport": "sse" if request.GET.get("transport") == "sse" else "ws",
+        **extra,
+    }
+
+
+@require_POST
+async def post_message(request: HttpRequest) -> HttpResponseBase:
+    """The composer's POST: `action=send` or `action=stop`. htmx (the SSE transport) gets
+    fragments; a browser without JavaScript gets redirected to the finished reply."""
+    if settings.CHAT_REQUIRE_LOGIN and not (await request.auser()).is_authenticated:
+        return redirect_to_login(reverse("chat:streaming_demo"))
+    visitor = await _avisitor(request)
+    conversation_id = request.POST.get("conversation") or None
+    if request.POST.get("action") == "stop":
+        if conversation_id is None:
+            raise Http404("No such conversation.")
+        await services.reply_stop(visitor=visitor, conversation_id=conversation_id)
+        if request.htmx:
+            return HttpResponse(status=204)
+        return redirect("chat:conversation", conversation_id=conversation_id)
+    try:
+        started = await services.areply_start(
+            visitor=visitor,
+            conversation_id=conversation_id,
+            text=request.POST.get("message", ""),
+            model_choice=request.POST.get("model", ""),
+            system_prompt=request.POST.get("system_prompt", ""),
+        )
+    except services.ChatInputError as exc:
+        if request.htmx:
+            return HttpResponse(error_fragment(exc.message), status=400)
+        return await sync_to_async(_page_with_error)(request, visitor, conversation_id, exc)
+    if request.htmx:
+        return HttpResponse(await sync_to_async(started_fragment)(started))
+    # Without JavaScript there is no stream to watch: wait for the reply, then show the page.
+    await services.reply_wait(started.assistant_message.pk, timeout=settings.CHAT_REPLY_TIMEOUT)
+    return redirect("chat:conversation", conversation_id=started.conversation.pk)
+
+
+def _page_with_error(
+    request: HttpRequest,
+    visitor: Visitor,
+    conversation_id: str | None,
+    error: services.ChatInputError,
+) -> HttpResponse:
+    conversation = conversation_get(visitor, conversation_id) if conversation_id else None
+    context = _page_context(
+        request,
+        visitor,
+        conversation,
+        error=error.message,
+        draft=request.POST.get("message", ""),
+    )
+    return render(request, "chat/streaming_demo.html", context, status=400)
+
+
+@require_POST
+async def regenerate(request: HttpRequest, message_id: int) -> HttpResponseBase:
+    """Retry a failed reply or regenerate the last one."""
+    if settings.CHAT_REQUIRE_LOGIN and not (await request.auser()).is_authenticated:
+        return redirect_to_login(reverse("chat:streaming_demo"))
+    visitor = await _avisitor(request)
+    try:
+        started = await services.areply_regenerate(visitor=visitor, message_id=message_id)
+    except services.ChatInputError as exc:
+        if request.htmx:
+            return HttpResponse(error_fragment(exc.message), status=400)
+        message = await sync_to_async(message_get)(visitor, message_id)
+        return redirect("chat:conversation", conversation_id=message.conversation_id)
+    if request.htmx:
+        return HttpResponse(await sync_to_async(started_fragment)(started))
+    await services.reply_wait(started.assistant_message.pk, timeout=settings.CHAT_REPLY_TIMEOUT)
+    return redirect("chat:conversation", conversation_id=started.conversation.pk)
+
+
+@require_GET
+async def reply_events(request: HttpRequest, message_id: int) -> HttpResponseBase:
+    """The SSE transport: the reply from `Last-Event-ID` (or `?after=`) to its end."""
+    if settings.CHAT_REQUIRE_LOGIN and not (await request.auser()).is_authenticated:
+        raise Http404("No such reply.")
+    visitor = await _avisitor(request)
+    message = await sync_to_async(message_get)(visitor, message_id)
+    after = _offset(request.headers.get("Last-Event-ID") or request.GET.get("after"))
+    response = StreamingHttpResponse(
+        _event_stream(message.pk, after), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx must not buffer the stream
+    return response
+
+
+def _offset(value: str | None) -> int:
+    try:
+        return max(0, int(value or 0))
+    except ValueError:
+        return 0
+
+
+async def _event_stream(message_id: int, after: int) -> AsyncIterator[str]:
+    # Under ASGI, a client that goes away cancels this generator (CancelledError): nothing to
+    # clean up here, because the reply is a job that does not depend on us.
+    yield "retry: 1000\n\n"
+    async for update in reply_updates(
+        message_id, after=after, idle_seconds=settings.CHAT_SSE_PING_SECONDS
+    ):
+        if update is None:
+            yield ": ping\n\n"
+            continue
+        # One data: line per line of HTML; the client joins them with newlines again.
+        data = "".join(f"data: {line}\n" for line in update.html.split("\n"))
+        yield f"id: {update.seq}\n{data}\n"
+
+
+def rate_limited(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return HttpResponse(
+        render_to_string(
+            "chat/partials/_composer_error.html",
+            {"error": "You are sending messages too quickly. Wait a minute and try again."},
+        ),
+        status=429,
+    )
