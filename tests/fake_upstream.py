@@ -6,12 +6,13 @@ background thread, so it works under any event loop (or none).
 
 Routes: `POST /v1/chat/completions` (OpenAI SSE chunks, `data: [DONE]`) and `POST /v1/messages`
 (Anthropic named SSE events). Every request is recorded. The reply is scripted with
-`FakeUpstream.script(...)` and stays in force until scripted again or the fixture resets.
+`FakeUpstream.script(...)` and stays in force for the rest of the test (or until re-scripted).
 
 Streams use chunked transfer encoding, so a socket closed before the terminating chunk is a
 protocol error the client notices (a `Connection: close` body would just look complete).
 
-Use from tests: `from tests.fake_upstream import fake_upstream  # noqa: F401` in conftest.py.
+tests/conftest.py makes the `fake_upstream` fixture suite-wide by importing it; don't also list
+this module in a `pytest_plugins` (pytest would warn it cannot rewrite an imported module).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Reply:
     cache_creation_tokens: int = 0  # Anthropic cache_creation_input_tokens
     finish_reason: str = "stop"  # OpenAI finish_reason; Anthropic stop_reason is "end_turn"
     status: int | None = None  # answer with this HTTP error instead of streaming
-    error_message: str = "Scripted failure."
+    error_message: str = "Scripted failure."  # the message in the HTTP error body
     drop_after: int | None = None  # close the socket mid-body after k text chunks
     stall_after: int | None = None  # after k text chunks, wait for release() or disconnect
     # An in-stream error after k chunks: Anthropic `event: error` (overloaded_error), OpenAI a
@@ -58,7 +59,7 @@ class Reply:
     error_event_after: int | None = None
 
     def pieces(self) -> list[str]:
-        """The text split into `chunks` roughly equal, non-empty pieces."""
+        """The text split into `chunks` near-equal pieces (fewer if the text is shorter)."""
         n = max(1, min(self.chunks, len(self.text)))
         size, extra = divmod(len(self.text), n)
         out, start = [], 0
@@ -210,8 +211,9 @@ class _Handler(BaseHTTPRequestHandler):
                 if reply.error_event_after == sent_text:
                     self._write_chunk(error)
                     break  # the real APIs end the stream after an error event
-                if reply.stall_after == sent_text:
-                    self._stall(fake)
+                if reply.stall_after == sent_text and not self._stall(fake):
+                    self._drop()  # never released: give up rather than hold a thread forever
+                    return
                 if kind == "text" and reply.delay:
                     self._wait(reply.delay)
             if kind == "text":
@@ -234,15 +236,15 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 
-    def _stall(self, fake: FakeUpstream) -> None:
+    def _stall(self, fake: FakeUpstream) -> bool:
+        """Wait for release() (True), the client leaving (_ClientGone) or the bound (False)."""
         fake.stalled.set()
-        release = fake._release
         deadline = time.monotonic() + MAX_STALL_SECONDS
-        while not release.is_set():
+        while not fake._release.is_set():
             if time.monotonic() >= deadline:
-                self._drop()
-                raise _ClientGone  # give up, as if the client had vanished
+                return False
             self._wait(0.05)
+        return True
 
     def _wait(self, seconds: float) -> None:
         """Sleep, but notice the client closing the socket (it has nothing left to send us)."""

@@ -15,11 +15,9 @@ from chat.providers.base import ChatTurn, Event, ProviderError, TextDelta, Usage
 from chat.providers.openai import OpenAIProvider
 
 if TYPE_CHECKING:
-    # Not imported at run time: pytest_plugins below must be first to import the module.
     from tests.fake_upstream import FakeUpstream, RecordedRequest
 
-# Provides the `fake_upstream` fixture (harmless if tests/conftest.py lists it too).
-pytest_plugins = ["tests.fake_upstream"]
+# The `fake_upstream` fixture comes from tests/conftest.py.
 
 HISTORY = [
     ChatTurn("user", "Hi"),
@@ -84,7 +82,11 @@ async def test_openai_streams_text_and_usage(
     fake_upstream: FakeUpstream, openai_provider: OpenAIProvider
 ) -> None:
     scripted = fake_upstream.script(
-        text="Once upon a time, a fake server.", chunks=5, input_tokens=40, cached_tokens=32
+        text="Once upon a time, a fake server.",
+        chunks=5,
+        delay=0.01,
+        input_tokens=40,
+        cached_tokens=32,
     )
 
     texts, usages, error = await run(reply(openai_provider))
@@ -334,6 +336,20 @@ async def test_release_lets_a_stalled_reply_finish(
     texts, usages, error = await run(reply(openai_provider))
 
     assert error is None and "".join(texts) == scripted.text and len(usages) == 1
+
+
+async def test_a_stall_never_released_ends_as_a_drop(
+    fake_upstream: FakeUpstream,
+    openai_provider: OpenAIProvider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("tests.fake_upstream.MAX_STALL_SECONDS", 0.2)
+    fake_upstream.script(chunks=3, stall_after=1)
+
+    texts, _, error = await run(reply(openai_provider))
+
+    assert len(texts) == 1 and error is not None and "dropped" in error.message
+    assert not fake_upstream.client_disconnected.is_set()  # the server hung up, not the client
 
 
 async def test_registry_uses_the_configured_base_urls(

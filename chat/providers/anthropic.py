@@ -9,10 +9,12 @@ the real output total follows. Consumers keep the last `Usage` they saw: one wit
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 import anthropic
+import anyio
 import httpx2
 
 from chat.providers.base import ChatTurn, Event, ProviderError, TextDelta, Usage
@@ -78,8 +80,11 @@ class AnthropicProvider:
                         yield _usage(final, output_tokens=final.output_tokens)
         except anthropic.APIError as exc:
             raise _provider_error(exc, model) from exc
-        except httpx2.TransportError as exc:
-            # Unlike OpenAI's, this SDK lets transport errors from the body through unwrapped.
+        except httpx2.TimeoutException as exc:
+            raise ProviderError("Anthropic stopped sending the reply (timed out).") from exc
+        except (httpx2.TransportError, ssl.SSLError, anyio.EndOfStream) as exc:
+            # Unlike OpenAI's, this SDK lets errors reading the body through unwrapped; the TLS
+            # ones are those httpx2 leaves unmapped (the OpenAI SDK wraps the same three).
             raise ProviderError(_DROPPED) from exc
         if not finished:
             raise ProviderError(_DROPPED)

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from django.contrib.auth.models import AnonymousUser
+
+from chat.selectors import Visitor
+from chat.streams import reset_reply_stream
+from tests.fake_upstream import fake_upstream  # noqa: F401 - a fixture
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need(tool: str) -> str:
+    """The path of a program the suite starts; in CI its absence fails instead of skipping."""
+    path = shutil.which(tool) or next(
+        (p for p in (f"/usr/lib/postgresql/15/bin/{tool}", f"/usr/sbin/{tool}") if os.path.exists(p)),
+        None,
+    )
+    if path is None:
+        message = f"{tool} is not installed (the suite starts a real one)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def chat_settings(settings):
+    """Fast, quiet defaults for tests; a test that needs pacing sets it itself."""
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 0
+    settings.CHAT_RATE_LIMIT = ""
+    settings.CHAT_COALESCE_MS = 5
+    settings.CHAT_FLUSH_SECONDS = 0.05
+    settings.CHAT_PROVIDER_MAX_RETRIES = 0
+    settings.REDIS_URL = ""
+    reset_reply_stream()
+    yield settings
+    reset_reply_stream()
+
+
+@pytest.fixture
+def visitor() -> Visitor:
+    return Visitor(user=AnonymousUser(), visitor_id=uuid.uuid4().hex)
+
+
+@pytest.fixture
+def other_visitor() -> Visitor:
+    return Visitor(user=AnonymousUser(), visitor_id=uuid.uuid4().hex)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on loopback, started for this test session."""
+    server = need("redis-server")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="chatsite-redis-")
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("redis-server did not start")
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(5)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def use_redis(settings, redis_url):
+    """Run the test with the Redis reply stream, as a multi-worker deployment does."""
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    settings.REDIS_URL = redis_url
+    reset_reply_stream()
+    yield redis_url
+    reset_reply_stream()

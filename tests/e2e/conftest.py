@@ -1,0 +1,255 @@
+"""End-to-end fixtures: the real app under Daphne in a subprocess, and headless Chromium.
+
+The server runs exactly as `make run` runs it (migrate, then daphne), with its own temporary
+data directory (SQLite database, secret key), the offline demo model slowed down enough that a
+test can watch a reply grow and stop it halfway, and no rate limit.
+
+The browser side uses Playwright's *sync* API from plain (non-async) tests: pytest-asyncio runs
+in auto mode here, and the sync API refuses to run inside an asyncio loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+# Slow enough to see a reply grow in many steps and to stop it halfway, quick enough that a whole
+# demo reply (~120 tokens) takes about four seconds.
+TOKENS_PER_SECOND = 30
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+_server_log: dict[str, Path] = {}
+
+
+def _chromium_path() -> str | None:
+    candidates = [os.environ.get("CHROMIUM_PATH", ""), "/usr/bin/chromium"]
+    candidates += [shutil.which(name) or "" for name in ("chromium", "chromium-browser")]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def _unavailable(reason: str) -> None:
+    """A missing browser fails the run on CI (it must not silently test nothing), skips locally."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 80) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"
+
+
+def _executable(name: str) -> str:
+    path = VENV_BIN / name
+    return str(path) if path.exists() else (shutil.which(name) or name)
+
+
+# --- The server -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def live_server_url() -> Iterator[str]:
+    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-e2e-"))
+    log_path = data_dir / "server.log"
+    _server_log["path"] = log_path
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        # The e2e server is always the embedded setup: its own SQLite, in-process layer, demo model.
+        if key
+        not in {"DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DJANGO_DEBUG"}
+    }
+    env.update(
+        {
+            "CHATSITE_DATA_DIR": str(data_dir),
+            "CHAT_DEMO_ENABLED": "true",
+            "CHAT_DEFAULT_MODEL": "demo:demo",
+            "CHAT_DEMO_TOKENS_PER_SECOND": str(TOKENS_PER_SECOND),
+            "CHAT_RATE_LIMIT": "",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    with log_path.open("ab") as log:
+        migrate = subprocess.run(
+            [_executable("python"), "manage.py", "migrate", "--noinput"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+            check=False,
+        )
+    if migrate.returncode != 0:
+        pytest.fail(f"migrate failed:\n{_tail(log_path)}", pytrace=False)
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = log_path.open("ab")
+    server = subprocess.Popen(
+        [_executable("daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_until_serving(server, f"{url}/streaming-demo", log_path)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=5)
+        log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _wait_until_serving(server: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"daphne exited with {server.returncode}:\n{_tail(log_path)}", pytrace=False)
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    server.terminate()
+    pytest.fail(f"daphne did not answer {url} within 30 s:\n{_tail(log_path)}", pytrace=False)
+
+
+# --- The browser ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright package is not installed")
+    executable = _chromium_path()
+    if executable is None:
+        _unavailable("Chromium not found (install it, or set CHROMIUM_PATH)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class PageErrors:
+    """Console errors and uncaught exceptions of every page a test opened."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def watch(self, page: Any) -> None:
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+
+    def _on_console(self, message: Any) -> None:
+        if message.type != "error":
+            return
+        location = (message.location or {}).get("url", "")
+        if "favicon.ico" in location or "favicon.ico" in message.text:
+            return
+        self.errors.append(f"console error: {message.text} ({location})")
+
+
+@pytest.fixture
+def page_errors() -> PageErrors:
+    return PageErrors()
+
+
+@pytest.fixture
+def new_page(
+    browser: Any, live_server_url: str, page_errors: PageErrors, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Any]]:
+    """Open a page in a fresh browser context (a new anonymous visitor: no cookies), e.g.
+    `new_page(java_script_enabled=False)` or `new_page(viewport={...})`."""
+    contexts: list[Any] = []
+    pages: list[Any] = []
+
+    def open_page(**context_options: Any) -> Any:
+        options: dict[str, Any] = {"base_url": live_server_url, "viewport": {"width": 1200, "height": 800}}
+        options.update(context_options)
+        context = browser.new_context(**options)
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        page = context.new_page()
+        page_errors.watch(page)
+        pages.append(page)
+        return page
+
+    yield open_page
+
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        for index, page in enumerate(pages):
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-{index}.png"))
+    for context in contexts:
+        with contextlib.suppress(Exception):
+            context.close()
+    if page_errors.errors and not (report is not None and report.failed):
+        pytest.fail("The page logged errors:\n" + "\n".join(page_errors.errors), pytrace=False)
+
+
+@pytest.fixture
+def page(new_page: Callable[..., Any]) -> Any:
+    return new_page()
+
+
+# --- Reporting --------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+    if report.failed and "path" in _server_log:
+        report.sections.append(("server log (last lines)", _tail(_server_log["path"])))

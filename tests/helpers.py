@@ -1,0 +1,30 @@
+"""Helpers shared by transport tests: sessions for anonymous visitors, and reading fragments."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from html import unescape
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.sessions.backends.db import SessionStore
+
+from chat.signals import VISITOR_SESSION_KEY
+
+SEQ_TEXT = re.compile(r'<span data-seq="(\d+)">(.*?)</span>', re.S)
+
+
+@sync_to_async
+def anonymous_session() -> tuple[str, str]:
+    """A saved session with a visitor id, as the page creates: (cookie header, visitor id)."""
+    visitor_id = uuid.uuid4().hex
+    session = SessionStore()
+    session[VISITOR_SESSION_KEY] = visitor_id
+    session.create()
+    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}", visitor_id
+
+
+def deltas(fragment: str) -> list[tuple[int, str]]:
+    """The (seq, text) pieces a delta fragment appends, unescaped."""
+    return [(int(seq), unescape(text)) for seq, text in SEQ_TEXT.findall(fragment)]

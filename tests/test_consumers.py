@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from chat.models import Message
+from chat.providers.demo import demo_reply
+from chatsite.asgi import application
+from tests.helpers import anonymous_session, deltas
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+
+
+async def connect(cookie: str | None = None, origin=ORIGIN) -> WebsocketCommunicator:
+    headers = [(b"host", b"127.0.0.1:8000")]
+    if origin:
+        headers.append(origin)
+    if cookie:
+        headers.append((b"cookie", cookie.encode()))
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def send(communicator, **frame):
+    # hx-ws sends the form values plus a "headers" object.
+    await communicator.send_to(text_data=json.dumps({**frame, "headers": {"HX-Request": "true"}}))
+
+
+async def read_reply(communicator, timeout=5) -> tuple[list[tuple[int, str]], str]:
+    """Frames until the final one: the (seq, text) deltas and the final fragment."""
+    pieces: list[tuple[int, str]] = []
+    while True:
+        frame = await communicator.receive_from(timeout)
+        if 'hx-swap-oob="outerHTML"' in frame and "<article" in frame:
+            return pieces, frame
+        pieces += deltas(frame)
+
+
+async def start_reply(communicator, text: str) -> int:
+    await send(communicator, action="send", message=text, model="demo:demo", conversation="")
+    started = await communicator.receive_from(5)
+    message_id = int(re.search(r'data-role="assistant" data-status="streaming" '
+                               r'data-message-id="(\d+)"', started).group(1))
+    return message_id
+
+
+async def test_send_then_watch_streams_escaped_fragments_and_the_final_message(settings):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 300
+    cookie, _ = await anonymous_session()
+    communicator = await connect(cookie)
+    prompt = "<b>bold?</b> & more"
+
+    message_id = await start_reply(communicator, prompt)
+    await send(communicator, action="watch", message_id=message_id, after=0)
+    pieces, final = await read_reply(communicator)
+
+    assert len(pieces) > 1, "the reply arrives in several fragments"
+    seqs = [seq for seq, _ in pieces]
+    assert seqs == sorted(set(seqs))
+    assert "".join(text for _, text in pieces) == demo_reply(prompt)
+    assert f'id="msg-{message_id}"' in final and 'data-status="complete"' in final
+    assert 'id="conversation-totals"' in final
+    await communicator.disconnect()
+
+
+async def test_tokens_are_html_escaped_on_the_wire(settings):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 300
+    cookie, _ = await anonymous_session()
+    communicator = await connect(cookie)
+
+    message_id = await start_reply(communicator, "<script>alert(1)</script>")
+    await send(communicator, action="watch", message_id=message_id, after=0)
+    raw = []
+    while True:
+        frame = await communicator.receive_from(5)
+        raw.append(frame)
+        if "<article" in frame:
+            break
+
+    streamed = "".join(raw[:-1])
+    assert "&lt;script&gt;" in streamed
+    assert "<script>" not in streamed
+    await communicator.disconnect()
+
+
+async def test_watching_a_finished_reply_sends_the_final_message_at_once(settings):
+    cookie, _ = await anonymous_session()
+    communicator = await connect(cookie)
+    message_id = await start_reply(communicator, "finished already")
+    await communicator.disconnect()
+    message = await Message.objects.aget(pk=message_id)
+    while message.status == Message.Status.STREAMING:
+        await asyncio.sleep(0.02)
+        message = await Message.objects.aget(pk=message_id)
+
+    # A page that was open during the reply reconnects after it ended.
+    again = await connect(cookie)
+    await send(again, action="watch", message_id=message_id, after=10)
+    frame = await again.receive_from(5)
+
+    assert 'data-status="complete"' in frame
+    assert "<span data-seq" not in frame
+    await again.disconnect()
+
+
+async def test_resume_mid_stream_gets_exactly_the_rest(settings):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 60
+    cookie, _ = await anonymous_session()
+    first = await connect(cookie)
+    prompt = "resume mid stream"
+    message_id = await start_reply(first, prompt)
+    await send(first, action="watch", message_id=message_id, after=0)
+    seen: list[tuple[int, str]] = []
+    while sum(len(t) for _, t in seen) < 40:
+        seen += deltas(await first.receive_from(5))
+    await first.disconnect()  # the tab closes; the reply goes on
+
+    second = await connect(cookie)
+    last_seq = seen[-1][0]
+    await send(second, action="watch", message_id=message_id, after=last_seq)
+    rest, final = await read_reply(second)
+    await second.disconnect()
+
+    assert rest and rest[0][0] > last_seq
+    assert "".join(t for _, t in seen) + "".join(t for _, t in rest) == demo_reply(prompt)
+    assert 'data-status="complete"' in final
+
+
+async def test_stop_over_the_socket_keeps_the_partial_text(settings):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 40
+    cookie, _ = await anonymous_session()
+    communicator = await connect(cookie)
+    message_id = await start_reply(communicator, "stop me")
+    await send(communicator, action="watch", message_id=message_id, after=0)
+    await communicator.receive_from(5)
+    message = await Message.objects.select_related("conversation").aget(pk=message_id)
+
+    await send(communicator, action="stop", conversation=str(message.conversation_id))
+    pieces, final = await read_reply(communicator, timeout=2)
+
+    saved = await Message.objects.aget(pk=message_id)
+    assert 'data-status="stopped"' in final and "Stopped by user" in final
+    assert saved.ended_reason == Message.EndedReason.STOPPED
+    assert saved.content and demo_reply("stop me").startswith(saved.content)
+    await communicator.disconnect()
+
+
+async def test_bad_input_is_answered_with_an_error_fragment(settings):
+    cookie, _ = await anonymous_session()
+    communicator = await connect(cookie)
+
+    await send(communicator, action="send", message="", model="demo:demo", conversation="")
+    frame = await communicator.receive_from(5)
+
+    assert 'id="composer-error"' in frame and "Type a message first." in frame
+    assert not await Message.objects.aexists()
+    await communicator.disconnect()
+
+
+async def test_someone_elses_reply_is_not_found(settings):
+    owner_cookie, _ = await anonymous_session()
+    owner = await connect(owner_cookie)
+    message_id = await start_reply(owner, "private")
+    message = await Message.objects.aget(pk=message_id)
+    await owner.disconnect()
+
+    intruder_cookie, _ = await anonymous_session()
+    intruder = await connect(intruder_cookie)
+    await send(intruder, action="watch", message_id=message_id, after=0)
+    frame = await intruder.receive_from(5)
+    closed = await intruder.receive_output(5)
+    assert "Not found." in frame and "private" not in frame
+    assert closed == {"type": "websocket.close", "code": 4404}
+
+    intruder = await connect(intruder_cookie)
+    await send(intruder, action="stop", conversation=str(message.conversation_id))
+    assert "Not found." in await intruder.receive_from(5)
+    await intruder.disconnect()
+
+    intruder = await connect(intruder_cookie)
+    await send(intruder, action="send", message="hi", model="demo:demo",
+               conversation=str(message.conversation_id))
+    assert "Not found." in await intruder.receive_from(5)
+    await intruder.disconnect()
+    assert await Message.objects.filter(conversation_id=message.conversation_id).acount() == 2
+
+
+async def test_foreign_origins_are_refused():
+    communicator = WebsocketCommunicator(
+        application,
+        "/ws/chat/",
+        headers=[(b"host", b"127.0.0.1:8000"), (b"origin", b"http://evil.example")],
+    )
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+async def test_sign_in_can_be_required(settings):
+    settings.CHAT_REQUIRE_LOGIN = True
+    cookie, _ = await anonymous_session()
+    communicator = WebsocketCommunicator(
+        application, "/ws/chat/", headers=[(b"host", b"127.0.0.1:8000"), ORIGIN,
+                                           (b"cookie", cookie.encode())]
+    )
+    connected, code = await communicator.connect()
+    assert not connected and code == 4401

@@ -1,0 +1,362 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.http import Http404
+from django.utils import timezone
+
+from chat import services
+from chat.models import Conversation, Message
+from chat.pricing import PRICE_DATA_VERSION
+from chat.providers.demo import demo_reply, tokenize
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def start(visitor, text="Hello there", model="demo:demo", conversation_id=None, **kwargs):
+    return services.reply_start(
+        visitor=visitor,
+        conversation_id=conversation_id,
+        text=text,
+        model_choice=model,
+        **kwargs,
+    )
+
+
+async def run_job(message_id: int, timeout: float = 10) -> Message:
+    await asyncio.wait_for(services.reply_generate(message_id), timeout)
+    return await Message.objects.aget(pk=message_id)
+
+
+# --- Starting ------------------------------------------------------------------------------------
+
+
+def test_start_saves_the_message_and_a_streaming_reply(visitor):
+    started = start(visitor, text="  What is WAL mode?  ", system_prompt="Be brief.")
+
+    conversation = started.conversation
+    assert started.created_conversation
+    assert conversation.visitor_id == visitor.visitor_id and conversation.user is None
+    assert conversation.title == "What is WAL mode?"
+    assert (conversation.provider, conversation.model) == ("demo", "demo")
+    assert conversation.system_prompt == "Be brief."
+    assert started.user_message.content == "What is WAL mode?"
+    assert started.assistant_message.status == Message.Status.STREAMING
+    assert started.assistant_message.heartbeat_at is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "model", "error"),
+    [
+        ("   ", "demo:demo", "Type a message first."),
+        ("x" * 8001, "demo:demo", "the limit is 8,000"),
+        ("Hi", "openai:gpt-4.1", "That model is not available here"),
+        ("Hi", "nonsense", "That model is not available here"),
+    ],
+)
+def test_bad_input_gets_a_clear_error_and_saves_nothing(visitor, text, model, error):
+    with pytest.raises(services.ChatInputError, match=error):
+        start(visitor, text=text, model=model)
+    assert not Conversation.objects.exists()
+    assert not Message.objects.exists()
+
+
+def test_long_titles_are_cut_at_a_word(visitor):
+    started = start(visitor, text="word " * 40)
+    assert started.conversation.title.endswith("…")
+    assert len(started.conversation.title) <= services.TITLE_LENGTH
+
+
+def test_a_second_message_waits_for_the_streaming_reply(visitor):
+    first = start(visitor)
+    with pytest.raises(services.ChatInputError, match="still streaming"):
+        start(visitor, text="again", conversation_id=str(first.conversation.pk))
+
+
+def test_someone_elses_conversation_is_not_found(visitor, other_visitor):
+    first = start(visitor)
+    with pytest.raises(Http404):
+        start(other_visitor, text="mine now", conversation_id=str(first.conversation.pk))
+    assert Message.objects.count() == 2
+
+
+def test_rate_limit_refuses_a_burst(visitor, settings):
+    settings.CHAT_RATE_LIMIT = "2/m"
+    assert services.send_allowed(visitor)
+    assert services.send_allowed(visitor)
+    assert not services.send_allowed(visitor)
+
+
+# --- The job -----------------------------------------------------------------------------------
+
+
+async def test_job_streams_the_demo_reply_and_records_it(visitor):
+    started = await sync_to_async(start)(visitor, text="Explain sockets")
+
+    message = await run_job(started.assistant_message.pk)
+
+    expected = demo_reply("Explain sockets")
+    assert message.content == expected
+    assert message.status == Message.Status.COMPLETE
+    assert message.ended_reason == Message.EndedReason.COMPLETED
+    assert message.output_tokens == len(tokenize(expected))
+    assert message.usage_source == Message.UsageSource.PROVIDER
+    assert message.ttft_ms is not None and message.duration_ms is not None
+    assert message.cost_microusd == 0 and message.price_version == "demo"
+    assert message.stream_seq == len(tokenize(expected))
+    assert message.finished_at is not None
+
+
+async def test_history_and_system_prompt_reach_the_model(visitor, settings, fake_upstream):
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
+    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
+    fake_upstream.script(text="First answer.")
+    first = await sync_to_async(start)(
+        visitor, text="First question", model="openai:gpt-4.1-mini", system_prompt="Be terse."
+    )
+    await run_job(first.assistant_message.pk)
+    fake_upstream.script(text="Second answer.")
+    second = await sync_to_async(start)(
+        visitor,
+        text="Second question",
+        model="openai:gpt-4.1-mini",
+        conversation_id=str(first.conversation.pk),
+        system_prompt="Be terse.",
+    )
+    await run_job(second.assistant_message.pk)
+
+    sent = fake_upstream.requests[-1].body["messages"]
+    assert sent == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "First question"},
+        {"role": "assistant", "content": "First answer."},
+        {"role": "user", "content": "Second question"},
+    ]
+
+
+async def test_provider_usage_and_cost_are_stored(visitor, settings, fake_upstream):
+    import genai_prices
+
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
+    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
+    fake_upstream.script(
+        text="Priced.", input_tokens=1200, output_tokens=300, cached_tokens=200
+    )
+    started = await sync_to_async(start)(visitor, text="Price me", model="openai:gpt-4.1-mini")
+
+    message = await run_job(started.assistant_message.pk)
+
+    expected = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=1200, cache_read_tokens=200, output_tokens=300),
+        "gpt-4.1-mini",
+        provider_id="openai",
+    ).total_price
+    assert (message.input_tokens, message.output_tokens, message.cached_input_tokens) == (
+        1200,
+        300,
+        200,
+    )
+    assert message.usage_source == Message.UsageSource.PROVIDER
+    assert message.cost_microusd == round(expected * 1_000_000)
+    assert message.price_version == PRICE_DATA_VERSION
+
+
+async def test_unknown_model_has_no_price(visitor, settings, fake_upstream):
+    settings.OPENAI_API_KEY = "ollama"
+    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
+    settings.OPENAI_MODELS = ["llama3.2"]
+    started = await sync_to_async(start)(visitor, text="Hi", model="openai:llama3.2")
+
+    message = await run_job(started.assistant_message.pk)
+
+    assert message.status == Message.Status.COMPLETE
+    assert message.cost_microusd is None
+
+
+async def test_stop_ends_within_a_second_and_keeps_the_partial_text(visitor, settings):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 40
+    started = await sync_to_async(start)(visitor, text="Tell me a long story")
+    message_id = started.assistant_message.pk
+    job = services.job_launch(message_id)
+    await asyncio.sleep(0.5)
+
+    stopped_at = asyncio.get_running_loop().time()
+    await services.reply_stop(visitor=visitor, conversation_id=str(started.conversation.pk))
+    await asyncio.wait_for(job, 1)
+    elapsed = asyncio.get_running_loop().time() - stopped_at
+
+    message = await Message.objects.aget(pk=message_id)
+    full = demo_reply("Tell me a long story")
+    assert elapsed < 1
+    assert message.status == Message.Status.STOPPED
+    assert message.ended_reason == Message.EndedReason.STOPPED
+    assert message.content and full.startswith(message.content) and message.content != full
+    assert message.usage_source == Message.UsageSource.ESTIMATED
+    assert message.output_tokens and message.output_tokens > 0
+
+
+async def test_stop_closes_the_upstream_request(visitor, settings, fake_upstream):
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
+    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
+    fake_upstream.script(text="Partial then a stall", chunks=4, stall_after=2)
+    started = await sync_to_async(start)(visitor, text="Stall", model="openai:gpt-4.1-mini")
+    job = services.job_launch(started.assistant_message.pk)
+    assert await asyncio.to_thread(fake_upstream.wait_for_stall, 5)
+
+    await services.reply_stop(visitor=visitor, conversation_id=str(started.conversation.pk))
+    await asyncio.wait_for(job, 2)
+
+    assert await asyncio.to_thread(fake_upstream.wait_for_disconnect, 2)
+    message = await Message.objects.aget(pk=started.assistant_message.pk)
+    assert message.ended_reason == Message.EndedReason.STOPPED
+    assert message.content == "".join(fake_upstream.reply.pieces()[:2])
+
+
+async def test_provider_error_mid_stream_keeps_the_text_and_says_why(
+    visitor, settings, fake_upstream
+):
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
+    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
+    fake_upstream.script(text="Half of a reply that drops", chunks=4, drop_after=2)
+    started = await sync_to_async(start)(visitor, text="Drop", model="openai:gpt-4.1-mini")
+
+    message = await run_job(started.assistant_message.pk)
+
+    assert message.status == Message.Status.ERROR
+    assert message.ended_reason == Message.EndedReason.PROVIDER_ERROR
+    assert message.content == "".join(fake_upstream.reply.pieces()[:2])
+    assert "dropped" in message.error_text.lower()
+    assert message.usage_source == Message.UsageSource.ESTIMATED
+
+
+async def test_rejected_key_is_a_clear_error(visitor, settings, fake_upstream):
+    settings.OPENAI_API_KEY = "sk-wrong"
+    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
+    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
+    fake_upstream.script(status=401)
+    started = await sync_to_async(start)(visitor, text="Hi", model="openai:gpt-4.1-mini")
+
+    message = await run_job(started.assistant_message.pk)
+
+    assert message.ended_reason == Message.EndedReason.PROVIDER_ERROR
+    assert "401" in message.error_text and "key" in message.error_text.lower()
+    assert message.content == ""
+
+
+async def test_a_silent_model_times_out(visitor, settings, fake_upstream):
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
+    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
+    settings.CHAT_IDLE_TIMEOUT = 0.5
+    fake_upstream.script(text="Then silence", chunks=2, stall_after=1)
+    started = await sync_to_async(start)(visitor, text="Hi", model="openai:gpt-4.1-mini")
+
+    message = await run_job(started.assistant_message.pk)
+
+    assert message.status == Message.Status.ERROR
+    assert message.ended_reason == Message.EndedReason.TIMEOUT
+    assert message.content == fake_upstream.reply.pieces()[0]
+    assert "0.5 s" in message.error_text
+
+
+async def test_text_is_saved_while_streaming_not_only_at_the_end(visitor, settings):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 50
+    started = await sync_to_async(start)(visitor, text="Flush me")
+    message_id = started.assistant_message.pk
+    job = services.job_launch(message_id)
+    await asyncio.sleep(0.6)
+
+    mid = await Message.objects.aget(pk=message_id)
+    await services.reply_stop(visitor=visitor, conversation_id=str(started.conversation.pk))
+    await job
+
+    assert mid.status == Message.Status.STREAMING
+    assert mid.content and demo_reply("Flush me").startswith(mid.content)
+    assert mid.stream_seq == len(tokenize(mid.content))
+
+
+async def test_shutdown_cancelling_the_job_saves_the_partial_text(visitor, settings):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 50
+    started = await sync_to_async(start)(visitor, text="Shutdown")
+    job = services.job_launch(started.assistant_message.pk)
+    await asyncio.sleep(0.3)
+
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+
+    message = await Message.objects.aget(pk=started.assistant_message.pk)
+    assert message.ended_reason == Message.EndedReason.INTERRUPTED
+    assert message.content and demo_reply("Shutdown").startswith(message.content)
+
+
+def test_reaper_ends_replies_whose_worker_died(visitor):
+    started = start(visitor)
+    message = started.assistant_message
+    Message.objects.filter(pk=message.pk).update(
+        content="half a rep", heartbeat_at=timezone.now() - timedelta(minutes=5)
+    )
+    fresh = start(visitor, text="another conversation").assistant_message
+
+    assert services.reply_reap_stale() == 1
+
+    message.refresh_from_db()
+    fresh.refresh_from_db()
+    assert message.status == Message.Status.ERROR
+    assert message.ended_reason == Message.EndedReason.INTERRUPTED
+    assert message.content == "half a rep"
+    assert fresh.status == Message.Status.STREAMING
+
+
+async def test_regenerate_supersedes_the_last_reply(visitor):
+    started = await sync_to_async(start)(visitor, text="Regenerate me")
+    await run_job(started.assistant_message.pk)
+
+    again = await sync_to_async(services.reply_regenerate)(
+        visitor=visitor, message_id=started.assistant_message.pk
+    )
+    await run_job(again.assistant_message.pk)
+
+    old = await Message.objects.aget(pk=started.assistant_message.pk)
+    visible = [m async for m in started.conversation.messages.visible().order_by("id")]
+    assert old.superseded
+    assert [m.pk for m in visible] == [started.user_message.pk, again.assistant_message.pk]
+    assert again.superseded_message_id == old.pk
+
+
+async def test_only_the_last_reply_can_be_regenerated(visitor):
+    first = await sync_to_async(start)(visitor, text="one")
+    await run_job(first.assistant_message.pk)
+    second = await sync_to_async(start)(
+        visitor, text="two", conversation_id=str(first.conversation.pk)
+    )
+    await run_job(second.assistant_message.pk)
+
+    with pytest.raises(services.ChatInputError, match="Only the last reply"):
+        await sync_to_async(services.reply_regenerate)(
+            visitor=visitor, message_id=first.assistant_message.pk
+        )
+
+
+async def test_retry_after_a_failed_reply_sends_clean_history(visitor, settings, fake_upstream):
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
+    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
+    fake_upstream.script(status=500)
+    started = await sync_to_async(start)(visitor, text="Try me", model="openai:gpt-4.1-mini")
+    failed = await run_job(started.assistant_message.pk)
+    assert failed.status == Message.Status.ERROR
+
+    fake_upstream.script(text="Worked this time.")
+    retry = await sync_to_async(services.reply_regenerate)(visitor=visitor, message_id=failed.pk)
+    message = await run_job(retry.assistant_message.pk)
+
+    assert message.content == "Worked this time."
+    assert fake_upstream.requests[-1].body["messages"] == [{"role": "user", "content": "Try me"}]
