@@ -22,8 +22,9 @@ run: $(VENV)/.installed  ## Set up and serve on http://$(HOST):$(PORT)/streaming
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
 
-test: $(VENV)/.installed-dev  ## Set up and run the whole suite (unit, Redis, PostgreSQL, Chromium)
+test: $(VENV)/.installed-dev  ## Set up and run the whole suite: SQLite + Redis + Chromium, then PostgreSQL
 	$(BIN)/python -m pytest
+	$(BIN)/python scripts/with_postgres.py -m pytest -m "not e2e" --ignore=tests/e2e
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy chat chatsite

@@ -9,7 +9,7 @@ class MessageInline(admin.TabularInline):
     model = Message
     extra = 0
     can_delete = False
-    fields = ["role", "status", "ended_reason", "model", "input_tokens", "output_tokens", "content"]
+    fields = ("role", "status", "ended_reason", "model", "input_tokens", "output_tokens", "content")
     readonly_fields = fields
     show_change_link = True
 

@@ -284,7 +284,8 @@ async def reply_generate(message_id: int) -> None:
     """Run one reply to its end, whatever the end is, and record it."""
     stream = get_reply_stream()
     state = _ReplyState()
-    ended, error_text = Message.EndedReason.COMPLETED, ""
+    ended: str = Message.EndedReason.COMPLETED
+    error_text = ""
     tasks: list[asyncio.Task[Any]] = []
     try:
         context = await sync_to_async(_job_context)(message_id)
@@ -402,8 +403,8 @@ _STATUS_FOR_ENDING = {
 def _record_ending(message_id: int, state: _ReplyState, ended: str, error_text: str) -> None:
     finished = time.monotonic()
     with transaction.atomic():
-        message = Message.objects.select_for_update().select_related("conversation").get(
-            pk=message_id
+        message = (
+            Message.objects.select_for_update().select_related("conversation").get(pk=message_id)
         )
         if message.status != Message.Status.STREAMING:
             return  # already ended elsewhere (e.g. reaped as interrupted)

@@ -20,6 +20,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.middleware import HtmxDetails
 
 from chat import providers, services
 from chat.delivery import reply_updates
@@ -33,6 +34,10 @@ from chat.selectors import (
     message_get,
 )
 from chat.signals import VISITOR_SESSION_KEY
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
 
 
 def _visitor(request: HttpRequest) -> Visitor:
@@ -63,17 +68,19 @@ def streaming_demo(request: HttpRequest, conversation_id: uuid.UUID | None = Non
         return denied
     visitor = _visitor(request)
     conversation = conversation_get(visitor, conversation_id) if conversation_id else None
-    return render(request, "chat/streaming_demo.html", _page_context(request, visitor, conversation))
+    return render(
+        request, "chat/streaming_demo.html", _page_context(request, visitor, conversation)
+    )
 
 
 def _page_context(
     request: HttpRequest, visitor: Visitor, conversation: Conversation | None, **extra: Any
 ) -> dict[str, Any]:
     messages = conversation_messages(conversation) if conversation else []
-    if any(m.is_streaming for m in messages):
-        # A reply whose worker died shows as interrupted instead of streaming forever.
-        if services.reply_reap_stale(message_ids=[m.pk for m in messages if m.is_streaming]):
-            messages = conversation_messages(conversation)  # type: ignore[arg-type]
+    streaming_ids = [m.pk for m in messages if m.is_streaming]
+    # A reply whose worker died shows as interrupted instead of streaming forever.
+    if conversation and streaming_ids and services.reply_reap_stale(message_ids=streaming_ids):
+        messages = conversation_messages(conversation)
     options = providers.available_models()
     default = providers.default_model()
     selected = (
@@ -96,7 +103,7 @@ def _page_context(
 
 
 @require_POST
-async def post_message(request: HttpRequest) -> HttpResponseBase:
+async def post_message(request: HtmxHttpRequest) -> HttpResponseBase:
     """The composer's POST: `action=send` or `action=stop`. htmx (the SSE transport) gets
     fragments; a browser without JavaScript gets redirected to the finished reply."""
     if settings.CHAT_REQUIRE_LOGIN and not (await request.auser()).is_authenticated:
@@ -147,7 +154,7 @@ def _page_with_error(
 
 
 @require_POST
-async def regenerate(request: HttpRequest, message_id: int) -> HttpResponseBase:
+async def regenerate(request: HtmxHttpRequest, message_id: int) -> HttpResponseBase:
     """Retry a failed reply or regenerate the last one."""
     if settings.CHAT_REQUIRE_LOGIN and not (await request.auser()).is_authenticated:
         return redirect_to_login(reverse("chat:streaming_demo"))

@@ -22,7 +22,11 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 def need(tool: str) -> str:
     """The path of a program the suite starts; in CI its absence fails instead of skipping."""
     path = shutil.which(tool) or next(
-        (p for p in (f"/usr/lib/postgresql/15/bin/{tool}", f"/usr/sbin/{tool}") if os.path.exists(p)),
+        (
+            p
+            for p in (f"/usr/lib/postgresql/15/bin/{tool}", f"/usr/sbin/{tool}")
+            if os.path.exists(p)
+        ),
         None,
     )
     if path is None:
@@ -70,8 +74,19 @@ def redis_url() -> Iterator[str]:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="chatsite-redis-")
     process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
@@ -104,3 +119,19 @@ def use_redis(settings, redis_url):
     reset_reply_stream()
     yield redis_url
     reset_reply_stream()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    yield
+    # Generation jobs ran ORM calls in asgiref's worker thread, whose connection outlives the
+    # tests; on PostgreSQL it would block dropping the test database.
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )

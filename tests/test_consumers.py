@@ -47,8 +47,13 @@ async def read_reply(communicator, timeout=5) -> tuple[list[tuple[int, str]], st
 async def start_reply(communicator, text: str) -> int:
     await send(communicator, action="send", message=text, model="demo:demo", conversation="")
     started = await communicator.receive_from(5)
-    message_id = int(re.search(r'data-role="assistant" data-status="streaming" '
-                               r'data-message-id="(\d+)"', started).group(1))
+    message_id = int(
+        re.search(
+            r'data-role="assistant" data-status="streaming" '
+            r'data-message-id="(\d+)"',
+            started,
+        ).group(1)
+    )
     return message_id
 
 
@@ -186,8 +191,13 @@ async def test_someone_elses_reply_is_not_found(settings):
     await intruder.disconnect()
 
     intruder = await connect(intruder_cookie)
-    await send(intruder, action="send", message="hi", model="demo:demo",
-               conversation=str(message.conversation_id))
+    await send(
+        intruder,
+        action="send",
+        message="hi",
+        model="demo:demo",
+        conversation=str(message.conversation_id),
+    )
     assert "Not found." in await intruder.receive_from(5)
     await intruder.disconnect()
     assert await Message.objects.filter(conversation_id=message.conversation_id).acount() == 2
@@ -207,8 +217,9 @@ async def test_sign_in_can_be_required(settings):
     settings.CHAT_REQUIRE_LOGIN = True
     cookie, _ = await anonymous_session()
     communicator = WebsocketCommunicator(
-        application, "/ws/chat/", headers=[(b"host", b"127.0.0.1:8000"), ORIGIN,
-                                           (b"cookie", cookie.encode())]
+        application,
+        "/ws/chat/",
+        headers=[(b"host", b"127.0.0.1:8000"), ORIGIN, (b"cookie", cookie.encode())],
     )
     connected, code = await communicator.connect()
     assert not connected and code == 4401

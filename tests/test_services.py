@@ -144,9 +144,7 @@ async def test_provider_usage_and_cost_are_stored(visitor, settings, fake_upstre
     settings.OPENAI_API_KEY = "sk-test"
     settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
     settings.OPENAI_MODELS = ["gpt-4.1-mini"]
-    fake_upstream.script(
-        text="Priced.", input_tokens=1200, output_tokens=300, cached_tokens=200
-    )
+    fake_upstream.script(text="Priced.", input_tokens=1200, output_tokens=300, cached_tokens=200)
     started = await sync_to_async(start)(visitor, text="Price me", model="openai:gpt-4.1-mini")
 
     message = await run_job(started.assistant_message.pk)

@@ -59,8 +59,14 @@ def test_page_shows_the_conversation_with_stats(client):
         visitor=visitor, conversation_id=None, text="Stats please", model_choice="demo:demo"
     )
     Message.objects.filter(pk=started.assistant_message.pk).update(
-        status="complete", ended_reason="completed", content="**Done**", input_tokens=12,
-        output_tokens=34, ttft_ms=420, tokens_per_second=31.5, cost_microusd=1234,
+        status="complete",
+        ended_reason="completed",
+        content="**Done**",
+        input_tokens=12,
+        output_tokens=34,
+        ttft_ms=420,
+        tokens_per_second=31.5,
+        cost_microusd=1234,
         usage_source="provider",
     )
 
@@ -87,7 +93,9 @@ def test_a_streaming_reply_renders_with_its_offset(client):
 
     assert 'data-status="streaming"' in html
     assert '<span data-seq="7">Partial &lt;text&gt;</span>' in html
-    assert f'data-events-url="/streaming-demo/replies/{started.assistant_message.pk}/events"' in html
+    assert (
+        f'data-events-url="/streaming-demo/replies/{started.assistant_message.pk}/events"' in html
+    )
 
 
 def test_markdown_is_sanitised(client):
@@ -97,11 +105,11 @@ def test_markdown_is_sanitised(client):
     )
     Message.objects.filter(pk=started.assistant_message.pk).update(
         status="complete",
-        content='<img src=x onerror=alert(1)> [link](javascript:alert(1))\n\n```python\nx = 1\n```',
+        content="<img src=x onerror=alert(1)> [link](javascript:alert(1))\n\n```python\nx = 1\n```",
     )
 
     html = client.get(f"/streaming-demo/c/{started.conversation.pk}").content.decode()
-    reply = html[html.index('data-role="assistant"'):]
+    reply = html[html.index('data-role="assistant"') :]
 
     assert not re.search(r"<img[^>]*onerror", reply)
     assert 'href="javascript:' not in reply
@@ -115,9 +123,10 @@ def test_someone_elses_conversation_is_404(client, other_visitor):
         visitor=other_visitor, conversation_id=None, text="secret", model_choice="demo:demo"
     )
     assert client.get(f"/streaming-demo/c/{started.conversation.pk}").status_code == 404
-    assert client.get(
-        f"/streaming-demo/replies/{started.assistant_message.pk}/events"
-    ).status_code == 404
+    assert (
+        client.get(f"/streaming-demo/replies/{started.assistant_message.pk}/events").status_code
+        == 404
+    )
 
 
 def test_sign_in_can_be_required(client, settings):
@@ -277,9 +286,15 @@ class SSE:
         self.app = ApplicationCommunicator(
             application,
             {
-                "type": "http", "http_version": "1.1", "method": "GET", "scheme": "http",
-                "path": path, "raw_path": path.encode(), "query_string": query.encode(),
-                "headers": headers, "client": ("127.0.0.1", 50000),
+                "type": "http",
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": path,
+                "raw_path": path.encode(),
+                "query_string": query.encode(),
+                "headers": headers,
+                "client": ("127.0.0.1", 50000),
                 "server": ("127.0.0.1", 8000),
             },
         )
@@ -326,9 +341,9 @@ async def test_sse_streams_the_reply_with_ids_and_headers(settings):
     sse = SSE(f"/streaming-demo/replies/{message_id}/events", cookie)
 
     start = await sse.open()
-    headers = dict(start["headers"])
+    headers = {name.lower(): value for name, value in start["headers"]}
     assert start["status"] == 200
-    assert headers[b"content-type"] == b"text/event-stream"
+    assert headers[b"content-type"] == b"text/event-stream", headers
     assert headers[b"cache-control"] == b"no-cache"
     assert headers[b"x-accel-buffering"] == b"no"
     assert (await sse.event()) == {"retry": "1000"}

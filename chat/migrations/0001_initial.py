@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,68 +16,139 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Conversation',
+            name="Conversation",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('visitor_id', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('title', models.CharField(blank=True, max_length=200)),
-                ('provider', models.CharField(max_length=32)),
-                ('model', models.CharField(max_length=100)),
-                ('system_prompt', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='conversations', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("visitor_id", models.CharField(blank=True, db_index=True, max_length=64)),
+                ("title", models.CharField(blank=True, max_length=200)),
+                ("provider", models.CharField(max_length=32)),
+                ("model", models.CharField(max_length=100)),
+                ("system_prompt", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "updated_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="conversations",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-updated_at'],
+                "ordering": ["-updated_at"],
             },
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('user', 'User'), ('assistant', 'Assistant')], max_length=16)),
-                ('content', models.TextField(blank=True)),
-                ('status', models.CharField(choices=[('streaming', 'Streaming'), ('complete', 'Complete'), ('stopped', 'Stopped'), ('error', 'Error')], default='complete', max_length=16)),
-                ('ended_reason', models.CharField(blank=True, choices=[('completed', 'Completed'), ('stopped', 'stopped by user'), ('provider_error', 'provider error'), ('timeout', 'Timeout'), ('budget', 'budget reached'), ('interrupted', 'interrupted (worker died)')], max_length=32)),
-                ('superseded', models.BooleanField(default=False)),
-                ('stream_seq', models.PositiveIntegerField(default=0)),
-                ('provider', models.CharField(blank=True, max_length=32)),
-                ('model', models.CharField(blank=True, max_length=100)),
-                ('input_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('output_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('cached_input_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('usage_source', models.CharField(blank=True, choices=[('provider', 'Provider'), ('estimated', 'Estimated')], max_length=16)),
-                ('cost_microusd', models.BigIntegerField(blank=True, null=True)),
-                ('price_version', models.CharField(blank=True, max_length=64)),
-                ('ttft_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('duration_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('tokens_per_second', models.FloatField(blank=True, null=True)),
-                ('error_text', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('day', models.DateField(default=django.utils.timezone.localdate)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='chat.conversation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("user", "User"), ("assistant", "Assistant")], max_length=16
+                    ),
+                ),
+                ("content", models.TextField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("streaming", "Streaming"),
+                            ("complete", "Complete"),
+                            ("stopped", "Stopped"),
+                            ("error", "Error"),
+                        ],
+                        default="complete",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "ended_reason",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("completed", "Completed"),
+                            ("stopped", "stopped by user"),
+                            ("provider_error", "provider error"),
+                            ("timeout", "Timeout"),
+                            ("budget", "budget reached"),
+                            ("interrupted", "interrupted (worker died)"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("superseded", models.BooleanField(default=False)),
+                ("stream_seq", models.PositiveIntegerField(default=0)),
+                ("provider", models.CharField(blank=True, max_length=32)),
+                ("model", models.CharField(blank=True, max_length=100)),
+                ("input_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("output_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("cached_input_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "usage_source",
+                    models.CharField(
+                        blank=True,
+                        choices=[("provider", "Provider"), ("estimated", "Estimated")],
+                        max_length=16,
+                    ),
+                ),
+                ("cost_microusd", models.BigIntegerField(blank=True, null=True)),
+                ("price_version", models.CharField(blank=True, max_length=64)),
+                ("ttft_ms", models.PositiveIntegerField(blank=True, null=True)),
+                ("duration_ms", models.PositiveIntegerField(blank=True, null=True)),
+                ("tokens_per_second", models.FloatField(blank=True, null=True)),
+                ("error_text", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("day", models.DateField(default=django.utils.timezone.localdate)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="messages",
+                        to="chat.conversation",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['user', '-updated_at'], name='conv_user_recent'),
+            model_name="conversation",
+            index=models.Index(fields=["user", "-updated_at"], name="conv_user_recent"),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['conversation', 'id'], name='msg_conversation_order'),
+            model_name="message",
+            index=models.Index(fields=["conversation", "id"], name="msg_conversation_order"),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(condition=models.Q(('status', 'streaming')), fields=['heartbeat_at'], name='msg_streaming_heartbeat'),
+            model_name="message",
+            index=models.Index(
+                condition=models.Q(("status", "streaming")),
+                fields=["heartbeat_at"],
+                name="msg_streaming_heartbeat",
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['day', 'model'], name='msg_day_model'),
+            model_name="message",
+            index=models.Index(fields=["day", "model"], name="msg_day_model"),
         ),
     ]

@@ -63,7 +63,9 @@ def get_provider(name: str) -> Provider:
         return DemoProvider(tokens_per_second=settings.CHAT_DEMO_TOKENS_PER_SECOND)
     if name == "openai":
         if not settings.OPENAI_API_KEY:
-            raise ProviderError("OpenAI is not configured on this server (OPENAI_API_KEY is unset).")
+            raise ProviderError(
+                "OpenAI is not configured on this server (OPENAI_API_KEY is unset)."
+            )
         return _openai_provider(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL)
     if name == "anthropic":
         if not settings.ANTHROPIC_API_KEY:

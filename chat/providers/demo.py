@@ -40,8 +40,9 @@ _POINTS = [
 _CODE = [
     (
         "python",
-        'def answer(question: str) -> str:\n    words = question.split()\n    return f"{len(words)} words, '
-        'first: {words[0] if words else \'-\'}"\n',
+        "def answer(question: str) -> str:\n"
+        "    words = question.split()\n"
+        "    return f\"{len(words)} words, first: {words[0] if words else '-'}\"\n",
     ),
     (
         "javascript",
