@@ -1,0 +1,78 @@
+"""Start the real app (migrate + Daphne) as a subprocess on loopback, for tests that need a
+running server: the multi-worker test and the browser tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def app_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "CHATSITE_DATA_DIR": str(data_dir),
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "CHAT_RATE_LIMIT": "",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update(overrides)
+    return env
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=env, check=True
+    )
+
+
+@contextlib.contextmanager
+def daphne(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """Serve the app with Daphne on a free loopback port; yields its base URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"daphne exited: {log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/streaming-demo", timeout=2):  # noqa: S310
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"daphne did not start: {log_path.read_text()[-3000:]}"
+                    ) from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()

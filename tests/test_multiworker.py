@@ -1,0 +1,101 @@
+"""Several workers behind one Redis: a reply started on one worker is read and stopped on another.
+
+Two real Daphne processes share the database and the Redis server the suite starts, as a
+multi-worker deployment does.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.cookiejar
+import re
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from tests.servers import app_env, daphne, migrate
+
+pytestmark = pytest.mark.redis
+
+
+class Browser:
+    """Just enough of a browser: one cookie jar shared across both workers (same host)."""
+
+    def __init__(self) -> None:
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def cookie(self, name: str) -> str:
+        return next(c.value for c in self.jar if c.name == name)
+
+    def get(self, url: str) -> str:
+        with self.opener.open(url, timeout=10) as response:
+            return response.read().decode()
+
+    def post(self, url: str, fields: dict[str, str]) -> tuple[int, str]:
+        request = urllib.request.Request(
+            url,
+            data=urllib.parse.urlencode(fields).encode(),
+            headers={"HX-Request": "true", "X-CSRFToken": self.cookie("csrftoken")},
+        )
+        with self.opener.open(request, timeout=10) as response:
+            return response.status, response.read().decode()
+
+    def events(self, base_url: str, path: str) -> tuple[http.client.HTTPConnection, object]:
+        host, port = urllib.parse.urlsplit(base_url).netloc.split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        cookies = "; ".join(f"{c.name}={c.value}" for c in self.jar)
+        connection.request("GET", path, headers={"Cookie": cookies})
+        return connection, connection.getresponse()
+
+
+def read_event(response) -> dict[str, str]:
+    event: dict[str, str] = {}
+    while True:
+        line = response.readline().decode().rstrip("\n")
+        if not line:
+            if event:
+                return event
+            continue
+        field, _, value = line.partition(":")
+        event[field] = event.get(field, "") + value.lstrip(" ")
+
+
+def test_a_reply_started_on_one_worker_is_read_and_stopped_on_another(tmp_path, redis_url):
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    env = app_env(tmp_path, REDIS_URL=redis_url, CHAT_DEMO_TOKENS_PER_SECOND="20")
+    migrate(env)
+    with daphne(env, tmp_path / "a.log") as worker_a, daphne(env, tmp_path / "b.log") as worker_b:
+        browser = Browser()
+        browser.get(f"{worker_a}/streaming-demo")
+        status, html = browser.post(
+            f"{worker_a}/streaming-demo/messages",
+            {"action": "send", "message": "Across workers", "model": "demo:demo"},
+        )
+        assert status == 200
+        message_id = re.search(r'data-status="streaming" data-message-id="(\d+)"', html).group(1)
+        conversation_id = re.search(r'name="conversation" value="([0-9a-f-]+)"', html).group(1)
+
+        connection, response = browser.events(
+            worker_b, f"/streaming-demo/replies/{message_id}/events"
+        )
+        assert response.status == 200
+        read_event(response)  # retry
+        first = read_event(response)
+        assert "data-seq" in first["data"], "worker B streams what worker A's job writes"
+
+        status, _ = browser.post(
+            f"{worker_b}/streaming-demo/messages",
+            {"action": "stop", "conversation": conversation_id},
+        )
+        assert status == 204
+        while "<article" not in (event := read_event(response))["data"]:
+            pass
+        connection.close()
+
+        assert 'data-status="stopped"' in event["data"]
+        page = browser.get(f"{worker_a}/streaming-demo/c/{conversation_id}")
+        assert 'data-status="stopped"' in page and "Stopped by user" in page
