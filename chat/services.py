@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django_ratelimit.core import get_usage
@@ -227,13 +228,25 @@ _jobs: set[asyncio.Task[None]] = set()
 
 
 def job_launch(message_id: int) -> asyncio.Task[None]:
+    # A fresh context: the job must not inherit the launching request's (or consumer's)
+    # thread-sensitive context, which ends long before the reply does.
     task = asyncio.get_running_loop().create_task(
-        reply_generate(message_id), name=f"reply-{message_id}"
+        _job_run(message_id), name=f"reply-{message_id}", context=contextvars.Context()
     )
     # The loop keeps only weak references to tasks; hold them until they finish.
     _jobs.add(task)
     task.add_done_callback(_jobs.discard)
     return task
+
+
+async def _job_run(message_id: int) -> None:
+    # Its own thread for its few database writes (about one a second), with a connection that
+    # is closed when the reply ends, so replies never queue behind each other's writes.
+    async with ThreadSensitiveContext():
+        try:
+            await reply_generate(message_id)
+        finally:
+            await sync_to_async(connection.close)()
 
 
 @dataclass
@@ -467,6 +480,9 @@ def reply_reap_stale(*, message_ids: list[int] | None = None) -> int:
     stale = Message.objects.streaming().filter(heartbeat_at__lt=cutoff)
     if message_ids is not None:
         stale = stale.filter(pk__in=message_ids)
+    # Read before writing: on SQLite even an UPDATE that matches nothing takes the write lock.
+    if not stale.exists():
+        return 0
     return stale.update(
         status=Message.Status.ERROR,
         ended_reason=Message.EndedReason.INTERRUPTED,
