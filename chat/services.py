@@ -19,7 +19,7 @@ from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connections, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django_ratelimit.core import get_usage
@@ -246,7 +246,7 @@ async def _job_run(message_id: int) -> None:
         try:
             await reply_generate(message_id)
         finally:
-            await sync_to_async(connection.close)()
+            await sync_to_async(connections.close_all)()  # resolves in the job's thread
 
 
 @dataclass
