@@ -3,10 +3,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import timedelta
 
 import pytest
 from channels.testing import WebsocketCommunicator
+from django.utils import timezone
 
+from chat import services
 from chat.models import Message
 from chat.providers.demo import demo_reply
 from chatsite.asgi import application
@@ -223,3 +226,24 @@ async def test_sign_in_can_be_required(settings):
     )
     connected, code = await communicator.connect()
     assert not connected and code == 4401
+
+
+async def test_a_reply_whose_worker_died_is_shown_as_interrupted(settings):
+    cookie, visitor_id = await anonymous_session()
+    communicator = await connect(cookie)
+    # A reply left streaming by a worker that died: no job, an old heartbeat, some saved text.
+    message_id = await start_reply(communicator, "crash")
+    await asyncio.gather(*services._jobs)
+    await Message.objects.filter(pk=message_id).aupdate(
+        status=Message.Status.STREAMING,
+        ended_reason="",
+        content="saved before the crash",
+        heartbeat_at=timezone.now() - timedelta(minutes=2),
+    )
+
+    await send(communicator, action="watch", message_id=message_id, after=3)
+    frame = await communicator.receive_from(5)
+
+    assert 'data-status="error"' in frame and "Interrupted" in frame
+    assert "saved before the crash" in frame
+    await communicator.disconnect()

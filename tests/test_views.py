@@ -433,3 +433,18 @@ def test_multiline_fragments_become_several_data_lines():
     from chat.views import _event_stream  # noqa: F401 - framing is covered end to end above
 
     assert re.match(r"^data: ", "data: <article")
+
+
+async def test_regenerate_someone_elses_reply_is_404(async_client, other_visitor):
+    await apage_visitor(async_client)
+    started = await services.areply_start(
+        visitor=other_visitor, conversation_id=None, text="theirs", model_choice="demo:demo"
+    )
+    await _wait_idle()
+
+    response = await async_client.post(
+        f"/streaming-demo/replies/{started.assistant_message.pk}/regenerate", headers=HTMX
+    )
+
+    assert response.status_code == 404
+    assert not await Message.objects.filter(superseded=True).aexists()
