@@ -135,3 +135,12 @@ def django_db_setup(django_db_setup, django_db_blocker):
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
+
+
+@pytest.fixture
+def openai_upstream(settings, fake_upstream):  # noqa: F811 - the fixture
+    """The OpenAI provider, offering gpt-4.1-mini, pointed at the fake upstream server."""
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
+    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
+    return fake_upstream

@@ -110,16 +110,13 @@ async def test_job_streams_the_demo_reply_and_records_it(visitor):
     assert message.finished_at is not None
 
 
-async def test_history_and_system_prompt_reach_the_model(visitor, settings, fake_upstream):
-    settings.OPENAI_API_KEY = "sk-test"
-    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
-    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
-    fake_upstream.script(text="First answer.")
+async def test_history_and_system_prompt_reach_the_model(visitor, openai_upstream):
+    openai_upstream.script(text="First answer.")
     first = await sync_to_async(start)(
         visitor, text="First question", model="openai:gpt-4.1-mini", system_prompt="Be terse."
     )
     await run_job(first.assistant_message.pk)
-    fake_upstream.script(text="Second answer.")
+    openai_upstream.script(text="Second answer.")
     second = await sync_to_async(start)(
         visitor,
         text="Second question",
@@ -129,7 +126,7 @@ async def test_history_and_system_prompt_reach_the_model(visitor, settings, fake
     )
     await run_job(second.assistant_message.pk)
 
-    sent = fake_upstream.requests[-1].body["messages"]
+    sent = openai_upstream.requests[-1].body["messages"]
     assert sent == [
         {"role": "system", "content": "Be terse."},
         {"role": "user", "content": "First question"},
@@ -138,13 +135,10 @@ async def test_history_and_system_prompt_reach_the_model(visitor, settings, fake
     ]
 
 
-async def test_provider_usage_and_cost_are_stored(visitor, settings, fake_upstream):
+async def test_provider_usage_and_cost_are_stored(visitor, openai_upstream):
     import genai_prices
 
-    settings.OPENAI_API_KEY = "sk-test"
-    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
-    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
-    fake_upstream.script(text="Priced.", input_tokens=1200, output_tokens=300, cached_tokens=200)
+    openai_upstream.script(text="Priced.", input_tokens=1200, output_tokens=300, cached_tokens=200)
     started = await sync_to_async(start)(visitor, text="Price me", model="openai:gpt-4.1-mini")
 
     message = await run_job(started.assistant_message.pk)
@@ -198,38 +192,30 @@ async def test_stop_ends_within_a_second_and_keeps_the_partial_text(visitor, set
     assert message.output_tokens and message.output_tokens > 0
 
 
-async def test_stop_closes_the_upstream_request(visitor, settings, fake_upstream):
-    settings.OPENAI_API_KEY = "sk-test"
-    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
-    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
-    fake_upstream.script(text="Partial then a stall", chunks=4, stall_after=2)
+async def test_stop_closes_the_upstream_request(visitor, openai_upstream):
+    openai_upstream.script(text="Partial then a stall", chunks=4, stall_after=2)
     started = await sync_to_async(start)(visitor, text="Stall", model="openai:gpt-4.1-mini")
     job = services.job_launch(started.assistant_message.pk)
-    assert await asyncio.to_thread(fake_upstream.wait_for_stall, 5)
+    assert await asyncio.to_thread(openai_upstream.wait_for_stall, 5)
 
     await services.reply_stop(visitor=visitor, conversation_id=str(started.conversation.pk))
     await asyncio.wait_for(job, 2)
 
-    assert await asyncio.to_thread(fake_upstream.wait_for_disconnect, 2)
+    assert await asyncio.to_thread(openai_upstream.wait_for_disconnect, 2)
     message = await Message.objects.aget(pk=started.assistant_message.pk)
     assert message.ended_reason == Message.EndedReason.STOPPED
-    assert message.content == "".join(fake_upstream.reply.pieces()[:2])
+    assert message.content == "".join(openai_upstream.reply.pieces()[:2])
 
 
-async def test_provider_error_mid_stream_keeps_the_text_and_says_why(
-    visitor, settings, fake_upstream
-):
-    settings.OPENAI_API_KEY = "sk-test"
-    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
-    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
-    fake_upstream.script(text="Half of a reply that drops", chunks=4, drop_after=2)
+async def test_provider_error_mid_stream_keeps_the_text_and_says_why(visitor, openai_upstream):
+    openai_upstream.script(text="Half of a reply that drops", chunks=4, drop_after=2)
     started = await sync_to_async(start)(visitor, text="Drop", model="openai:gpt-4.1-mini")
 
     message = await run_job(started.assistant_message.pk)
 
     assert message.status == Message.Status.ERROR
     assert message.ended_reason == Message.EndedReason.PROVIDER_ERROR
-    assert message.content == "".join(fake_upstream.reply.pieces()[:2])
+    assert message.content == "".join(openai_upstream.reply.pieces()[:2])
     assert "dropped" in message.error_text.lower()
     assert message.usage_source == Message.UsageSource.ESTIMATED
 
@@ -248,19 +234,16 @@ async def test_rejected_key_is_a_clear_error(visitor, settings, fake_upstream):
     assert message.content == ""
 
 
-async def test_a_silent_model_times_out(visitor, settings, fake_upstream):
-    settings.OPENAI_API_KEY = "sk-test"
-    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
-    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
+async def test_a_silent_model_times_out(visitor, settings, openai_upstream):
     settings.CHAT_IDLE_TIMEOUT = 0.5
-    fake_upstream.script(text="Then silence", chunks=2, stall_after=1)
+    openai_upstream.script(text="Then silence", chunks=2, stall_after=1)
     started = await sync_to_async(start)(visitor, text="Hi", model="openai:gpt-4.1-mini")
 
     message = await run_job(started.assistant_message.pk)
 
     assert message.status == Message.Status.ERROR
     assert message.ended_reason == Message.EndedReason.TIMEOUT
-    assert message.content == fake_upstream.reply.pieces()[0]
+    assert message.content == openai_upstream.reply.pieces()[0]
     assert "0.5 s" in message.error_text
 
 
@@ -343,18 +326,15 @@ async def test_only_the_last_reply_can_be_regenerated(visitor):
         )
 
 
-async def test_retry_after_a_failed_reply_sends_clean_history(visitor, settings, fake_upstream):
-    settings.OPENAI_API_KEY = "sk-test"
-    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
-    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
-    fake_upstream.script(status=500)
+async def test_retry_after_a_failed_reply_sends_clean_history(visitor, openai_upstream):
+    openai_upstream.script(status=500)
     started = await sync_to_async(start)(visitor, text="Try me", model="openai:gpt-4.1-mini")
     failed = await run_job(started.assistant_message.pk)
     assert failed.status == Message.Status.ERROR
 
-    fake_upstream.script(text="Worked this time.")
+    openai_upstream.script(text="Worked this time.")
     retry = await sync_to_async(services.reply_regenerate)(visitor=visitor, message_id=failed.pk)
     message = await run_job(retry.assistant_message.pk)
 
     assert message.content == "Worked this time."
-    assert fake_upstream.requests[-1].body["messages"] == [{"role": "user", "content": "Try me"}]
+    assert openai_upstream.requests[-1].body["messages"] == [{"role": "user", "content": "Try me"}]

@@ -390,12 +390,9 @@ async def test_sse_resumes_from_last_event_id(settings):
     assert "".join(t for _, t in seen + rest) == demo_reply("resume over sse")
 
 
-async def test_sse_sends_a_heartbeat_comment_while_waiting(settings, fake_upstream):
+async def test_sse_sends_a_heartbeat_comment_while_waiting(settings, openai_upstream):
     settings.CHAT_SSE_PING_SECONDS = 0.2
-    settings.OPENAI_API_KEY = "sk-test"
-    settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
-    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
-    fake_upstream.script(text="slow model", chunks=2, stall_after=1)
+    openai_upstream.script(text="slow model", chunks=2, stall_after=1)
     cookie, visitor_id = await anonymous_session()
     visitor = Visitor(user=AnonymousUser(), visitor_id=visitor_id)
     started = await services.areply_start(
@@ -409,7 +406,7 @@ async def test_sse_sends_a_heartbeat_comment_while_waiting(settings, fake_upstre
         chunk = await sse.app.receive_output(3)
         raw += chunk["body"].decode()
     await sse.close()
-    fake_upstream.release()
+    openai_upstream.release()
     await _wait_idle()
 
     assert "slow " in raw or "data:" in raw
