@@ -144,3 +144,9 @@ def openai_upstream(settings, fake_upstream):  # noqa: F811 - the fixture
     settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
     settings.OPENAI_MODELS = ["gpt-4.1-mini"]
     return fake_upstream
+
+
+def pytest_collection_modifyitems(config, items):
+    # Browser tests last: sync Playwright drives its own event loop on the main thread, which
+    # must not overlap the pytest-asyncio tests.
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,9 @@ def _wait_until_serving(server: subprocess.Popen[bytes], url: str, log_path: Pat
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"daphne exited with {server.returncode}:\n{_tail(log_path)}", pytrace=False)
+            pytest.fail(
+                f"daphne exited with {server.returncode}:\n{_tail(log_path)}", pytrace=False
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
                 if response.status == 200:
@@ -160,7 +163,7 @@ def _wait_until_serving(server: subprocess.Popen[bytes], url: str, log_path: Pat
 # --- The browser ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
@@ -184,6 +187,11 @@ class PageErrors:
 
     def __init__(self) -> None:
         self.errors: list[str] = []
+        self.allowed: list[re.Pattern[str]] = []
+
+    def allow(self, pattern: str) -> None:
+        """Expect a console error matching `pattern` (e.g. the log line of a deliberate 400)."""
+        self.allowed.append(re.compile(pattern))
 
     def watch(self, page: Any) -> None:
         page.on("console", self._on_console)
@@ -195,7 +203,9 @@ class PageErrors:
         location = (message.location or {}).get("url", "")
         if "favicon.ico" in location or "favicon.ico" in message.text:
             return
-        self.errors.append(f"console error: {message.text} ({location})")
+        error = f"console error: {message.text} ({location})"
+        if not any(pattern.search(error) for pattern in self.allowed):
+            self.errors.append(error)
 
 
 @pytest.fixture
@@ -213,7 +223,10 @@ def new_page(
     pages: list[Any] = []
 
     def open_page(**context_options: Any) -> Any:
-        options: dict[str, Any] = {"base_url": live_server_url, "viewport": {"width": 1200, "height": 800}}
+        options: dict[str, Any] = {
+            "base_url": live_server_url,
+            "viewport": {"width": 1200, "height": 800},
+        }
         options.update(context_options)
         context = browser.new_context(**options)
         context.set_default_timeout(10_000)
@@ -247,9 +260,16 @@ def page(new_page: Callable[..., Any]) -> Any:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
-    if report.failed and "path" in _server_log:
-        report.sections.append(("server log (last lines)", _tail(_server_log["path"])))
+    if not report.failed:
+        return
+    errors = getattr(item, "funcargs", {}).get("page_errors")
+    if report.when == "call" and errors is not None and errors.errors:
+        report.sections.append(("page errors", "\n".join(errors.errors)))
+    if "path" in _server_log:
+        report.sections.append(("server log (last lines)", _tail(_server_log["path"], 60)))

@@ -1,0 +1,400 @@
+"""What a visitor sees on /streaming-demo, driven in headless Chromium against the real server.
+
+Every reply comes from the offline demo model, whose full text `demo_reply(prompt)` the tests
+know in advance: a streaming reply must always show a prefix of it, and a finished one its
+rendered Markdown (paragraphs, a numbered list, a code block).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chat.providers.demo import demo_reply
+
+from .conftest import ARTIFACTS, PageErrors
+
+pytestmark = pytest.mark.e2e
+
+ASSISTANT = "#messages > article[data-role='assistant']"
+USER = "#messages > article[data-role='user']"
+
+# The last assistant article: its status, the raw text while streaming, the rendered text after.
+_REPLY_STATE = """() => {
+  const all = document.querySelectorAll("#messages > article[data-role='assistant']");
+  const reply = all[all.length - 1];
+  if (!reply) return null;
+  const streaming = reply.querySelector(".msg-text.streaming");
+  const markdown = reply.querySelector(".msg-text.markdown");
+  return {
+    count: all.length,
+    id: reply.id,
+    status: reply.dataset.status,
+    raw: streaming ? streaming.textContent : null,
+    rendered: markdown ? markdown.innerText : null,
+  };
+}"""
+
+
+# --- Helpers ----------------------------------------------------------------------------------
+
+
+def reply_state(page: Any) -> dict[str, Any] | None:
+    return page.evaluate(_REPLY_STATE)
+
+
+def send(page: Any, text: str) -> None:
+    field = page.locator("#message-input")
+    field.fill(text)
+    field.press("Enter")
+    page.wait_for_selector(f"{ASSISTANT}[data-status]")
+
+
+def wait_for_streamed_text(page: Any, min_chars: int, timeout: float = 10_000) -> None:
+    """Until the streaming reply shows at least `min_chars` characters (and still streams)."""
+    page.wait_for_function(
+        """(min) => {
+          const t = document.querySelector(
+            "#messages > article[data-status='streaming'] .msg-text.streaming");
+          return t && t.textContent.length >= min;
+        }""",
+        arg=min_chars,
+        timeout=timeout,
+    )
+
+
+def watch_stream(
+    page: Any, full_text: str, *, timeout: float = 20.0, screenshot: Path | None = None
+) -> tuple[list[int], dict[str, Any]]:
+    """Sample the reply while it streams. Every sample must be a prefix of `full_text` (nothing
+    lost, nothing shown twice); returns the distinct lengths seen and the final state."""
+    lengths: list[int] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = reply_state(page)
+        assert state is not None, "no assistant message on the page"
+        if state["status"] != "streaming":
+            return lengths, state
+        raw = state["raw"] or ""
+        assert full_text.startswith(raw), f"streamed text is not a prefix of the reply: {raw!r}"
+        if not lengths or len(raw) != lengths[-1]:
+            assert not lengths or len(raw) > lengths[-1], "the streamed text shrank"
+            lengths.append(len(raw))
+        if screenshot is not None and raw.count("\n\n") >= 3 and "1. " in raw:
+            # Mid-stream with a few paragraphs and the list: what a visitor watches.
+            ARTIFACTS.mkdir(exist_ok=True)
+            # Animations off: the blinking cursor is caught in its visible phase.
+            page.screenshot(path=str(screenshot), animations="disabled")
+            screenshot = None
+        time.sleep(0.02)
+    pytest.fail(f"the reply was still streaming after {timeout} s")
+
+
+def wait_for_status(page: Any, status: str, timeout: float = 15_000) -> None:
+    page.wait_for_function(
+        """(status) => {
+          const all = document.querySelectorAll("#messages > article[data-role='assistant']");
+          return all.length > 0 && all[all.length - 1].dataset.status === status;
+        }""",
+        arg=status,
+        timeout=timeout,
+    )
+
+
+def unmarkdown(text: str) -> str:
+    """The demo reply's Markdown as plain words, to compare with rendered text."""
+    text = re.sub(r"^```\w*$", "", text, flags=re.MULTILINE)
+    text = re.sub(r"^\d+\. ", "", text, flags=re.MULTILINE)
+    return squash(text.replace("**", ""))
+
+
+def squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def parts_of(reply: str) -> dict[str, Any]:
+    """The pieces of a demo reply as they read once rendered."""
+    paragraphs = reply.split("\n\n")
+    return {
+        "opening": paragraphs[0].replace("**", ""),
+        "closing": paragraphs[-1].replace("**", ""),
+        "points": re.findall(r"^\d+\. (.+)$", reply, flags=re.MULTILINE),
+        "code": re.search(r"```\w*\n(.*?)```", reply, flags=re.DOTALL).group(1),  # type: ignore[union-attr]
+    }
+
+
+def assert_rendered_reply(page: Any, reply: str) -> None:
+    """The finished reply is rendered Markdown with every part of `reply` exactly once."""
+    article = page.locator(ASSISTANT).last
+    parts = parts_of(reply)
+    text = squash(article.locator(".msg-text.markdown").inner_text())
+    assert text.count(squash(parts["opening"])) == 1, text
+    assert text.count(squash(parts["closing"])) == 1, text
+    assert article.locator(".markdown strong").first.is_visible()
+    items = [squash(item) for item in article.locator(".markdown ol > li").all_inner_texts()]
+    assert items == [squash(point) for point in parts["points"]]
+    code = article.locator(".markdown pre code").inner_text()
+    assert code.strip() == parts["code"].strip()
+
+
+def assert_conversation_url(page: Any) -> None:
+    assert re.search(r"/streaming-demo/c/[0-9a-f-]{36}(\?.*)?$", page.url), page.url
+
+
+# --- Tests ------------------------------------------------------------------------------------
+
+
+def test_reply_streams_over_websocket(page: Any) -> None:
+    prompt = "How do I stream LLM replies into a Django page?"
+    full = demo_reply(prompt)
+    page.goto("/streaming-demo")
+    page.get_by_text("Connected · WebSocket").wait_for()
+    assert page.locator("#connection-state").get_attribute("data-state") == "connected"
+
+    send(page, prompt)
+    lengths, state = watch_stream(page, full, screenshot=ARTIFACTS / "streaming-mid-reply.png")
+
+    assert len(lengths) >= 5, f"the reply did not arrive in steps: {lengths}"
+    assert state["status"] == "complete"
+    assert state["count"] == 1
+    assert_rendered_reply(page, full)
+    assert page.locator(USER).count() == 1
+    assert page.locator(USER).inner_text().strip() == prompt
+    assert_conversation_url(page)
+    meta = page.locator(f"{ASSISTANT} .msg-meta").inner_text()
+    assert "tok/s" in meta and "to first token" in meta, meta
+    assert re.search(r"\d+(\.\d+)? tok/s", meta), meta
+    # The composer is ready for the next message.
+    assert page.locator("#send-button").is_visible()
+    assert not page.locator("#stop-button").is_visible()
+    assert page.locator("#message-input").input_value() == ""
+
+
+def test_reply_streams_over_sse_when_websocket_is_blocked(page: Any) -> None:
+    # As if a proxy refused WebSockets: every socket closes before it ever opens.
+    page.route_web_socket(re.compile(r"/ws/"), lambda ws: ws.close(code=1011))
+    prompt = "Why would a WebSocket be blocked on some networks?"
+    full = demo_reply(prompt)
+    page.goto("/streaming-demo")
+    state_badge = page.locator("#connection-state[data-state='sse']")
+    state_badge.wait_for(timeout=6_000)
+    assert state_badge.inner_text().strip() == "SSE fallback"
+
+    with page.expect_response(re.compile(r"/replies/\d+/events")) as events:
+        send(page, prompt)
+    assert events.value.headers["content-type"].startswith("text/event-stream")
+    lengths, state = watch_stream(page, full)
+
+    assert len(lengths) >= 5, f"the reply did not arrive in steps: {lengths}"
+    assert state["status"] == "complete"
+    assert state["count"] == 1
+    assert_rendered_reply(page, full)
+    assert page.locator(USER).count() == 1
+    assert_conversation_url(page)
+
+
+def test_reply_streams_over_sse_when_asked_to(page: Any) -> None:
+    prompt = "Show me server-sent events"
+    full = demo_reply(prompt)
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.goto("/streaming-demo?transport=sse")
+    page.locator("#connection-state[data-state='sse']").get_by_text("Server-sent events").wait_for()
+
+    send(page, prompt)
+    lengths, state = watch_stream(page, full)
+
+    assert len(lengths) >= 5, f"the reply did not arrive in steps: {lengths}"
+    assert state["status"] == "complete"
+    assert_rendered_reply(page, full)
+    assert sockets == [], "the page opened a WebSocket although SSE was asked for"
+    assert_conversation_url(page)
+    assert page.url.endswith("?transport=sse")  # the conversation URL keeps the choice
+
+
+def test_stop_mid_reply_keeps_partial_text_after_reload(page: Any) -> None:
+    prompt = "Tell me something long enough to interrupt"
+    full = demo_reply(prompt)
+    page.goto("/streaming-demo")
+    page.get_by_text("Connected · WebSocket").wait_for()
+    send(page, prompt)
+    wait_for_streamed_text(page, 40)
+    assert page.locator("#stop-button").is_visible()
+    assert not page.locator("#send-button").is_visible()
+
+    started = time.monotonic()
+    page.locator("#stop-button").click()
+    wait_for_status(page, "stopped", timeout=3_000)
+    assert time.monotonic() - started < 2.0, "stopping took too long"
+
+    article = page.locator(ASSISTANT).last
+    stopped_text = article.locator(".msg-text.markdown").inner_text()
+    assert stopped_text.strip(), "the partial text was lost"
+    assert unmarkdown(full).startswith(squash(stopped_text)), stopped_text
+    assert len(squash(stopped_text)) < len(unmarkdown(full)), "the reply was not stopped"
+    assert article.locator(".badge-stopped").inner_text().strip() == "Stopped by user"
+    assert page.locator("#send-button").is_visible()
+    assert not page.locator("#stop-button").is_visible()
+    message_id = article.get_attribute("id")
+    assert_conversation_url(page)
+
+    page.reload()
+    reloaded = page.locator(f"#{message_id}")
+    assert reloaded.get_attribute("data-status") == "stopped"
+    assert reloaded.locator(".msg-text.markdown").inner_text() == stopped_text
+    assert reloaded.locator(".badge-stopped").inner_text().strip() == "Stopped by user"
+    assert page.locator(ASSISTANT).count() == 1
+    # A stopped reply stays stopped: no more text arrives.
+    page.wait_for_timeout(500)
+    assert reloaded.locator(".msg-text.markdown").inner_text() == stopped_text
+
+
+def test_reload_mid_reply_resumes_and_finishes_once(page: Any, page_errors: PageErrors) -> None:
+    prompt = "What happens if I reload while a reply streams?"
+    full = demo_reply(prompt)
+    page.goto("/streaming-demo")
+    page.get_by_text("Connected · WebSocket").wait_for()
+    send(page, prompt)
+    # Long enough that the job has saved some text (it does every second), with most to come.
+    wait_for_streamed_text(page, 220)
+    assert_conversation_url(page)
+
+    response = page.reload(wait_until="domcontentloaded")
+    html = response.text()
+    # The server renders the reply as it is now: streaming, with the text so far.
+    assert 'data-status="streaming"' in html
+    served = re.search(
+        r'class="msg-text streaming"[^>]*><span data-seq="\d+">(.+?)</span>', html, re.S
+    )
+    assert served and served.group(1).strip(), "the reloaded page did not show the text so far"
+    state = reply_state(page)
+    assert state and state["status"] == "streaming" and state["raw"], state
+
+    lengths, state = watch_stream(page, full)
+    assert len(lengths) >= 3, f"the reply did not continue live after the reload: {lengths}"
+    assert state["status"] == "complete"
+    assert state["count"] == 1
+    assert page.locator(USER).count() == 1
+    assert_rendered_reply(page, full)
+
+    # The same conversation opened afresh shows exactly what this page ended with.
+    fresh = page.context.new_page()
+    page_errors.watch(fresh)
+    fresh.goto(page.url)
+    assert fresh.locator(ASSISTANT).count() == 1
+    assert (
+        fresh.locator(f"{ASSISTANT} .msg-text.markdown").inner_text()
+        == page.locator(f"{ASSISTANT} .msg-text.markdown").inner_text()
+    )
+
+
+def test_no_javascript_form_still_posts_and_shows_finished_reply(new_page: Any) -> None:
+    page = new_page(java_script_enabled=False)
+    prompt = "Does this work without JavaScript?"
+    full = demo_reply(prompt)
+    page.goto("/streaming-demo")
+    assert "No JavaScript" in page.locator("#connection-state").inner_text()
+
+    page.locator("#message-input").fill(prompt)
+    with page.expect_navigation(timeout=20_000):
+        page.locator("#send-button").click()
+
+    assert_conversation_url(page)
+    article = page.locator(ASSISTANT)
+    assert article.count() == 1
+    assert article.get_attribute("data-status") == "complete"
+    assert_rendered_reply(page, full)
+    assert page.locator(USER).inner_text().strip() == prompt
+    assert "tok/s" in article.locator(".msg-meta").inner_text()
+
+
+def test_phone_width_is_usable(new_page: Any) -> None:
+    width = 390
+    page = new_page(viewport={"width": width, "height": 844}, is_mobile=True, has_touch=True)
+    prompt = "Does this fit on a phone?"
+    full = demo_reply(prompt)
+    page.goto("/streaming-demo")
+    page.get_by_text("Connected · WebSocket").wait_for()
+
+    def assert_fits() -> None:
+        for selector in ("#message-input", "#send-button"):
+            element = page.locator(selector)
+            assert element.is_visible(), f"{selector} is hidden"
+            box = element.bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= width, (selector, box)
+        scroll_width = page.evaluate("document.documentElement.scrollWidth")
+        assert scroll_width <= width, f"the page scrolls sideways ({scroll_width}px)"
+
+    assert_fits()
+    page.locator("#message-input").fill(prompt)
+    page.locator("#send-button").tap()
+    page.wait_for_selector(f"{ASSISTANT}[data-status]")
+    lengths, state = watch_stream(page, full)
+    assert len(lengths) >= 5, f"the reply did not arrive in steps: {lengths}"
+    assert state["status"] == "complete"
+    assert_rendered_reply(page, full)
+    assert_fits()  # the code block scrolls inside itself, not the page
+
+
+def test_errors_show_in_the_composer(page: Any) -> None:
+    server_errors: list[str] = []
+
+    def on_response(response: Any) -> None:
+        if response.status >= 500:
+            server_errors.append(f"{response.status} {response.url}")
+
+    page.on("response", on_response)
+    page.goto("/streaming-demo")
+    page.get_by_text("Connected · WebSocket").wait_for()
+    limit = int(page.locator("#message-input").get_attribute("data-max") or 0)
+    assert limit > 0
+
+    # Too long (the textarea's maxlength stops typing; a tampered form is refused by the server).
+    page.evaluate(
+        """(length) => {
+          const field = document.getElementById("message-input");
+          field.removeAttribute("maxlength");
+          field.value = "x".repeat(length);
+        }""",
+        limit + 1,
+    )
+    page.locator("#send-button").click()
+    error = page.locator("#composer-error")
+    error.get_by_text("the limit is").wait_for()
+    assert f"{limit + 1:,}" in error.inner_text() and f"{limit:,}" in error.inner_text()
+    assert error.is_visible()
+    assert page.locator("#messages > article").count() == 0
+    assert page.locator("#connection-state").get_attribute("data-state") == "connected"
+
+    # Only spaces: `required` lets it through, the server asks for a message.
+    page.locator("#message-input").fill("   ")
+    page.locator("#send-button").click()
+    error.get_by_text("Type a message first.").wait_for()
+    assert page.locator("#messages > article").count() == 0
+
+    # A good message afterwards clears the error and goes through.
+    send(page, "Now a normal question")
+    page.wait_for_function(
+        "() => document.getElementById('composer-error').textContent.trim() === ''"
+    )
+    assert not error.is_visible()
+    wait_for_status(page, "complete")
+    assert server_errors == []
+
+
+def test_errors_show_in_the_composer_over_sse(page: Any, page_errors: PageErrors) -> None:
+    # Over HTTP the refusal is a 400 whose body is the error; Chromium logs the status.
+    page_errors.allow(r"status of 400 .*/streaming-demo/messages")
+    page.goto("/streaming-demo?transport=sse")
+    page.locator("#connection-state[data-state='sse']").wait_for()
+
+    with page.expect_response(re.compile(r"/streaming-demo/messages$")) as posted:
+        page.locator("#message-input").fill("   ")
+        page.locator("#send-button").click()
+    assert posted.value.status == 400
+    page.locator("#composer-error").get_by_text("Type a message first.").wait_for()
+    assert page.locator("#messages > article").count() == 0
