@@ -23,22 +23,35 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# A developer's own settings must not change what a test server is: it is always the embedded
+# setup (its own SQLite, in-process layer, demo model) unless the test says otherwise.
+_NOT_INHERITED = {
+    "DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DJANGO_DEBUG",
+    "CHAT_DEFAULT_MODEL", "CHAT_DEMO_ENABLED", "DJANGO_SETTINGS_MODULE",
+}  # fmt: skip
+
+
 def app_env(data_dir: Path, **overrides: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "CHATSITE_DATA_DIR": str(data_dir),
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "CHAT_RATE_LIMIT": "",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env = {key: value for key, value in os.environ.items() if key not in _NOT_INHERITED}
+    env.update(
+        {
+            "CHATSITE_DATA_DIR": str(data_dir),
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "CHAT_RATE_LIMIT": "",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(overrides)
     return env
 
 
 def migrate(env: dict[str, str]) -> None:
     subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=env, check=True
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        timeout=120,
     )
 
 

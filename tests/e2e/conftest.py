@@ -14,18 +14,16 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.servers import app_env, daphne, migrate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -60,22 +58,11 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _tail(path: Path, lines: int = 80) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no server log)"
-
-
-def _executable(name: str) -> str:
-    path = VENV_BIN / name
-    return str(path) if path.exists() else (shutil.which(name) or name)
 
 
 # --- The server -------------------------------------------------------------------------------
@@ -86,78 +73,15 @@ def live_server_url() -> Iterator[str]:
     data_dir = Path(tempfile.mkdtemp(prefix="chatsite-e2e-"))
     log_path = data_dir / "server.log"
     _server_log["path"] = log_path
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        # The e2e server is always the embedded setup: its own SQLite, in-process layer, demo model.
-        if key
-        not in {"DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DJANGO_DEBUG"}
-    }
-    env.update(
-        {
-            "CHATSITE_DATA_DIR": str(data_dir),
-            "CHAT_DEMO_ENABLED": "true",
-            "CHAT_DEFAULT_MODEL": "demo:demo",
-            "CHAT_DEMO_TOKENS_PER_SECOND": str(TOKENS_PER_SECOND),
-            "CHAT_RATE_LIMIT": "",
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DJANGO_SETTINGS_MODULE": "chatsite.settings",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    with log_path.open("ab") as log:
-        migrate = subprocess.run(
-            [_executable("python"), "manage.py", "migrate", "--noinput"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            timeout=120,
-            check=False,
-        )
-    if migrate.returncode != 0:
-        pytest.fail(f"migrate failed:\n{_tail(log_path)}", pytrace=False)
-
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = log_path.open("ab")
-    server = subprocess.Popen(
-        [_executable("daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    env = app_env(data_dir, CHAT_DEMO_TOKENS_PER_SECOND=str(TOKENS_PER_SECOND))
     try:
-        _wait_until_serving(server, f"{url}/streaming-demo", log_path)
-        yield url
+        migrate(env)
+        with daphne(env, log_path) as url:
+            yield url
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        pytest.fail(f"the app did not start: {exc}\n{_tail(log_path)}", pytrace=False)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=5)
-        log.close()
         shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _wait_until_serving(server: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(
-                f"daphne exited with {server.returncode}:\n{_tail(log_path)}", pytrace=False
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    server.terminate()
-    pytest.fail(f"daphne did not answer {url} within 30 s:\n{_tail(log_path)}", pytrace=False)
 
 
 # --- The browser ------------------------------------------------------------------------------
