@@ -1,12 +1,13 @@
 """Several workers behind one Redis: a reply started on one worker is read and stopped on another.
 
-Two real Daphne processes share the database and the Redis server the suite starts, as a
-multi-worker deployment does.
+Two real Daphne processes share the database (SQLite, or PostgreSQL in the suite's PostgreSQL
+run) and the Redis server the suite starts, as a multi-worker deployment does.
 """
 
 from __future__ import annotations
 
 import http.client
+import os
 import http.cookiejar
 import re
 import urllib.parse
@@ -67,6 +68,9 @@ def test_a_reply_started_on_one_worker_is_read_and_stopped_on_another(tmp_path, 
 
     redis.Redis.from_url(redis_url).flushdb()
     env = app_env(tmp_path, REDIS_URL=redis_url, CHAT_DEMO_TOKENS_PER_SECOND="20")
+    if os.environ.get("DATABASE_URL"):
+        # The suite's PostgreSQL run: the workers share PostgreSQL, as a scaled-out site does.
+        env["DATABASE_URL"] = os.environ["DATABASE_URL"]
     migrate(env)
     with daphne(env, tmp_path / "a.log") as worker_a, daphne(env, tmp_path / "b.log") as worker_b:
         browser = Browser()
