@@ -13,13 +13,15 @@ import contextlib
 import contextvars
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django_ratelimit.core import get_usage
@@ -35,6 +37,7 @@ from chat.streams import get_reply_stream
 logger = logging.getLogger(__name__)
 
 TITLE_LENGTH = 60
+T = TypeVar("T")
 
 
 class ChatInputError(Exception):
@@ -117,6 +120,10 @@ def reply_start(
             conversation = conversation_get(visitor, conversation_id)
             # Lock the row so two sends to one conversation cannot both start a reply.
             conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+            # A reply whose worker died must not block the conversation.
+            reply_reap_stale(
+                message_ids=list(conversation.messages.streaming().values_list("pk", flat=True))
+            )
             if conversation.messages.streaming().exists():
                 raise ChatInputError(
                     "A reply is still streaming. Stop it or wait for it to finish."
@@ -240,13 +247,62 @@ def job_launch(message_id: int) -> asyncio.Task[None]:
 
 
 async def _job_run(message_id: int) -> None:
-    # Its own thread for its few database writes (about one a second), with a connection that
-    # is closed when the reply ends, so replies never queue behind each other's writes.
-    async with ThreadSensitiveContext():
+    _sweeper_ensure()
+    await reply_generate(message_id)
+
+
+async def jobs_interrupt(*, timeout: float = 10.0) -> None:
+    """End every live reply of this process as `interrupted`, its text saved (at shutdown)."""
+    jobs = list(_jobs)
+    for job in jobs:
+        job.cancel()
+    if jobs:
+        await asyncio.wait(jobs, timeout=timeout)
+
+
+# Jobs reach the database through a small shared pool of threads: a few connections serve every
+# live reply of the process (each writes about once a second), rather than one per reply.
+_job_db_executor: ThreadPoolExecutor | None = None
+
+
+async def _job_db(function: Callable[..., T], *args: Any) -> T:
+    global _job_db_executor
+    if _job_db_executor is None:
+        _job_db_executor = ThreadPoolExecutor(
+            max_workers=settings.CHAT_JOB_DB_THREADS, thread_name_prefix="reply-db"
+        )
+
+    def call() -> T:
         try:
-            await reply_generate(message_id)
-        finally:
-            await sync_to_async(connections.close_all)()  # resolves in the job's thread
+            return function(*args)
+        except DatabaseError:
+            # A broken connection must not stay in the pool thread: the next call reconnects.
+            connections.close_all()
+            raise
+
+    return await asyncio.get_running_loop().run_in_executor(_job_db_executor, call)
+
+
+_sweeper: asyncio.Task[None] | None = None
+
+
+def _sweeper_ensure() -> None:
+    """Once per process: end replies whose worker died, even if nobody opens them again."""
+    global _sweeper
+    if _sweeper is None or _sweeper.done():
+        _sweeper = asyncio.get_running_loop().create_task(
+            _sweep_forever(), name="reply-sweeper", context=contextvars.Context()
+        )
+
+
+async def _sweep_forever() -> None:
+    while True:
+        try:
+            await _job_db(reply_reap_stale)
+            get_reply_stream().forget_idle()
+        except Exception:
+            logger.exception("Sweeping stale replies failed")
+        await asyncio.sleep(settings.CHAT_STALE_AFTER_SECONDS)
 
 
 @dataclass
@@ -301,18 +357,24 @@ async def reply_generate(message_id: int) -> None:
     error_text = ""
     tasks: list[asyncio.Task[Any]] = []
     try:
-        context = await sync_to_async(_job_context)(message_id)
+        context = await _job_db(_job_context, message_id)
         provider = providers.get_provider(context.provider)
         generate = asyncio.create_task(_consume(provider, context, state, message_id))
         stop = asyncio.create_task(stream.wait_stop(message_id))
-        tasks = [generate, stop, asyncio.create_task(_flush_periodically(message_id, state))]
+        flush = asyncio.create_task(_flush_periodically(message_id, state))
+        tasks = [generate, stop, flush]
         done, _ = await asyncio.wait(
-            {generate, stop},
+            {generate, stop, flush},
             timeout=settings.CHAT_REPLY_TIMEOUT,
             return_when=asyncio.FIRST_COMPLETED,
         )
         if generate in done:
             ended, error_text = _ending_of(generate)
+        elif flush in done:
+            # The reply was ended elsewhere (reaped while its saves were failing): stop paying
+            # for tokens nobody will see. `_record_ending` still saves all the text we have.
+            ended = Message.EndedReason.INTERRUPTED
+            error_text = "This reply was ended because its progress could not be saved."
         elif stop in done:
             ended = Message.EndedReason.STOPPED
         else:
@@ -387,23 +449,51 @@ async def _consume(
 
 async def _flush_periodically(message_id: int, state: _ReplyState) -> None:
     """Save the text so far every CHAT_FLUSH_SECONDS (never per token) and beat the heart, so a
-    reader on another worker can tell a slow reply from a dead one."""
+    reader on another worker can tell a slow reply from a dead one. Returns only if the reply
+    was ended by someone else; a failed save is logged and tried again next time."""
     flushed_seq = -1
     last_beat = time.monotonic()
     while True:
         await asyncio.sleep(settings.CHAT_FLUSH_SECONDS)
         now = time.monotonic()
-        if state.seq != flushed_seq or now - last_beat >= settings.CHAT_HEARTBEAT_SECONDS:
-            seq, text = state.seq, state.text
-            await Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).aupdate(
-                content=text, stream_seq=seq, heartbeat_at=timezone.now()
-            )
-            flushed_seq, last_beat = seq, now
+        if state.seq == flushed_seq and now - last_beat < settings.CHAT_HEARTBEAT_SECONDS:
+            continue
+        # Read both without an await between them, so the saved text and its sequence number
+        # always agree (a page rendered from them resumes the stream right after).
+        seq, text = state.seq, state.text
+        try:
+            saved = await _job_db(_save_progress, message_id, text, seq)
+        except Exception:
+            logger.warning("Saving reply %s failed; will try again", message_id, exc_info=True)
+            continue
+        if not saved:
+            return
+        flushed_seq, last_beat = seq, now
+
+
+def _save_progress(message_id: int, text: str, seq: int) -> bool:
+    return bool(
+        Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+            content=text, stream_seq=seq, heartbeat_at=timezone.now()
+        )
+    )
 
 
 async def _finish(message_id: int, state: _ReplyState, ended: str, error_text: str) -> None:
-    await sync_to_async(_record_ending)(message_id, state, ended, error_text)
-    await get_reply_stream().finish(message_id, state.seq + 1, ended)
+    try:
+        for attempt in range(3):
+            try:
+                await _job_db(_record_ending, message_id, state, ended, error_text)
+                break
+            except DatabaseError:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.5 * (attempt + 1))
+    except Exception:
+        logger.exception("Recording the end of reply %s failed", message_id)
+    finally:
+        # Whatever happened to the database, readers must learn that the reply ended.
+        await get_reply_stream().finish(message_id, state.seq + 1, ended)
 
 
 _STATUS_FOR_ENDING = {
@@ -419,8 +509,11 @@ def _record_ending(message_id: int, state: _ReplyState, ended: str, error_text: 
         message = (
             Message.objects.select_for_update().select_related("conversation").get(pk=message_id)
         )
-        if message.status != Message.Status.STREAMING:
-            return  # already ended elsewhere (e.g. reaped as interrupted)
+        reaped = message.ended_reason == Message.EndedReason.INTERRUPTED
+        if message.status != Message.Status.STREAMING and not reaped:
+            return  # already recorded
+        # A reply the reaper wrongly took for dead (its saves were failing) is still recorded
+        # by the job, which knows how it really ended and has all of its text.
         text = state.text
         message.content = text
         message.stream_seq = state.seq

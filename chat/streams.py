@@ -12,11 +12,16 @@ other worker's job writes, and stop is a Redis key any worker can set.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from django.conf import settings
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
 
 EntryKind = Literal["delta", "end"]
 
@@ -51,10 +56,14 @@ class ReplyStream:
     async def discard(self, message_id: int) -> None:
         raise NotImplementedError
 
+    def forget_idle(self) -> None:
+        """Free what readers of replies that never ran left behind (Redis expires keys itself)."""
+
 
 @dataclass
 class _Log:
     entries: list[StreamEntry] = field(default_factory=list)
+    touched: float = field(default_factory=time.monotonic)
     waiters: set[asyncio.Future[None]] = field(default_factory=set)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -76,6 +85,7 @@ class MemoryReplyStream(ReplyStream):
     async def append(self, message_id: int, seq: int, text: str) -> None:
         log = self._log(message_id)
         log.entries.append(StreamEntry(seq, "delta", text))
+        log.touched = time.monotonic()
         log.wake()
 
     async def finish(self, message_id: int, seq: int, ended_reason: str) -> None:
@@ -108,6 +118,14 @@ class MemoryReplyStream(ReplyStream):
 
     async def discard(self, message_id: int) -> None:
         self._logs.pop(message_id, None)
+
+    def forget_idle(self) -> None:
+        # A reader of a reply whose job is gone (e.g. after a restart) creates an empty log to
+        # wait on; drop logs nobody has written to or waited on for the retention period.
+        cutoff = time.monotonic() - self.retention_seconds
+        for message_id, log in list(self._logs.items()):
+            if log.touched < cutoff and not log.waiters:
+                del self._logs[message_id]
 
 
 def _entries_after(entries: list[StreamEntry], after: int) -> list[StreamEntry]:
@@ -177,7 +195,13 @@ class RedisReplyStream(ReplyStream):
         # subscription that could miss a stop sent just before the job started listening.
         client = self.client()
         key = self._stop_key(message_id)
-        while not await client.exists(key):
+        while True:
+            try:
+                if await client.exists(key):
+                    return
+            except (RedisError, OSError):
+                # A Redis blip is not a stop: keep generating and look again.
+                logger.warning("Checking the stop signal of reply %s failed", message_id)
             await asyncio.sleep(self.STOP_POLL_SECONDS)
 
     async def discard(self, message_id: int) -> None:

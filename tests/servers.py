@@ -4,11 +4,14 @@ running server: the multi-worker test and the browser tests."""
 from __future__ import annotations
 
 import contextlib
+import http.client
+import http.cookiejar
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,3 +92,46 @@ def daphne(env: dict[str, str], log_path: Path) -> Iterator[str]:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+class Browser:
+    """Just enough of a browser: one cookie jar shared across both workers (same host)."""
+
+    def __init__(self) -> None:
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def cookie(self, name: str) -> str:
+        return next(c.value for c in self.jar if c.name == name)
+
+    def get(self, url: str) -> str:
+        with self.opener.open(url, timeout=10) as response:
+            return response.read().decode()
+
+    def post(self, url: str, fields: dict[str, str]) -> tuple[int, str]:
+        request = urllib.request.Request(
+            url,
+            data=urllib.parse.urlencode(fields).encode(),
+            headers={"HX-Request": "true", "X-CSRFToken": self.cookie("csrftoken")},
+        )
+        with self.opener.open(request, timeout=10) as response:
+            return response.status, response.read().decode()
+
+    def events(self, base_url: str, path: str) -> tuple[http.client.HTTPConnection, object]:
+        host, port = urllib.parse.urlsplit(base_url).netloc.split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        cookies = "; ".join(f"{c.name}={c.value}" for c in self.jar)
+        connection.request("GET", path, headers={"Cookie": cookies})
+        return connection, connection.getresponse()
+
+
+def read_event(response) -> dict[str, str]:
+    event: dict[str, str] = {}
+    while True:
+        line = response.readline().decode().rstrip("\n")
+        if not line:
+            if event:
+                return event
+            continue
+        field, _, value = line.partition(":")
+        event[field] = event.get(field, "") + value.lstrip(" ")

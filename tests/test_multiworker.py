@@ -6,61 +6,14 @@ run) and the Redis server the suite starts, as a multi-worker deployment does.
 
 from __future__ import annotations
 
-import http.client
 import os
-import http.cookiejar
 import re
-import urllib.parse
-import urllib.request
 
 import pytest
 
-from tests.servers import app_env, daphne, migrate
+from tests.servers import Browser, app_env, daphne, migrate, read_event
 
 pytestmark = pytest.mark.redis
-
-
-class Browser:
-    """Just enough of a browser: one cookie jar shared across both workers (same host)."""
-
-    def __init__(self) -> None:
-        self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
-
-    def cookie(self, name: str) -> str:
-        return next(c.value for c in self.jar if c.name == name)
-
-    def get(self, url: str) -> str:
-        with self.opener.open(url, timeout=10) as response:
-            return response.read().decode()
-
-    def post(self, url: str, fields: dict[str, str]) -> tuple[int, str]:
-        request = urllib.request.Request(
-            url,
-            data=urllib.parse.urlencode(fields).encode(),
-            headers={"HX-Request": "true", "X-CSRFToken": self.cookie("csrftoken")},
-        )
-        with self.opener.open(request, timeout=10) as response:
-            return response.status, response.read().decode()
-
-    def events(self, base_url: str, path: str) -> tuple[http.client.HTTPConnection, object]:
-        host, port = urllib.parse.urlsplit(base_url).netloc.split(":")
-        connection = http.client.HTTPConnection(host, int(port), timeout=10)
-        cookies = "; ".join(f"{c.name}={c.value}" for c in self.jar)
-        connection.request("GET", path, headers={"Cookie": cookies})
-        return connection, connection.getresponse()
-
-
-def read_event(response) -> dict[str, str]:
-    event: dict[str, str] = {}
-    while True:
-        line = response.readline().decode().rstrip("\n")
-        if not line:
-            if event:
-                return event
-            continue
-        field, _, value = line.partition(":")
-        event[field] = event.get(field, "") + value.lstrip(" ")
 
 
 def test_a_reply_started_on_one_worker_is_read_and_stopped_on_another(tmp_path, redis_url):

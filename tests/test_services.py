@@ -338,3 +338,98 @@ async def test_retry_after_a_failed_reply_sends_clean_history(visitor, openai_up
 
     assert message.content == "Worked this time."
     assert openai_upstream.requests[-1].body["messages"] == [{"role": "user", "content": "Try me"}]
+
+
+async def test_a_failed_save_mid_reply_is_retried_and_loses_nothing(visitor, settings, monkeypatch):
+    from django.db import OperationalError
+
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 200
+    real_save = services._save_progress
+    failures = []
+
+    def flaky_save(*args):
+        if not failures:
+            failures.append(True)
+            raise OperationalError("database is locked")
+        return real_save(*args)
+
+    monkeypatch.setattr(services, "_save_progress", flaky_save)
+    started = await sync_to_async(start)(visitor, text="Flaky database")
+
+    message = await run_job(started.assistant_message.pk)
+
+    assert failures
+    assert message.status == Message.Status.COMPLETE
+    assert message.content == demo_reply("Flaky database")
+
+
+async def test_a_reply_reaped_while_alive_stops_and_keeps_all_its_text(visitor, settings):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 50
+    started = await sync_to_async(start)(visitor, text="Wrongly reaped")
+    message_id = started.assistant_message.pk
+    job = services.job_launch(message_id)
+    await asyncio.sleep(0.4)
+
+    # Another worker's reaper took it for dead (say its saves had been failing for a while).
+    await Message.objects.filter(pk=message_id).aupdate(
+        status=Message.Status.ERROR, ended_reason=Message.EndedReason.INTERRUPTED
+    )
+    await asyncio.wait_for(job, 2)
+
+    message = await Message.objects.aget(pk=message_id)
+    assert message.ended_reason == Message.EndedReason.INTERRUPTED
+    assert len(message.content) > 20
+    assert demo_reply("Wrongly reaped").startswith(message.content)
+    assert message.stream_seq == len(tokenize(message.content))
+
+
+async def test_readers_learn_the_end_even_if_recording_it_fails(visitor, monkeypatch):
+    from chat.streams import get_reply_stream
+
+    def broken(*args):
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(services, "_record_ending", broken)
+    started = await sync_to_async(start)(visitor, text="No database at the end")
+
+    await run_job(started.assistant_message.pk)
+
+    entries = await get_reply_stream().read(started.assistant_message.pk, after=0, timeout=0)
+    assert entries[-1].kind == "end"
+
+
+async def test_a_redis_blip_while_polling_stop_is_not_a_stop(visitor, settings, use_redis):
+    from chat.streams import get_reply_stream
+
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 100
+    client = get_reply_stream().client()
+    real_exists = client.exists
+    calls = []
+
+    async def flaky_exists(*keys):
+        calls.append(keys)
+        if len(calls) == 1:
+            raise ConnectionError("Redis restarted")
+        return await real_exists(*keys)
+
+    client.exists = flaky_exists
+    started = await sync_to_async(start)(visitor, text="Redis blip")
+
+    message = await run_job(started.assistant_message.pk)
+
+    assert len(calls) > 1
+    assert message.ended_reason == Message.EndedReason.COMPLETED
+    assert message.content == demo_reply("Redis blip")
+
+
+def test_a_dead_workers_reply_does_not_block_the_next_message(visitor):
+    first = start(visitor)
+    Message.objects.filter(pk=first.assistant_message.pk).update(
+        heartbeat_at=timezone.now() - timedelta(minutes=5)
+    )
+
+    second = start(visitor, text="next", conversation_id=str(first.conversation.pk))
+
+    first.assistant_message.refresh_from_db()
+    assert first.assistant_message.ended_reason == Message.EndedReason.INTERRUPTED
+    assert second.assistant_message.is_streaming
