@@ -16,6 +16,7 @@ import json
 import logging
 from typing import Any
 
+from asgiref.sync import ThreadSensitiveContext
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -30,12 +31,18 @@ from chat.signals import VISITOR_SESSION_KEY
 logger = logging.getLogger(__name__)
 
 # Closing with these tells hx-ws not to reconnect (they are not in its reconnect list).
-CLOSE_NOT_FOUND = 4404
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_FRAME = 4400
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Each socket gets its own thread for its database work. Without this, every consumer
+        # of the process shares one thread, and one slow query stalls them all
+        # (django/channels#2132).
+        async with ThreadSensitiveContext():
+            await super().__call__(scope, receive, send)
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if settings.CHAT_REQUIRE_LOGIN and not (user and user.is_authenticated):
@@ -75,8 +82,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             else:
                 await self.send(text_data=error_fragment(f"Unknown action {action!r}."))
         except Http404:
+            # The socket stays open: it also carries the visitor's other replies.
             await self.send(text_data=error_fragment("Not found."))
-            await self.close(code=CLOSE_NOT_FOUND)
         except services.ChatInputError as exc:
             await self.send(text_data=error_fragment(exc.message))
 

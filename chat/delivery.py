@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.template.loader import render_to_string
 
@@ -40,6 +40,10 @@ def _still_streaming(message_id: int) -> bool:
     return Message.objects.filter(pk=message_id).streaming().exists()
 
 
+_afinal_fragment = database_sync_to_async(_final_fragment)
+_astill_streaming = database_sync_to_async(_still_streaming)
+
+
 async def reply_updates(
     message_id: int, *, after: int, idle_seconds: float = 5.0
 ) -> AsyncIterator[Update | None]:
@@ -48,15 +52,15 @@ async def reply_updates(
     (the SSE view sends a ping then), having checked that the job is still alive."""
     stream = get_reply_stream()
     window = settings.CHAT_COALESCE_MS / 1000
-    if not await sync_to_async(_still_streaming)(message_id):
-        yield Update(after, await sync_to_async(_final_fragment)(message_id), final=True)
+    if not await _astill_streaming(message_id):
+        yield Update(after, await _afinal_fragment(message_id), final=True)
         return
     while True:
         entries = await stream.read(message_id, after=after, timeout=idle_seconds)
         if not entries:
-            if not await sync_to_async(_still_streaming)(message_id):
+            if not await _astill_streaming(message_id):
                 # Ended without an end marker we could see: reaped, or the log expired.
-                yield Update(after, await sync_to_async(_final_fragment)(message_id), final=True)
+                yield Update(after, await _afinal_fragment(message_id), final=True)
                 return
             yield None
             continue
@@ -71,5 +75,5 @@ async def reply_updates(
             yield Update(delta_seq, delta_fragment(message_id, delta_seq, text))
         after = last.seq
         if last.kind == "end":
-            yield Update(last.seq, await sync_to_async(_final_fragment)(message_id), final=True)
+            yield Update(last.seq, await _afinal_fragment(message_id), final=True)
             return

@@ -24,4 +24,4 @@ def install_shutdown_hook() -> None:
 
         return defer.Deferred.fromFuture(asyncio.ensure_future(jobs_interrupt()))
 
-    reactor.addSystemEventTrigger("before", "shutdown", interrupt_jobs)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", interrupt_jobs)  # type: ignore[attr-defined,arg-type]

@@ -38,16 +38,26 @@ _markdown = (
     .enable("strikethrough")
 )
 
+
+def _image_as_link(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+    # A model's reply must not make the browser fetch a URL by itself: an image could carry the
+    # conversation to a third party. Show it as a link the reader may choose to follow.
+    token = tokens[idx]
+    alt = self.renderInline(token.children or [], options, env) or "image"
+    return f'<a href="{escape(token.attrGet("src") or "")}">{alt}</a>'
+
+
+_markdown.add_render_rule("image", _image_as_link)
+
 _ALLOWED_TAGS = {
     "p", "br", "hr", "em", "strong", "del", "code", "pre", "span", "blockquote",
     "ul", "ol", "li", "a", "h1", "h2", "h3", "h4", "h5", "h6",
-    "table", "thead", "tbody", "tr", "th", "td", "img",
+    "table", "thead", "tbody", "tr", "th", "td",
 }  # fmt: skip
 _ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
     "code": {"class"},
     "span": {"class"},
-    "img": {"src", "alt", "title"},
     "ol": {"start"},
     "th": {"style"},
     "td": {"style"},
@@ -70,9 +80,12 @@ def render_markdown(text: str) -> str:
 def delta_fragment(message_id: int, seq: int, text: str) -> str:
     """Append escaped text to a streaming reply. The span carries the sequence number the text
     reaches, which is where a reconnecting client asks to resume from."""
+    # A bare carriage return would end a line in SSE framing (EventSource and hx-sse split on
+    # \r, \n and \r\n), so it travels as a character reference and arrives exactly.
+    escaped = escape(text).replace("\r", "&#13;")
     return (
         f'<div hx-swap-oob="beforeend:#msg-{message_id}-text">'
-        f'<span data-seq="{seq}">{escape(text)}</span></div>'
+        f'<span data-seq="{seq}">{escaped}</span></div>'
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -195,6 +196,9 @@ def _offset(value: str | None) -> int:
         return 0
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 async def _event_stream(message_id: int, after: int) -> AsyncIterator[str]:
     # Under ASGI, a client that goes away cancels this generator (CancelledError): nothing to
     # clean up here, because the reply is a job that does not depend on us.
@@ -205,8 +209,9 @@ async def _event_stream(message_id: int, after: int) -> AsyncIterator[str]:
         if update is None:
             yield ": ping\n\n"
             continue
-        # One data: line per line of HTML; the client joins them with newlines again.
-        data = "".join(f"data: {line}\n" for line in update.html.split("\n"))
+        # One data: line per line of HTML (SSE ends a line at \r, \n or \r\n); the client joins
+        # them with newlines again.
+        data = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(update.html))
         yield f"id: {update.seq}\n{data}\n"
 
 

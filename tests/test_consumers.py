@@ -184,16 +184,11 @@ async def test_someone_elses_reply_is_not_found(settings):
     intruder = await connect(intruder_cookie)
     await send(intruder, action="watch", message_id=message_id, after=0)
     frame = await intruder.receive_from(5)
-    closed = await intruder.receive_output(5)
     assert "Not found." in frame and "private" not in frame
-    assert closed == {"type": "websocket.close", "code": 4404}
 
-    intruder = await connect(intruder_cookie)
     await send(intruder, action="stop", conversation=str(message.conversation_id))
     assert "Not found." in await intruder.receive_from(5)
-    await intruder.disconnect()
 
-    intruder = await connect(intruder_cookie)
     await send(
         intruder,
         action="send",

@@ -105,7 +105,10 @@ def test_markdown_is_sanitised(client):
     )
     Message.objects.filter(pk=started.assistant_message.pk).update(
         status="complete",
-        content="<img src=x onerror=alert(1)> [link](javascript:alert(1))\n\n```python\nx = 1\n```",
+        content=(
+            "<img src=x onerror=alert(1)> [link](javascript:alert(1)) "
+            "![tracker](https://example.com/t.png)\n\n```python\nx = 1\n```"
+        ),
     )
 
     html = client.get(f"/streaming-demo/c/{started.conversation.pk}").content.decode()
@@ -114,6 +117,11 @@ def test_markdown_is_sanitised(client):
     assert not re.search(r"<img[^>]*onerror", reply)
     assert 'href="javascript:' not in reply
     assert "&lt;img src=x onerror=alert(1)&gt;" in reply  # shown as text, inert
+    assert "<img" not in reply  # a reply cannot make the browser fetch anything by itself
+    assert (
+        '<a href="https://example.com/t.png" rel="noopener noreferrer nofollow">tracker</a>'
+        in reply
+    )
     assert '<pre><code class="language-python">' in reply
     assert '<span class="n">x</span>' in reply  # highlighted by Pygments
 
@@ -445,3 +453,26 @@ async def test_regenerate_someone_elses_reply_is_404(async_client, other_visitor
 
     assert response.status_code == 404
     assert not await Message.objects.filter(superseded=True).aexists()
+
+
+async def test_carriage_returns_cannot_break_sse_framing(openai_upstream):
+    # A model can be steered into emitting "\r"; on SSE it would end a line and could forge
+    # `id:` or `event:` fields. It must arrive as text, exactly.
+    text = "line one\rid: 0\rlost words\revent: done\r\nend"
+    openai_upstream.script(text=text, chunks=3, delay=0.05)
+    cookie, visitor_id = await anonymous_session()
+    visitor = Visitor(user=AnonymousUser(), visitor_id=visitor_id)
+    started = await services.areply_start(
+        visitor=visitor, conversation_id=None, text="cr", model_choice="openai:gpt-4.1-mini"
+    )
+    sse = SSE(f"/streaming-demo/replies/{started.assistant_message.pk}/events", cookie)
+    await sse.open()
+
+    raw = ""
+    while "<article" not in raw:
+        raw += (await sse.app.receive_output(5))["body"].decode()
+    await sse.close()
+
+    assert "\r" not in raw
+    body = raw[: raw.index("<article")]
+    assert "".join(t for _, t in deltas(body.replace("\ndata: ", "\n"))) == text
