@@ -433,3 +433,20 @@ def test_a_dead_workers_reply_does_not_block_the_next_message(visitor):
     first.assistant_message.refresh_from_db()
     assert first.assistant_message.ended_reason == Message.EndedReason.INTERRUPTED
     assert second.assistant_message.is_streaming
+
+
+def test_reap_replies_command(visitor):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    started = start(visitor)
+    Message.objects.filter(pk=started.assistant_message.pk).update(
+        heartbeat_at=timezone.now() - timedelta(minutes=5)
+    )
+    out = StringIO()
+
+    call_command("reap_replies", stdout=out)
+
+    assert out.getvalue().strip() == "1 stale reply ended as interrupted."
+    assert Message.objects.get(pk=started.assistant_message.pk).ended_reason == "interrupted"

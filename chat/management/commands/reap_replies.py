@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from chat.services import reply_reap_stale
+
+
+class Command(BaseCommand):
+    help = (
+        "End replies left streaming by a worker that died (no heartbeat for "
+        "CHAT_STALE_AFTER_SECONDS) as interrupted, keeping their saved text. Running workers "
+        "do this on their own every CHAT_STALE_AFTER_SECONDS; this is for cron or after a crash."
+    )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        ended = reply_reap_stale()
+        self.stdout.write(f"{ended} stale repl{'y' if ended == 1 else 'ies'} ended as interrupted.")
