@@ -30,7 +30,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy chat chatsite
 
 bench: $(VENV)/.installed-dev
-	$(BIN)/python -m benchmarks.stream_fanout --streams 50
+	$(BIN)/python -m benchmarks.stream_fanout --transport ws --streams 50
 
 migrate: $(VENV)/.installed
 	$(BIN)/python manage.py migrate --noinput

@@ -1,11 +1,13 @@
-"""Many conversations streaming at once through one Daphne process, read over SSE.
+"""Many conversations streaming at once through one Daphne process.
 
-    .venv/bin/python -m benchmarks.stream_fanout --streams 50 --tokens-per-second 30
+    .venv/bin/python -m benchmarks.stream_fanout --streams 50 --transport ws
+    .venv/bin/python -m benchmarks.stream_fanout --streams 50 --transport sse --ramp 5
 
-Starts the app (SQLite, in-memory reply stream, the demo model) on loopback, opens one visitor
-per stream, sends a message and reads the reply over SSE until it ends. Reports the time from
-send to first text, how much text arrived versus what the model produced (nothing lost or
-doubled), and the server's CPU time and peak memory, read from /proc.
+Starts the app (SQLite, in-memory reply stream, the demo model) on loopback and opens one visitor
+per stream. Over `ws`, each sends its message and reads the reply on a WebSocket, as the page
+does; over `sse`, it sends with an HTTP POST and reads the reply as Server-Sent Events. Reports
+the time from send to first text, whether every reply arrived exactly (nothing lost or doubled),
+and the server's CPU time and peak memory, read from /proc.
 """
 
 from __future__ import annotations
@@ -104,6 +106,58 @@ def one_stream(base: str, prompt: str, results: list[dict[str, float | str]]) ->
     )
 
 
+def one_socket(base: str, prompt: str, results: list[dict[str, float | str]]) -> None:
+    import asyncio
+    import json
+
+    import websockets
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.open(f"{base}/streaming-demo", timeout=30).read()
+    cookies = "; ".join(f"{c.name}={c.value}" for c in jar)
+
+    async def talk() -> None:
+        async with websockets.connect(
+            base.replace("http://", "ws://") + "/ws/chat/",
+            origin=base,  # type: ignore[arg-type]
+            additional_headers={"Cookie": cookies},
+            max_size=None,
+        ) as socket:
+            sent = time.perf_counter()
+            await socket.send(
+                json.dumps({"action": "send", "message": prompt, "model": "demo:demo"})
+            )
+            started = str(await socket.recv())
+            posted = time.perf_counter() - sent
+            message_id = re.search(r'data-message-id="(\d+)"', started.split('"assistant"')[1])
+            if message_id is None:
+                raise RuntimeError(f"no reply id in {started[:200]}")
+            await socket.send(
+                json.dumps({"action": "watch", "message_id": message_id.group(1), "after": 0})
+            )
+            text, first, events = "", None, 0
+            while True:
+                frame = str(await socket.recv())
+                events += 1
+                if "<article" in frame:
+                    break
+                if first is None:
+                    first = time.perf_counter() - sent
+                text += "".join(unescape(p) for p in SPAN.findall(frame))
+            results.append(
+                {
+                    "first": first or 0.0,
+                    "posted": posted,
+                    "total": time.perf_counter() - sent,
+                    "text": text,
+                    "events": events,
+                }
+            )
+
+    asyncio.run(talk())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--streams", type=int, default=50)
@@ -111,6 +165,7 @@ def main() -> None:
     parser.add_argument(
         "--ramp", type=float, default=0.0, help="spread the sends over this many seconds"
     )
+    parser.add_argument("--transport", choices=["ws", "sse"], default="ws")
     args = parser.parse_args()
 
     from chat.providers.demo import demo_reply
@@ -122,14 +177,14 @@ def main() -> None:
         migrate(env)
         with daphne(env, Path(data) / "server.log") as base:
             pid = _server_pid(int(base.rsplit(":", 1)[1]))
-            one_stream(base, "warm up", [])  # first-request imports are not what we measure
+            stream = one_socket if args.transport == "ws" else one_stream
+            stream(base, "warm up", [])  # first-request imports are not what we measure
             cpu_before, rss_before = _proc_stats(pid)
             peak_rss = rss_before
             results: list[dict[str, float | str]] = []
             prompts = [f"Benchmark question number {i}" for i in range(args.streams)]
             threads = [
-                threading.Thread(target=one_stream, args=(base, prompt, results))
-                for prompt in prompts
+                threading.Thread(target=stream, args=(base, prompt, results)) for prompt in prompts
             ]
             started = time.perf_counter()
             for index, thread in enumerate(threads):
@@ -149,7 +204,10 @@ def main() -> None:
     firsts = sorted(float(r["first"]) for r in results)
     tokens = sum(len(str(r["text"])) for r in results) / 4
     arrival = f"sent over {args.ramp:g} s" if args.ramp else "all sent at once"
-    print(f"streams: {args.streams} at {args.tokens_per_second:g} tokens/s each, {arrival}")
+    print(
+        f"streams: {args.streams} over {args.transport}, {args.tokens_per_second:g} tokens/s "
+        f"each, {arrival}"
+    )
     print(f"replies received exactly (no token lost or doubled): {exact}/{len(results)}")
     print(
         f"send -> first text: p50 {statistics.median(firsts) * 1000:.0f} ms, "
@@ -157,10 +215,10 @@ def main() -> None:
     )
     posts = sorted(float(r["posted"]) for r in results)
     print(
-        f"send -> POST answered: p50 {statistics.median(posts) * 1000:.0f} ms, "
+        f"send -> started answered: p50 {statistics.median(posts) * 1000:.0f} ms, "
         f"p95 {posts[int(len(posts) * 0.95) - 1] * 1000:.0f} ms"
     )
-    print(f"SSE events per reply (coalesced): {statistics.mean(r['events'] for r in results):.0f}")
+    print(f"fragments per reply (coalesced): {statistics.mean(r['events'] for r in results):.0f}")
     print(f"wall time: {wall:.1f} s")
     print(
         f"server CPU: {cpu_after - cpu_before:.1f} s "
