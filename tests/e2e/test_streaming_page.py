@@ -398,3 +398,38 @@ def test_errors_show_in_the_composer_over_sse(page: Any, page_errors: PageErrors
     assert posted.value.status == 400
     page.locator("#composer-error").get_by_text("Type a message first.").wait_for()
     assert page.locator("#messages > article").count() == 0
+
+
+_SET_HIDDEN = """(hidden) => {
+  // What the browser does when the tab goes to the background (or comes back).
+  Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+  Object.defineProperty(document, "visibilityState",
+                        {configurable: true, get: () => (hidden ? "hidden" : "visible")});
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_background_tab_drops_the_socket_and_resumes_without_loss(page: Any) -> None:
+    # htmx's hx-ws closes the socket in a hidden tab; the reply goes on on the server, and when
+    # the tab comes back a new socket resumes from the last fragment the page has.
+    prompt = "What happens to a reply in a background tab?"
+    full = demo_reply(prompt)
+    page.goto("/streaming-demo")
+    page.get_by_text("Connected · WebSocket").wait_for()
+    send(page, prompt)
+    wait_for_streamed_text(page, 60)
+
+    page.evaluate(_SET_HIDDEN, True)
+    page.wait_for_function(
+        "document.getElementById('connection-state').dataset.state === 'reconnecting'"
+    )
+    paused = reply_state(page)
+    time.sleep(1.0)
+    assert reply_state(page) == paused, "nothing arrives while the socket is closed"
+
+    page.evaluate(_SET_HIDDEN, False)
+    page.get_by_text("Connected · WebSocket").wait_for()
+    lengths, state = watch_stream(page, full)
+
+    assert state["status"] == "complete" and state["count"] == 1
+    assert_rendered_reply(page, full)
