@@ -23,3 +23,11 @@ class ChatConfig(AppConfig):
         from chat import signals  # noqa: F401 - connects the login hand-over
 
         connection_created.connect(_sqlite_pragmas, dispatch_uid="chat_sqlite_pragmas")
+        # Import the configured SDKs now: importing one lazily inside the event loop on the first
+        # reply would stall every stream of the process for most of a second.
+        from django.conf import settings
+
+        if settings.OPENAI_API_KEY:
+            import chat.providers.openai  # noqa: F401
+        if settings.ANTHROPIC_API_KEY:
+            import chat.providers.anthropic  # noqa: F401

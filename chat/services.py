@@ -311,6 +311,7 @@ class _ReplyState:
     parts: list[str] = field(default_factory=list)
     seq: int = 0
     first_token_at: float | None = None
+    last_token_at: float | None = None
     usage: Usage | None = None
     completed_with_usage: bool = False
 
@@ -437,8 +438,9 @@ async def _consume(
             if isinstance(event, TextDelta):
                 if not event.text:
                     continue
+                state.last_token_at = time.monotonic()
                 if state.first_token_at is None:
-                    state.first_token_at = time.monotonic()
+                    state.first_token_at = state.last_token_at
                 state.seq += 1
                 state.parts.append(event.text)
                 await stream.append(message_id, state.seq, event.text)
@@ -528,15 +530,27 @@ def _record_ending(message_id: int, state: _ReplyState, ended: str, error_text: 
         message.input_tokens = usage.input_tokens
         message.output_tokens = usage.output_tokens
         message.cached_input_tokens = usage.cached_input_tokens
-        generating_seconds = (
-            finished - state.first_token_at if state.first_token_at is not None else 0.0
-        )
-        if usage.output_tokens and generating_seconds > 0:
-            message.tokens_per_second = round(usage.output_tokens / generating_seconds, 1)
+        message.tokens_per_second = _output_speed(state, usage.output_tokens)
         price = price_reply(provider=message.provider, model=message.model, usage=usage)
         message.cost_microusd, message.price_version = price.cost_microusd, price.version
         message.save()
         Conversation.objects.filter(pk=message.conversation_id).update(updated_at=timezone.now())
+
+
+# Below this much streaming time a speed says more about network buffering than about the model.
+MIN_SECONDS_FOR_SPEED = 0.25
+
+
+def _output_speed(state: _ReplyState, output_tokens: int) -> float | None:
+    """Tokens per second from the first token to the last, so neither the wait for the first
+    token nor a stall before Stop counts against the model."""
+    if state.first_token_at is None or state.last_token_at is None or output_tokens < 2:
+        return None
+    seconds = state.last_token_at - state.first_token_at
+    if seconds < MIN_SECONDS_FOR_SPEED:
+        return None
+    # The first token arrived at the start of the interval, so it is not part of the rate.
+    return round((output_tokens - 1) / seconds, 1)
 
 
 def _usage_for(message: Message, state: _ReplyState, text: str) -> tuple[Usage, str]:

@@ -450,3 +450,17 @@ def test_reap_replies_command(visitor):
 
     assert out.getvalue().strip() == "1 stale reply ended as interrupted."
     assert Message.objects.get(pk=started.assistant_message.pk).ended_reason == "interrupted"
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "tokens", "speed"),
+    [
+        (10.0, 12.0, 41, 20.0),  # 40 tokens after the first, over 2 s
+        (10.0, 10.1, 41, None),  # a burst of buffered text is not a speed
+        (10.0, 12.0, 1, None),  # one token has no rate
+        (None, None, 0, None),  # no text at all
+    ],
+)
+def test_output_speed_runs_from_first_to_last_token(first, last, tokens, speed):
+    state = services._ReplyState(first_token_at=first, last_token_at=last)
+    assert services._output_speed(state, tokens) == speed

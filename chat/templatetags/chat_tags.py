@@ -20,6 +20,8 @@ def usd(microusd: int | None) -> str:
     dollars = microusd / 1_000_000
     if dollars == 0:
         return "$0"
+    if dollars < 0.0001:
+        return "<$0.0001"  # not free, just too small to show
     if dollars < 0.01:
         return f"${dollars:.4f}"
     return f"${dollars:,.2f}"

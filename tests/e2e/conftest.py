@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.fake_upstream import FakeUpstream, running_fake_upstream
 from tests.servers import app_env, daphne, migrate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -82,6 +83,27 @@ def live_server_url() -> Iterator[str]:
         pytest.fail(f"the app did not start: {exc}\n{_tail(log_path)}", pytrace=False)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def provider_server() -> Iterator[tuple[str, FakeUpstream]]:
+    """The app with the OpenAI provider pointed at a fake upstream the test scripts."""
+    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-e2e-provider-"))
+    with running_fake_upstream() as upstream:
+        env = app_env(
+            data_dir,
+            OPENAI_API_KEY="sk-test",
+            OPENAI_BASE_URL=upstream.openai_base_url,
+            OPENAI_MODELS="gpt-4.1-mini",
+            CHAT_DEFAULT_MODEL="openai:gpt-4.1-mini",
+            CHAT_PROVIDER_MAX_RETRIES="0",
+        )
+        try:
+            migrate(env)
+            with daphne(env, data_dir / "server.log") as url:
+                yield url, upstream
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 # --- The browser ------------------------------------------------------------------------------

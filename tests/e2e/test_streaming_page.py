@@ -433,3 +433,76 @@ def test_background_tab_drops_the_socket_and_resumes_without_loss(page: Any) -> 
 
     assert state["status"] == "complete" and state["count"] == 1
     assert_rendered_reply(page, full)
+
+
+def test_composer_comforts(page: Any) -> None:
+    page.goto("/streaming-demo")
+    page.get_by_text("Connected · WebSocket").wait_for()
+    field = page.locator("#message-input")
+
+    field.type("line one")
+    field.press("Shift+Enter")
+    field.type("line two")
+
+    assert field.input_value() == "line one\nline two"
+    assert page.locator("#char-count").inner_text() == "17 / 8,000"
+    assert page.locator("#messages > article").count() == 0, "Shift+Enter must not send"
+
+    field.press("Enter")
+    wait_for_status(page, "complete")
+    assert page.locator(USER).inner_text() == "line one\nline two"
+    assert page.locator("#char-count").inner_text() == "0 / 8,000"
+    copy = page.locator(f"{ASSISTANT} .markdown pre .copy-code")
+    assert copy.count() == 1 and copy.is_visible()
+    assert page.locator(f"{ASSISTANT} .msg-actions [data-copy]").is_visible()
+
+
+def test_regenerate_replaces_the_last_reply(page: Any) -> None:
+    prompt = "Regenerate this answer"
+    page.goto("/streaming-demo")
+    page.get_by_text("Connected · WebSocket").wait_for()
+    send(page, prompt)
+    wait_for_status(page, "complete")
+    first_id = reply_state(page)["id"]  # type: ignore[index]
+
+    page.locator(f"{ASSISTANT} button.regenerate").click()
+    page.wait_for_function(
+        """(oldId) => {
+          const all = document.querySelectorAll("#messages > article[data-role='assistant']");
+          return all.length === 1 && all[0].id !== oldId;
+        }""",
+        arg=first_id,
+    )
+    lengths, state = watch_stream(page, demo_reply(prompt))
+
+    assert state["status"] == "complete" and state["count"] == 1
+    assert page.locator(USER).count() == 1
+    assert_rendered_reply(page, demo_reply(prompt))
+    page.reload()
+    assert page.locator("#messages > article").count() == 2  # the old reply stays hidden
+
+
+def test_a_provider_error_shows_in_the_bubble_and_retry_recovers(
+    new_page: Any, provider_server: tuple[str, Any]
+) -> None:
+    url, upstream = provider_server
+    page = new_page(base_url=url)
+    page.goto("/streaming-demo")
+    page.get_by_text("Connected · WebSocket").wait_for()
+    assert page.locator("#model").input_value() == "openai:gpt-4.1-mini"
+    upstream.script(text="Half a reply, then the line went dead.", chunks=4, drop_after=2)
+
+    send(page, "Will this work?")
+    wait_for_status(page, "error")
+
+    reply = page.locator(ASSISTANT).last
+    assert "dropped" in reply.locator(".msg-error").inner_text().lower()
+    assert reply.locator(".markdown").inner_text().startswith("Half a reply")  # text kept
+    assert "Provider error" in reply.locator(".badge").inner_text()
+
+    upstream.script(text="All good this time.")
+    reply.locator("button.retry").click()
+    wait_for_status(page, "complete")
+
+    assert page.locator(ASSISTANT).count() == 1
+    assert page.locator(ASSISTANT).last.locator(".markdown").inner_text() == "All good this time."
