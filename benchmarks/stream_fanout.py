@@ -53,6 +53,18 @@ def _server_pid(port: int) -> int:
     raise RuntimeError("server process not found")
 
 
+def _result(
+    sent: float, posted: float, first: float | None, text: str, events: int
+) -> dict[str, float | str]:
+    return {
+        "first": first or 0.0,
+        "posted": posted,
+        "total": time.perf_counter() - sent,
+        "text": text,
+        "events": events,
+    }
+
+
 def one_stream(base: str, prompt: str, results: list[dict[str, float | str]]) -> None:
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
@@ -95,15 +107,7 @@ def one_stream(base: str, prompt: str, results: list[dict[str, float | str]]) ->
             first = time.perf_counter() - sent
         text += "".join(unescape(p) for p in pieces)
     connection.close()
-    results.append(
-        {
-            "first": first or 0.0,
-            "posted": posted,
-            "total": time.perf_counter() - sent,
-            "text": text,
-            "events": events,
-        }
-    )
+    results.append(_result(sent, posted, first, text, events))
 
 
 def one_socket(base: str, prompt: str, results: list[dict[str, float | str]]) -> None:
@@ -145,15 +149,7 @@ def one_socket(base: str, prompt: str, results: list[dict[str, float | str]]) ->
                 if first is None:
                     first = time.perf_counter() - sent
                 text += "".join(unescape(p) for p in SPAN.findall(frame))
-            results.append(
-                {
-                    "first": first or 0.0,
-                    "posted": posted,
-                    "total": time.perf_counter() - sent,
-                    "text": text,
-                    "events": events,
-                }
-            )
+            results.append(_result(sent, posted, first, text, events))
 
     asyncio.run(talk())
 
