@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 HTMX_VERSION ?= 4.0.1
-CHARTJS_VERSION ?= 4.5.1
+MARKDOWN_IT_VERSION ?= 14.1.0
+DOMPURIFY_VERSION ?= 3.4.18
 
 .PHONY: run test lint bench vendor lock migrate superuser clean
 
@@ -38,8 +39,8 @@ migrate: $(VENV)/.installed
 superuser: migrate
 	$(BIN)/python manage.py createsuperuser
 
-vendor:  ## Re-vendor htmx from the npm package (same tarball for core and extensions)
-	bash scripts/vendor.sh $(HTMX_VERSION)
+vendor:  ## Re-vendor the front-end libraries from npm (htmx + its extensions, markdown-it, DOMPurify)
+	HTMX_VERSION=$(HTMX_VERSION) MARKDOWN_IT_VERSION=$(MARKDOWN_IT_VERSION) DOMPURIFY_VERSION=$(DOMPURIFY_VERSION) bash scripts/vendor.sh
 
 lock: | $(BIN)/python  ## Re-pin dependencies (needs network to PyPI)
 	$(BIN)/pip install -q uv

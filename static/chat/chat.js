@@ -143,6 +143,48 @@
     updateCount();
   }
 
+  // --- Live Markdown while a reply streams ------------------------------------------------------
+  // The server sends escaped plain text (the spans that also carry resume offsets); the page
+  // shows it rendered, as the finished reply will be: markdown-it is the original of the server's
+  // markdown-it-py, with the same options, and DOMPurify sanitises what it produces. The
+  // finished reply then arrives rendered (and highlighted) by the server and replaces all this.
+
+  const markdown = window.markdownit && window.DOMPurify ? makeMarkdown() : null;
+
+  function makeMarkdown() {
+    const md = window.markdownit("commonmark", { html: false }).enable(["table", "strikethrough"]);
+    md.renderer.rules.image = (tokens, idx, options, env, self) => {
+      // As on the server: a reply never makes the browser fetch an image by itself.
+      const token = tokens[idx];
+      const alt = self.renderInline(token.children || [], options, env) || "image";
+      return `<a href="${md.utils.escapeHtml(token.attrGet("src") || "")}">${alt}</a>`;
+    };
+    return md;
+  }
+
+  function renderLive(reply) {
+    const raw = reply.querySelector(".msg-text.streaming");
+    let live = reply.querySelector(".msg-text.live");
+    if (!live) {
+      live = document.createElement("div");
+      live.className = "msg-text markdown live";
+      raw.after(live);
+      reply.dataset.live = "";
+    }
+    const text = raw.textContent;
+    if (live.dataset.length === String(text.length)) return;
+    live.dataset.length = String(text.length);
+    live.innerHTML = DOMPurify.sanitize(markdown.render(text), {
+      FORBID_TAGS: ["img", "style", "form", "input"],
+    });
+    // The cursor goes at the end of the last thing written, inside its paragraph or code.
+    let tail = live;
+    while (tail.lastElementChild && !["BR", "HR"].includes(tail.lastElementChild.tagName)) {
+      tail = tail.lastElementChild;
+    }
+    if (tail !== live || text) tail.append(Object.assign(document.createElement("span"), { className: "cursor" }));
+  }
+
   // --- Reacting to what the server swaps in ----------------------------------------------------
 
   let conversationId = document.getElementById("conversation-id").value;
@@ -153,7 +195,7 @@
   });
 
   function enhance(root) {
-    root.querySelectorAll(".markdown pre:not([data-enhanced])").forEach((pre) => {
+    root.querySelectorAll(".markdown:not(.live) pre:not([data-enhanced])").forEach((pre) => {
       pre.dataset.enhanced = "1";
       const button = document.createElement("button");
       button.type = "button";
@@ -198,6 +240,7 @@
       document.title = `${document.getElementById("conversation-title").textContent} · chatsite`;
     }
     enhance(messages);
+    if (markdown) messages.querySelectorAll('[data-status="streaming"]').forEach(renderLive);
     followAll();
     if (stickToBottom) scroller.scrollTop = scroller.scrollHeight;
   }

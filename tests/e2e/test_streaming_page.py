@@ -506,3 +506,30 @@ def test_a_provider_error_shows_in_the_bubble_and_retry_recovers(
 
     assert page.locator(ASSISTANT).count() == 1
     assert page.locator(ASSISTANT).last.locator(".markdown").inner_text() == "All good this time."
+
+
+def test_a_streaming_reply_is_shown_as_live_markdown(page: Any) -> None:
+    prompt = "Render me while you stream"
+    page.goto("/streaming-demo")
+    page.get_by_text("Connected · WebSocket").wait_for()
+    send(page, prompt)
+    page.wait_for_function(
+        """() => {
+          const reply = document.querySelector("#messages > article[data-status='streaming']");
+          return reply && /\\n2\\. /.test(reply.querySelector(".msg-text.streaming").textContent);
+        }"""
+    )
+
+    reply = page.locator(f"{ASSISTANT}[data-status='streaming']")
+    live = reply.locator(".msg-text.live")
+    # Bold and the numbered list already look as they will when finished; no raw Markdown shows.
+    assert live.locator("strong").first.is_visible()
+    assert live.locator("ol > li").count() >= 2
+    assert "**" not in live.inner_text()
+    assert not reply.locator(".msg-text.streaming").is_visible()
+    assert live.locator(".cursor").count() == 1
+
+    wait_for_status(page, "complete")
+    finished = page.locator(ASSISTANT).last
+    assert finished.locator(".msg-text.live").count() == 0
+    assert finished.locator(".markdown pre code span").count() > 0  # highlighted by the server
