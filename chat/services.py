@@ -289,8 +289,9 @@ _sweeper: asyncio.Task[None] | None = None
 def _sweeper_ensure() -> None:
     """Once per process: end replies whose worker died, even if nobody opens them again."""
     global _sweeper
-    if _sweeper is None or _sweeper.done():
-        _sweeper = asyncio.get_running_loop().create_task(
+    loop = asyncio.get_running_loop()
+    if _sweeper is None or _sweeper.done() or _sweeper.get_loop() is not loop:
+        _sweeper = loop.create_task(
             _sweep_forever(), name="reply-sweeper", context=contextvars.Context()
         )
 
