@@ -334,14 +334,19 @@ class SSE:
         await self.app.wait(2)
 
 
-async def _sse_reply(text: str, tokens_per_second: float, settings):
-    settings.CHAT_DEMO_TOKENS_PER_SECOND = tokens_per_second
+async def _start_reply(text: str, model: str = "demo:demo") -> tuple[str, int]:
+    """A new anonymous visitor's reply, started: (their cookie header, the reply's id)."""
     cookie, visitor_id = await anonymous_session()
     visitor = Visitor(user=AnonymousUser(), visitor_id=visitor_id)
     started = await services.areply_start(
-        visitor=visitor, conversation_id=None, text=text, model_choice="demo:demo"
+        visitor=visitor, conversation_id=None, text=text, model_choice=model
     )
     return cookie, started.assistant_message.pk
+
+
+async def _sse_reply(text: str, tokens_per_second: float, settings):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = tokens_per_second
+    return await _start_reply(text)
 
 
 async def test_sse_streams_the_reply_with_ids_and_headers(settings):
@@ -401,12 +406,8 @@ async def test_sse_resumes_from_last_event_id(settings):
 async def test_sse_sends_a_heartbeat_comment_while_waiting(settings, openai_upstream):
     settings.CHAT_SSE_PING_SECONDS = 0.2
     openai_upstream.script(text="slow model", chunks=2, stall_after=1)
-    cookie, visitor_id = await anonymous_session()
-    visitor = Visitor(user=AnonymousUser(), visitor_id=visitor_id)
-    started = await services.areply_start(
-        visitor=visitor, conversation_id=None, text="wait", model_choice="openai:gpt-4.1-mini"
-    )
-    sse = SSE(f"/streaming-demo/replies/{started.assistant_message.pk}/events", cookie)
+    cookie, message_id = await _start_reply("wait", "openai:gpt-4.1-mini")
+    sse = SSE(f"/streaming-demo/replies/{message_id}/events", cookie)
     await sse.open()
 
     raw = ""
@@ -460,12 +461,8 @@ async def test_carriage_returns_cannot_break_sse_framing(openai_upstream):
     # `id:` or `event:` fields. It must arrive as text, exactly.
     text = "line one\rid: 0\rlost words\revent: done\r\nend"
     openai_upstream.script(text=text, chunks=3, delay=0.05)
-    cookie, visitor_id = await anonymous_session()
-    visitor = Visitor(user=AnonymousUser(), visitor_id=visitor_id)
-    started = await services.areply_start(
-        visitor=visitor, conversation_id=None, text="cr", model_choice="openai:gpt-4.1-mini"
-    )
-    sse = SSE(f"/streaming-demo/replies/{started.assistant_message.pk}/events", cookie)
+    cookie, message_id = await _start_reply("cr", "openai:gpt-4.1-mini")
+    sse = SSE(f"/streaming-demo/replies/{message_id}/events", cookie)
     await sse.open()
 
     raw = ""

@@ -141,6 +141,12 @@ def assert_rendered_reply(page: Any, reply: str) -> None:
     assert code.strip() == parts["code"].strip()
 
 
+def open_chat(page: Any) -> None:
+    """A new chat, with its WebSocket connected."""
+    page.goto("/streaming-demo")
+    page.get_by_text("Connected · WebSocket").wait_for()
+
+
 def assert_conversation_url(page: Any) -> None:
     assert re.search(r"/streaming-demo/c/[0-9a-f-]{36}(\?.*)?$", page.url), page.url
 
@@ -151,8 +157,7 @@ def assert_conversation_url(page: Any) -> None:
 def test_reply_streams_over_websocket(page: Any) -> None:
     prompt = "How do I stream LLM replies into a Django page?"
     full = demo_reply(prompt)
-    page.goto("/streaming-demo")
-    page.get_by_text("Connected · WebSocket").wait_for()
+    open_chat(page)
     assert page.locator("#connection-state").get_attribute("data-state") == "connected"
 
     send(page, prompt)
@@ -219,8 +224,7 @@ def test_reply_streams_over_sse_when_asked_to(page: Any) -> None:
 def test_stop_mid_reply_keeps_partial_text_after_reload(page: Any) -> None:
     prompt = "Tell me something long enough to interrupt"
     full = demo_reply(prompt)
-    page.goto("/streaming-demo")
-    page.get_by_text("Connected · WebSocket").wait_for()
+    open_chat(page)
     send(page, prompt)
     wait_for_streamed_text(page, 40)
     assert page.locator("#stop-button").is_visible()
@@ -256,8 +260,7 @@ def test_stop_mid_reply_keeps_partial_text_after_reload(page: Any) -> None:
 def test_reload_mid_reply_resumes_and_finishes_once(page: Any, page_errors: PageErrors) -> None:
     prompt = "What happens if I reload while a reply streams?"
     full = demo_reply(prompt)
-    page.goto("/streaming-demo")
-    page.get_by_text("Connected · WebSocket").wait_for()
+    open_chat(page)
     send(page, prompt)
     # Long enough that the job has saved some text (it does every second), with most to come.
     wait_for_streamed_text(page, 220)
@@ -317,8 +320,7 @@ def test_phone_width_is_usable(new_page: Any) -> None:
     page = new_page(viewport={"width": width, "height": 844}, is_mobile=True, has_touch=True)
     prompt = "Does this fit on a phone?"
     full = demo_reply(prompt)
-    page.goto("/streaming-demo")
-    page.get_by_text("Connected · WebSocket").wait_for()
+    open_chat(page)
 
     def assert_fits() -> None:
         for selector in ("#message-input", "#send-button"):
@@ -348,8 +350,7 @@ def test_errors_show_in_the_composer(page: Any) -> None:
             server_errors.append(f"{response.status} {response.url}")
 
     page.on("response", on_response)
-    page.goto("/streaming-demo")
-    page.get_by_text("Connected · WebSocket").wait_for()
+    open_chat(page)
     limit = int(page.locator("#message-input").get_attribute("data-max") or 0)
     assert limit > 0
 
@@ -414,8 +415,7 @@ def test_background_tab_drops_the_socket_and_resumes_without_loss(page: Any) -> 
     # the tab comes back a new socket resumes from the last fragment the page has.
     prompt = "What happens to a reply in a background tab?"
     full = demo_reply(prompt)
-    page.goto("/streaming-demo")
-    page.get_by_text("Connected · WebSocket").wait_for()
+    open_chat(page)
     send(page, prompt)
     wait_for_streamed_text(page, 60)
 
@@ -436,8 +436,7 @@ def test_background_tab_drops_the_socket_and_resumes_without_loss(page: Any) -> 
 
 
 def test_composer_comforts(page: Any) -> None:
-    page.goto("/streaming-demo")
-    page.get_by_text("Connected · WebSocket").wait_for()
+    open_chat(page)
     field = page.locator("#message-input")
 
     field.type("line one")
@@ -459,8 +458,7 @@ def test_composer_comforts(page: Any) -> None:
 
 def test_regenerate_replaces_the_last_reply(page: Any) -> None:
     prompt = "Regenerate this answer"
-    page.goto("/streaming-demo")
-    page.get_by_text("Connected · WebSocket").wait_for()
+    open_chat(page)
     send(page, prompt)
     wait_for_status(page, "complete")
     first_id = reply_state(page)["id"]  # type: ignore[index]
@@ -487,8 +485,7 @@ def test_a_provider_error_shows_in_the_bubble_and_retry_recovers(
 ) -> None:
     url, upstream = provider_server
     page = new_page(base_url=url)
-    page.goto("/streaming-demo")
-    page.get_by_text("Connected · WebSocket").wait_for()
+    open_chat(page)
     assert page.locator("#model").input_value() == "openai:gpt-4.1-mini"
     upstream.script(text="Half a reply, then the line went dead.", chunks=4, drop_after=2)
 
@@ -510,8 +507,7 @@ def test_a_provider_error_shows_in_the_bubble_and_retry_recovers(
 
 def test_a_streaming_reply_is_shown_as_live_markdown(page: Any) -> None:
     prompt = "Render me while you stream"
-    page.goto("/streaming-demo")
-    page.get_by_text("Connected · WebSocket").wait_for()
+    open_chat(page)
     send(page, prompt)
     page.wait_for_function(
         """() => {
