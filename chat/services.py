@@ -31,7 +31,7 @@ from chat.models import Conversation, Message
 from chat.pricing import price_reply
 from chat.providers.base import ChatTurn, ProviderError, TextDelta, Usage
 from chat.providers.demo import estimate_tokens
-from chat.selectors import Visitor, conversation_get, conversations_for, message_get
+from chat.selectors import Visitor, conversation_get, message_get
 from chat.streams import get_reply_stream
 
 logger = logging.getLogger(__name__)
@@ -192,21 +192,23 @@ def _title_from(text: str) -> str:
     return first_line[: TITLE_LENGTH - 1].rsplit(" ", 1)[0] + "…"
 
 
-async def areply_start(**kwargs: Any) -> ReplyStarted:
-    """`reply_start` from async code, rate-limited, with the generation job launched."""
-    if not await sync_to_async(send_allowed)(kwargs["visitor"]):
+async def _launched(
+    write: Callable[..., ReplyStarted], *, visitor: Visitor, **kwargs: Any
+) -> ReplyStarted:
+    """Run a write that starts a reply from async code, rate-limited, and launch its job."""
+    if not await sync_to_async(send_allowed)(visitor):
         raise ChatInputError("You are sending messages too quickly. Wait a minute and try again.")
-    started = await sync_to_async(reply_start)(**kwargs)
+    started = await sync_to_async(write)(visitor=visitor, **kwargs)
     job_launch(started.assistant_message.pk)
     return started
+
+
+async def areply_start(*, visitor: Visitor, **kwargs: Any) -> ReplyStarted:
+    return await _launched(reply_start, visitor=visitor, **kwargs)
 
 
 async def areply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted:
-    if not await sync_to_async(send_allowed)(visitor):
-        raise ChatInputError("You are sending messages too quickly. Wait a minute and try again.")
-    started = await sync_to_async(reply_regenerate)(visitor=visitor, message_id=message_id)
-    job_launch(started.assistant_message.pk)
-    return started
+    return await _launched(reply_regenerate, visitor=visitor, message_id=message_id)
 
 
 # --- Stopping --------------------------------------------------------------------------------
@@ -597,14 +599,6 @@ def reply_reap_stale(*, message_ids: list[int] | None = None) -> int:
         error_text="The server restarted before this reply finished.",
         finished_at=timezone.now(),
         usage_source=Message.UsageSource.ESTIMATED,
-    )
-
-
-def visitor_streaming_ids(visitor: Visitor) -> list[int]:
-    return list(
-        Message.objects.streaming()
-        .filter(conversation__in=conversations_for(visitor))
-        .values_list("pk", flat=True)
     )
 
 

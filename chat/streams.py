@@ -53,9 +53,6 @@ class ReplyStream:
         """Return once someone, on any worker, asked this reply to stop."""
         raise NotImplementedError
 
-    async def discard(self, message_id: int) -> None:
-        raise NotImplementedError
-
     def forget_idle(self) -> None:
         """Free what readers of replies that never ran left behind (Redis expires keys itself)."""
 
@@ -115,9 +112,6 @@ class MemoryReplyStream(ReplyStream):
 
     async def wait_stop(self, message_id: int) -> None:
         await self._log(message_id).stop.wait()
-
-    async def discard(self, message_id: int) -> None:
-        self._logs.pop(message_id, None)
 
     def forget_idle(self) -> None:
         # A reader of a reply whose job is gone (e.g. after a restart) creates an empty log to
@@ -203,9 +197,6 @@ class RedisReplyStream(ReplyStream):
                 # A Redis blip is not a stop: keep generating and look again.
                 logger.warning("Checking the stop signal of reply %s failed", message_id)
             await asyncio.sleep(self.STOP_POLL_SECONDS)
-
-    async def discard(self, message_id: int) -> None:
-        await self.client().delete(self._key(message_id), self._stop_key(message_id))
 
 
 _instance: ReplyStream | None = None

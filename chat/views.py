@@ -18,7 +18,6 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
@@ -107,7 +106,7 @@ def _page_context(
 async def post_message(request: HtmxHttpRequest) -> HttpResponseBase:
     """The composer's POST: `action=send` or `action=stop`. htmx (the SSE transport) gets
     fragments; a browser without JavaScript gets redirected to the finished reply."""
-    if settings.CHAT_REQUIRE_LOGIN and not (await request.auser()).is_authenticated:
+    if await _sign_in_missing(request):
         return redirect_to_login(reverse("chat:streaming_demo"))
     visitor = await _avisitor(request)
     conversation_id = request.POST.get("conversation") or None
@@ -130,9 +129,20 @@ async def post_message(request: HtmxHttpRequest) -> HttpResponseBase:
         if request.htmx:
             return HttpResponse(error_fragment(exc.message), status=400)
         return await sync_to_async(_page_with_error)(request, visitor, conversation_id, exc)
+    return await _started_response(request, started)
+
+
+async def _sign_in_missing(request: HttpRequest) -> bool:
+    return settings.CHAT_REQUIRE_LOGIN and not (await request.auser()).is_authenticated
+
+
+async def _started_response(
+    request: HtmxHttpRequest, started: services.ReplyStarted
+) -> HttpResponseBase:
+    """htmx (the SSE transport) gets the new bubbles; a browser without JavaScript has no stream
+    to watch, so it waits for the reply and then sees the page."""
     if request.htmx:
         return HttpResponse(await sync_to_async(started_fragment)(started))
-    # Without JavaScript there is no stream to watch: wait for the reply, then show the page.
     await services.reply_wait(started.assistant_message.pk, timeout=settings.CHAT_REPLY_TIMEOUT)
     return redirect("chat:conversation", conversation_id=started.conversation.pk)
 
@@ -157,7 +167,7 @@ def _page_with_error(
 @require_POST
 async def regenerate(request: HtmxHttpRequest, message_id: int) -> HttpResponseBase:
     """Retry a failed reply or regenerate the last one."""
-    if settings.CHAT_REQUIRE_LOGIN and not (await request.auser()).is_authenticated:
+    if await _sign_in_missing(request):
         return redirect_to_login(reverse("chat:streaming_demo"))
     visitor = await _avisitor(request)
     try:
@@ -167,16 +177,13 @@ async def regenerate(request: HtmxHttpRequest, message_id: int) -> HttpResponseB
             return HttpResponse(error_fragment(exc.message), status=400)
         message = await sync_to_async(message_get)(visitor, message_id)
         return redirect("chat:conversation", conversation_id=message.conversation_id)
-    if request.htmx:
-        return HttpResponse(await sync_to_async(started_fragment)(started))
-    await services.reply_wait(started.assistant_message.pk, timeout=settings.CHAT_REPLY_TIMEOUT)
-    return redirect("chat:conversation", conversation_id=started.conversation.pk)
+    return await _started_response(request, started)
 
 
 @require_GET
 async def reply_events(request: HttpRequest, message_id: int) -> HttpResponseBase:
     """The SSE transport: the reply from `Last-Event-ID` (or `?after=`) to its end."""
-    if settings.CHAT_REQUIRE_LOGIN and not (await request.auser()).is_authenticated:
+    if await _sign_in_missing(request):
         raise Http404("No such reply.")
     visitor = await _avisitor(request)
     message = await sync_to_async(message_get)(visitor, message_id)
@@ -213,13 +220,3 @@ async def _event_stream(message_id: int, after: int) -> AsyncIterator[str]:
         # them with newlines again.
         data = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(update.html))
         yield f"id: {update.seq}\n{data}\n"
-
-
-def rate_limited(request: HttpRequest, exception: Exception) -> HttpResponse:
-    return HttpResponse(
-        render_to_string(
-            "chat/partials/_composer_error.html",
-            {"error": "You are sending messages too quickly. Wait a minute and try again."},
-        ),
-        status=429,
-    )

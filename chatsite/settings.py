@@ -117,8 +117,6 @@ else:
     # setup without REDIS_URL. With several workers, set REDIS_URL and these checks apply.
     SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
 
-RATELIMIT_VIEW = "chat.views.rate_limited"
-
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 365
 SESSION_COOKIE_HTTPONLY = True

@@ -26,6 +26,15 @@ def page_visitor(client) -> Visitor:
     return Visitor(user=AnonymousUser(), visitor_id=client.session[VISITOR_SESSION_KEY])
 
 
+def saved_reply(client, text: str, **fields):
+    """This client's conversation with one reply, saved with `fields` (e.g. a finished state)."""
+    started = services.reply_start(
+        visitor=page_visitor(client), conversation_id=None, text=text, model_choice="demo:demo"
+    )
+    Message.objects.filter(pk=started.assistant_message.pk).update(**fields)
+    return started
+
+
 async def apage_visitor(async_client) -> Visitor:
     await async_client.get("/streaming-demo")
     visitor_id = await sync_to_async(lambda: async_client.session[VISITOR_SESSION_KEY])()
@@ -54,11 +63,9 @@ def test_page_offers_only_configured_models(client, settings):
 
 
 def test_page_shows_the_conversation_with_stats(client):
-    visitor = page_visitor(client)
-    started = services.reply_start(
-        visitor=visitor, conversation_id=None, text="Stats please", model_choice="demo:demo"
-    )
-    Message.objects.filter(pk=started.assistant_message.pk).update(
+    started = saved_reply(
+        client,
+        "Stats please",
         status="complete",
         ended_reason="completed",
         content="**Done**",
@@ -81,13 +88,7 @@ def test_page_shows_the_conversation_with_stats(client):
 
 
 def test_a_streaming_reply_renders_with_its_offset(client):
-    visitor = page_visitor(client)
-    started = services.reply_start(
-        visitor=visitor, conversation_id=None, text="Half way", model_choice="demo:demo"
-    )
-    Message.objects.filter(pk=started.assistant_message.pk).update(
-        content="Partial <text>", stream_seq=7
-    )
+    started = saved_reply(client, "Half way", content="Partial <text>", stream_seq=7)
 
     html = client.get(f"/streaming-demo/c/{started.conversation.pk}").content.decode()
 
@@ -99,11 +100,9 @@ def test_a_streaming_reply_renders_with_its_offset(client):
 
 
 def test_markdown_is_sanitised(client):
-    visitor = page_visitor(client)
-    started = services.reply_start(
-        visitor=visitor, conversation_id=None, text="xss", model_choice="demo:demo"
-    )
-    Message.objects.filter(pk=started.assistant_message.pk).update(
+    started = saved_reply(
+        client,
+        "xss",
         status="complete",
         content=(
             "<img src=x onerror=alert(1)> [link](javascript:alert(1)) "
