@@ -5,8 +5,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
+
+from chat.money import MicroDollarsField
 
 
 class ConversationQuerySet(models.QuerySet["Conversation"]):
@@ -36,13 +38,35 @@ class Conversation(models.Model):
     model = models.CharField(max_length=100)
     system_prompt = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField("last activity", default=timezone.now, db_index=True)
+
+    # Staff review.
+    flagged = models.BooleanField(default=False)
+    review_note = models.TextField(blank=True)
+
+    # Totals over every message, replaced replies included (they were paid for), kept by
+    # `refresh_totals` whenever a message is added or ends, so the admin list and its sorting
+    # never aggregate the message table.
+    message_count = models.PositiveIntegerField("messages", default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost_microusd = models.BigIntegerField("cost", default=0)
+    unpriced_replies = models.PositiveIntegerField(default=0)
+    ended_reasons = models.CharField(max_length=120, blank=True)
 
     objects = ConversationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-updated_at"]
-        indexes = [models.Index(fields=["user", "-updated_at"], name="conv_user_recent")]
+        indexes = [
+            models.Index(fields=["user", "-updated_at"], name="conv_user_recent"),
+            models.Index(fields=["visitor_id", "-updated_at"], name="conv_visitor_recent"),
+            models.Index(fields=["-cost_microusd"], name="conv_cost"),
+            models.Index(fields=["model"], name="conv_model"),
+            models.Index(
+                fields=["-updated_at"], name="conv_flagged_recent", condition=Q(flagged=True)
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.title or "New chat"
@@ -54,6 +78,28 @@ class Conversation(models.Model):
             cost_microusd=Sum("cost_microusd"),
         )
         return {key: value or 0 for key, value in figures.items()}
+
+    def refresh_totals(self) -> None:
+        """Recount the stored totals from the messages (call inside the transaction that
+        changed them)."""
+        figures = self.messages.aggregate(
+            total_message_count=Count("id"),
+            total_input_tokens=Sum("input_tokens"),
+            total_output_tokens=Sum("output_tokens"),
+            total_cost_microusd=Sum("cost_microusd"),
+            total_unpriced_replies=Count(
+                "id",
+                filter=Q(role=Message.Role.ASSISTANT, cost_microusd__isnull=True)
+                & ~Q(status=Message.Status.STREAMING),
+            ),
+        )
+        reasons = (
+            self.messages.exclude(ended_reason="").values_list("ended_reason", flat=True).distinct()
+        )
+        Conversation.objects.filter(pk=self.pk).update(
+            ended_reasons=",".join(sorted(reasons)),
+            **{key.removeprefix("total_"): value or 0 for key, value in figures.items()},
+        )
 
 
 class MessageQuerySet(models.QuerySet["Message"]):
@@ -151,3 +197,154 @@ class Message(models.Model):
     @property
     def cost_usd(self) -> float | None:
         return None if self.cost_microusd is None else self.cost_microusd / 1_000_000
+
+
+class UsageReport(Message):
+    """No table of its own: it gives the admin's analytics page a place in the index and a
+    permission of its own (`chat.view_usagereport`)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "usage analytics"
+        verbose_name_plural = "usage analytics"
+        default_permissions = ("view",)
+
+
+class PriceOverride(models.Model):
+    """A price staff set for a model, winning over genai-prices from `valid_from` on: self-hosted
+    models (Ollama, vLLM) at 0, negotiated rates, models the library does not know. Prices are
+    applied when a reply is written, so changing one never rewrites past costs."""
+
+    provider = models.CharField(max_length=32)
+    model = models.CharField(max_length=100)
+    input_per_mtok = MicroDollarsField(
+        "input $ per 1M tokens", help_text="Dollars per million input tokens."
+    )
+    output_per_mtok = MicroDollarsField(
+        "output $ per 1M tokens", help_text="Dollars per million output tokens."
+    )
+    cached_input_per_mtok = MicroDollarsField(
+        "cached input $ per 1M tokens",
+        null=True,
+        blank=True,
+        help_text="Dollars per million cached input tokens. Blank: the input price.",
+    )
+    valid_from = models.DateField(default=timezone.localdate)
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["provider", "model", "-valid_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "model", "valid_from"], name="price_override_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.model} from {self.valid_from}"
+
+
+class SpendingCap(models.Model):
+    """A cap on what one person's replies may cost per day and per month. A user's own cap
+    replaces the defaults; anonymous visitors get the anonymous default, or else the default for
+    everyone. A blank amount means no cap for that period."""
+
+    class Scope(models.TextChoices):
+        EVERYONE = "everyone", "default for everyone"
+        ANONYMOUS = "anonymous", "default for anonymous visitors"
+        USER = "user", "one user"
+
+    scope = models.CharField(max_length=16, choices=Scope.choices)
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="spending_cap",
+        help_text="Only for the scope 'one user'.",
+    )
+    daily_cap = MicroDollarsField(
+        "daily cap ($)", null=True, blank=True, help_text="Dollars per day. Blank: no daily cap."
+    )
+    monthly_cap = MicroDollarsField(
+        "monthly cap ($)",
+        null=True,
+        blank=True,
+        help_text="Dollars per calendar month. Blank: no monthly cap.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["scope", "user__username"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["scope"], condition=~Q(scope="user"), name="spending_cap_one_default"
+            ),
+            models.CheckConstraint(
+                condition=Q(scope="user", user__isnull=False)
+                | (~Q(scope="user") & Q(user__isnull=True)),
+                name="spending_cap_user_iff_scope_user",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        if self.scope == self.Scope.USER:
+            return f"Cap for {self.user}"
+        return f"Cap: {self.get_scope_display()}"
+
+
+class UsageDay(models.Model):
+    """A day whose analytics have been rolled up. Days are rolled up once they are over; a reply of
+    a rolled-up day that ends late (a reaped reply after downtime) deletes the roll-up, and the
+    next analytics view rebuilds it."""
+
+    day = models.DateField(primary_key=True)
+    built_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return str(self.day)
+
+
+class UsageDayModel(models.Model):
+    """Replies of one day, provider, model and ended reason."""
+
+    usage_day = models.ForeignKey(
+        UsageDay, on_delete=models.CASCADE, db_column="day", related_name="models"
+    )
+    provider = models.CharField(max_length=32)
+    model = models.CharField(max_length=100)
+    ended_reason = models.CharField(max_length=32)
+    replies = models.PositiveIntegerField()
+    input_tokens = models.PositiveBigIntegerField()
+    output_tokens = models.PositiveBigIntegerField()
+    cached_input_tokens = models.PositiveBigIntegerField()
+    cost_microusd = models.BigIntegerField()
+    unpriced_replies = models.PositiveIntegerField()
+    estimated_replies = models.PositiveIntegerField()
+    # Counts by value rounded to three significant figures: percentiles merge across days and
+    # models exactly to within 0.5 %.
+    ttft_histogram = models.JSONField(default=dict)
+    speed_histogram = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"{self.usage_day_id} {self.provider}:{self.model} {self.ended_reason}"
+
+
+class UsageDayOwner(models.Model):
+    """Replies of one day and one owner ("user:<id>" or "visitor:<id>")."""
+
+    usage_day = models.ForeignKey(
+        UsageDay, on_delete=models.CASCADE, db_column="day", related_name="owners"
+    )
+    owner = models.CharField(max_length=80)
+    replies = models.PositiveIntegerField()
+    input_tokens = models.PositiveBigIntegerField()
+    output_tokens = models.PositiveBigIntegerField()
+    cost_microusd = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["usage_day", "owner"], name="usage_owner_day")]
+
+    def __str__(self) -> str:
+        return f"{self.usage_day_id} {self.owner}"

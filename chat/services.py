@@ -140,6 +140,7 @@ def reply_start(
             conversation=conversation, role=Message.Role.USER, content=text
         )
         assistant_message = _assistant_create(conversation)
+        conversation.refresh_totals()
     return ReplyStarted(
         conversation=conversation,
         user_message=user_message,
@@ -165,6 +166,7 @@ def reply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["updated_at"])
         assistant_message = _assistant_create(conversation)
+        conversation.refresh_totals()
     return ReplyStarted(
         conversation=conversation,
         assistant_message=assistant_message,
@@ -538,6 +540,7 @@ def _record_ending(message_id: int, state: _ReplyState, ended: str, error_text: 
         message.cost_microusd, message.price_version = price.cost_microusd, price.version
         message.save()
         Conversation.objects.filter(pk=message.conversation_id).update(updated_at=timezone.now())
+        message.conversation.refresh_totals()
 
 
 # Below this much streaming time a speed says more about network buffering than about the model.

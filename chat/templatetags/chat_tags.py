@@ -3,6 +3,7 @@ from __future__ import annotations
 from django import template
 from django.utils.safestring import SafeString, mark_safe
 
+from chat.money import format_usd
 from chat.rendering import render_markdown
 
 register = template.Library()
@@ -15,16 +16,7 @@ def markdown(text: str) -> SafeString:
 
 @register.filter
 def usd(microusd: int | None) -> str:
-    if microusd is None:
-        return "no price"
-    dollars = microusd / 1_000_000
-    if dollars == 0:
-        return "$0"
-    if dollars < 0.0001:
-        return "<$0.0001"  # not free, just too small to show
-    if dollars < 0.01:
-        return f"${dollars:.4f}"
-    return f"${dollars:,.2f}"
+    return format_usd(microusd)
 
 
 @register.filter
