@@ -7,6 +7,7 @@ PORT   ?= 8000
 HTMX_VERSION ?= 4.0.1
 MARKDOWN_IT_VERSION ?= 14.1.0
 DOMPURIFY_VERSION ?= 3.4.18
+CHARTJS_VERSION ?= 4.6.1
 
 .PHONY: run test lint bench vendor lock migrate superuser clean
 
@@ -39,8 +40,8 @@ migrate: $(VENV)/.installed
 superuser: migrate
 	$(BIN)/python manage.py createsuperuser
 
-vendor:  ## Re-vendor the front-end libraries from npm (htmx + its extensions, markdown-it, DOMPurify)
-	HTMX_VERSION=$(HTMX_VERSION) MARKDOWN_IT_VERSION=$(MARKDOWN_IT_VERSION) DOMPURIFY_VERSION=$(DOMPURIFY_VERSION) bash scripts/vendor.sh
+vendor:  ## Re-vendor the front-end libraries from npm (htmx + its extensions, markdown-it, DOMPurify, Chart.js)
+	HTMX_VERSION=$(HTMX_VERSION) MARKDOWN_IT_VERSION=$(MARKDOWN_IT_VERSION) DOMPURIFY_VERSION=$(DOMPURIFY_VERSION) CHARTJS_VERSION=$(CHARTJS_VERSION) bash scripts/vendor.sh
 
 lock: | $(BIN)/python  ## Re-pin dependencies (needs network to PyPI)
 	$(BIN)/pip install -q uv

@@ -21,6 +21,11 @@ def micro_to_dollars(micro: int) -> Decimal:
     return (Decimal(micro) / MICRO).normalize()
 
 
+def dollars_text(micro: int | None) -> str:
+    """Exact dollars with six decimals for exports (`1.250000`), empty for no price."""
+    return "" if micro is None else f"{Decimal(micro) / MICRO:.6f}"
+
+
 def format_usd(micro: int | None) -> str:
     """`$1.25`, `$0.0034`, `<$0.0001`, `$0` — or `no price` when none is known (not the same as
     free)."""

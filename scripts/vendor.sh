@@ -6,6 +6,7 @@ set -euo pipefail
 htmx="${HTMX_VERSION:-4.0.1}"
 markdown_it="${MARKDOWN_IT_VERSION:-14.1.0}"
 dompurify="${DOMPURIFY_VERSION:-3.4.18}"
+chartjs="${CHARTJS_VERSION:-4.6.1}"
 vendor="$(cd "$(dirname "$0")/.." && pwd)/static/vendor"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -37,4 +38,12 @@ cp "$work/dompurify/package/dist/purify.min.js" "$work/dompurify/package/LICENSE
   "$vendor/dompurify/"
 echo "dompurify@${dompurify}" > "$vendor/dompurify/VERSION"
 
-echo "vendored htmx.org@${htmx}, markdown-it@${markdown_it}, dompurify@${dompurify} into $vendor"
+# Chart.js draws the admin's usage analytics charts.
+unpack chart.js "$chartjs"
+mkdir -p "$vendor/chart.js"
+cp "$work/chart.js/package/dist/chart.umd.min.js" "$vendor/chart.js/"
+cp "$work/chart.js/package/LICENSE.md" "$vendor/chart.js/LICENSE.md"
+echo "chart.js@${chartjs}" > "$vendor/chart.js/VERSION"
+
+echo "vendored htmx.org@${htmx}, markdown-it@${markdown_it}, dompurify@${dompurify}," \
+  "chart.js@${chartjs} into $vendor"

@@ -29,3 +29,20 @@ def seconds(milliseconds: int | None) -> str:
 @register.filter
 def thousands(value: int | None) -> str:
     return f"{value or 0:,}"
+
+
+@register.filter
+def percent(share: float | None) -> str:
+    if share is None:
+        return "–"
+    return f"{share * 100:.1f} %"
+
+
+@register.filter
+def ms(milliseconds: float | None) -> str:
+    """A duration for tables: `340 ms`, `1.25 s`."""
+    if milliseconds is None:
+        return "–"
+    if milliseconds < 1000:
+        return f"{milliseconds:g} ms"
+    return f"{milliseconds / 1000:.2f} s"

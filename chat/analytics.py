@@ -1,0 +1,559 @@
+"""Reads for the admin's analytics page: what the chat cost and how it performed, per day, model
+and owner.
+
+The page reads daily roll-ups (`UsageDay*`), not the message table: a day is rolled up once it is
+over, so a 90-day view with a million replies reads a few thousand rows. Days not yet rolled up
+(today, or a day whose roll-up a late reply invalidated) are computed from the messages, which the
+`day` column and its index keep cheap. Percentiles come from histograms of values rounded to three
+significant figures, so they merge across days and models and are exact to within 0.5 %.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Min, Sum
+from django.utils import timezone
+
+from chat.models import Conversation, Message, UsageDay, UsageDayModel, UsageDayOwner
+
+PERIODS = (7, 30, 90)
+ERROR_REASONS = frozenset(
+    {
+        Message.EndedReason.PROVIDER_ERROR,
+        Message.EndedReason.TIMEOUT,
+        Message.EndedReason.INTERRUPTED,
+    }
+)
+TOP_COUNT = 10
+
+
+# --- Histograms and percentiles -------------------------------------------------------------
+
+
+def histogram_key(value: float) -> str:
+    """The value rounded to three significant figures, as a JSON object key."""
+    if value <= 0:
+        return "0"
+    digits = 2 - math.floor(math.log10(value))
+    rounded = round(value, digits)
+    return str(int(rounded)) if rounded == int(rounded) else repr(rounded)
+
+
+def histogram_merge(into: Counter[str], histogram: Mapping[str, int]) -> None:
+    for key, count in histogram.items():
+        into[key] += count
+
+
+def percentile(histogram: Mapping[str, int], percent: float) -> float | None:
+    """Nearest-rank percentile: the smallest value with at least `percent` % of the values at or
+    below it."""
+    total = sum(histogram.values())
+    if not total:
+        return None
+    rank = max(1, math.ceil(percent / 100 * total))
+    seen = 0
+    for key in sorted(histogram, key=float):
+        seen += histogram[key]
+        if seen >= rank:
+            return float(key)
+    return None  # pragma: no cover - unreachable: `seen` reaches `total`
+
+
+# --- Figures for a set of days -----------------------------------------------------------------
+
+
+@dataclass
+class ModelDayFigures:
+    """Replies of one day, provider, model and ended reason (a `UsageDayModel` row, or its live
+    equivalent)."""
+
+    day: date
+    provider: str
+    model: str
+    ended_reason: str
+    replies: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost_microusd: int = 0
+    unpriced_replies: int = 0
+    estimated_replies: int = 0
+    ttft_histogram: Counter[str] = field(default_factory=Counter)
+    speed_histogram: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class OwnerDayFigures:
+    day: date
+    owner: str
+    replies: int
+    input_tokens: int
+    output_tokens: int
+    cost_microusd: int
+
+
+def _ended_replies(days: Iterable[date]) -> Any:
+    # Replaced replies count: they were generated and paid for. Streaming ones have not ended.
+    return Message.objects.filter(role=Message.Role.ASSISTANT, day__in=list(days)).exclude(
+        status=Message.Status.STREAMING
+    )
+
+
+def figures_from_messages(
+    days: Iterable[date],
+) -> tuple[list[ModelDayFigures], list[OwnerDayFigures]]:
+    days = list(days)
+    if not days:
+        return [], []
+    groups: dict[tuple[date, str, str, str], ModelDayFigures] = {}
+    rows = _ended_replies(days).values_list(
+        "day",
+        "provider",
+        "model",
+        "ended_reason",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cost_microusd",
+        "usage_source",
+        "ttft_ms",
+        "tokens_per_second",
+    )
+    for (
+        day,
+        provider,
+        model,
+        reason,
+        tokens_in,
+        tokens_out,
+        cached,
+        cost,
+        source,
+        ttft,
+        speed,
+    ) in rows.iterator(chunk_size=5000):
+        key = (day, provider, model, reason)
+        figures = groups.get(key)
+        if figures is None:
+            figures = groups[key] = ModelDayFigures(day, provider, model, reason)
+        figures.replies += 1
+        figures.input_tokens += tokens_in or 0
+        figures.output_tokens += tokens_out or 0
+        figures.cached_input_tokens += cached or 0
+        if cost is None:
+            figures.unpriced_replies += 1
+        else:
+            figures.cost_microusd += cost
+        if source == Message.UsageSource.ESTIMATED:
+            figures.estimated_replies += 1
+        if ttft is not None:
+            figures.ttft_histogram[histogram_key(ttft)] += 1
+        if speed:
+            figures.speed_histogram[histogram_key(speed)] += 1
+
+    owners = (
+        _ended_replies(days)
+        .values("day", "conversation__user_id", "conversation__visitor_id")
+        .annotate(
+            replies=Count("id"),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            cost_microusd=Sum("cost_microusd"),
+        )
+    )
+    owner_figures = [
+        OwnerDayFigures(
+            day=row["day"],
+            owner=owner_key(row["conversation__user_id"], row["conversation__visitor_id"]),
+            replies=row["replies"],
+            input_tokens=row["input_tokens"] or 0,
+            output_tokens=row["output_tokens"] or 0,
+            cost_microusd=row["cost_microusd"] or 0,
+        )
+        for row in owners
+    ]
+    return list(groups.values()), owner_figures
+
+
+def owner_key(user_id: int | None, visitor_id: str) -> str:
+    return f"user:{user_id}" if user_id is not None else f"visitor:{visitor_id}"
+
+
+def figures_from_rollups(
+    days: Iterable[date],
+) -> tuple[list[ModelDayFigures], list[OwnerDayFigures]]:
+    days = list(days)
+    if not days:
+        return [], []
+    models = [
+        ModelDayFigures(
+            day=row.usage_day_id,
+            provider=row.provider,
+            model=row.model,
+            ended_reason=row.ended_reason,
+            replies=row.replies,
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
+            cached_input_tokens=row.cached_input_tokens,
+            cost_microusd=row.cost_microusd,
+            unpriced_replies=row.unpriced_replies,
+            estimated_replies=row.estimated_replies,
+            ttft_histogram=Counter(row.ttft_histogram),
+            speed_histogram=Counter(row.speed_histogram),
+        )
+        for row in UsageDayModel.objects.filter(usage_day__in=days)
+    ]
+    owners = [
+        OwnerDayFigures(day, owner, replies, tokens_in, tokens_out, cost)
+        for day, owner, replies, tokens_in, tokens_out, cost in UsageDayOwner.objects.filter(
+            usage_day__in=days
+        ).values_list(
+            "usage_day_id", "owner", "replies", "input_tokens", "output_tokens", "cost_microusd"
+        )
+    ]
+    return models, owners
+
+
+# --- Roll-ups --------------------------------------------------------------------------------
+
+
+def _day_closed_at(day: date) -> datetime:
+    """When no reply of `day` can still be running: the next midnight plus the longest a reply may
+    run and the time a dead worker's reply takes to be reaped."""
+    grace = settings.CHAT_REPLY_TIMEOUT + 2 * settings.CHAT_STALE_AFTER_SECONDS
+    midnight = datetime.combine(day + timedelta(days=1), time.min)
+    return timezone.make_aware(midnight) + timedelta(seconds=grace)
+
+
+def rollups_build(*, today: date | None = None, days: Iterable[date] | None = None) -> int:
+    """Roll up every finished day (or those of `days`) that is not rolled up yet. Returns how many
+    days it rolled up."""
+    now = timezone.now()
+    today = today or timezone.localdate(now)
+    if days is None:
+        first = Message.objects.aggregate(first=Min("day"))["first"]
+        if first is None:
+            return 0
+        days = (first + timedelta(days=offset) for offset in range((today - first).days + 1))
+    candidates = [day for day in days if day <= today and _day_closed_at(day) <= now]
+    if not candidates:
+        return 0
+    done = set(
+        UsageDay.objects.filter(day__gte=min(candidates), day__lte=max(candidates)).values_list(
+            "day", flat=True
+        )
+    )
+    built = 0
+    for day in candidates:
+        if day not in done and _rollup_day(day):
+            built += 1
+    return built
+
+
+def _rollup_day(day: date) -> bool:
+    try:
+        with transaction.atomic():
+            # Created first: a concurrent builder of the same day fails here and leaves it.
+            usage_day = UsageDay.objects.create(day=day)
+            models, owners = figures_from_messages([day])
+            UsageDayModel.objects.bulk_create(
+                UsageDayModel(
+                    usage_day=usage_day,
+                    provider=figures.provider,
+                    model=figures.model,
+                    ended_reason=figures.ended_reason,
+                    replies=figures.replies,
+                    input_tokens=figures.input_tokens,
+                    output_tokens=figures.output_tokens,
+                    cached_input_tokens=figures.cached_input_tokens,
+                    cost_microusd=figures.cost_microusd,
+                    unpriced_replies=figures.unpriced_replies,
+                    estimated_replies=figures.estimated_replies,
+                    ttft_histogram=dict(figures.ttft_histogram),
+                    speed_histogram=dict(figures.speed_histogram),
+                )
+                for figures in models
+            )
+            UsageDayOwner.objects.bulk_create(
+                (
+                    UsageDayOwner(
+                        usage_day=usage_day,
+                        owner=figures.owner,
+                        replies=figures.replies,
+                        input_tokens=figures.input_tokens,
+                        output_tokens=figures.output_tokens,
+                        cost_microusd=figures.cost_microusd,
+                    )
+                    for figures in owners
+                ),
+                batch_size=2000,
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def rollup_invalidate(day: date) -> None:
+    """A reply of `day` changed after the day was over (a reaped reply, found after downtime): the
+    next analytics view rolls the day up again."""
+    if day < timezone.localdate():
+        UsageDay.objects.filter(day=day).delete()
+
+
+# --- The page --------------------------------------------------------------------------------
+
+
+@dataclass
+class DayRow:
+    day: date
+    replies: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost_microusd: int = 0
+    unpriced_replies: int = 0
+    estimated_replies: int = 0
+    errors: int = 0
+    stops: int = 0
+    budget_stops: int = 0
+    ttft_histogram: Counter[str] = field(default_factory=Counter)
+    cost_by_model: Counter[str] = field(default_factory=Counter)
+    replies_by_reason: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def ttft_p50_ms(self) -> float | None:
+        return percentile(self.ttft_histogram, 50)
+
+    @property
+    def ttft_p95_ms(self) -> float | None:
+        return percentile(self.ttft_histogram, 95)
+
+
+@dataclass
+class ModelRow:
+    provider: str
+    model: str
+    replies: int = 0
+    cost_microusd: int = 0
+    unpriced_replies: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    ttft_histogram: Counter[str] = field(default_factory=Counter)
+    speed_histogram: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    @property
+    def priced_cost_microusd(self) -> int | None:
+        """The cost, or None when no reply of the model has a price (not the same as free)."""
+        return (
+            None if self.replies and self.unpriced_replies == self.replies else self.cost_microusd
+        )
+
+    @property
+    def cost_per_reply_microusd(self) -> int | None:
+        priced = self.replies - self.unpriced_replies
+        return round(self.cost_microusd / priced) if priced else None
+
+    @property
+    def ttft_p50_ms(self) -> float | None:
+        return percentile(self.ttft_histogram, 50)
+
+    @property
+    def ttft_p95_ms(self) -> float | None:
+        return percentile(self.ttft_histogram, 95)
+
+    @property
+    def median_tokens_per_second(self) -> float | None:
+        return percentile(self.speed_histogram, 50)
+
+
+@dataclass
+class OwnerRow:
+    owner: str
+    label: str
+    replies: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_microusd: int = 0
+
+
+@dataclass
+class UsageSummary:
+    start: date
+    end: date
+    days: list[DayRow]
+    models: list[ModelRow]
+    top_owners: list[OwnerRow]
+    top_conversations: list[Conversation]
+    active_owners: int
+    replies: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost_microusd: int = 0
+    unpriced_replies: int = 0
+    estimated_replies: int = 0
+    errors: int = 0
+    stops: int = 0
+    budget_stops: int = 0
+
+    def _share(self, count: int) -> float | None:
+        return count / self.replies if self.replies else None
+
+    @property
+    def error_rate(self) -> float | None:
+        return self._share(self.errors)
+
+    @property
+    def stop_rate(self) -> float | None:
+        return self._share(self.stops)
+
+    @property
+    def estimated_share(self) -> float | None:
+        return self._share(self.estimated_replies)
+
+    def chart_data(self) -> dict[str, Any]:
+        """What the charts draw, for `json_script` (dollars and milliseconds)."""
+        labels = [row.day.isoformat() for row in self.days]
+        model_labels = [model.label for model in self.models]
+        reasons = [reason for reason in Message.EndedReason.values if self._any_reason(reason)]
+        return {
+            "days": labels,
+            "cost_by_model": [
+                {
+                    "label": label,
+                    "data": [row.cost_by_model.get(label, 0) / 1_000_000 for row in self.days],
+                }
+                for label in model_labels
+            ],
+            "tokens": {
+                "input": [row.input_tokens for row in self.days],
+                "output": [row.output_tokens for row in self.days],
+            },
+            "replies_by_reason": [
+                {
+                    "reason": reason,
+                    "label": Message.EndedReason(reason).label,
+                    "data": [row.replies_by_reason.get(reason, 0) for row in self.days],
+                }
+                for reason in reasons
+            ],
+            "ttft": {
+                "p50": [row.ttft_p50_ms for row in self.days],
+                "p95": [row.ttft_p95_ms for row in self.days],
+            },
+        }
+
+    def _any_reason(self, reason: str) -> bool:
+        return any(row.replies_by_reason.get(reason) for row in self.days)
+
+
+def _period_days(days: int, today: date) -> list[date]:
+    start = today - timedelta(days=days - 1)
+    return [start + timedelta(days=offset) for offset in range(days)]
+
+
+def usage_summary(*, days: int, today: date | None = None) -> UsageSummary:
+    """Everything the analytics page shows for the last `days` days, today included."""
+    today = today or timezone.localdate()
+    period = _period_days(days, today)
+    rollups_build(today=today, days=period)
+    rolled_up = set(UsageDay.objects.filter(day__in=period).values_list("day", flat=True))
+    models_rolled, owners_rolled = figures_from_rollups(sorted(rolled_up))
+    models_live, owners_live = figures_from_messages(d for d in period if d not in rolled_up)
+
+    by_day = {day: DayRow(day) for day in period}
+    by_model: dict[tuple[str, str], ModelRow] = {}
+    for figures in (*models_rolled, *models_live):
+        row = by_day[figures.day]
+        model = by_model.get((figures.provider, figures.model))
+        if model is None:
+            model = by_model[figures.provider, figures.model] = ModelRow(
+                figures.provider, figures.model
+            )
+        for target in (row, model):
+            target.replies += figures.replies
+            target.cost_microusd += figures.cost_microusd
+            target.unpriced_replies += figures.unpriced_replies
+            target.input_tokens += figures.input_tokens
+            target.output_tokens += figures.output_tokens
+            histogram_merge(target.ttft_histogram, figures.ttft_histogram)
+        histogram_merge(model.speed_histogram, figures.speed_histogram)
+        row.cached_input_tokens += figures.cached_input_tokens
+        row.estimated_replies += figures.estimated_replies
+        row.cost_by_model[model.label] += figures.cost_microusd
+        row.replies_by_reason[figures.ended_reason] += figures.replies
+        if figures.ended_reason in ERROR_REASONS:
+            row.errors += figures.replies
+        elif figures.ended_reason == Message.EndedReason.STOPPED:
+            row.stops += figures.replies
+        elif figures.ended_reason == Message.EndedReason.BUDGET:
+            row.budget_stops += figures.replies
+
+    owners: dict[str, OwnerRow] = defaultdict(lambda: OwnerRow("", ""))
+    for owner_figures in (*owners_rolled, *owners_live):
+        owner = owners[owner_figures.owner]
+        owner.owner = owner_figures.owner
+        owner.replies += owner_figures.replies
+        owner.input_tokens += owner_figures.input_tokens
+        owner.output_tokens += owner_figures.output_tokens
+        owner.cost_microusd += owner_figures.cost_microusd
+    top_owners = sorted(owners.values(), key=lambda o: (-o.cost_microusd, -o.replies, o.owner))
+    top_owners = _labelled(top_owners[:TOP_COUNT])
+
+    day_rows = list(by_day.values())
+    summary = UsageSummary(
+        start=period[0],
+        end=today,
+        days=day_rows,
+        models=sorted(by_model.values(), key=lambda m: (-m.cost_microusd, -m.replies, m.label)),
+        top_owners=top_owners,
+        top_conversations=_top_conversations(period[0]),
+        active_owners=len(owners),
+    )
+    for row in day_rows:
+        summary.replies += row.replies
+        summary.input_tokens += row.input_tokens
+        summary.output_tokens += row.output_tokens
+        summary.cached_input_tokens += row.cached_input_tokens
+        summary.cost_microusd += row.cost_microusd
+        summary.unpriced_replies += row.unpriced_replies
+        summary.estimated_replies += row.estimated_replies
+        summary.errors += row.errors
+        summary.stops += row.stops
+        summary.budget_stops += row.budget_stops
+    return summary
+
+
+def _labelled(rows: list[OwnerRow]) -> list[OwnerRow]:
+    user_ids = [int(row.owner.split(":", 1)[1]) for row in rows if row.owner.startswith("user:")]
+    names = dict(get_user_model().objects.filter(pk__in=user_ids).values_list("pk", "username"))
+    for row in rows:
+        kind, _, ident = row.owner.partition(":")
+        if kind == "user":
+            row.label = names.get(int(ident), f"deleted user #{ident}")
+        else:
+            row.label = f"anonymous · {ident[:8]}"
+    return rows
+
+
+def _top_conversations(start: date) -> list[Conversation]:
+    """The costliest conversations active in the period (their whole cost)."""
+    since = timezone.make_aware(datetime.combine(start, time.min))
+    return list(
+        Conversation.objects.filter(updated_at__gte=since, cost_microusd__gt=0)
+        .select_related("user")
+        .order_by("-cost_microusd")[:TOP_COUNT]
+    )
