@@ -1,21 +1,26 @@
-"""What a reply cost, from pydantic's `genai-prices` (the price data ships in the package).
+"""What a reply cost: a staff price override when one applies, else pydantic's `genai-prices`
+(the price data ships in the package; no network at run time).
 
 Costs are computed once, when the reply is written, and stored as integer micro-dollars with the
-price data's version, so a later price change never rewrites history. A model the data does not
-know has no price (None), which the page shows as "no price" rather than a made-up figure.
+version of the prices used, so a later price change never rewrites history. A model neither
+knows has no price (None), which pages show as "no price" rather than a made-up figure.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
 from importlib.metadata import version
 
 import genai_prices
+from django.utils import timezone
 
+from chat.models import PriceOverride
 from chat.providers.base import Usage
 
 PRICE_DATA_VERSION = f"genai-prices {version('genai-prices')}"
+PER_MILLION = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +29,23 @@ class Price:
     version: str
 
 
-def price_reply(*, provider: str, model: str, usage: Usage) -> Price:
+def price_override_for(
+    *, provider: str, model: str, on: date | None = None
+) -> PriceOverride | None:
+    """The override in force on `on` (today by default): the latest valid from then or before."""
+    return (
+        PriceOverride.objects.filter(
+            provider=provider, model=model, valid_from__lte=on or timezone.localdate()
+        )
+        .order_by("-valid_from")
+        .first()
+    )
+
+
+def price_reply(*, provider: str, model: str, usage: Usage, on: date | None = None) -> Price:
+    override = price_override_for(provider=provider, model=model, on=on)
+    if override is not None:
+        return Price(_override_cost(override, usage), f"override #{override.pk}")
     if provider == "demo":
         return Price(0, "demo")
     try:
@@ -39,5 +60,36 @@ def price_reply(*, provider: str, model: str, usage: Usage) -> Price:
         )
     except LookupError:
         return Price(None, PRICE_DATA_VERSION)
-    micro = (Decimal(calculation.total_price) * 1_000_000).quantize(Decimal(1))
+    micro = (Decimal(calculation.total_price) * PER_MILLION).quantize(
+        Decimal(1), rounding=ROUND_HALF_UP
+    )
     return Price(int(micro), PRICE_DATA_VERSION)
+
+
+def _override_cost(override: PriceOverride, usage: Usage) -> int:
+    # Prices are micro-dollars per million tokens; `input_tokens` includes the cached ones.
+    cached_price = override.cached_input_per_mtok
+    if cached_price is None:
+        cached_price = override.input_per_mtok
+    cached = min(usage.cached_input_tokens, usage.input_tokens)
+    micro_per_million = (
+        (usage.input_tokens - cached) * override.input_per_mtok
+        + cached * cached_price
+        + usage.output_tokens * override.output_per_mtok
+    )
+    return int((Decimal(micro_per_million) / PER_MILLION).quantize(Decimal(1), ROUND_HALF_UP))
+
+
+def unit_prices(*, provider: str, model: str, on: date | None = None) -> tuple[int, int] | None:
+    """Input and output price in micro-dollars per million tokens at ordinary prompt lengths (a
+    hundred thousand tokens, below long-context tiers), or None when no price is known."""
+    sample = 100_000
+    per_input = price_reply(
+        provider=provider, model=model, usage=Usage(sample, 0), on=on
+    ).cost_microusd
+    per_output = price_reply(
+        provider=provider, model=model, usage=Usage(0, sample), on=on
+    ).cost_microusd
+    if per_input is None or per_output is None:
+        return None
+    return per_input * (PER_MILLION // sample), per_output * (PER_MILLION // sample)

@@ -27,10 +27,18 @@ from django.utils import timezone
 from django_ratelimit.core import get_usage
 
 from chat import providers
+from chat.analytics import rollup_invalidate
+from chat.budgets import allowance_for
 from chat.models import Conversation, Message
-from chat.pricing import price_reply
-from chat.providers.base import ChatTurn, ProviderError, TextDelta, Usage
-from chat.providers.demo import estimate_tokens
+from chat.pricing import price_reply, unit_prices
+from chat.providers.base import (
+    ChatTurn,
+    ProviderError,
+    TextDelta,
+    Usage,
+    estimate_tokens,
+    estimate_tokens_for_chars,
+)
 from chat.selectors import Visitor, conversation_get, message_get
 from chat.streams import get_reply_stream
 
@@ -104,6 +112,7 @@ def reply_start(
         if not providers.available_models():
             raise ChatInputError("No model is configured on this server.")
         raise ChatInputError("That model is not available here. Pick one from the list.")
+    _refuse_over_budget(visitor)
 
     with transaction.atomic():
         created = not conversation_id
@@ -153,6 +162,7 @@ def reply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted
     """Retry (a failed reply) or Regenerate (the last one): the old reply is kept for staff but
     superseded, and a new one streams in its place with the conversation's current model."""
     message = message_get(visitor, message_id)
+    _refuse_over_budget(visitor)
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
         last = conversation.messages.visible().order_by("-id").first()
@@ -172,6 +182,16 @@ def reply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted
         assistant_message=assistant_message,
         superseded_message_id=message.pk,
     )
+
+
+def _refuse_over_budget(visitor: Visitor) -> None:
+    """A send over the person's spending cap is refused before anything reaches the provider."""
+    allowance = allowance_for(
+        user_id=visitor.user.pk if visitor.is_authenticated else None,
+        visitor_id=visitor.visitor_id,
+    )
+    if allowance is not None and allowance.exhausted:
+        raise ChatInputError(allowance.refusal())
 
 
 def _assistant_create(conversation: Conversation) -> Message:
@@ -315,14 +335,40 @@ class _ReplyState:
     started: float = field(default_factory=time.monotonic)
     parts: list[str] = field(default_factory=list)
     seq: int = 0
+    chars: int = 0
     first_token_at: float | None = None
     last_token_at: float | None = None
     usage: Usage | None = None
     completed_with_usage: bool = False
+    estimated_input_tokens: int = 0
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+
+class BudgetReached(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _BudgetGuard:
+    """Ends a reply whose cost so far would take its owner past their spending cap. The cost is
+    priced as it grows: exact input tokens once the provider sends them (Anthropic does at the
+    start), estimates until then."""
+
+    remaining_microusd: int
+    input_per_mtok: int
+    output_per_mtok: int
+    message: str
+
+    def crossed(self, state: _ReplyState, estimated_input_tokens: int) -> bool:
+        input_tokens = state.usage.input_tokens if state.usage else estimated_input_tokens
+        output_tokens = estimate_tokens_for_chars(state.chars)
+        cost = (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / (
+            1_000_000
+        )
+        return cost >= self.remaining_microusd
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,9 +377,22 @@ class _JobContext:
     model: str
     system_prompt: str
     turns: list[ChatTurn]
+    estimated_input_tokens: int
+    budget: _BudgetGuard | None = None
 
 
-def _job_context(message_id: int) -> _JobContext:
+def _budget_guard(message: Message) -> _BudgetGuard | None:
+    conversation = message.conversation
+    allowance = allowance_for(user_id=conversation.user_id, visitor_id=conversation.visitor_id)
+    if allowance is None:
+        return None
+    prices = unit_prices(provider=message.provider, model=message.model, on=message.day)
+    if prices is None:
+        return None  # a reply with no known price cannot count against a cap
+    return _BudgetGuard(allowance.remaining_microusd, *prices, message=allowance.reached())
+
+
+def _job_context(message_id: int, *, with_budget: bool = True) -> _JobContext:
     message = Message.objects.select_related("conversation").get(pk=message_id)
     conversation = message.conversation
     history = (
@@ -352,7 +411,15 @@ def _job_context(message_id: int) -> _JobContext:
             turns.append(ChatTurn(past.role, past.content))  # type: ignore[arg-type]
     while turns and turns[0].role != "user":
         turns.pop(0)
-    return _JobContext(message.provider, message.model, conversation.system_prompt, turns)
+    prompt_chars = len(conversation.system_prompt) + sum(len(turn.content) for turn in turns)
+    return _JobContext(
+        message.provider,
+        message.model,
+        conversation.system_prompt,
+        turns,
+        estimated_input_tokens=estimate_tokens_for_chars(prompt_chars),
+        budget=_budget_guard(message) if with_budget else None,
+    )
 
 
 async def reply_generate(message_id: int) -> None:
@@ -364,6 +431,7 @@ async def reply_generate(message_id: int) -> None:
     tasks: list[asyncio.Task[Any]] = []
     try:
         context = await _job_db(_job_context, message_id)
+        state.estimated_input_tokens = context.estimated_input_tokens
         provider = providers.get_provider(context.provider)
         generate = asyncio.create_task(_consume(provider, context, state, message_id))
         stop = asyncio.create_task(stream.wait_stop(message_id))
@@ -420,6 +488,8 @@ def _ending_of(generate: asyncio.Task[None]) -> tuple[str, str]:
         )
     if isinstance(exc, ProviderError):
         return Message.EndedReason.PROVIDER_ERROR, exc.message
+    if isinstance(exc, BudgetReached):
+        return Message.EndedReason.BUDGET, str(exc)
     logger.error("Reply generation failed", exc_info=exc)
     return Message.EndedReason.PROVIDER_ERROR, "Something went wrong on our side."
 
@@ -447,8 +517,12 @@ async def _consume(
                 if state.first_token_at is None:
                     state.first_token_at = state.last_token_at
                 state.seq += 1
+                state.chars += len(event.text)
                 state.parts.append(event.text)
                 await stream.append(message_id, state.seq, event.text)
+                budget = context.budget
+                if budget and budget.crossed(state, context.estimated_input_tokens):
+                    raise BudgetReached(budget.message)
             else:
                 state.usage = event
         state.completed_with_usage = state.usage is not None
@@ -469,7 +543,7 @@ async def _flush_periodically(message_id: int, state: _ReplyState) -> None:
         # always agree (a page rendered from them resumes the stream right after).
         seq, text = state.seq, state.text
         try:
-            saved = await _job_db(_save_progress, message_id, text, seq)
+            saved = await _job_db(_save_progress, message_id, text, seq, state.usage)
         except Exception:
             logger.warning("Saving reply %s failed; will try again", message_id, exc_info=True)
             continue
@@ -478,11 +552,14 @@ async def _flush_periodically(message_id: int, state: _ReplyState) -> None:
         flushed_seq, last_beat = seq, now
 
 
-def _save_progress(message_id: int, text: str, seq: int) -> bool:
+def _save_progress(message_id: int, text: str, seq: int, usage: Usage | None) -> bool:
+    fields: dict[str, Any] = {"content": text, "stream_seq": seq, "heartbeat_at": timezone.now()}
+    if usage is not None:
+        # Exact input counts sent early (Anthropic): kept for the reaper's estimate if we die.
+        fields["input_tokens"] = usage.input_tokens
+        fields["cached_input_tokens"] = usage.cached_input_tokens
     return bool(
-        Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-            content=text, stream_seq=seq, heartbeat_at=timezone.now()
-        )
+        Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(**fields)
     )
 
 
@@ -531,16 +608,22 @@ def _record_ending(message_id: int, state: _ReplyState, ended: str, error_text: 
         message.duration_ms = round((finished - state.started) * 1000)
         if state.first_token_at is not None:
             message.ttft_ms = round((state.first_token_at - state.started) * 1000)
-        usage, message.usage_source = _usage_for(message, state, text)
-        message.input_tokens = usage.input_tokens
-        message.output_tokens = usage.output_tokens
-        message.cached_input_tokens = usage.cached_input_tokens
+        usage, source = _usage_for(state, text)
+        _usage_record(message, usage, source)
         message.tokens_per_second = _output_speed(state, usage.output_tokens)
-        price = price_reply(provider=message.provider, model=message.model, usage=usage)
-        message.cost_microusd, message.price_version = price.cost_microusd, price.version
         message.save()
         Conversation.objects.filter(pk=message.conversation_id).update(updated_at=timezone.now())
         message.conversation.refresh_totals()
+        rollup_invalidate(message.day)
+
+
+def _usage_record(message: Message, usage: Usage, source: str) -> None:
+    message.input_tokens = usage.input_tokens
+    message.output_tokens = usage.output_tokens
+    message.cached_input_tokens = usage.cached_input_tokens
+    message.usage_source = source
+    price = price_reply(provider=message.provider, model=message.model, usage=usage, on=message.day)
+    message.cost_microusd, message.price_version = price.cost_microusd, price.version
 
 
 # Below this much streaming time a speed says more about network buffering than about the model.
@@ -559,7 +642,7 @@ def _output_speed(state: _ReplyState, output_tokens: int) -> float | None:
     return round((output_tokens - 1) / seconds, 1)
 
 
-def _usage_for(message: Message, state: _ReplyState, text: str) -> tuple[Usage, str]:
+def _usage_for(state: _ReplyState, text: str) -> tuple[Usage, str]:
     """The provider's counts when it reported them for the whole reply; otherwise an estimate
     (keeping exact input counts when the provider sent them early, as Anthropic does)."""
     if state.completed_with_usage and state.usage is not None:
@@ -567,12 +650,7 @@ def _usage_for(message: Message, state: _ReplyState, text: str) -> tuple[Usage, 
     if state.usage is not None:
         input_tokens, cached = state.usage.input_tokens, state.usage.cached_input_tokens
     else:
-        context_chars = sum(
-            len(m.content)
-            for m in message.conversation.messages.visible().filter(id__lt=message.pk)
-        )
-        input_tokens = round((context_chars + len(message.conversation.system_prompt)) / 4)
-        cached = 0
+        input_tokens, cached = state.estimated_input_tokens, 0
     return (
         Usage(
             input_tokens=input_tokens,
@@ -588,21 +666,42 @@ def _usage_for(message: Message, state: _ReplyState, text: str) -> tuple[Usage, 
 
 def reply_reap_stale(*, message_ids: list[int] | None = None) -> int:
     """End replies whose job stopped beating (its worker died) as `interrupted`, keeping the text
-    they had saved. Returns how many were ended."""
+    they had saved and estimating what they used. Returns how many were ended."""
     cutoff = timezone.now() - timedelta(seconds=settings.CHAT_STALE_AFTER_SECONDS)
     stale = Message.objects.streaming().filter(heartbeat_at__lt=cutoff)
     if message_ids is not None:
         stale = stale.filter(pk__in=message_ids)
     # Read before writing: on SQLite even an UPDATE that matches nothing takes the write lock.
-    if not stale.exists():
-        return 0
-    return stale.update(
-        status=Message.Status.ERROR,
-        ended_reason=Message.EndedReason.INTERRUPTED,
-        error_text="The server restarted before this reply finished.",
-        finished_at=timezone.now(),
-        usage_source=Message.UsageSource.ESTIMATED,
-    )
+    return sum(_reap(message_id, cutoff) for message_id in stale.values_list("pk", flat=True))
+
+
+def _reap(message_id: int, cutoff: Any) -> int:
+    estimated_input_tokens = _job_context(message_id, with_budget=False).estimated_input_tokens
+    with transaction.atomic():
+        message = (
+            Message.objects.select_for_update()
+            .select_related("conversation")
+            .filter(pk=message_id, status=Message.Status.STREAMING, heartbeat_at__lt=cutoff)
+            .first()
+        )
+        if message is None:
+            return 0  # it beat or ended meanwhile
+        message.status = Message.Status.ERROR
+        message.ended_reason = Message.EndedReason.INTERRUPTED
+        message.error_text = "The server restarted before this reply finished."
+        message.finished_at = timezone.now()
+        usage = Usage(
+            input_tokens=(
+                message.input_tokens if message.input_tokens is not None else estimated_input_tokens
+            ),
+            output_tokens=estimate_tokens(message.content),
+            cached_input_tokens=message.cached_input_tokens or 0,
+        )
+        _usage_record(message, usage, Message.UsageSource.ESTIMATED)
+        message.save()
+        message.conversation.refresh_totals()
+        rollup_invalidate(message.day)
+    return 1
 
 
 async def reply_wait(message_id: int, *, timeout: float) -> None:

@@ -38,6 +38,15 @@ class Usage:
     cached_input_tokens: int = 0
 
 
+def estimate_tokens(text: str) -> int:
+    return estimate_tokens_for_chars(len(text))
+
+
+def estimate_tokens_for_chars(chars: int) -> int:
+    # About four characters a token for English text; good enough for a marked estimate.
+    return max(1, round(chars / 4)) if chars else 0
+
+
 Event = TextDelta | Usage
 
 

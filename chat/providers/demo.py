@@ -12,7 +12,7 @@ import random
 import re
 from collections.abc import AsyncIterator, Sequence
 
-from chat.providers.base import ChatTurn, Event, TextDelta, Usage
+from chat.providers.base import ChatTurn, Event, TextDelta, Usage, estimate_tokens
 
 _OPENINGS = [
     "Good question. Here is how I would think about **{topic}**.",
@@ -84,11 +84,6 @@ def demo_reply(prompt: str, *, seed: int = 0) -> str:
 
 def tokenize(text: str) -> list[str]:
     return _TOKEN_RE.findall(text)
-
-
-def estimate_tokens(text: str) -> int:
-    # About four characters a token for English text; good enough for an estimate.
-    return max(1, round(len(text) / 4)) if text else 0
 
 
 class DemoProvider:
