@@ -435,6 +435,58 @@ def test_a_dead_workers_reply_does_not_block_the_next_message(visitor):
     assert second.assistant_message.is_streaming
 
 
+def test_a_reaped_reply_gets_an_estimate_and_a_cost(visitor, openai_upstream):
+    from chat.pricing import price_reply
+    from chat.providers.base import Usage
+
+    started = start(visitor, text="x" * 400, model="openai:gpt-4.1-mini")
+    Message.objects.filter(pk=started.assistant_message.pk).update(
+        content="y" * 200, heartbeat_at=timezone.now() - timedelta(minutes=5)
+    )
+
+    assert services.reply_reap_stale() == 1
+
+    message = Message.objects.get(pk=started.assistant_message.pk)
+    assert message.usage_source == Message.UsageSource.ESTIMATED
+    assert (message.input_tokens, message.output_tokens) == (100, 50)  # 4 characters a token
+    expected = price_reply(provider="openai", model="gpt-4.1-mini", usage=Usage(100, 50))
+    assert message.cost_microusd == expected.cost_microusd > 0
+    conversation = Conversation.objects.get(pk=started.conversation.pk)
+    assert conversation.cost_microusd == message.cost_microusd
+    assert conversation.ended_reasons == "interrupted"
+
+
+def test_a_reaped_reply_keeps_the_exact_input_count_saved_while_streaming(visitor, openai_upstream):
+    started = start(visitor, text="short", model="openai:gpt-4.1-mini")
+    Message.objects.filter(pk=started.assistant_message.pk).update(
+        content="partial", input_tokens=4321, heartbeat_at=timezone.now() - timedelta(minutes=5)
+    )
+
+    services.reply_reap_stale()
+
+    assert Message.objects.get(pk=started.assistant_message.pk).input_tokens == 4321
+
+
+async def test_anthropic_input_count_is_saved_while_streaming(visitor, settings, fake_upstream):
+    settings.ANTHROPIC_API_KEY = "sk-ant-test"
+    settings.ANTHROPIC_BASE_URL = fake_upstream.anthropic_base_url
+    settings.ANTHROPIC_MODELS = ["claude-haiku-4-5"]
+    fake_upstream.script(text="abc def ghi", chunks=3, input_tokens=4321, stall_after=1)
+    started = await sync_to_async(start)(visitor, model="anthropic:claude-haiku-4-5")
+    job = asyncio.create_task(services.reply_generate(started.assistant_message.pk))
+    try:
+        assert await asyncio.to_thread(fake_upstream.wait_for_stall, 5)
+        for _ in range(100):
+            message = await Message.objects.aget(pk=started.assistant_message.pk)
+            if message.input_tokens:
+                break
+            await asyncio.sleep(0.02)
+        assert message.is_streaming and message.input_tokens == 4321
+    finally:
+        fake_upstream.release()
+        await asyncio.wait_for(job, 10)
+
+
 def test_reap_replies_command(visitor):
     from io import StringIO
 

@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from chat import services
+from chat.budgets import allowance_for, spending_cap_for
+from chat.models import Conversation, Message, PriceOverride, SpendingCap
+from chat.providers.demo import demo_reply
+from chat.selectors import Visitor
+from tests.test_views import HTMX, apage_visitor
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NOON = datetime(2026, 11, 18, 12, 0, tzinfo=ZoneInfo("UTC"))
+
+
+def cap(scope=SpendingCap.Scope.EVERYONE, user=None, daily=None, monthly=None) -> SpendingCap:
+    return SpendingCap.objects.create(scope=scope, user=user, daily_cap=daily, monthly_cap=monthly)
+
+
+def spend(visitor: Visitor, microusd: int | None, *, days_ago: int = 0) -> Message:
+    """A finished reply of this visitor's that cost `microusd`, `days_ago` days ago."""
+    conversation = Conversation.objects.create(
+        user=visitor.user if visitor.is_authenticated else None,
+        visitor_id="" if visitor.is_authenticated else visitor.visitor_id,
+        provider="openai",
+        model="gpt-4.1-mini",
+    )
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.COMPLETE,
+        ended_reason=Message.EndedReason.COMPLETED,
+        content="Paid for.",
+        cost_microusd=microusd,
+        day=timezone.localdate() - timedelta(days=days_ago),
+    )
+
+
+def start(visitor: Visitor, text="Hello", model="demo:demo", conversation_id=None):
+    return services.reply_start(
+        visitor=visitor, conversation_id=conversation_id, text=text, model_choice=model
+    )
+
+
+# --- Which cap applies --------------------------------------------------------------------------
+
+
+def test_a_users_own_cap_replaces_the_default():
+    ada = User.objects.create_user("ada")
+    bob = User.objects.create_user("bob")
+    everyone = cap(daily=1_000_000)
+    anonymous = cap(SpendingCap.Scope.ANONYMOUS, daily=100_000)
+    own = cap(SpendingCap.Scope.USER, user=ada, monthly=50_000_000)
+
+    assert spending_cap_for(user_id=ada.pk) == own
+    assert spending_cap_for(user_id=bob.pk) == everyone
+    assert spending_cap_for(user_id=None) == anonymous
+    anonymous.delete()
+    assert spending_cap_for(user_id=None) == everyone
+
+
+def test_no_cap_means_no_allowance(visitor):
+    assert allowance_for(user_id=None, visitor_id=visitor.visitor_id) is None
+    cap(SpendingCap.Scope.ANONYMOUS)  # both amounts blank
+    assert allowance_for(user_id=None, visitor_id=visitor.visitor_id) is None
+
+
+@time_machine.travel(NOON, tick=False)
+def test_the_tightest_cap_counts_todays_and_this_months_spending(visitor, other_visitor):
+    cap(SpendingCap.Scope.ANONYMOUS, daily=1_000_000, monthly=3_000_000)
+    spend(visitor, 400_000)
+    spend(visitor, None)  # no price: cannot count
+    spend(visitor, 2_000_000, days_ago=5)
+    spend(visitor, 9_000_000, days_ago=30)  # October
+    spend(other_visitor, 5_000_000)
+
+    allowance = allowance_for(user_id=None, visitor_id=visitor.visitor_id)
+
+    # Daily: $1 - $0.40 = $0.60 left; monthly: $3 - $2.40 = $0.60 left too; the daily wins ties.
+    assert allowance is not None
+    assert allowance.remaining_microusd == 600_000
+    spend(visitor, 100_000, days_ago=1)
+    allowance = allowance_for(user_id=None, visitor_id=visitor.visitor_id)
+    assert allowance is not None
+    assert (allowance.period, allowance.remaining_microusd) == ("monthly", 500_000)
+    assert allowance.refusal() == (
+        "You have reached your monthly spending limit of $3.00. It resets on 1 December."
+    )
+
+
+# --- Refused before the provider ---------------------------------------------------------------
+
+
+@time_machine.travel(NOON, tick=True)
+async def test_an_over_budget_send_is_refused_before_the_provider_is_called(
+    async_client, openai_upstream
+):
+    visitor = await apage_visitor(async_client)
+    await sync_to_async(cap)(SpendingCap.Scope.ANONYMOUS, daily=10_000)
+    await sync_to_async(spend)(visitor, 10_000)
+
+    response = await async_client.post(
+        "/streaming-demo/messages",
+        {"action": "send", "message": "One more?", "model": "openai:gpt-4.1-mini"},
+        headers=HTMX,
+    )
+
+    assert response.status_code == 400
+    assert (
+        "You have reached your daily spending limit of $0.01. It resets at midnight (UTC)."
+        in response.content.decode()
+    )
+    assert openai_upstream.requests == []
+    assert await Message.objects.filter(role=Message.Role.USER).acount() == 0
+
+
+def test_regenerate_is_refused_over_budget_too(visitor):
+    started = start(visitor)
+    Message.objects.filter(pk=started.assistant_message.pk).update(
+        status=Message.Status.COMPLETE, ended_reason="completed", cost_microusd=50_000
+    )
+    cap(SpendingCap.Scope.ANONYMOUS, daily=50_000)
+
+    with pytest.raises(services.ChatInputError, match="daily spending limit of \\$0.05"):
+        services.reply_regenerate(visitor=visitor, message_id=started.assistant_message.pk)
+
+    assert Message.objects.filter(role=Message.Role.ASSISTANT).count() == 1
+
+
+def test_yesterdays_spending_does_not_count_against_today(visitor):
+    cap(daily=10_000)
+    spend(visitor, 50_000, days_ago=1)
+
+    assert start(visitor).assistant_message.status == Message.Status.STREAMING
+
+
+def test_signed_in_users_are_capped_by_their_own_spending():
+    ada = User.objects.create_user("ada")
+    cap(SpendingCap.Scope.USER, user=ada, daily=10_000)
+    ada_visitor = Visitor(user=ada, visitor_id="")
+    spend(ada_visitor, 10_000)
+
+    with pytest.raises(services.ChatInputError, match="daily spending limit"):
+        start(ada_visitor)
+    bob = Visitor(user=User.objects.create_user("bob"), visitor_id="")
+    assert start(bob).assistant_message.status == Message.Status.STREAMING
+
+
+# --- Stopped mid-stream -------------------------------------------------------------------------
+
+
+async def test_a_reply_crossing_the_cap_mid_stream_ends_with_budget_and_keeps_its_text(visitor):
+    # The demo model at $1 per thousand output tokens: a $0.05 cap allows about 50 tokens.
+    await PriceOverride.objects.acreate(
+        provider="demo", model="demo", input_per_mtok=0, output_per_mtok=1_000_000_000
+    )
+    await sync_to_async(cap)(SpendingCap.Scope.ANONYMOUS, daily=50_000)
+    started = await sync_to_async(start)(visitor, text="Tell me a long story")
+
+    await asyncio.wait_for(services.reply_generate(started.assistant_message.pk), 10)
+
+    message = await Message.objects.aget(pk=started.assistant_message.pk)
+    full = demo_reply("Tell me a long story")
+    assert message.ended_reason == Message.EndedReason.BUDGET
+    assert message.status == Message.Status.STOPPED
+    assert message.content and full.startswith(message.content) and message.content != full
+    assert message.usage_source == Message.UsageSource.ESTIMATED
+    assert 50_000 <= message.cost_microusd < 60_000
+    assert message.error_text == (
+        "This reply was stopped because it reached your daily spending limit of $0.05."
+    )
+    conversation = await Conversation.objects.aget(pk=started.conversation.pk)
+    assert "budget" in conversation.ended_reasons
+    with pytest.raises(services.ChatInputError, match="daily spending limit"):
+        await sync_to_async(start)(
+            visitor, text="More", conversation_id=str(started.conversation.pk)
+        )
+
+
+async def test_the_budget_uses_the_exact_input_count_anthropic_sends_first(
+    visitor, settings, fake_upstream
+):
+    settings.ANTHROPIC_API_KEY = "sk-ant-test"
+    settings.ANTHROPIC_BASE_URL = fake_upstream.anthropic_base_url
+    settings.ANTHROPIC_MODELS = ["claude-sonnet-4-5"]
+    # A short prompt, but the provider reports 100,000 input tokens ($0.30 at $3/M).
+    fake_upstream.script(text="A long answer in many pieces.", chunks=6, input_tokens=100_000)
+    await sync_to_async(cap)(SpendingCap.Scope.ANONYMOUS, daily=200_000)
+    started = await sync_to_async(start)(visitor, text="Hi", model="anthropic:claude-sonnet-4-5")
+
+    await asyncio.wait_for(services.reply_generate(started.assistant_message.pk), 10)
+
+    message = await Message.objects.aget(pk=started.assistant_message.pk)
+    assert message.ended_reason == Message.EndedReason.BUDGET
+    assert message.input_tokens == 100_000
+    assert message.usage_source == Message.UsageSource.ESTIMATED
+    # Stopped at the first piece: the input alone was over what was left.
+    assert "A long answer in many pieces.".startswith(message.content)
+    assert 0 < len(message.content) < len("A long answer in many pieces.")
+
+
+async def test_replies_under_the_cap_complete(visitor, openai_upstream):
+    await sync_to_async(cap)(SpendingCap.Scope.ANONYMOUS, daily=1_000_000)
+    started = await sync_to_async(start)(visitor, model="openai:gpt-4.1-mini")
+
+    await asyncio.wait_for(services.reply_generate(started.assistant_message.pk), 10)
+
+    message = await Message.objects.aget(pk=started.assistant_message.pk)
+    assert message.ended_reason == Message.EndedReason.COMPLETED
