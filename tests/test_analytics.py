@@ -1,0 +1,319 @@
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from chat import analytics, services
+from chat.analytics import histogram_key, percentile, usage_summary
+from chat.models import Conversation, Message, UsageDay
+
+pytestmark = pytest.mark.django_db
+
+UTC = ZoneInfo("UTC")
+NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
+TODAY = date(2026, 3, 15)
+
+
+def reply(conversation, day, *, reason="completed", cost=0, tokens=(0, 0, 0), ttft=None, tps=None,
+          source="provider", model=None, superseded=False):  # fmt: skip
+    provider, model = (model or f"{conversation.provider}:{conversation.model}").split(":")
+    status = {"completed": "complete", "stopped": "stopped", "budget": "stopped"}.get(
+        reason, "error"
+    )
+    Message.objects.create(conversation=conversation, role="user", content="Q", day=day)
+    Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        content="A",
+        status=status,
+        ended_reason=reason,
+        provider=provider,
+        model=model,
+        input_tokens=tokens[0],
+        output_tokens=tokens[1],
+        cached_input_tokens=tokens[2],
+        cost_microusd=cost,
+        usage_source=source,
+        ttft_ms=ttft,
+        tokens_per_second=tps,
+        superseded=superseded,
+        day=day,
+    )
+    conversation.refresh_totals()
+
+
+@pytest.fixture
+def history():
+    """A small history, by hand (today is 15 March 2026; cost in micro-dollars):
+
+    | day    | owner | model                | ended         | in/out/cache | cost   | ttft | tok/s |
+    | 15 Mar | ada   | openai:gpt-4o        | completed     | 1000/200/100 | 5000   | 300  | 50    |
+    | 15 Mar | v1    | demo:demo            | stopped, est. | 100/50/0     | 0      | 120  | 30    |
+    | 14 Mar | ada   | openai:gpt-4o        | error, est.   | 500/10/0     | 1500   | 800  | –     |
+    | 14 Mar | ada   | anthropic:claude-x   | completed     | 200/100/0    | none   | 450  | 80    |
+    | 10 Mar | v1    | openai:gpt-4o        | completed     | 2000/400/0   | 9000   | 1000 | 40    |
+    | 10 Mar | v1    | demo:demo (replaced) | completed     | 10/5/0       | 0      | 200  | –     |
+    |  8 Mar | ada   | openai:gpt-4o        | completed     | 10/10/0      | 100000 | 100  | 10    |
+    plus a reply still streaming today, which does not count yet.
+    """
+    with time_machine.travel(NOW, tick=False):
+        ada = User.objects.create_user("ada")
+        ada_chat = Conversation.objects.create(
+            user=ada, provider="openai", model="gpt-4o", title="Ada's"
+        )
+        visitor_chat = Conversation.objects.create(
+            visitor_id="v1" + "0" * 30, provider="demo", model="demo", title="Visitor's"
+        )
+        reply(ada_chat, TODAY, cost=5000, tokens=(1000, 200, 100), ttft=300, tps=50.0)
+        reply(visitor_chat, TODAY, reason="stopped", tokens=(100, 50, 0), ttft=120, tps=30.0,
+              source="estimated")  # fmt: skip
+        reply(ada_chat, date(2026, 3, 14), reason="provider_error", cost=1500,
+              tokens=(500, 10, 0), ttft=800, source="estimated")  # fmt: skip
+        reply(ada_chat, date(2026, 3, 14), cost=None, tokens=(200, 100, 0), ttft=450, tps=80.0,
+              model="anthropic:claude-x")  # fmt: skip
+        reply(visitor_chat, date(2026, 3, 10), cost=9000, tokens=(2000, 400, 0), ttft=1000,
+              tps=40.0, model="openai:gpt-4o")  # fmt: skip
+        reply(visitor_chat, date(2026, 3, 10), tokens=(10, 5, 0), ttft=200, superseded=True)
+        reply(ada_chat, date(2026, 3, 8), cost=100_000, tokens=(10, 10, 0), ttft=100, tps=10.0)
+        Message.objects.create(
+            conversation=visitor_chat, role="assistant", status="streaming", provider="demo",
+            model="demo", day=TODAY, cost_microusd=777,
+        )  # fmt: skip
+        visitor_chat.refresh_totals()
+    return {"ada": ada, "ada_chat": ada_chat, "visitor_chat": visitor_chat}
+
+
+def figures(summary):
+    """The page's figures as plain data, to compare two ways of computing them."""
+    return {
+        "cards": (
+            summary.replies, summary.cost_microusd, summary.unpriced_replies,
+            summary.input_tokens, summary.output_tokens, summary.cached_input_tokens,
+            summary.active_owners, summary.error_rate, summary.stop_rate, summary.estimated_share,
+        ),
+        "days": [
+            (row.day, row.replies, row.cost_microusd, row.ttft_p50_ms, row.ttft_p95_ms,
+             dict(row.replies_by_reason), dict(row.cost_by_model))
+            for row in summary.days
+        ],
+        "models": [
+            (m.label, m.replies, m.priced_cost_microusd, m.cost_per_reply_microusd, m.ttft_p50_ms,
+             m.ttft_p95_ms, m.median_tokens_per_second)
+            for m in summary.models
+        ],
+        "owners": [(o.label, o.replies, o.cost_microusd) for o in summary.top_owners],
+    }  # fmt: skip
+
+
+@time_machine.travel(NOW, tick=False)
+def test_the_summary_matches_the_hand_computed_figures(history):
+    summary = usage_summary(days=7)
+
+    assert (summary.start, summary.end) == (date(2026, 3, 9), TODAY)
+    assert summary.replies == 6
+    assert summary.cost_microusd == 15_500 and summary.unpriced_replies == 1
+    assert (summary.input_tokens, summary.output_tokens, summary.cached_input_tokens) == (
+        3810,
+        765,
+        100,
+    )
+    assert summary.active_owners == 2
+    assert summary.error_rate == pytest.approx(1 / 6)
+    assert summary.stop_rate == pytest.approx(1 / 6)
+    assert summary.estimated_share == pytest.approx(2 / 6)
+
+    by_day = {row.day: row for row in summary.days}
+    assert len(summary.days) == 7
+    assert (by_day[TODAY].ttft_p50_ms, by_day[TODAY].ttft_p95_ms) == (120, 300)
+    assert (by_day[date(2026, 3, 14)].ttft_p50_ms, by_day[date(2026, 3, 14)].ttft_p95_ms) == (
+        450,
+        800,
+    )
+    assert by_day[date(2026, 3, 12)].replies == 0 and by_day[date(2026, 3, 12)].ttft_p50_ms is None
+    assert dict(by_day[date(2026, 3, 14)].replies_by_reason) == {
+        "provider_error": 1,
+        "completed": 1,
+    }
+    assert dict(by_day[date(2026, 3, 10)].cost_by_model) == {"openai:gpt-4o": 9000, "demo:demo": 0}
+
+    gpt, demo, claude = summary.models
+    assert (gpt.label, gpt.replies, gpt.cost_microusd, gpt.cost_per_reply_microusd) == (
+        "openai:gpt-4o",
+        3,
+        15_500,
+        5_167,
+    )
+    assert (gpt.ttft_p50_ms, gpt.ttft_p95_ms, gpt.median_tokens_per_second) == (800, 1000, 40)
+    assert (demo.label, demo.replies, demo.priced_cost_microusd, demo.ttft_p50_ms) == (
+        "demo:demo",
+        2,
+        0,
+        120,
+    )
+    assert (claude.label, claude.priced_cost_microusd, claude.cost_per_reply_microusd) == (
+        "anthropic:claude-x",
+        None,  # "no price", not free
+        None,
+    )
+
+    assert [(o.label, o.replies, o.cost_microusd) for o in summary.top_owners] == [
+        ("anonymous · v1000000", 3, 9000),
+        ("ada", 3, 6500),
+    ]
+    assert [c.title for c in summary.top_conversations] == ["Ada's", "Visitor's"]
+
+
+@time_machine.travel(NOW, tick=False)
+def test_rolled_up_days_give_the_same_figures_as_the_messages(history, monkeypatch):
+    rolled_up = figures(usage_summary(days=30))
+    assert set(UsageDay.objects.values_list("day", flat=True)) == {
+        TODAY - timedelta(days=offset) for offset in range(1, 30)
+    }
+
+    UsageDay.objects.all().delete()
+    monkeypatch.setattr(analytics, "rollups_build", lambda **kwargs: 0)
+    live = figures(usage_summary(days=30))
+
+    assert rolled_up == live
+    assert rolled_up["cards"][1] == 115_500  # 8 March is inside 30 days
+
+
+def test_a_day_is_rolled_up_only_once_no_reply_of_it_can_still_run(history):
+    with time_machine.travel(datetime(2026, 3, 15, 0, 3, tzinfo=UTC), tick=False):
+        usage_summary(days=7)
+        assert not UsageDay.objects.filter(day=date(2026, 3, 14)).exists()
+    with time_machine.travel(datetime(2026, 3, 15, 0, 10, tzinfo=UTC), tick=False):
+        usage_summary(days=7)
+        assert UsageDay.objects.filter(day=date(2026, 3, 14)).exists()
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_late_ending_reply_of_a_rolled_up_day_is_counted(history, settings):
+    usage_summary(days=7)
+    conversation = history["ada_chat"]
+    late = Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        status="streaming",
+        provider="openai",
+        model="gpt-4o",
+        content="cut short",
+        day=date(2026, 3, 13),
+        heartbeat_at=timezone.now() - timedelta(hours=30),
+    )
+
+    assert services.reply_reap_stale(message_ids=[late.pk]) == 1
+
+    assert not UsageDay.objects.filter(day=date(2026, 3, 13)).exists()
+    summary = usage_summary(days=7)
+    assert summary.replies == 7
+    assert dict(summary.days[4].replies_by_reason) == {"interrupted": 1}
+
+
+@pytest.mark.parametrize(
+    ("value", "key"),
+    [
+        (0, "0"),
+        (7, "7"),
+        (999, "999"),
+        (1234, "1230"),
+        (98765, "98800"),
+        (45.67, "45.7"),
+        (0.1234, "0.123"),
+    ],
+)
+def test_histogram_keys_keep_three_significant_figures(value, key):
+    assert histogram_key(value) == key
+
+
+def test_percentiles_are_nearest_rank():
+    histogram = {"100": 5, "200": 3, "1000": 2}  # ten values
+    assert percentile(histogram, 50) == 100
+    assert percentile(histogram, 51) == 200
+    assert percentile(histogram, 80) == 200
+    assert percentile(histogram, 95) == 1000
+    assert percentile({}, 50) is None
+
+
+# --- The admin page ----------------------------------------------------------------------------
+
+URL = "/admin/chat/usagereport/"
+
+
+@pytest.fixture
+def staff(client):
+    user = User.objects.create_user("sam", password="pw-for-tests-123", is_staff=True)
+    client.force_login(user)
+    return user
+
+
+@time_machine.travel(NOW, tick=True)
+def test_staff_with_the_permission_see_the_analytics(client, staff, history):
+    assert client.get(URL).status_code == 403
+    staff.user_permissions.add(Permission.objects.get(codename="view_usagereport"))
+
+    page = client.get(URL + "?days=7").content.decode()
+
+    assert 'data-figure="cost">$0.02<' in page
+    assert 'data-figure="replies">6<' in page
+    assert 'data-figure="error-rate">16.7 %<' in page
+    assert "+ 1 reply with no price" in page
+    assert 'id="usage-chart-data"' in page and "chart.umd.min.js" in page
+    assert f"?owner=user%3A{history['ada'].pk}&amp;active_from=2026-03-09" in page
+    index = client.get("/admin/").content.decode()
+    assert 'href="/admin/chat/usagereport/"' in index
+
+
+def test_non_staff_are_sent_to_the_admin_login(client):
+    assert client.get(URL)["Location"].startswith("/admin/login/")
+    client.force_login(User.objects.create_user("nope"))
+    assert client.get(URL)["Location"].startswith("/admin/login/")
+    assert client.get(URL + "daily.csv")["Location"].startswith("/admin/login/")
+
+
+@time_machine.travel(NOW, tick=True)
+def test_the_daily_table_downloads_as_csv(admin_client, history):
+    response = admin_client.get(URL + "daily.csv?days=7")
+
+    assert response["Content-Type"] == "text/csv"
+    assert 'filename="usage-daily-2026-03-09-to-2026-03-15.csv"' in response["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [row["day"] for row in rows] == [f"2026-03-{day:02}" for day in range(9, 16)]
+    assert rows[-1] == {
+        "day": "2026-03-15", "replies": "2", "input_tokens": "1100", "output_tokens": "250",
+        "cached_input_tokens": "100", "cost_usd": "0.005000", "unpriced_replies": "0",
+        "estimated_replies": "1", "errors": "0", "stops": "1", "budget_stops": "0",
+        "ttft_p50_ms": "120", "ttft_p95_ms": "300",
+    }  # fmt: skip
+    assert rows[5]["errors"] == "1" and rows[5]["unpriced_replies"] == "1"
+
+
+@time_machine.travel(NOW, tick=True)
+def test_an_unknown_period_falls_back_to_30_days_with_a_message(admin_client, history):
+    page = admin_client.get(URL + "?days=365").content.decode()
+    assert "is not a period this page offers" in page
+    assert 'aria-current="page">30 days' in page
+
+
+@time_machine.travel(NOW, tick=True)
+def test_the_page_reads_a_fixed_number_of_queries_however_many_replies(admin_client, history):
+    def queries() -> int:
+        admin_client.get(URL + "?days=90")  # builds any missing roll-ups
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get(URL + "?days=90").status_code == 200
+        return len(captured)
+
+    before = queries()
+    conversation = history["visitor_chat"]
+    for offset in range(40):
+        reply(conversation, TODAY - timedelta(days=offset % 20), cost=10, ttft=100 + offset)
+    assert queries() == before
