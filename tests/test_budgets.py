@@ -191,11 +191,11 @@ async def test_the_budget_uses_the_exact_input_count_anthropic_sends_first(
 ):
     settings.ANTHROPIC_API_KEY = "sk-ant-test"
     settings.ANTHROPIC_BASE_URL = fake_upstream.anthropic_base_url
-    settings.ANTHROPIC_MODELS = ["claude-sonnet-4-5"]
-    # A short prompt, but the provider reports 100,000 input tokens ($0.30 at $3/M).
+    settings.ANTHROPIC_MODELS = ["claude-haiku-4-5"]
+    # A short prompt, but the provider reports 100,000 input tokens ($0.10 at $1/M).
     fake_upstream.script(text="A long answer in many pieces.", chunks=6, input_tokens=100_000)
-    await sync_to_async(cap)(SpendingCap.Scope.ANONYMOUS, daily=200_000)
-    started = await sync_to_async(start)(visitor, text="Hi", model="anthropic:claude-sonnet-4-5")
+    await sync_to_async(cap)(SpendingCap.Scope.ANONYMOUS, daily=50_000)
+    started = await sync_to_async(start)(visitor, text="Hi", model="anthropic:claude-haiku-4-5")
 
     await asyncio.wait_for(services.reply_generate(started.assistant_message.pk), 10)
 
@@ -216,3 +216,43 @@ async def test_replies_under_the_cap_complete(visitor, openai_upstream):
 
     message = await Message.objects.aget(pk=started.assistant_message.pk)
     assert message.ended_reason == Message.EndedReason.COMPLETED
+
+
+# --- Set in the admin --------------------------------------------------------------------------
+
+
+def test_staff_set_caps_in_dollars_in_the_admin(admin_client):
+    ada = User.objects.create_user("ada")
+
+    response = admin_client.post(
+        "/admin/chat/spendingcap/add/",
+        {"scope": "user", "user": ada.pk, "daily_cap": "0.50", "monthly_cap": ""},
+    )
+
+    assert response.status_code == 302
+    saved = SpendingCap.objects.get()
+    assert (saved.user, saved.daily_cap, saved.monthly_cap) == (ada, 500_000, None)
+    listing = admin_client.get("/admin/chat/spendingcap/").content.decode()
+    assert "Cap for ada" in listing and "$0.50" in listing and "no cap" in listing
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"scope": "user", "user": ""}, "Pick the user this cap is for."),
+        ({"scope": "everyone", "user": "ADA"}, "Leave the user empty for a default cap."),
+        ({"scope": "anonymous", "user": ""}, "There is already a cap with this scope"),
+        ({"scope": "everyone", "user": "", "daily_cap": "-1"}, "greater than or equal to 0"),
+    ],
+)
+def test_bad_caps_get_a_clear_error(admin_client, fields, error):
+    ada = User.objects.create_user("ada")
+    cap(SpendingCap.Scope.ANONYMOUS, daily=1)
+    data = {"daily_cap": "1", "monthly_cap": "", **fields}
+    data["user"] = ada.pk if data["user"] == "ADA" else data["user"]
+
+    response = admin_client.post("/admin/chat/spendingcap/add/", data)
+
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    assert SpendingCap.objects.count() == 1
