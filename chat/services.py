@@ -27,7 +27,7 @@ from django.utils import timezone
 from django_ratelimit.core import get_usage
 
 from chat import providers
-from chat.analytics import rollup_invalidate
+from chat.analytics import rollup_invalidate, rollups_build
 from chat.budgets import allowance_for
 from chat.models import Conversation, Message
 from chat.pricing import price_reply, unit_prices
@@ -325,6 +325,8 @@ async def _sweep_forever() -> None:
         try:
             await _job_db(reply_reap_stale)
             get_reply_stream().forget_idle()
+            # Yesterday's analytics roll-up, once the day is over (a no-op until then, and after).
+            await _job_db(rollups_build, days=[timezone.localdate() - timedelta(days=1)])
         except Exception:
             logger.exception("Sweeping stale replies failed")
         await asyncio.sleep(settings.CHAT_STALE_AFTER_SECONDS)

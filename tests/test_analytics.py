@@ -317,3 +317,18 @@ def test_the_page_reads_a_fixed_number_of_queries_however_many_replies(admin_cli
     for offset in range(40):
         reply(conversation, TODAY - timedelta(days=offset % 20), cost=10, ttft=100 + offset)
     assert queries() == before
+
+
+@time_machine.travel(NOW, tick=True)
+def test_rollup_usage_command_builds_and_rebuilds(history):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("rollup_usage", stdout=out)
+    assert out.getvalue().startswith("Rolled up 7 days")  # 8 to 14 March
+    call_command("rollup_usage", stdout=out)
+    assert "Rolled up 0 days" in out.getvalue()
+    call_command("rollup_usage", "--rebuild", stdout=out)
+    assert UsageDay.objects.count() == 7
