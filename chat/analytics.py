@@ -22,6 +22,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Min, Sum
 from django.utils import timezone
+from django.utils.text import capfirst
 
 from chat.models import Conversation, Message, UsageDay, UsageDayModel, UsageDayOwner
 
@@ -445,7 +446,7 @@ class UsageSummary:
             "replies_by_reason": [
                 {
                     "reason": reason,
-                    "label": Message.EndedReason(reason).label,
+                    "label": capfirst(Message.EndedReason(reason).label),
                     "data": [row.replies_by_reason.get(reason, 0) for row in self.days],
                 }
                 for reason in reasons
