@@ -93,8 +93,12 @@ class Conversation(models.Model):
                 & ~Q(status=Message.Status.STREAMING),
             ),
         )
+        # order_by(): the default ordering would make DISTINCT apply to (reason, id) pairs.
         reasons = (
-            self.messages.exclude(ended_reason="").values_list("ended_reason", flat=True).distinct()
+            self.messages.exclude(ended_reason="")
+            .order_by()
+            .values_list("ended_reason", flat=True)
+            .distinct()
         )
         Conversation.objects.filter(pk=self.pk).update(
             ended_reasons=",".join(sorted(reasons)),

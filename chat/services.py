@@ -326,10 +326,14 @@ async def _sweep_forever() -> None:
             await _job_db(reply_reap_stale)
             get_reply_stream().forget_idle()
             # Yesterday's analytics roll-up, once the day is over (a no-op until then, and after).
-            await _job_db(rollups_build, days=[timezone.localdate() - timedelta(days=1)])
+            await _job_db(_rollup_yesterday)
         except Exception:
             logger.exception("Sweeping stale replies failed")
         await asyncio.sleep(settings.CHAT_STALE_AFTER_SECONDS)
+
+
+def _rollup_yesterday() -> None:
+    rollups_build(days=[timezone.localdate() - timedelta(days=1)])
 
 
 @dataclass

@@ -332,3 +332,17 @@ def test_rollup_usage_command_builds_and_rebuilds(history):
     assert "Rolled up 0 days" in out.getvalue()
     call_command("rollup_usage", "--rebuild", stdout=out)
     assert UsageDay.objects.count() == 7
+
+
+@time_machine.travel(NOW, tick=False)
+def test_workers_roll_up_yesterday_in_the_background(history):
+    services._rollup_yesterday()
+
+    assert list(UsageDay.objects.values_list("day", flat=True)) == [date(2026, 3, 14)]
+
+
+def test_conversation_totals_count_each_ended_reason_once(history):
+    conversation = Conversation.objects.get(pk=history["visitor_chat"].pk)
+
+    assert conversation.ended_reasons == "completed,stopped"
+    assert (conversation.message_count, conversation.input_tokens) == (7, 2110)
