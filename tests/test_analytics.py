@@ -284,7 +284,7 @@ def test_non_staff_are_sent_to_the_admin_login(client):
 def test_the_daily_table_downloads_as_csv(admin_client, history):
     response = admin_client.get(URL + "daily.csv?days=7")
 
-    assert response["Content-Type"] == "text/csv"
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert 'filename="usage-daily-2026-03-09-to-2026-03-15.csv"' in response["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert [row["day"] for row in rows] == [f"2026-03-{day:02}" for day in range(9, 16)]

@@ -4,7 +4,7 @@ index through the `UsageReport` proxy model and guarded by its view permission."
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 from django.conf import settings
@@ -14,18 +14,12 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
+from chat.admin.exports import Echo, attachment
 from chat.analytics import PERIODS, UsageSummary, usage_summary
 from chat.models import UsageReport
 from chat.money import dollars_text
 
 DEFAULT_PERIOD = 30
-
-
-class _Echo:
-    """A file-like object whose `write` returns the line, for streaming `csv.writer` output."""
-
-    def write(self, value: str) -> str:
-        return value
 
 
 @admin.register(UsageReport)
@@ -89,10 +83,8 @@ class UsageReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             raise PermissionDenied
         days = self._period(request)
         summary = usage_summary(days=days)
-        response = StreamingHttpResponse(_daily_csv_rows(summary), content_type="text/csv")
         filename = f"usage-daily-{summary.start}-to-{summary.end}.csv"
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        return response
+        return attachment(request, _daily_csv_rows(summary), filename, "text/csv; charset=utf-8")
 
 
 DAILY_COLUMNS = [
@@ -112,8 +104,8 @@ DAILY_COLUMNS = [
 ]
 
 
-def _daily_csv_rows(summary: UsageSummary) -> Iterator[str]:
-    writer = csv.writer(_Echo())
+def _daily_csv_rows(summary: UsageSummary) -> Generator[str, None, None]:
+    writer = csv.writer(Echo())
     yield writer.writerow(DAILY_COLUMNS)
     for row in summary.days:
         yield writer.writerow(
