@@ -313,22 +313,24 @@ def rollup_invalidate(day: date) -> None:
 # --- The page --------------------------------------------------------------------------------
 
 
-@dataclass
-class DayRow:
-    day: date
+@dataclass(kw_only=True)
+class _Totals:
+    """What days and models both add up."""
+
     replies: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_input_tokens: int = 0
     cost_microusd: int = 0
     unpriced_replies: int = 0
-    estimated_replies: int = 0
-    errors: int = 0
-    stops: int = 0
-    budget_stops: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
     ttft_histogram: Counter[str] = field(default_factory=Counter)
-    cost_by_model: Counter[str] = field(default_factory=Counter)
-    replies_by_reason: Counter[str] = field(default_factory=Counter)
+
+    def add(self, figures: ModelDayFigures) -> None:
+        self.replies += figures.replies
+        self.cost_microusd += figures.cost_microusd
+        self.unpriced_replies += figures.unpriced_replies
+        self.input_tokens += figures.input_tokens
+        self.output_tokens += figures.output_tokens
+        histogram_merge(self.ttft_histogram, figures.ttft_histogram)
 
     @property
     def ttft_p50_ms(self) -> float | None:
@@ -340,15 +342,21 @@ class DayRow:
 
 
 @dataclass
-class ModelRow:
+class DayRow(_Totals):
+    day: date
+    cached_input_tokens: int = 0
+    estimated_replies: int = 0
+    errors: int = 0
+    stops: int = 0
+    budget_stops: int = 0
+    cost_by_model: Counter[str] = field(default_factory=Counter)
+    replies_by_reason: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class ModelRow(_Totals):
     provider: str
     model: str
-    replies: int = 0
-    cost_microusd: int = 0
-    unpriced_replies: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    ttft_histogram: Counter[str] = field(default_factory=Counter)
     speed_histogram: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -366,14 +374,6 @@ class ModelRow:
     def cost_per_reply_microusd(self) -> int | None:
         priced = self.replies - self.unpriced_replies
         return round(self.cost_microusd / priced) if priced else None
-
-    @property
-    def ttft_p50_ms(self) -> float | None:
-        return percentile(self.ttft_histogram, 50)
-
-    @property
-    def ttft_p95_ms(self) -> float | None:
-        return percentile(self.ttft_histogram, 95)
 
     @property
     def median_tokens_per_second(self) -> float | None:
@@ -484,13 +484,8 @@ def usage_summary(*, days: int, today: date | None = None) -> UsageSummary:
             model = by_model[figures.provider, figures.model] = ModelRow(
                 figures.provider, figures.model
             )
-        for target in (row, model):
-            target.replies += figures.replies
-            target.cost_microusd += figures.cost_microusd
-            target.unpriced_replies += figures.unpriced_replies
-            target.input_tokens += figures.input_tokens
-            target.output_tokens += figures.output_tokens
-            histogram_merge(target.ttft_histogram, figures.ttft_histogram)
+        row.add(figures)
+        model.add(figures)
         histogram_merge(model.speed_histogram, figures.speed_histogram)
         row.cached_input_tokens += figures.cached_input_tokens
         row.estimated_replies += figures.estimated_replies
