@@ -2,19 +2,21 @@
 and owner.
 
 The page reads daily roll-ups (`UsageDay*`), not the message table: a day is rolled up once it is
-over, so a 90-day view with a million replies reads a few thousand rows. Days not yet rolled up
-(today, or a day whose roll-up a late reply invalidated) are computed from the messages, which the
-`day` column and its index keep cheap. Percentiles come from histograms of values rounded to three
-significant figures, so they merge across days and models and are exact to within 0.5 %.
+over, so a 90-day view with a million replies reads a few thousand rows (and sums the per-owner
+rows in the database). Days not yet rolled up (today, or a day whose roll-up a late reply
+invalidated) are computed from the messages, which the `day` column and its index keep cheap.
+Percentiles come from histograms with buckets 2 % wide, so they merge across days and models and
+are exact to within 1 %.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -24,7 +26,14 @@ from django.db.models import Count, Min, Sum
 from django.utils import timezone
 from django.utils.text import capfirst
 
-from chat.models import Conversation, Message, UsageDay, UsageDayModel, UsageDayOwner
+from chat.models import (
+    Conversation,
+    Message,
+    UsageDay,
+    UsageDayLatency,
+    UsageDayModel,
+    UsageDayOwner,
+)
 
 PERIODS = (7, 30, 90)
 ERROR_REASONS = frozenset(
@@ -40,32 +49,44 @@ TOP_COUNT = 10
 # --- Histograms and percentiles -------------------------------------------------------------
 
 
+# Buckets 2 % wide on a log scale: a bucket's middle is within 1 % of every value in it, and a
+# day's replies of one model fit in a few hundred buckets whatever their spread.
+BUCKET_RATIO = 1.02
+_LOG_RATIO = math.log(BUCKET_RATIO)
+ZERO_BUCKET = "z"
+
+
 def histogram_key(value: float) -> str:
-    """The value rounded to three significant figures, as a JSON object key."""
+    """The value's bucket, as a JSON object key."""
     if value <= 0:
-        return "0"
-    digits = 2 - math.floor(math.log10(value))
-    rounded = round(value, digits)
-    return str(int(rounded)) if rounded == int(rounded) else repr(rounded)
+        return ZERO_BUCKET
+    return str(round(math.log(value) / _LOG_RATIO))
+
+
+def bucket_value(key: str) -> float:
+    return 0.0 if key == ZERO_BUCKET else BUCKET_RATIO ** int(key)
+
+
+def _bucket_order(key: str) -> float:
+    return -math.inf if key == ZERO_BUCKET else int(key)
 
 
 def histogram_merge(into: Counter[str], histogram: Mapping[str, int]) -> None:
-    for key, count in histogram.items():
-        into[key] += count
+    into.update(histogram)
 
 
 def percentile(histogram: Mapping[str, int], percent: float) -> float | None:
     """Nearest-rank percentile: the smallest value with at least `percent` % of the values at or
-    below it."""
+    below it (to within 1 %)."""
     total = sum(histogram.values())
     if not total:
         return None
     rank = max(1, math.ceil(percent / 100 * total))
     seen = 0
-    for key in sorted(histogram, key=float):
+    for key in sorted(histogram, key=_bucket_order):
         seen += histogram[key]
         if seen >= rank:
-            return float(key)
+            return bucket_value(key)
     return None  # pragma: no cover - unreachable: `seen` reaches `total`
 
 
@@ -88,34 +109,68 @@ class ModelDayFigures:
     cost_microusd: int = 0
     unpriced_replies: int = 0
     estimated_replies: int = 0
+
+
+@dataclass
+class LatencyFigures:
+    """How fast one model answered on one day (a `UsageDayLatency` row, or its live equivalent)."""
+
+    day: date
+    provider: str
+    model: str
     ttft_histogram: Counter[str] = field(default_factory=Counter)
     speed_histogram: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
-class OwnerDayFigures:
-    day: date
-    owner: str
-    replies: int
-    input_tokens: int
-    output_tokens: int
-    cost_microusd: int
+class OwnerFigures:
+    owner: str  # "user:<id>" or "visitor:<visitor id>"
+    replies: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_microusd: int = 0
+    day: date | None = None
+    label: str = ""
+
+    def add(self, other: OwnerFigures) -> None:
+        self.replies += other.replies
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_microusd += other.cost_microusd
+
+
+@dataclass
+class DayFigures:
+    models: list[ModelDayFigures]
+    latencies: list[LatencyFigures]
+    owners: list[OwnerFigures]  # one per owner and day
 
 
 def _ended_replies(days: Iterable[date]) -> Any:
     # Replaced replies count: they were generated and paid for. Streaming ones have not ended.
-    return Message.objects.filter(role=Message.Role.ASSISTANT, day__in=list(days)).exclude(
-        status=Message.Status.STREAMING
+    # order_by(): PostgreSQL would walk the primary key to serve a cursor in id order.
+    return (
+        Message.objects.filter(role=Message.Role.ASSISTANT, day__in=list(days))
+        .exclude(status=Message.Status.STREAMING)
+        .order_by()
     )
 
 
-def figures_from_messages(
-    days: Iterable[date],
-) -> tuple[list[ModelDayFigures], list[OwnerDayFigures]]:
+OWNER_SUMS = {
+    "replies": Sum("replies"),
+    "input_tokens": Sum("input_tokens"),
+    "output_tokens": Sum("output_tokens"),
+    "cost_microusd": Sum("cost_microusd"),
+}
+
+
+def figures_from_messages(days: Iterable[date]) -> DayFigures:
     days = list(days)
+    figures = DayFigures([], [], [])
     if not days:
-        return [], []
+        return figures
     groups: dict[tuple[date, str, str, str], ModelDayFigures] = {}
+    latencies: dict[tuple[date, str, str], LatencyFigures] = {}
     rows = _ended_replies(days).values_list(
         "day",
         "provider",
@@ -142,24 +197,30 @@ def figures_from_messages(
         ttft,
         speed,
     ) in rows.iterator(chunk_size=5000):
-        key = (day, provider, model, reason)
-        figures = groups.get(key)
-        if figures is None:
-            figures = groups[key] = ModelDayFigures(day, provider, model, reason)
-        figures.replies += 1
-        figures.input_tokens += tokens_in or 0
-        figures.output_tokens += tokens_out or 0
-        figures.cached_input_tokens += cached or 0
+        group = groups.get((day, provider, model, reason))
+        if group is None:
+            group = groups[day, provider, model, reason] = ModelDayFigures(
+                day, provider, model, reason
+            )
+        group.replies += 1
+        group.input_tokens += tokens_in or 0
+        group.output_tokens += tokens_out or 0
+        group.cached_input_tokens += cached or 0
         if cost is None:
-            figures.unpriced_replies += 1
+            group.unpriced_replies += 1
         else:
-            figures.cost_microusd += cost
+            group.cost_microusd += cost
         if source == Message.UsageSource.ESTIMATED:
-            figures.estimated_replies += 1
+            group.estimated_replies += 1
+        latency = latencies.get((day, provider, model))
+        if latency is None:
+            latency = latencies[day, provider, model] = LatencyFigures(day, provider, model)
         if ttft is not None:
-            figures.ttft_histogram[histogram_key(ttft)] += 1
+            latency.ttft_histogram[histogram_key(ttft)] += 1
         if speed:
-            figures.speed_histogram[histogram_key(speed)] += 1
+            latency.speed_histogram[histogram_key(speed)] += 1
+    figures.models = list(groups.values())
+    figures.latencies = list(latencies.values())
 
     owners = (
         _ended_replies(days)
@@ -171,57 +232,55 @@ def figures_from_messages(
             cost_microusd=Sum("cost_microusd"),
         )
     )
-    owner_figures = [
-        OwnerDayFigures(
-            day=row["day"],
+    figures.owners = [
+        OwnerFigures(
             owner=owner_key(row["conversation__user_id"], row["conversation__visitor_id"]),
             replies=row["replies"],
             input_tokens=row["input_tokens"] or 0,
             output_tokens=row["output_tokens"] or 0,
             cost_microusd=row["cost_microusd"] or 0,
+            day=row["day"],
         )
         for row in owners
     ]
-    return list(groups.values()), owner_figures
+    return figures
 
 
 def owner_key(user_id: int | None, visitor_id: str) -> str:
     return f"user:{user_id}" if user_id is not None else f"visitor:{visitor_id}"
 
 
-def figures_from_rollups(
-    days: Iterable[date],
-) -> tuple[list[ModelDayFigures], list[OwnerDayFigures]]:
+def figures_from_rollups(days: Iterable[date]) -> DayFigures:
+    """The rolled-up days' models and latencies (owners are summed in the database instead: see
+    `_owners`)."""
     days = list(days)
     if not days:
-        return [], []
+        return DayFigures([], [], [])
     models = [
-        ModelDayFigures(
-            day=row.usage_day_id,
-            provider=row.provider,
-            model=row.model,
-            ended_reason=row.ended_reason,
-            replies=row.replies,
-            input_tokens=row.input_tokens,
-            output_tokens=row.output_tokens,
-            cached_input_tokens=row.cached_input_tokens,
-            cost_microusd=row.cost_microusd,
-            unpriced_replies=row.unpriced_replies,
-            estimated_replies=row.estimated_replies,
-            ttft_histogram=Counter(row.ttft_histogram),
-            speed_histogram=Counter(row.speed_histogram),
-        )
-        for row in UsageDayModel.objects.filter(usage_day__in=days)
-    ]
-    owners = [
-        OwnerDayFigures(day, owner, replies, tokens_in, tokens_out, cost)
-        for day, owner, replies, tokens_in, tokens_out, cost in UsageDayOwner.objects.filter(
+        ModelDayFigures(day, provider, model, reason, *counts)
+        for day, provider, model, reason, *counts in UsageDayModel.objects.filter(
             usage_day__in=days
         ).values_list(
-            "usage_day_id", "owner", "replies", "input_tokens", "output_tokens", "cost_microusd"
+            "usage_day_id",
+            "provider",
+            "model",
+            "ended_reason",
+            "replies",
+            "input_tokens",
+            "output_tokens",
+            "cached_input_tokens",
+            "cost_microusd",
+            "unpriced_replies",
+            "estimated_replies",
         )
     ]
-    return models, owners
+    latencies = [
+        LatencyFigures(day, provider, model, Counter(ttft), Counter(speed))
+        for day, provider, model, ttft, speed in UsageDayLatency.objects.filter(
+            usage_day__in=days
+        ).values_list("usage_day_id", "provider", "model", "ttft_histogram", "speed_histogram")
+    ]
+    return DayFigures(models, latencies, [])
 
 
 # --- Roll-ups --------------------------------------------------------------------------------
@@ -265,36 +324,44 @@ def _rollup_day(day: date) -> bool:
         with transaction.atomic():
             # Created first: a concurrent builder of the same day fails here and leaves it.
             usage_day = UsageDay.objects.create(day=day)
-            models, owners = figures_from_messages([day])
+            figures = figures_from_messages([day])
             UsageDayModel.objects.bulk_create(
                 UsageDayModel(
                     usage_day=usage_day,
-                    provider=figures.provider,
-                    model=figures.model,
-                    ended_reason=figures.ended_reason,
-                    replies=figures.replies,
-                    input_tokens=figures.input_tokens,
-                    output_tokens=figures.output_tokens,
-                    cached_input_tokens=figures.cached_input_tokens,
-                    cost_microusd=figures.cost_microusd,
-                    unpriced_replies=figures.unpriced_replies,
-                    estimated_replies=figures.estimated_replies,
-                    ttft_histogram=dict(figures.ttft_histogram),
-                    speed_histogram=dict(figures.speed_histogram),
+                    provider=group.provider,
+                    model=group.model,
+                    ended_reason=group.ended_reason,
+                    replies=group.replies,
+                    input_tokens=group.input_tokens,
+                    output_tokens=group.output_tokens,
+                    cached_input_tokens=group.cached_input_tokens,
+                    cost_microusd=group.cost_microusd,
+                    unpriced_replies=group.unpriced_replies,
+                    estimated_replies=group.estimated_replies,
                 )
-                for figures in models
+                for group in figures.models
+            )
+            UsageDayLatency.objects.bulk_create(
+                UsageDayLatency(
+                    usage_day=usage_day,
+                    provider=latency.provider,
+                    model=latency.model,
+                    ttft_histogram=dict(latency.ttft_histogram),
+                    speed_histogram=dict(latency.speed_histogram),
+                )
+                for latency in figures.latencies
             )
             UsageDayOwner.objects.bulk_create(
                 (
                     UsageDayOwner(
                         usage_day=usage_day,
-                        owner=figures.owner,
-                        replies=figures.replies,
-                        input_tokens=figures.input_tokens,
-                        output_tokens=figures.output_tokens,
-                        cost_microusd=figures.cost_microusd,
+                        owner=owner.owner,
+                        replies=owner.replies,
+                        input_tokens=owner.input_tokens,
+                        output_tokens=owner.output_tokens,
+                        cost_microusd=owner.cost_microusd,
                     )
-                    for figures in owners
+                    for owner in figures.owners
                 ),
                 batch_size=2000,
             )
@@ -330,13 +397,13 @@ class _Totals:
         self.unpriced_replies += figures.unpriced_replies
         self.input_tokens += figures.input_tokens
         self.output_tokens += figures.output_tokens
-        histogram_merge(self.ttft_histogram, figures.ttft_histogram)
 
-    @property
+    # Cached: read once the totals are complete, by the page, its charts and the CSV.
+    @cached_property
     def ttft_p50_ms(self) -> float | None:
         return percentile(self.ttft_histogram, 50)
 
-    @property
+    @cached_property
     def ttft_p95_ms(self) -> float | None:
         return percentile(self.ttft_histogram, 95)
 
@@ -375,19 +442,9 @@ class ModelRow(_Totals):
         priced = self.replies - self.unpriced_replies
         return round(self.cost_microusd / priced) if priced else None
 
-    @property
+    @cached_property
     def median_tokens_per_second(self) -> float | None:
         return percentile(self.speed_histogram, 50)
-
-
-@dataclass
-class OwnerRow:
-    owner: str
-    label: str
-    replies: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_microusd: int = 0
 
 
 @dataclass
@@ -396,7 +453,7 @@ class UsageSummary:
     end: date
     days: list[DayRow]
     models: list[ModelRow]
-    top_owners: list[OwnerRow]
+    top_owners: list[OwnerFigures]
     top_conversations: list[Conversation]
     active_owners: int
     replies: int = 0
@@ -452,13 +509,17 @@ class UsageSummary:
                 for reason in reasons
             ],
             "ttft": {
-                "p50": [row.ttft_p50_ms for row in self.days],
-                "p95": [row.ttft_p95_ms for row in self.days],
+                "p50": [_rounded(row.ttft_p50_ms) for row in self.days],
+                "p95": [_rounded(row.ttft_p95_ms) for row in self.days],
             },
         }
 
     def _any_reason(self, reason: str) -> bool:
         return any(row.replies_by_reason.get(reason) for row in self.days)
+
+
+def _rounded(value: float | None) -> int | None:
+    return None if value is None else round(value)
 
 
 def _period_days(days: int, today: date) -> list[date]:
@@ -471,22 +532,23 @@ def usage_summary(*, days: int, today: date | None = None) -> UsageSummary:
     today = today or timezone.localdate()
     period = _period_days(days, today)
     rollups_build(today=today, days=period)
-    rolled_up = set(UsageDay.objects.filter(day__in=period).values_list("day", flat=True))
-    models_rolled, owners_rolled = figures_from_rollups(sorted(rolled_up))
-    models_live, owners_live = figures_from_messages(d for d in period if d not in rolled_up)
+    rolled_up = sorted(UsageDay.objects.filter(day__in=period).values_list("day", flat=True))
+    rolled = figures_from_rollups(rolled_up)
+    live = figures_from_messages(day for day in period if day not in set(rolled_up))
 
-    by_day = {day: DayRow(day) for day in period}
+    by_day = {day: DayRow(day=day) for day in period}
     by_model: dict[tuple[str, str], ModelRow] = {}
-    for figures in (*models_rolled, *models_live):
-        row = by_day[figures.day]
-        model = by_model.get((figures.provider, figures.model))
-        if model is None:
-            model = by_model[figures.provider, figures.model] = ModelRow(
-                figures.provider, figures.model
-            )
+
+    def model_row(provider: str, model: str) -> ModelRow:
+        row = by_model.get((provider, model))
+        if row is None:
+            row = by_model[provider, model] = ModelRow(provider=provider, model=model)
+        return row
+
+    for figures in (*rolled.models, *live.models):
+        row, model = by_day[figures.day], model_row(figures.provider, figures.model)
         row.add(figures)
         model.add(figures)
-        histogram_merge(model.speed_histogram, figures.speed_histogram)
         row.cached_input_tokens += figures.cached_input_tokens
         row.estimated_replies += figures.estimated_replies
         row.cost_by_model[model.label] += figures.cost_microusd
@@ -497,18 +559,13 @@ def usage_summary(*, days: int, today: date | None = None) -> UsageSummary:
             row.stops += figures.replies
         elif figures.ended_reason == Message.EndedReason.BUDGET:
             row.budget_stops += figures.replies
+    for latency in (*rolled.latencies, *live.latencies):
+        model = model_row(latency.provider, latency.model)
+        histogram_merge(by_day[latency.day].ttft_histogram, latency.ttft_histogram)
+        histogram_merge(model.ttft_histogram, latency.ttft_histogram)
+        histogram_merge(model.speed_histogram, latency.speed_histogram)
 
-    owners: dict[str, OwnerRow] = defaultdict(lambda: OwnerRow("", ""))
-    for owner_figures in (*owners_rolled, *owners_live):
-        owner = owners[owner_figures.owner]
-        owner.owner = owner_figures.owner
-        owner.replies += owner_figures.replies
-        owner.input_tokens += owner_figures.input_tokens
-        owner.output_tokens += owner_figures.output_tokens
-        owner.cost_microusd += owner_figures.cost_microusd
-    top_owners = sorted(owners.values(), key=lambda o: (-o.cost_microusd, -o.replies, o.owner))
-    top_owners = _labelled(top_owners[:TOP_COUNT])
-
+    top_owners, active_owners = _owners(rolled_up, live.owners)
     day_rows = list(by_day.values())
     summary = UsageSummary(
         start=period[0],
@@ -517,7 +574,7 @@ def usage_summary(*, days: int, today: date | None = None) -> UsageSummary:
         models=sorted(by_model.values(), key=lambda m: (-m.cost_microusd, -m.replies, m.label)),
         top_owners=top_owners,
         top_conversations=_top_conversations(period[0]),
-        active_owners=len(owners),
+        active_owners=active_owners,
     )
     for row in day_rows:
         summary.replies += row.replies
@@ -533,7 +590,38 @@ def usage_summary(*, days: int, today: date | None = None) -> UsageSummary:
     return summary
 
 
-def _labelled(rows: list[OwnerRow]) -> list[OwnerRow]:
+def _owners(
+    rolled_up: list[date], live_figures: list[OwnerFigures]
+) -> tuple[list[OwnerFigures], int]:
+    """The top owners by cost and how many owners were active, summed in the database: a period
+    can hold a hundred thousand owner-days. An owner in the top ten either is in the rolled-up
+    days' top ten or spent on a live day, so those are the only candidates."""
+    live: dict[str, OwnerFigures] = {}
+    for figures in live_figures:
+        live.setdefault(figures.owner, OwnerFigures(figures.owner)).add(figures)
+    rolled = UsageDayOwner.objects.filter(usage_day__in=rolled_up)
+    candidates: dict[str, OwnerFigures] = {}
+    if rolled_up:
+        top = rolled.values("owner").annotate(**OWNER_SUMS)
+        top = top.order_by("-cost_microusd", "-replies", "owner")[:TOP_COUNT]
+        for row in top:
+            candidates[row["owner"]] = OwnerFigures(**row)
+        live_owners = list(live)
+        for start in range(0, len(live_owners), 500):  # bounded query parameters
+            chunk = live_owners[start : start + 500]
+            for row in rolled.filter(owner__in=chunk).values("owner").annotate(**OWNER_SUMS):
+                candidates[row["owner"]] = OwnerFigures(**row)
+        active = rolled.aggregate(owners=Count("owner", distinct=True))["owners"]
+        active += sum(1 for owner in live if owner not in candidates)
+    else:
+        active = len(live)
+    for owner, figures in live.items():
+        candidates.setdefault(owner, OwnerFigures(owner)).add(figures)
+    ranked = sorted(candidates.values(), key=lambda o: (-o.cost_microusd, -o.replies, o.owner))
+    return _labelled(ranked[:TOP_COUNT]), active
+
+
+def _labelled(rows: list[OwnerFigures]) -> list[OwnerFigures]:
     user_ids = [int(row.owner.split(":", 1)[1]) for row in rows if row.owner.startswith("user:")]
     names = dict(get_user_model().objects.filter(pk__in=user_ids).values_list("pk", "username"))
     for row in rows:

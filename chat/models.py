@@ -326,13 +326,25 @@ class UsageDayModel(models.Model):
     cost_microusd = models.BigIntegerField()
     unpriced_replies = models.PositiveIntegerField()
     estimated_replies = models.PositiveIntegerField()
-    # Counts by value rounded to three significant figures: percentiles merge across days and
-    # models exactly to within 0.5 %.
+
+    def __str__(self) -> str:
+        return f"{self.usage_day_id} {self.provider}:{self.model} {self.ended_reason}"
+
+
+class UsageDayLatency(models.Model):
+    """How fast one model answered on one day, as histograms (counts by bucket, buckets 2 % wide
+    on a log scale), so percentiles merge across days and models exact to within 1 %."""
+
+    usage_day = models.ForeignKey(
+        UsageDay, on_delete=models.CASCADE, db_column="day", related_name="latencies"
+    )
+    provider = models.CharField(max_length=32)
+    model = models.CharField(max_length=100)
     ttft_histogram = models.JSONField(default=dict)
     speed_histogram = models.JSONField(default=dict)
 
     def __str__(self) -> str:
-        return f"{self.usage_day_id} {self.provider}:{self.model} {self.ended_reason}"
+        return f"{self.usage_day_id} {self.provider}:{self.model}"
 
 
 class UsageDayOwner(models.Model):

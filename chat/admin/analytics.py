@@ -128,6 +128,4 @@ def _daily_csv_rows(summary: UsageSummary) -> Generator[str, None, None]:
 
 
 def _number(value: float | None) -> str:
-    if value is None:
-        return ""
-    return str(int(value)) if value == int(value) else str(value)
+    return "" if value is None else str(round(value))

@@ -44,5 +44,5 @@ def ms(milliseconds: float | None) -> str:
     if milliseconds is None:
         return "–"
     if milliseconds < 1000:
-        return f"{milliseconds:g} ms"
+        return f"{round(milliseconds)} ms"
     return f"{milliseconds / 1000:.2f} s"
