@@ -9,7 +9,7 @@ MARKDOWN_IT_VERSION ?= 14.1.0
 DOMPURIFY_VERSION ?= 3.4.18
 CHARTJS_VERSION ?= 4.6.1
 
-.PHONY: run test lint bench vendor lock migrate superuser clean
+.PHONY: run test lint bench bench-admin vendor lock migrate superuser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.stream_fanout --transport ws --streams 50
+
+bench-admin: $(VENV)/.installed-dev  ## Admin list and analytics pages with 1,000,000 seeded replies (SQLite, var/bench/)
+	$(BIN)/python -m benchmarks.admin_pages --replies 1000000
 
 migrate: $(VENV)/.installed
 	$(BIN)/python manage.py migrate --noinput
