@@ -308,9 +308,9 @@ def rollups_build(*, today: date | None = None, days: Iterable[date] | None = No
     if not candidates:
         return 0
     done = set(
-        UsageDay.objects.filter(day__gte=min(candidates), day__lte=max(candidates)).values_list(
-            "day", flat=True
-        )
+        UsageDay.objects.filter(
+            day__gte=min(candidates), day__lte=max(candidates), stale=False
+        ).values_list("day", flat=True)
     )
     built = 0
     for day in candidates:
@@ -322,7 +322,11 @@ def rollups_build(*, today: date | None = None, days: Iterable[date] | None = No
 def _rollup_day(day: date) -> bool:
     try:
         with transaction.atomic():
-            # Created first: a concurrent builder of the same day fails here and leaves it.
+            if Message.objects.streaming().filter(day=day).exists():
+                return False  # a reply of the day is still running (or waits to be reaped)
+            UsageDay.objects.filter(day=day, stale=True).delete()
+            # Created before reading: a concurrent builder of the day fails here and leaves it,
+            # and a concurrent `rollup_invalidate` waits for this one and then marks it stale.
             usage_day = UsageDay.objects.create(day=day)
             figures = figures_from_messages([day])
             UsageDayModel.objects.bulk_create(
@@ -372,9 +376,14 @@ def _rollup_day(day: date) -> bool:
 
 def rollup_invalidate(day: date) -> None:
     """A reply of `day` changed after the day was over (a reaped reply, found after downtime): the
-    next analytics view rolls the day up again."""
+    next analytics view rolls the day up again. An upsert, not a delete: see `UsageDay.stale`."""
     if day < timezone.localdate():
-        UsageDay.objects.filter(day=day).delete()
+        UsageDay.objects.bulk_create(
+            [UsageDay(day=day, stale=True)],
+            update_conflicts=True,
+            unique_fields=["day"],
+            update_fields=["stale"],
+        )
 
 
 # --- The page --------------------------------------------------------------------------------
@@ -532,7 +541,9 @@ def usage_summary(*, days: int, today: date | None = None) -> UsageSummary:
     today = today or timezone.localdate()
     period = _period_days(days, today)
     rollups_build(today=today, days=period)
-    rolled_up = sorted(UsageDay.objects.filter(day__in=period).values_list("day", flat=True))
+    rolled_up = sorted(
+        UsageDay.objects.filter(day__in=period, stale=False).values_list("day", flat=True)
+    )
     rolled = figures_from_rollups(rolled_up)
     live = figures_from_messages(day for day in period if day not in set(rolled_up))
 

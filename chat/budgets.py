@@ -2,7 +2,7 @@
 
 Reads only; `chat.services` refuses a send that is over budget and ends a reply that crosses the
 cap mid-stream. Spending counts every priced reply, replaced ones included (they were paid for).
-Replies with no known price cannot count against a cap.
+Replies with no known price, or free ones, cannot count against a cap, so they are never refused.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from django.utils.formats import date_format
 
 from chat.models import Message, SpendingCap
 from chat.money import format_usd
+from chat.pricing import unit_prices
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,3 +102,53 @@ def allowance_for(*, user_id: int | None, visitor_id: str) -> Allowance | None:
             )
         )
     return min(allowances, key=lambda allowance: allowance.remaining_microusd)
+
+
+def _billed(provider: str, model: str, on: date | None = None) -> tuple[int, int] | None:
+    """The model's unit prices, or None when its replies cannot spend a cap (free, or no price)."""
+    prices = unit_prices(provider=provider, model=model, on=on)
+    return None if prices is None or prices == (0, 0) else prices
+
+
+def refusal_for(*, user_id: int | None, visitor_id: str, provider: str, model: str) -> str | None:
+    """Why a send to this model must be refused before it starts, or None."""
+    if _billed(provider, model) is None:
+        return None
+    allowance = allowance_for(user_id=user_id, visitor_id=visitor_id)
+    if allowance is not None and allowance.exhausted:
+        return allowance.refusal()
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetGuard:
+    """What is left of a reply's owner's cap when it starts, and the model's prices, so the job can
+    bound the reply and end it when its cost so far reaches what was left."""
+
+    remaining_microusd: int
+    input_per_mtok: int
+    output_per_mtok: int
+    message: str
+
+    def crossed(self, *, input_tokens: int, output_tokens: int) -> bool:
+        cost = input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok
+        return cost >= self.remaining_microusd * 1_000_000
+
+    def output_tokens_left(self, *, input_tokens: int) -> int | None:
+        """How many output tokens what is left pays for after the prompt; None: no bound."""
+        left = self.remaining_microusd * 1_000_000 - input_tokens * self.input_per_mtok
+        if left <= 0:
+            return 0
+        return left // self.output_per_mtok if self.output_per_mtok else None
+
+
+def budget_guard(
+    *, user_id: int | None, visitor_id: str, provider: str, model: str, on: date
+) -> BudgetGuard | None:
+    prices = _billed(provider, model, on)
+    if prices is None:
+        return None
+    allowance = allowance_for(user_id=user_id, visitor_id=visitor_id)
+    if allowance is None:
+        return None
+    return BudgetGuard(allowance.remaining_microusd, *prices, message=allowance.reached())

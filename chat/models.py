@@ -160,7 +160,7 @@ class Message(models.Model):
     # Money as an integer of micro-dollars: SQLite would store a DecimalField as a float.
     # NULL means "no price known", which is not the same as free.
     cost_microusd = models.BigIntegerField(null=True, blank=True)
-    price_version = models.CharField(max_length=64, blank=True)
+    price_version = models.CharField(max_length=120, blank=True)
 
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -300,11 +300,14 @@ class SpendingCap(models.Model):
 
 class UsageDay(models.Model):
     """A day whose analytics have been rolled up. Days are rolled up once they are over; a reply of
-    a rolled-up day that ends late (a reaped reply after downtime) deletes the roll-up, and the
-    next analytics view rebuilds it."""
+    a rolled-up day that ends late (a reaped reply after downtime) marks the roll-up stale, and
+    the next analytics view rebuilds it."""
 
     day = models.DateField(primary_key=True)
     built_at = models.DateTimeField(default=timezone.now)
+    # Marked with an upsert rather than deleted: on PostgreSQL an upsert waits for a roll-up of
+    # the day being built in a concurrent transaction, so a late reply is never missed.
+    stale = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return str(self.day)

@@ -8,6 +8,7 @@ knows has no price (None), which pages show as "no price" rather than a made-up 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -17,7 +18,10 @@ import genai_prices
 from django.utils import timezone
 
 from chat.models import PriceOverride
+from chat.money import micro_to_dollars
 from chat.providers.base import Usage
+
+logger = logging.getLogger(__name__)
 
 PRICE_DATA_VERSION = f"genai-prices {version('genai-prices')}"
 PER_MILLION = 1_000_000
@@ -45,14 +49,14 @@ def price_override_for(
 def price_reply(*, provider: str, model: str, usage: Usage, on: date | None = None) -> Price:
     override = price_override_for(provider=provider, model=model, on=on)
     if override is not None:
-        return Price(_override_cost(override, usage), f"override #{override.pk}")
+        return Price(_override_cost(override, usage), override_version(override))
     if provider == "demo":
         return Price(0, "demo")
     try:
         calculation = genai_prices.calc_price(
             genai_prices.Usage(
                 input_tokens=usage.input_tokens,
-                cache_read_tokens=usage.cached_input_tokens,
+                cache_read_tokens=min(usage.cached_input_tokens, usage.input_tokens),
                 output_tokens=usage.output_tokens,
             ),
             model,
@@ -60,10 +64,24 @@ def price_reply(*, provider: str, model: str, usage: Usage, on: date | None = No
         )
     except LookupError:
         return Price(None, PRICE_DATA_VERSION)
+    except ValueError:
+        # Counts the library cannot price must not stop a reply's ending from being recorded.
+        logger.warning("genai-prices could not price %s:%s for %s", provider, model, usage)
+        return Price(None, PRICE_DATA_VERSION)
     micro = (Decimal(calculation.total_price) * PER_MILLION).quantize(
         Decimal(1), rounding=ROUND_HALF_UP
     )
     return Price(int(micro), PRICE_DATA_VERSION)
+
+
+def override_version(override: PriceOverride) -> str:
+    """Names the override and its prices, which staff may later edit: `override #7 $0.15/$0.6/
+    $0.075 per 1M` (input / output / cached input)."""
+    cached = override.cached_input_per_mtok
+    prices = [override.input_per_mtok, override.output_per_mtok]
+    prices.append(override.input_per_mtok if cached is None else cached)
+    amounts = "/".join(f"${micro_to_dollars(price):f}" for price in prices)
+    return f"override #{override.pk} {amounts} per 1M"
 
 
 def _override_cost(override: PriceOverride, usage: Usage) -> int:

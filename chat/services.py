@@ -28,9 +28,9 @@ from django_ratelimit.core import get_usage
 
 from chat import providers
 from chat.analytics import rollup_invalidate, rollups_build
-from chat.budgets import allowance_for
+from chat.budgets import BudgetGuard, budget_guard, refusal_for
 from chat.models import Conversation, Message
-from chat.pricing import price_reply, unit_prices
+from chat.pricing import price_reply
 from chat.providers.base import (
     ChatTurn,
     ProviderError,
@@ -112,7 +112,7 @@ def reply_start(
         if not providers.available_models():
             raise ChatInputError("No model is configured on this server.")
         raise ChatInputError("That model is not available here. Pick one from the list.")
-    _refuse_over_budget(visitor)
+    _refuse_over_budget(visitor, provider=option.provider, model=option.model)
 
     with transaction.atomic():
         created = not conversation_id
@@ -162,7 +162,8 @@ def reply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted
     """Retry (a failed reply) or Regenerate (the last one): the old reply is kept for staff but
     superseded, and a new one streams in its place with the conversation's current model."""
     message = message_get(visitor, message_id)
-    _refuse_over_budget(visitor)
+    conversation = message.conversation
+    _refuse_over_budget(visitor, provider=conversation.provider, model=conversation.model)
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
         last = conversation.messages.visible().order_by("-id").first()
@@ -184,14 +185,16 @@ def reply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted
     )
 
 
-def _refuse_over_budget(visitor: Visitor) -> None:
+def _refuse_over_budget(visitor: Visitor, *, provider: str, model: str) -> None:
     """A send over the person's spending cap is refused before anything reaches the provider."""
-    allowance = allowance_for(
+    refusal = refusal_for(
         user_id=visitor.user.pk if visitor.is_authenticated else None,
         visitor_id=visitor.visitor_id,
+        provider=provider,
+        model=model,
     )
-    if allowance is not None and allowance.exhausted:
-        raise ChatInputError(allowance.refusal())
+    if refusal:
+        raise ChatInputError(refusal)
 
 
 def _assistant_create(conversation: Conversation) -> Message:
@@ -354,27 +357,7 @@ class _ReplyState:
 
 
 class BudgetReached(Exception):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class _BudgetGuard:
-    """Ends a reply whose cost so far would take its owner past their spending cap. The cost is
-    priced as it grows: exact input tokens once the provider sends them (Anthropic does at the
-    start), estimates until then."""
-
-    remaining_microusd: int
-    input_per_mtok: int
-    output_per_mtok: int
-    message: str
-
-    def crossed(self, state: _ReplyState, estimated_input_tokens: int) -> bool:
-        input_tokens = state.usage.input_tokens if state.usage else estimated_input_tokens
-        output_tokens = estimate_tokens_for_chars(state.chars)
-        cost = (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / (
-            1_000_000
-        )
-        return cost >= self.remaining_microusd
+    """The reply's cost reached what was left of its owner's spending cap."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,18 +367,17 @@ class _JobContext:
     system_prompt: str
     turns: list[ChatTurn]
     estimated_input_tokens: int
-    budget: _BudgetGuard | None = None
+    budget: BudgetGuard | None = None
 
-
-def _budget_guard(message: Message) -> _BudgetGuard | None:
-    conversation = message.conversation
-    allowance = allowance_for(user_id=conversation.user_id, visitor_id=conversation.visitor_id)
-    if allowance is None:
-        return None
-    prices = unit_prices(provider=message.provider, model=message.model, on=message.day)
-    if prices is None:
-        return None  # a reply with no known price cannot count against a cap
-    return _BudgetGuard(allowance.remaining_microusd, *prices, message=allowance.reached())
+    @property
+    def max_output_tokens(self) -> int:
+        """The configured cap, or fewer when what is left of the owner's budget pays for fewer."""
+        affordable = None
+        if self.budget is not None:
+            affordable = self.budget.output_tokens_left(input_tokens=self.estimated_input_tokens)
+        if affordable is None:
+            return settings.CHAT_MAX_OUTPUT_TOKENS
+        return min(settings.CHAT_MAX_OUTPUT_TOKENS, affordable)
 
 
 def _job_context(message_id: int, *, with_budget: bool = True) -> _JobContext:
@@ -424,7 +406,17 @@ def _job_context(message_id: int, *, with_budget: bool = True) -> _JobContext:
         conversation.system_prompt,
         turns,
         estimated_input_tokens=estimate_tokens_for_chars(prompt_chars),
-        budget=_budget_guard(message) if with_budget else None,
+        budget=(
+            budget_guard(
+                user_id=conversation.user_id,
+                visitor_id=conversation.visitor_id,
+                provider=message.provider,
+                model=message.model,
+                on=message.day,
+            )
+            if with_budget
+            else None
+        ),
     )
 
 
@@ -505,11 +497,14 @@ async def _consume(
 ) -> None:
     stream = get_reply_stream()
     loop = asyncio.get_running_loop()
+    budget = context.budget
+    if budget is not None and context.max_output_tokens <= 0:
+        raise BudgetReached(budget.message)  # the prompt alone costs what is left: don't send it
     events = provider.stream(
         context.turns,
         model=context.model,
         system_prompt=context.system_prompt,
-        max_output_tokens=settings.CHAT_MAX_OUTPUT_TOKENS,
+        max_output_tokens=context.max_output_tokens,
     )
     # aclosing: cancellation and timeouts close the provider's generator (and its HTTP stream).
     async with contextlib.aclosing(events), asyncio.timeout(None) as idle:  # type: ignore[type-var]
@@ -526,8 +521,12 @@ async def _consume(
                 state.chars += len(event.text)
                 state.parts.append(event.text)
                 await stream.append(message_id, state.seq, event.text)
-                budget = context.budget
-                if budget and budget.crossed(state, context.estimated_input_tokens):
+                if budget is not None and budget.crossed(
+                    input_tokens=state.usage.input_tokens
+                    if state.usage
+                    else state.estimated_input_tokens,
+                    output_tokens=estimate_tokens_for_chars(state.chars),
+                ):
                     raise BudgetReached(budget.message)
             else:
                 state.usage = event
@@ -596,8 +595,11 @@ _STATUS_FOR_ENDING = {
 def _record_ending(message_id: int, state: _ReplyState, ended: str, error_text: str) -> None:
     finished = time.monotonic()
     with transaction.atomic():
+        # Only the message row: a send locks the conversation first, then reaps its replies.
         message = (
-            Message.objects.select_for_update().select_related("conversation").get(pk=message_id)
+            Message.objects.select_for_update(of=("self",))
+            .select_related("conversation")
+            .get(pk=message_id)
         )
         reaped = message.ended_reason == Message.EndedReason.INTERRUPTED
         if message.status != Message.Status.STREAMING and not reaped:
@@ -678,14 +680,23 @@ def reply_reap_stale(*, message_ids: list[int] | None = None) -> int:
     if message_ids is not None:
         stale = stale.filter(pk__in=message_ids)
     # Read before writing: on SQLite even an UPDATE that matches nothing takes the write lock.
-    return sum(_reap(message_id, cutoff) for message_id in stale.values_list("pk", flat=True))
+    reaped = 0
+    for message_id in stale.values_list("pk", flat=True):
+        try:
+            reaped += _reap(message_id, cutoff)
+        except DatabaseError:
+            raise
+        except Exception:
+            # One reply that cannot be ended (a bug) must not keep the others streaming forever.
+            logger.exception("Ending stale reply %s failed", message_id)
+    return reaped
 
 
 def _reap(message_id: int, cutoff: Any) -> int:
     estimated_input_tokens = _job_context(message_id, with_budget=False).estimated_input_tokens
     with transaction.atomic():
         message = (
-            Message.objects.select_for_update()
+            Message.objects.select_for_update(of=("self",))
             .select_related("conversation")
             .filter(pk=message_id, status=Message.Status.STREAMING, heartbeat_at__lt=cutoff)
             .first()

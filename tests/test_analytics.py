@@ -213,10 +213,22 @@ def test_a_late_ending_reply_of_a_rolled_up_day_is_counted(history, settings):
 
     assert services.reply_reap_stale(message_ids=[late.pk]) == 1
 
-    assert not UsageDay.objects.filter(day=date(2026, 3, 13)).exists()
+    assert UsageDay.objects.get(day=date(2026, 3, 13)).stale
     summary = usage_summary(days=7)
     assert summary.replies == 7
     assert dict(summary.days[4].replies_by_reason) == {"interrupted": 1}
+
+
+def test_a_day_with_a_reply_still_streaming_is_not_rolled_up(history):
+    with time_machine.travel(NOW, tick=False):
+        Message.objects.create(
+            conversation=history["ada_chat"], role="assistant", status="streaming",
+            provider="openai", model="gpt-4o", day=date(2026, 3, 12),
+        )  # fmt: skip
+        usage_summary(days=7)
+
+    assert not UsageDay.objects.filter(day=date(2026, 3, 12)).exists()
+    assert UsageDay.objects.filter(day=date(2026, 3, 11), stale=False).exists()
 
 
 @pytest.mark.parametrize("value", [0.37, 1, 7, 42.5, 99, 100, 101, 999, 1234, 98_765, 300_000])
@@ -306,8 +318,9 @@ def test_the_page_reads_a_fixed_number_of_queries_however_many_replies(admin_cli
     before = queries()
     conversation = history["visitor_chat"]
     for offset in range(40):
-        reply(conversation, TODAY - timedelta(days=offset % 20), cost=10, ttft=100 + offset)
+        reply(conversation, TODAY, cost=10, ttft=100 + offset)
     assert queries() == before
+    assert usage_summary(days=90).replies == 47
 
 
 @time_machine.travel(NOW, tick=True)

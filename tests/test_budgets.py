@@ -45,6 +45,14 @@ def spend(visitor: Visitor, microusd: int | None, *, days_ago: int = 0) -> Messa
     )
 
 
+@pytest.fixture
+def billed_demo():
+    """The offline demo model at a price, so it spends caps."""
+    return PriceOverride.objects.create(
+        provider="demo", model="demo", input_per_mtok=1_000_000, output_per_mtok=1_000_000
+    )
+
+
 def start(visitor: Visitor, text="Hello", model="demo:demo", conversation_id=None):
     return services.reply_start(
         visitor=visitor, conversation_id=conversation_id, text=text, model_choice=model
@@ -123,7 +131,7 @@ async def test_an_over_budget_send_is_refused_before_the_provider_is_called(
     assert await Message.objects.filter(role=Message.Role.USER).acount() == 0
 
 
-def test_regenerate_is_refused_over_budget_too(visitor):
+def test_regenerate_is_refused_over_budget_too(visitor, billed_demo):
     started = start(visitor)
     Message.objects.filter(pk=started.assistant_message.pk).update(
         status=Message.Status.COMPLETE, ended_reason="completed", cost_microusd=50_000
@@ -136,14 +144,14 @@ def test_regenerate_is_refused_over_budget_too(visitor):
     assert Message.objects.filter(role=Message.Role.ASSISTANT).count() == 1
 
 
-def test_yesterdays_spending_does_not_count_against_today(visitor):
+def test_yesterdays_spending_does_not_count_against_today(visitor, billed_demo):
     cap(daily=10_000)
     spend(visitor, 50_000, days_ago=1)
 
     assert start(visitor).assistant_message.status == Message.Status.STREAMING
 
 
-def test_signed_in_users_are_capped_by_their_own_spending():
+def test_signed_in_users_are_capped_by_their_own_spending(billed_demo):
     ada = User.objects.create_user("ada")
     cap(SpendingCap.Scope.USER, user=ada, daily=10_000)
     ada_visitor = Visitor(user=ada, visitor_id="")
@@ -256,3 +264,48 @@ def test_bad_caps_get_a_clear_error(admin_client, fields, error):
     assert response.status_code == 200
     assert error in response.content.decode()
     assert SpendingCap.objects.count() == 1
+
+
+def test_free_and_unpriced_models_are_not_refused_when_the_cap_is_used(visitor, settings):
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_MODELS = ["gpt-4.1-mini", "llama3.2"]
+    cap(SpendingCap.Scope.ANONYMOUS, daily=10_000)
+    spend(visitor, 10_000)
+
+    with pytest.raises(services.ChatInputError, match="daily spending limit"):
+        start(visitor, model="openai:gpt-4.1-mini")
+    assert start(visitor, model="demo:demo").assistant_message.is_streaming  # free
+    assert start(visitor, model="openai:llama3.2").assistant_message.is_streaming  # no price
+
+
+async def test_a_prompt_that_alone_costs_what_is_left_never_reaches_the_provider(
+    visitor, openai_upstream
+):
+    # $1,000 per million input tokens: a 100-token prompt costs $0.10; $0.05 is left.
+    await PriceOverride.objects.acreate(
+        provider="openai", model="gpt-4.1-mini", input_per_mtok=1_000_000_000, output_per_mtok=0
+    )
+    await sync_to_async(cap)(SpendingCap.Scope.ANONYMOUS, daily=50_000)
+    started = await sync_to_async(start)(visitor, text="x" * 400, model="openai:gpt-4.1-mini")
+
+    await asyncio.wait_for(services.reply_generate(started.assistant_message.pk), 10)
+
+    message = await Message.objects.aget(pk=started.assistant_message.pk)
+    assert message.ended_reason == Message.EndedReason.BUDGET
+    assert message.content == ""
+    assert openai_upstream.requests == []
+
+
+async def test_the_output_cap_sent_to_the_provider_is_what_the_budget_pays_for(
+    visitor, openai_upstream
+):
+    # Input free, output $1 per thousand tokens: $0.05 left pays for 50 output tokens.
+    await PriceOverride.objects.acreate(
+        provider="openai", model="gpt-4.1-mini", input_per_mtok=0, output_per_mtok=1_000_000_000
+    )
+    await sync_to_async(cap)(SpendingCap.Scope.ANONYMOUS, daily=50_000)
+    started = await sync_to_async(start)(visitor, model="openai:gpt-4.1-mini")
+
+    await asyncio.wait_for(services.reply_generate(started.assistant_message.pk), 10)
+
+    assert openai_upstream.requests[0].body["max_completion_tokens"] == 50

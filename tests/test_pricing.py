@@ -62,7 +62,7 @@ def test_an_override_wins_over_the_library_and_prices_cached_input():
     )
 
     # 600 uncached × $2/M + 400 cached × $0.50/M + 500 out × $8/M = $0.0012 + $0.0002 + $0.004
-    assert price == Price(5_400, f"override #{entry.pk}")
+    assert price == Price(5_400, f"override #{entry.pk} $2/$8/$0.5 per 1M")
 
 
 def test_cached_input_without_its_own_price_costs_the_input_price():
@@ -83,7 +83,7 @@ def test_the_override_in_force_is_the_latest_valid_one():
     usage = Usage(1_000_000, 0)
 
     assert price_reply(provider="openai", model="gpt-4.1-mini", usage=usage).version == (
-        f"override #{current.pk}"
+        f"override #{current.pk} $3/$4/$3 per 1M"
     )
     assert (
         price_reply(provider="openai", model="gpt-4.1-mini", usage=usage).cost_microusd == 3_000_000
@@ -142,7 +142,9 @@ async def test_changing_a_price_never_rewrites_past_costs(visitor, openai_upstre
     new = await Message.objects.aget(pk=second.assistant_message.pk)
     assert old.cost_microusd == 3_000  # $1/M × 1k + $2/M × 1k
     assert new.cost_microusd == 30_000
-    assert old.price_version == new.price_version == f"override #{entry.pk}"
+    # The version names the prices used, so an edited override does not blur the record.
+    assert old.price_version == f"override #{entry.pk} $1/$2/$1 per 1M"
+    assert new.price_version == f"override #{entry.pk} $10/$20/$10 per 1M"
     assert old.usage_source == Message.UsageSource.PROVIDER
 
 
@@ -190,3 +192,9 @@ def test_staff_add_a_price_override_in_dollars(admin_client):
     )
     listing = admin_client.get("/admin/chat/priceoverride/").content.decode()
     assert "openai:llama3.2" in listing and "$0.15" in listing and "not known" in listing
+
+
+def test_counts_the_library_cannot_price_give_no_price_instead_of_failing():
+    # genai-prices raises ValueError for more cached tokens than input tokens.
+    usage = Usage(input_tokens=10, output_tokens=5, cached_input_tokens=50)
+    assert price_reply(provider="openai", model="gpt-4o", usage=usage).cost_microusd is not None

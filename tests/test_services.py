@@ -487,6 +487,25 @@ async def test_anthropic_input_count_is_saved_while_streaming(visitor, settings,
         await asyncio.wait_for(job, 10)
 
 
+def test_one_reply_that_cannot_be_ended_does_not_keep_the_others_streaming(visitor, monkeypatch):
+    first = start(visitor).assistant_message
+    second = start(visitor, text="another conversation").assistant_message
+    Message.objects.filter(pk__in=[first.pk, second.pk]).update(
+        heartbeat_at=timezone.now() - timedelta(minutes=5)
+    )
+    real_reap = services._reap
+
+    def broken_for_the_first(message_id, cutoff):
+        if message_id == first.pk:
+            raise RuntimeError("a bug")
+        return real_reap(message_id, cutoff)
+
+    monkeypatch.setattr(services, "_reap", broken_for_the_first)
+
+    assert services.reply_reap_stale() == 1
+    assert Message.objects.get(pk=second.pk).ended_reason == Message.EndedReason.INTERRUPTED
+
+
 def test_reap_replies_command(visitor):
     from io import StringIO
 

@@ -32,6 +32,7 @@ from chat.admin.exports import (
     ended_reasons,
     jsonl_chunks,
 )
+from chat.analytics import owner_key
 from chat.models import Conversation, Message
 from chat.money import format_usd
 
@@ -43,10 +44,8 @@ REASON_LABELS = {value: capfirst(label) for value, label in Message.EndedReason.
 # --- Owners: "user:<id>" or "visitor:<visitor id>", as the analytics pages link them ------------
 
 
-def owner_key(conversation: Conversation) -> str:
-    if conversation.user_id is not None:
-        return f"user:{conversation.user_id}"
-    return f"visitor:{conversation.visitor_id}"
+def owner_of(conversation: Conversation) -> str:
+    return owner_key(conversation.user_id, conversation.visitor_id)
 
 
 def owner_label(conversation: Conversation) -> str:
@@ -358,7 +357,7 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def owner_display(self, conversation: Conversation) -> SafeString:
         return format_html(
             '<a href="?{}" title="Only this owner’s conversations">{}</a>',
-            urlencode({"owner": owner_key(conversation)}),
+            urlencode({"owner": owner_of(conversation)}),
             owner_label(conversation),
         )
 
@@ -443,7 +442,7 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             context.update(
                 transcript=list(obj.messages.order_by("id")),
                 owner_label=owner_label(obj),
-                owner_query=urlencode({"owner": owner_key(obj)}),
+                owner_query=urlencode({"owner": owner_of(obj)}),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
