@@ -14,9 +14,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.template.loader import render_to_string
 
+from chat.jobs import reply_reap_stale
 from chat.models import Message
 from chat.rendering import delta_fragment, message_fragment
-from chat.services import reply_reap_stale
 from chat.streams import get_reply_stream
 
 

@@ -20,7 +20,7 @@ def install_shutdown_hook() -> None:
     from twisted.internet import defer, reactor
 
     def interrupt_jobs() -> Any:
-        from chat.services import jobs_interrupt
+        from chat.jobs import jobs_interrupt
 
         return defer.Deferred.fromFuture(asyncio.ensure_future(jobs_interrupt()))
 

@@ -9,7 +9,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
-from chat import services
+from chat import jobs
 from chat.models import Message
 from chat.providers.demo import demo_reply
 from chatsite.asgi import application
@@ -228,7 +228,7 @@ async def test_a_reply_whose_worker_died_is_shown_as_interrupted(settings):
     communicator = await connect(cookie)
     # A reply left streaming by a worker that died: no job, an old heartbeat, some saved text.
     message_id = await start_reply(communicator, "crash")
-    await asyncio.gather(*services._jobs)
+    await asyncio.gather(*jobs._jobs)
     await Message.objects.filter(pk=message_id).aupdate(
         status=Message.Status.STREAMING,
         ended_reason="",

@@ -11,7 +11,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from chat.models import Conversation, Message, PriceOverride, UsageDay
-from chat.pricing import price_reply
+from chat.pricing import override_version, price_reply
 from chat.providers.base import Usage
 
 pytestmark = pytest.mark.django_db
@@ -196,7 +196,7 @@ def test_a_price_override_applies_from_its_day_on():
     seed(replies=1000)
 
     mini = replies().filter(model="gpt-4o-mini")
-    assert not mini.filter(day__gte=switch).exclude(price_version=f"override #{entry.pk}")
+    assert not mini.filter(day__gte=switch).exclude(price_version=override_version(entry))
     assert not mini.filter(day__lt=switch, price_version__startswith="override")
     # A dollar per million input tokens (cached ones too), two per million output tokens.
     for message in mini.filter(day__gte=switch)[:20]:

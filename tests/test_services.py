@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 from django.http import Http404
 from django.utils import timezone
 
-from chat import services
+from chat import jobs, services
 from chat.models import Conversation, Message
 from chat.pricing import PRICE_DATA_VERSION
 from chat.providers.demo import demo_reply, tokenize
@@ -344,7 +344,7 @@ async def test_a_failed_save_mid_reply_is_retried_and_loses_nothing(visitor, set
     from django.db import OperationalError
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 200
-    real_save = services._save_progress
+    real_save = jobs._save_progress
     failures = []
 
     def flaky_save(*args):
@@ -353,7 +353,7 @@ async def test_a_failed_save_mid_reply_is_retried_and_loses_nothing(visitor, set
             raise OperationalError("database is locked")
         return real_save(*args)
 
-    monkeypatch.setattr(services, "_save_progress", flaky_save)
+    monkeypatch.setattr(jobs, "_save_progress", flaky_save)
     started = await sync_to_async(start)(visitor, text="Flaky database")
 
     message = await run_job(started.assistant_message.pk)
@@ -389,7 +389,7 @@ async def test_readers_learn_the_end_even_if_recording_it_fails(visitor, monkeyp
     def broken(*args):
         raise RuntimeError("database gone")
 
-    monkeypatch.setattr(services, "_record_ending", broken)
+    monkeypatch.setattr(jobs, "_record_ending", broken)
     started = await sync_to_async(start)(visitor, text="No database at the end")
 
     await run_job(started.assistant_message.pk)
@@ -493,14 +493,14 @@ def test_one_reply_that_cannot_be_ended_does_not_keep_the_others_streaming(visit
     Message.objects.filter(pk__in=[first.pk, second.pk]).update(
         heartbeat_at=timezone.now() - timedelta(minutes=5)
     )
-    real_reap = services._reap
+    real_reap = jobs._reap
 
     def broken_for_the_first(message_id, cutoff):
         if message_id == first.pk:
             raise RuntimeError("a bug")
         return real_reap(message_id, cutoff)
 
-    monkeypatch.setattr(services, "_reap", broken_for_the_first)
+    monkeypatch.setattr(jobs, "_reap", broken_for_the_first)
 
     assert services.reply_reap_stale() == 1
     assert Message.objects.get(pk=second.pk).ended_reason == Message.EndedReason.INTERRUPTED
@@ -533,5 +533,5 @@ def test_reap_replies_command(visitor):
     ],
 )
 def test_output_speed_runs_from_first_to_last_token(first, last, tokens, speed):
-    state = services._ReplyState(first_token_at=first, last_token_at=last)
-    assert services._output_speed(state, tokens) == speed
+    state = jobs._ReplyState(first_token_at=first, last_token_at=last)
+    assert jobs._output_speed(state, tokens) == speed

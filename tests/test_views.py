@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import ApplicationCommunicator
 from django.contrib.auth.models import AnonymousUser, User
 
-from chat import services
+from chat import jobs, services
 from chat.models import Conversation, Message
 from chat.providers.demo import demo_reply
 from chat.selectors import Visitor
@@ -276,7 +276,7 @@ async def test_regenerate_over_htmx_replaces_the_reply(async_client):
 
 
 async def _wait_idle():
-    await asyncio.gather(*services._jobs)
+    await asyncio.gather(*jobs._jobs)
 
 
 # --- The SSE transport --------------------------------------------------------------------------

@@ -1,0 +1,522 @@
+"""The generation job and its recovery: the one place replies are generated.
+
+`job_launch` runs `reply_generate` as an asyncio task of this process. The job appends deltas to
+the reply stream (which transports read), saves the text to the database every
+CHAT_FLUSH_SECONDS and at every ending, and records why it ended, with its usage and cost. A
+reaper ends the replies of workers that died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import DatabaseError, connections, transaction
+from django.utils import timezone
+
+from chat import providers
+from chat.analytics import rollup_invalidate, rollups_build
+from chat.budgets import BudgetGuard, budget_guard
+from chat.models import Conversation, Message
+from chat.pricing import price_reply
+from chat.providers.base import (
+    ChatTurn,
+    ProviderError,
+    TextDelta,
+    Usage,
+    estimate_tokens,
+    estimate_tokens_for_chars,
+)
+from chat.streams import get_reply_stream
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# --- The generation job -----------------------------------------------------------------------
+
+_jobs: set[asyncio.Task[None]] = set()
+
+
+def job_launch(message_id: int) -> asyncio.Task[None]:
+    # A fresh context: the job must not inherit the launching request's (or consumer's)
+    # thread-sensitive context, which ends long before the reply does.
+    task = asyncio.get_running_loop().create_task(
+        _job_run(message_id), name=f"reply-{message_id}", context=contextvars.Context()
+    )
+    # The loop keeps only weak references to tasks; hold them until they finish.
+    _jobs.add(task)
+    task.add_done_callback(_jobs.discard)
+    return task
+
+
+async def _job_run(message_id: int) -> None:
+    _sweeper_ensure()
+    await reply_generate(message_id)
+
+
+async def jobs_interrupt(*, timeout: float = 10.0) -> None:
+    """End every live reply of this process as `interrupted`, its text saved (at shutdown)."""
+    jobs = list(_jobs)
+    for job in jobs:
+        job.cancel()
+    if jobs:
+        await asyncio.wait(jobs, timeout=timeout)
+
+
+# Jobs reach the database through a small shared pool of threads: a few connections serve every
+# live reply of the process (each writes about once a second), rather than one per reply.
+_job_db_executor: ThreadPoolExecutor | None = None
+
+
+async def _job_db(function: Callable[..., T], *args: Any) -> T:
+    global _job_db_executor
+    if _job_db_executor is None:
+        _job_db_executor = ThreadPoolExecutor(
+            max_workers=settings.CHAT_JOB_DB_THREADS, thread_name_prefix="reply-db"
+        )
+
+    def call() -> T:
+        try:
+            return function(*args)
+        except DatabaseError:
+            # A broken connection must not stay in the pool thread: the next call reconnects.
+            connections.close_all()
+            raise
+
+    return await asyncio.get_running_loop().run_in_executor(_job_db_executor, call)
+
+
+_sweeper: asyncio.Task[None] | None = None
+
+
+def _sweeper_ensure() -> None:
+    """Once per process: end replies whose worker died, even if nobody opens them again."""
+    global _sweeper
+    loop = asyncio.get_running_loop()
+    if _sweeper is None or _sweeper.done() or _sweeper.get_loop() is not loop:
+        _sweeper = loop.create_task(
+            _sweep_forever(), name="reply-sweeper", context=contextvars.Context()
+        )
+
+
+async def _sweep_forever() -> None:
+    while True:
+        try:
+            await _job_db(reply_reap_stale)
+            get_reply_stream().forget_idle()
+            # Yesterday's analytics roll-up, once the day is over (a no-op until then, and after).
+            await _job_db(_rollup_yesterday)
+        except Exception:
+            logger.exception("Sweeping stale replies failed")
+        await asyncio.sleep(settings.CHAT_STALE_AFTER_SECONDS)
+
+
+def _rollup_yesterday() -> None:
+    rollups_build(days=[timezone.localdate() - timedelta(days=1)])
+
+
+@dataclass
+class _ReplyState:
+    started: float = field(default_factory=time.monotonic)
+    parts: list[str] = field(default_factory=list)
+    seq: int = 0
+    chars: int = 0
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+    usage: Usage | None = None
+    completed_with_usage: bool = False
+    estimated_input_tokens: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class BudgetReached(Exception):
+    """The reply's cost reached what was left of its owner's spending cap."""
+
+
+@dataclass(frozen=True, slots=True)
+class _JobContext:
+    provider: str
+    model: str
+    system_prompt: str
+    turns: list[ChatTurn]
+    estimated_input_tokens: int
+    budget: BudgetGuard | None = None
+
+    @property
+    def max_output_tokens(self) -> int:
+        """The configured cap, or fewer when what is left of the owner's budget pays for fewer."""
+        affordable = None
+        if self.budget is not None:
+            affordable = self.budget.output_tokens_left(input_tokens=self.estimated_input_tokens)
+        if affordable is None:
+            return settings.CHAT_MAX_OUTPUT_TOKENS
+        return min(settings.CHAT_MAX_OUTPUT_TOKENS, affordable)
+
+
+def _job_context(message_id: int, *, with_budget: bool = True) -> _JobContext:
+    message = Message.objects.select_related("conversation").get(pk=message_id)
+    conversation = message.conversation
+    history = (
+        conversation.messages.visible()
+        .filter(id__lt=message_id)
+        .exclude(role=Message.Role.ASSISTANT, content="")
+        .order_by("-id")[: settings.CHAT_HISTORY_MAX_MESSAGES]
+    )
+    turns: list[ChatTurn] = []
+    for past in reversed(list(history)):
+        # Providers want alternating turns; merge neighbours of one role (e.g. a user message
+        # whose reply failed before any text, followed by another user message).
+        if turns and turns[-1].role == past.role:
+            turns[-1] = ChatTurn(past.role, f"{turns[-1].content}\n\n{past.content}")  # type: ignore[arg-type]
+        else:
+            turns.append(ChatTurn(past.role, past.content))  # type: ignore[arg-type]
+    while turns and turns[0].role != "user":
+        turns.pop(0)
+    prompt_chars = len(conversation.system_prompt) + sum(len(turn.content) for turn in turns)
+    return _JobContext(
+        message.provider,
+        message.model,
+        conversation.system_prompt,
+        turns,
+        estimated_input_tokens=estimate_tokens_for_chars(prompt_chars),
+        budget=(
+            budget_guard(
+                user_id=conversation.user_id,
+                visitor_id=conversation.visitor_id,
+                provider=message.provider,
+                model=message.model,
+                on=message.day,
+            )
+            if with_budget
+            else None
+        ),
+    )
+
+
+async def reply_generate(message_id: int) -> None:
+    """Run one reply to its end, whatever the end is, and record it."""
+    stream = get_reply_stream()
+    state = _ReplyState()
+    ended: str = Message.EndedReason.COMPLETED
+    error_text = ""
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        context = await _job_db(_job_context, message_id)
+        state.estimated_input_tokens = context.estimated_input_tokens
+        provider = providers.get_provider(context.provider)
+        generate = asyncio.create_task(_consume(provider, context, state, message_id))
+        stop = asyncio.create_task(stream.wait_stop(message_id))
+        flush = asyncio.create_task(_flush_periodically(message_id, state))
+        tasks = [generate, stop, flush]
+        done, _ = await asyncio.wait(
+            {generate, stop, flush},
+            timeout=settings.CHAT_REPLY_TIMEOUT,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if generate in done:
+            ended, error_text = _ending_of(generate)
+        elif flush in done:
+            # The reply was ended elsewhere (reaped while its saves were failing): stop paying
+            # for tokens nobody will see. `_record_ending` still saves all the text we have.
+            ended = Message.EndedReason.INTERRUPTED
+            error_text = "This reply was ended because its progress could not be saved."
+        elif stop in done:
+            ended = Message.EndedReason.STOPPED
+        else:
+            ended = Message.EndedReason.TIMEOUT
+            error_text = (
+                f"The reply took longer than {settings.CHAT_REPLY_TIMEOUT:g} s and was ended."
+            )
+    except ProviderError as exc:
+        ended, error_text = Message.EndedReason.PROVIDER_ERROR, exc.message
+    except asyncio.CancelledError:
+        ended = Message.EndedReason.INTERRUPTED
+        error_text = "The server shut down before the reply finished."
+        raise
+    except Exception:
+        logger.exception("Reply %s failed", message_id)
+        ended, error_text = Message.EndedReason.PROVIDER_ERROR, "Something went wrong on our side."
+    finally:
+        # Cancelling the generation task closes the upstream request (the adapters stream
+        # inside `async with`), so a stopped reply stops costing tokens at once.
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        # Shielded: a shutdown that cancels this job must still save the partial text.
+        await asyncio.shield(_finish(message_id, state, ended, error_text))
+
+
+def _ending_of(generate: asyncio.Task[None]) -> tuple[str, str]:
+    exc = generate.exception()
+    if exc is None:
+        return Message.EndedReason.COMPLETED, ""
+    if isinstance(exc, TimeoutError):
+        return (
+            Message.EndedReason.TIMEOUT,
+            f"The model sent nothing for {settings.CHAT_IDLE_TIMEOUT:g} s, so the reply was ended.",
+        )
+    if isinstance(exc, ProviderError):
+        return Message.EndedReason.PROVIDER_ERROR, exc.message
+    if isinstance(exc, BudgetReached):
+        return Message.EndedReason.BUDGET, str(exc)
+    logger.error("Reply generation failed", exc_info=exc)
+    return Message.EndedReason.PROVIDER_ERROR, "Something went wrong on our side."
+
+
+async def _consume(
+    provider: providers.Provider, context: _JobContext, state: _ReplyState, message_id: int
+) -> None:
+    stream = get_reply_stream()
+    loop = asyncio.get_running_loop()
+    budget = context.budget
+    if budget is not None and context.max_output_tokens <= 0:
+        raise BudgetReached(budget.message)  # the prompt alone costs what is left: don't send it
+    events = provider.stream(
+        context.turns,
+        model=context.model,
+        system_prompt=context.system_prompt,
+        max_output_tokens=context.max_output_tokens,
+    )
+    # aclosing: cancellation and timeouts close the provider's generator (and its HTTP stream).
+    async with contextlib.aclosing(events), asyncio.timeout(None) as idle:  # type: ignore[type-var]
+        idle.reschedule(loop.time() + settings.CHAT_IDLE_TIMEOUT)
+        async for event in events:
+            idle.reschedule(loop.time() + settings.CHAT_IDLE_TIMEOUT)
+            if isinstance(event, TextDelta):
+                if not event.text:
+                    continue
+                state.last_token_at = time.monotonic()
+                if state.first_token_at is None:
+                    state.first_token_at = state.last_token_at
+                state.seq += 1
+                state.chars += len(event.text)
+                state.parts.append(event.text)
+                await stream.append(message_id, state.seq, event.text)
+                if budget is not None and budget.crossed(
+                    input_tokens=state.usage.input_tokens
+                    if state.usage
+                    else state.estimated_input_tokens,
+                    output_tokens=estimate_tokens_for_chars(state.chars),
+                ):
+                    raise BudgetReached(budget.message)
+            else:
+                state.usage = event
+        state.completed_with_usage = state.usage is not None
+
+
+async def _flush_periodically(message_id: int, state: _ReplyState) -> None:
+    """Save the text so far every CHAT_FLUSH_SECONDS (never per token) and beat the heart, so a
+    reader on another worker can tell a slow reply from a dead one. Returns only if the reply
+    was ended by someone else; a failed save is logged and tried again next time."""
+    flushed_seq = -1
+    last_beat = time.monotonic()
+    while True:
+        await asyncio.sleep(settings.CHAT_FLUSH_SECONDS)
+        now = time.monotonic()
+        if state.seq == flushed_seq and now - last_beat < settings.CHAT_HEARTBEAT_SECONDS:
+            continue
+        # Read both without an await between them, so the saved text and its sequence number
+        # always agree (a page rendered from them resumes the stream right after).
+        seq, text = state.seq, state.text
+        try:
+            saved = await _job_db(_save_progress, message_id, text, seq, state.usage)
+        except Exception:
+            logger.warning("Saving reply %s failed; will try again", message_id, exc_info=True)
+            continue
+        if not saved:
+            return
+        flushed_seq, last_beat = seq, now
+
+
+def _save_progress(message_id: int, text: str, seq: int, usage: Usage | None) -> bool:
+    fields: dict[str, Any] = {"content": text, "stream_seq": seq, "heartbeat_at": timezone.now()}
+    if usage is not None:
+        # Exact input counts sent early (Anthropic): kept for the reaper's estimate if we die.
+        fields["input_tokens"] = usage.input_tokens
+        fields["cached_input_tokens"] = usage.cached_input_tokens
+    return bool(
+        Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(**fields)
+    )
+
+
+async def _finish(message_id: int, state: _ReplyState, ended: str, error_text: str) -> None:
+    try:
+        for attempt in range(3):
+            try:
+                await _job_db(_record_ending, message_id, state, ended, error_text)
+                break
+            except DatabaseError:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.5 * (attempt + 1))
+    except Exception:
+        logger.exception("Recording the end of reply %s failed", message_id)
+    finally:
+        # Whatever happened to the database, readers must learn that the reply ended.
+        await get_reply_stream().finish(message_id, state.seq + 1, ended)
+
+
+_STATUS_FOR_ENDING = {
+    Message.EndedReason.COMPLETED: Message.Status.COMPLETE,
+    Message.EndedReason.STOPPED: Message.Status.STOPPED,
+    Message.EndedReason.BUDGET: Message.Status.STOPPED,
+}
+
+
+def _record_ending(message_id: int, state: _ReplyState, ended: str, error_text: str) -> None:
+    finished = time.monotonic()
+    with transaction.atomic():
+        # Only the message row: a send locks the conversation first, then reaps its replies.
+        message = (
+            Message.objects.select_for_update(of=("self",))
+            .select_related("conversation")
+            .get(pk=message_id)
+        )
+        reaped = message.ended_reason == Message.EndedReason.INTERRUPTED
+        if message.status != Message.Status.STREAMING and not reaped:
+            return  # already recorded
+        # A reply the reaper wrongly took for dead (its saves were failing) is still recorded
+        # by the job, which knows how it really ended and has all of its text.
+        text = state.text
+        message.content = text
+        message.stream_seq = state.seq
+        message.status = _STATUS_FOR_ENDING.get(ended, Message.Status.ERROR)  # type: ignore[call-overload]
+        message.ended_reason = ended
+        message.error_text = error_text
+        message.finished_at = timezone.now()
+        message.duration_ms = round((finished - state.started) * 1000)
+        if state.first_token_at is not None:
+            message.ttft_ms = round((state.first_token_at - state.started) * 1000)
+        usage, source = _usage_for(state, text)
+        _usage_record(message, usage, source)
+        message.tokens_per_second = _output_speed(state, usage.output_tokens)
+        message.save()
+        Conversation.objects.filter(pk=message.conversation_id).update(updated_at=timezone.now())
+        message.conversation.refresh_totals()
+        rollup_invalidate(message.day)
+
+
+def _usage_record(message: Message, usage: Usage, source: str) -> None:
+    message.input_tokens = usage.input_tokens
+    message.output_tokens = usage.output_tokens
+    message.cached_input_tokens = usage.cached_input_tokens
+    message.usage_source = source
+    price = price_reply(provider=message.provider, model=message.model, usage=usage, on=message.day)
+    message.cost_microusd, message.price_version = price.cost_microusd, price.version
+
+
+# Below this much streaming time a speed says more about network buffering than about the model.
+MIN_SECONDS_FOR_SPEED = 0.25
+
+
+def _output_speed(state: _ReplyState, output_tokens: int) -> float | None:
+    """Tokens per second from the first token to the last, so neither the wait for the first
+    token nor a stall before Stop counts against the model."""
+    if state.first_token_at is None or state.last_token_at is None or output_tokens < 2:
+        return None
+    seconds = state.last_token_at - state.first_token_at
+    if seconds < MIN_SECONDS_FOR_SPEED:
+        return None
+    # The first token arrived at the start of the interval, so it is not part of the rate.
+    return round((output_tokens - 1) / seconds, 1)
+
+
+def _usage_for(state: _ReplyState, text: str) -> tuple[Usage, str]:
+    """The provider's counts when it reported them for the whole reply; otherwise an estimate
+    (keeping exact input counts when the provider sent them early, as Anthropic does)."""
+    if state.completed_with_usage and state.usage is not None:
+        return state.usage, Message.UsageSource.PROVIDER
+    if state.usage is not None:
+        input_tokens, cached = state.usage.input_tokens, state.usage.cached_input_tokens
+    else:
+        input_tokens, cached = state.estimated_input_tokens, 0
+    return (
+        Usage(
+            input_tokens=input_tokens,
+            output_tokens=estimate_tokens(text),
+            cached_input_tokens=cached,
+        ),
+        Message.UsageSource.ESTIMATED,
+    )
+
+
+# --- Recovery ---------------------------------------------------------------------------------
+
+
+def reply_reap_stale(*, message_ids: list[int] | None = None) -> int:
+    """End replies whose job stopped beating (its worker died) as `interrupted`, keeping the text
+    they had saved and estimating what they used. Returns how many were ended."""
+    cutoff = timezone.now() - timedelta(seconds=settings.CHAT_STALE_AFTER_SECONDS)
+    stale = Message.objects.streaming().filter(heartbeat_at__lt=cutoff)
+    if message_ids is not None:
+        stale = stale.filter(pk__in=message_ids)
+    # Read before writing: on SQLite even an UPDATE that matches nothing takes the write lock.
+    reaped = 0
+    for message_id in stale.values_list("pk", flat=True):
+        try:
+            reaped += _reap(message_id, cutoff)
+        except DatabaseError:
+            raise
+        except Exception:
+            # One reply that cannot be ended (a bug) must not keep the others streaming forever.
+            logger.exception("Ending stale reply %s failed", message_id)
+    return reaped
+
+
+def _reap(message_id: int, cutoff: Any) -> int:
+    estimated_input_tokens = _job_context(message_id, with_budget=False).estimated_input_tokens
+    with transaction.atomic():
+        message = (
+            Message.objects.select_for_update(of=("self",))
+            .select_related("conversation")
+            .filter(pk=message_id, status=Message.Status.STREAMING, heartbeat_at__lt=cutoff)
+            .first()
+        )
+        if message is None:
+            return 0  # it beat or ended meanwhile
+        message.status = Message.Status.ERROR
+        message.ended_reason = Message.EndedReason.INTERRUPTED
+        message.error_text = "The server restarted before this reply finished."
+        message.finished_at = timezone.now()
+        usage = Usage(
+            input_tokens=(
+                message.input_tokens if message.input_tokens is not None else estimated_input_tokens
+            ),
+            output_tokens=estimate_tokens(message.content),
+            cached_input_tokens=message.cached_input_tokens or 0,
+        )
+        _usage_record(message, usage, Message.UsageSource.ESTIMATED)
+        message.save()
+        message.conversation.refresh_totals()
+        rollup_invalidate(message.day)
+    return 1
+
+
+async def reply_wait(message_id: int, *, timeout: float) -> None:
+    """Wait until the reply ends (the no-JavaScript form posts and shows the finished reply)."""
+    stream = get_reply_stream()
+    after = 0
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        entries = await stream.read(message_id, after=after, timeout=min(remaining, 5.0))
+        if entries:
+            if entries[-1].kind == "end":
+                return
+            after = entries[-1].seq
+        elif not await Message.objects.filter(pk=message_id).streaming().aexists():
+            return
