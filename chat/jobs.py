@@ -24,7 +24,6 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from chat import providers
-from chat.analytics import rollup_invalidate, rollups_build
 from chat.budgets import BudgetGuard, budget_guard
 from chat.models import Conversation, Message
 from chat.pricing import price_reply
@@ -36,6 +35,7 @@ from chat.providers.base import (
     estimate_tokens,
     estimate_tokens_for_chars,
 )
+from chat.rollups import rollup_invalidate, rollups_build
 from chat.streams import get_reply_stream
 
 logger = logging.getLogger(__name__)

@@ -13,8 +13,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from chat import analytics, jobs, services
-from chat.analytics import bucket_value, histogram_key, percentile, usage_summary
+from chat.analytics import usage_summary
 from chat.models import Conversation, Message, UsageDay
+from chat.rollups import bucket_value, histogram_key, percentile
 
 pytestmark = pytest.mark.django_db
 

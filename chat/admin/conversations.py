@@ -32,9 +32,9 @@ from chat.admin.exports import (
     ended_reasons,
     jsonl_chunks,
 )
-from chat.analytics import owner_key
 from chat.models import Conversation, Message
 from chat.money import format_usd
+from chat.rollups import owner_key
 
 SIGNED_IN = "signed-in"
 ANONYMOUS = "anonymous"

@@ -16,8 +16,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.db.models import Max, Min, Q
 
-from chat.analytics import rollups_build
 from chat.models import Conversation, Message, UsageDay
+from chat.rollups import rollups_build
 from chat.seeding import SEED_USER_PREFIX, SEED_VISITOR_PREFIX, Seeder
 
 
