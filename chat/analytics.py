@@ -31,7 +31,6 @@ from chat.rollups import (
     OwnerFigures,
     figures_from_messages,
     figures_from_rollups,
-    histogram_merge,
     percentile,
     rollups_build,
 )
@@ -51,15 +50,19 @@ TOP_COUNT = 10
 
 
 @dataclass(kw_only=True)
-class _Totals:
-    """What days and models both add up."""
+class _Counts:
+    """What the period, its days and its models all add up."""
 
     replies: int = 0
     cost_microusd: int = 0
     unpriced_replies: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    ttft_histogram: Counter[str] = field(default_factory=Counter)
+    cached_input_tokens: int = 0
+    estimated_replies: int = 0
+    errors: int = 0
+    stops: int = 0
+    budget_stops: int = 0
 
     def add(self, figures: ModelDayFigures) -> None:
         self.replies += figures.replies
@@ -67,6 +70,19 @@ class _Totals:
         self.unpriced_replies += figures.unpriced_replies
         self.input_tokens += figures.input_tokens
         self.output_tokens += figures.output_tokens
+        self.cached_input_tokens += figures.cached_input_tokens
+        self.estimated_replies += figures.estimated_replies
+        if figures.ended_reason in ERROR_REASONS:
+            self.errors += figures.replies
+        elif figures.ended_reason == Message.EndedReason.STOPPED:
+            self.stops += figures.replies
+        elif figures.ended_reason == Message.EndedReason.BUDGET:
+            self.budget_stops += figures.replies
+
+
+@dataclass(kw_only=True)
+class _Totals(_Counts):
+    ttft_histogram: Counter[str] = field(default_factory=Counter)
 
     # Cached: read once the totals are complete, by the page, its charts and the CSV.
     @cached_property
@@ -81,11 +97,6 @@ class _Totals:
 @dataclass
 class DayRow(_Totals):
     day: date
-    cached_input_tokens: int = 0
-    estimated_replies: int = 0
-    errors: int = 0
-    stops: int = 0
-    budget_stops: int = 0
     cost_by_model: Counter[str] = field(default_factory=Counter)
     replies_by_reason: Counter[str] = field(default_factory=Counter)
 
@@ -117,25 +128,15 @@ class ModelRow(_Totals):
         return percentile(self.speed_histogram, 50)
 
 
-@dataclass
-class UsageSummary:
+@dataclass(kw_only=True)
+class UsageSummary(_Counts):
     start: date
     end: date
     days: list[DayRow]
-    models: list[ModelRow]
-    top_owners: list[OwnerFigures]
-    top_conversations: list[Conversation]
-    active_owners: int
-    replies: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_input_tokens: int = 0
-    cost_microusd: int = 0
-    unpriced_replies: int = 0
-    estimated_replies: int = 0
-    errors: int = 0
-    stops: int = 0
-    budget_stops: int = 0
+    models: list[ModelRow] = field(default_factory=list)
+    top_owners: list[OwnerFigures] = field(default_factory=list)
+    top_conversations: list[Conversation] = field(default_factory=list)
+    active_owners: int = 0
 
     def _share(self, count: int) -> float | None:
         return count / self.replies if self.replies else None
@@ -210,6 +211,7 @@ def usage_summary(*, days: int, today: date | None = None) -> UsageSummary:
 
     by_day = {day: DayRow(day=day) for day in period}
     by_model: dict[tuple[str, str], ModelRow] = {}
+    summary = UsageSummary(start=period[0], end=today, days=list(by_day.values()))
 
     def model_row(provider: str, model: str) -> ModelRow:
         row = by_model.get((provider, model))
@@ -219,46 +221,22 @@ def usage_summary(*, days: int, today: date | None = None) -> UsageSummary:
 
     for figures in (*rolled.models, *live.models):
         row, model = by_day[figures.day], model_row(figures.provider, figures.model)
-        row.add(figures)
-        model.add(figures)
-        row.cached_input_tokens += figures.cached_input_tokens
-        row.estimated_replies += figures.estimated_replies
+        for totals in (summary, row, model):
+            totals.add(figures)
         row.cost_by_model[model.label] += figures.cost_microusd
         row.replies_by_reason[figures.ended_reason] += figures.replies
-        if figures.ended_reason in ERROR_REASONS:
-            row.errors += figures.replies
-        elif figures.ended_reason == Message.EndedReason.STOPPED:
-            row.stops += figures.replies
-        elif figures.ended_reason == Message.EndedReason.BUDGET:
-            row.budget_stops += figures.replies
     for latency in (*rolled.latencies, *live.latencies):
         model = model_row(latency.provider, latency.model)
-        histogram_merge(by_day[latency.day].ttft_histogram, latency.ttft_histogram)
-        histogram_merge(model.ttft_histogram, latency.ttft_histogram)
-        histogram_merge(model.speed_histogram, latency.speed_histogram)
+        # Histograms merge by adding counts bucket by bucket.
+        by_day[latency.day].ttft_histogram.update(latency.ttft_histogram)
+        model.ttft_histogram.update(latency.ttft_histogram)
+        model.speed_histogram.update(latency.speed_histogram)
 
-    top_owners, active_owners = _owners(rolled_up, live.owners)
-    day_rows = list(by_day.values())
-    summary = UsageSummary(
-        start=period[0],
-        end=today,
-        days=day_rows,
-        models=sorted(by_model.values(), key=lambda m: (-m.cost_microusd, -m.replies, m.label)),
-        top_owners=top_owners,
-        top_conversations=_top_conversations(period[0]),
-        active_owners=active_owners,
+    summary.top_owners, summary.active_owners = _owners(rolled_up, live.owners)
+    summary.models = sorted(
+        by_model.values(), key=lambda m: (-m.cost_microusd, -m.replies, m.label)
     )
-    for row in day_rows:
-        summary.replies += row.replies
-        summary.input_tokens += row.input_tokens
-        summary.output_tokens += row.output_tokens
-        summary.cached_input_tokens += row.cached_input_tokens
-        summary.cost_microusd += row.cost_microusd
-        summary.unpriced_replies += row.unpriced_replies
-        summary.estimated_replies += row.estimated_replies
-        summary.errors += row.errors
-        summary.stops += row.stops
-        summary.budget_stops += row.budget_stops
+    summary.top_conversations = _top_conversations(period[0])
     return summary
 
 

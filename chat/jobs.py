@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from chat import providers
 from chat.budgets import BudgetGuard, budget_guard
-from chat.models import Conversation, Message
+from chat.models import Message
 from chat.pricing import price_reply
 from chat.providers.base import (
     ChatTurn,
@@ -405,10 +405,15 @@ def _record_ending(message_id: int, state: _ReplyState, ended: str, error_text: 
         usage, source = _usage_for(state, text)
         _usage_record(message, usage, source)
         message.tokens_per_second = _output_speed(state, usage.output_tokens)
-        message.save()
-        Conversation.objects.filter(pk=message.conversation_id).update(updated_at=timezone.now())
-        message.conversation.refresh_totals()
-        rollup_invalidate(message.day)
+        _ending_save(message, updated_at=timezone.now())
+
+
+def _ending_save(message: Message, **conversation_fields: Any) -> None:
+    """Save an ended reply with what depends on it: its conversation's totals, and its day's
+    roll-up if the day is over."""
+    message.save()
+    message.conversation.refresh_totals(**conversation_fields)
+    rollup_invalidate(message.day)
 
 
 def _usage_record(message: Message, usage: Usage, source: str) -> None:
@@ -501,9 +506,7 @@ def _reap(message_id: int, cutoff: Any) -> int:
             cached_input_tokens=message.cached_input_tokens or 0,
         )
         _usage_record(message, usage, Message.UsageSource.ESTIMATED)
-        message.save()
-        message.conversation.refresh_totals()
-        rollup_invalidate(message.day)
+        _ending_save(message)
     return 1
 
 

@@ -79,9 +79,9 @@ class Conversation(models.Model):
         )
         return {key: value or 0 for key, value in figures.items()}
 
-    def refresh_totals(self) -> None:
+    def refresh_totals(self, **also: Any) -> None:
         """Recount the stored totals from the messages (call inside the transaction that
-        changed them)."""
+        changed them), writing `also` (e.g. `updated_at`) in the same update."""
         figures = self.messages.aggregate(
             total_message_count=Count("id"),
             total_input_tokens=Sum("input_tokens"),
@@ -103,6 +103,7 @@ class Conversation(models.Model):
         Conversation.objects.filter(pk=self.pk).update(
             ended_reasons=",".join(sorted(reasons)),
             **{key.removeprefix("total_"): value or 0 for key, value in figures.items()},
+            **also,
         )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -52,10 +52,6 @@ def bucket_value(key: str) -> float:
 
 def _bucket_order(key: str) -> float:
     return -math.inf if key == ZERO_BUCKET else int(key)
-
-
-def histogram_merge(into: Counter[str], histogram: Mapping[str, int]) -> None:
-    into.update(histogram)
 
 
 def percentile(histogram: Mapping[str, int], percent: float) -> float | None:
@@ -313,41 +309,15 @@ def _rollup_day(day: date) -> bool:
             usage_day = UsageDay.objects.create(day=day)
             figures = figures_from_messages([day])
             UsageDayModel.objects.bulk_create(
-                UsageDayModel(
-                    usage_day=usage_day,
-                    provider=group.provider,
-                    model=group.model,
-                    ended_reason=group.ended_reason,
-                    replies=group.replies,
-                    input_tokens=group.input_tokens,
-                    output_tokens=group.output_tokens,
-                    cached_input_tokens=group.cached_input_tokens,
-                    cost_microusd=group.cost_microusd,
-                    unpriced_replies=group.unpriced_replies,
-                    estimated_replies=group.estimated_replies,
-                )
-                for group in figures.models
+                UsageDayModel(usage_day=usage_day, **_columns(group)) for group in figures.models
             )
             UsageDayLatency.objects.bulk_create(
-                UsageDayLatency(
-                    usage_day=usage_day,
-                    provider=latency.provider,
-                    model=latency.model,
-                    ttft_histogram=dict(latency.ttft_histogram),
-                    speed_histogram=dict(latency.speed_histogram),
-                )
+                UsageDayLatency(usage_day=usage_day, **_columns(latency))
                 for latency in figures.latencies
             )
             UsageDayOwner.objects.bulk_create(
                 (
-                    UsageDayOwner(
-                        usage_day=usage_day,
-                        owner=owner.owner,
-                        replies=owner.replies,
-                        input_tokens=owner.input_tokens,
-                        output_tokens=owner.output_tokens,
-                        cost_microusd=owner.cost_microusd,
-                    )
+                    UsageDayOwner(usage_day=usage_day, **_columns(owner, "label"))
                     for owner in figures.owners
                 ),
                 batch_size=2000,
@@ -355,6 +325,16 @@ def _rollup_day(day: date) -> bool:
     except IntegrityError:
         return False
     return True
+
+
+def _columns(figures: Any, *leave_out: str) -> dict[str, Any]:
+    """A figures dataclass as the fields of its roll-up row (the day is the row's `usage_day`)."""
+    # Not `asdict`: it would rebuild each Counter from its (key, count) pairs, counting those.
+    return {
+        column.name: getattr(figures, column.name)
+        for column in fields(figures)
+        if column.name != "day" and column.name not in leave_out
+    }
 
 
 def rollup_invalidate(day: date) -> None:
