@@ -33,6 +33,13 @@ class Conversation(models.Model):
         related_name="conversations",
     )
     visitor_id = models.CharField(max_length=64, blank=True, db_index=True)
+
+    class Source(models.TextChoices):
+        PAGE = "page"
+        API = "api", "API"
+
+    # Where the conversation was started: the chat page, or the OpenAI-compatible API.
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.PAGE)
     title = models.CharField(max_length=200, blank=True)
     provider = models.CharField(max_length=32)
     model = models.CharField(max_length=100)
@@ -135,6 +142,10 @@ class Message(models.Model):
         TIMEOUT = "timeout"
         BUDGET = "budget", "budget reached"
         INTERRUPTED = "interrupted", "interrupted (worker died)"
+        # The reply reached CHAT_MAX_REPLY_CHARS; its text up to the cap is kept.
+        TOO_LONG = "too_long", "size limit reached"
+        # A part of chatsite itself (Redis, the database) failed, not the model's provider.
+        SERVICE_ERROR = "service_error", "service unavailable"
 
     class UsageSource(models.TextChoices):
         PROVIDER = "provider"
