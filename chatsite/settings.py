@@ -162,6 +162,9 @@ OPENAI_MODELS = env.list("OPENAI_MODELS", default=["gpt-4.1-mini", "gpt-4.1"])
 ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="")
 ANTHROPIC_MODELS = env.list("ANTHROPIC_MODELS", default=["claude-sonnet-4-5", "claude-haiku-4-5"])
+# What the model picker calls each provider, e.g. OPENAI_PROVIDER_NAME=Ollama for a local server.
+OPENAI_PROVIDER_NAME = env.str("OPENAI_PROVIDER_NAME", default="OpenAI")
+ANTHROPIC_PROVIDER_NAME = env.str("ANTHROPIC_PROVIDER_NAME", default="Anthropic")
 
 CHAT_DEFAULT_MODEL = env.str("CHAT_DEFAULT_MODEL", default="")
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)

@@ -472,3 +472,41 @@ async def test_carriage_returns_cannot_break_sse_framing(openai_upstream):
     assert "\r" not in raw
     body = raw[: raw.index("<article")]
     assert "".join(t for _, t in deltas(body.replace("\ndata: ", "\n"))) == text
+
+
+# --- The model picker ------------------------------------------------------------------------
+
+
+def test_a_configured_provider_is_the_default_over_the_demo(client, settings):
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_MODELS = ["llama3.2"]
+    settings.OPENAI_PROVIDER_NAME = "Ollama"
+    settings.CHAT_DEFAULT_MODEL = ""
+
+    html = client.get("/streaming-demo").content.decode()
+
+    assert re.search(r'<option value="openai:llama3.2" selected>llama3.2 · Ollama</option>', html)
+    assert '<option value="demo:demo">Demo (offline)</option>' in html
+
+
+def test_chat_default_model_still_wins(client, settings):
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_MODELS = ["gpt-4.1-mini"]
+    settings.CHAT_DEFAULT_MODEL = "demo:demo"
+
+    html = client.get("/streaming-demo").content.decode()
+
+    assert '<option value="demo:demo" selected>' in html
+    assert '<option value="openai:gpt-4.1-mini">gpt-4.1-mini · OpenAI</option>' in html
+
+
+def test_anthropic_models_carry_their_display_name(client, settings):
+    settings.ANTHROPIC_API_KEY = "sk-ant-test"
+    settings.ANTHROPIC_MODELS = ["claude-haiku-4-5"]
+    settings.ANTHROPIC_PROVIDER_NAME = "Gateway"
+    settings.CHAT_DEFAULT_MODEL = ""
+
+    html = client.get("/streaming-demo").content.decode()
+
+    option = '<option value="anthropic:claude-haiku-4-5" selected>'
+    assert option + "claude-haiku-4-5 · Gateway</option>" in html

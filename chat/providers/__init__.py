@@ -28,7 +28,20 @@ class ModelOption:
 
     @property
     def label(self) -> str:
-        return "Demo (offline)" if self.provider == "demo" else f"{self.model} · {self.provider}"
+        if self.provider == "demo":
+            return "Demo (offline)"
+        return f"{self.model} · {provider_display_name(self.provider)}"
+
+
+def provider_display_name(provider: str) -> str:
+    """What the picker calls a provider: OPENAI_PROVIDER_NAME / ANTHROPIC_PROVIDER_NAME, so a
+    self-hosted server reads "llama3.2 · Ollama" rather than "llama3.2 · openai"."""
+    names = {
+        "demo": "Demo",
+        "openai": settings.OPENAI_PROVIDER_NAME,
+        "anthropic": settings.ANTHROPIC_PROVIDER_NAME,
+    }
+    return names.get(provider) or provider
 
 
 def available_models() -> list[ModelOption]:
@@ -43,12 +56,15 @@ def available_models() -> list[ModelOption]:
 
 
 def default_model() -> ModelOption | None:
+    """CHAT_DEFAULT_MODEL when it is offered; else the first real model (someone who set a key
+    wants to use it), and the offline demo only when it is all there is."""
     options = available_models()
     if settings.CHAT_DEFAULT_MODEL:
         chosen = resolve_model(settings.CHAT_DEFAULT_MODEL)
         if chosen:
             return chosen
-    return options[0] if options else None
+    real = [option for option in options if option.provider != "demo"]
+    return next(iter(real or options), None)
 
 
 def resolve_model(value: str) -> ModelOption | None:
