@@ -7,6 +7,7 @@ they frame what it yields.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -47,14 +48,22 @@ _astill_streaming = database_sync_to_async(_still_streaming)
 async def reply_updates(
     message_id: int, *, after: int, idle_seconds: float = 5.0
 ) -> AsyncIterator[Update | None]:
-    """Yield the reply after sequence number `after`: text fragments coalesced over
-    CHAT_COALESCE_MS, then the finished message. Yields None after `idle_seconds` without news
-    (the SSE view sends a ping then), having checked that the job is still alive."""
+    """Yield the reply after sequence number `after`: text fragments, then the finished message.
+    Yields None after `idle_seconds` without news (the SSE view sends a ping then), having
+    checked that the job is still alive.
+
+    Coalescing is leading-edge: a delta goes out at once when nothing was sent in the last
+    CHAT_COALESCE_MS, and what arrives inside that window waits only until the window since the
+    last send has passed, merged into one fragment. The end goes out at once. (A trailing window,
+    which sleeps after every first delta, would add the whole window to every token at ordinary
+    model speeds and still send them one by one.)"""
     stream = get_reply_stream()
     window = settings.CHAT_COALESCE_MS / 1000
+    loop = asyncio.get_running_loop()
     if not await _astill_streaming(message_id):
         yield Update(after, await _afinal_fragment(message_id), final=True)
         return
+    last_sent = -math.inf
     while True:
         entries = await stream.read(message_id, after=after, timeout=idle_seconds)
         if not entries:
@@ -64,15 +73,16 @@ async def reply_updates(
                 return
             yield None
             continue
-        if window and entries[-1].kind != "end":
-            # Gather what else arrives in the window into the same fragment.
-            await asyncio.sleep(window)
-            entries += await stream.read(message_id, after=entries[-1].seq, timeout=0)
+        # Inside the window since the last send: gather until it has passed, unless the end
+        # arrives first (it, and what came before it, go out at once).
+        while entries[-1].kind != "end" and (wait := last_sent + window - loop.time()) > 0:
+            entries += await stream.read(message_id, after=entries[-1].seq, timeout=wait)
         text = "".join(entry.text for entry in entries if entry.kind == "delta")
         last = entries[-1]
         if text:
             delta_seq = max(entry.seq for entry in entries if entry.kind == "delta")
             yield Update(delta_seq, delta_fragment(message_id, delta_seq, text))
+            last_sent = loop.time()
         after = last.seq
         if last.kind == "end":
             yield Update(last.seq, await _afinal_fragment(message_id), final=True)
