@@ -58,6 +58,8 @@ class Reply:
     # An in-stream error after k chunks: Anthropic `event: error` (overloaded_error), OpenAI a
     # `data: {"error": ...}` line; the stream then ends cleanly.
     error_event_after: int | None = None
+    # After k text chunks, a chunk that is not valid JSON (a buggy or hostile upstream).
+    malformed_after: int | None = None
 
     def pieces(self) -> list[str]:
         """The text split into `chunks` near-equal pieces (fewer if the text is shorter)."""
@@ -212,6 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if reply.error_event_after == sent_text:
                     self._write_chunk(error)
                     break  # the real APIs end the stream after an error event
+                if reply.malformed_after == sent_text:
+                    self._write_chunk(b'event: content_block_delta\ndata: {"choices": [{"del\n\n')
                 if reply.stall_after == sent_text and not self._stall(fake):
                     self._drop()  # never released: give up rather than hold a thread forever
                     return

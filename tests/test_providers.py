@@ -383,3 +383,16 @@ async def test_registry_uses_the_configured_base_urls(
     finally:
         await openai_provider.aclose()  # type: ignore[attr-defined]
         await anthropic_provider.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_malformed_chunk_is_a_provider_error_in_words(
+    fake_upstream: FakeUpstream, provider: OpenAIProvider | AnthropicProvider
+) -> None:
+    scripted = fake_upstream.script(chunks=4, malformed_after=2)
+
+    texts, _usages, error = await run(reply(provider))
+
+    assert texts == scripted.pieces()[:2]
+    assert error is not None
+    assert "sent a part of the reply that could not be read" in error.message
+    assert "our side" not in error.message

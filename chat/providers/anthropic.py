@@ -86,6 +86,11 @@ class AnthropicProvider:
             # Unlike OpenAI's, this SDK lets errors reading the body through unwrapped; the TLS
             # ones are those httpx2 leaves unmapped (the OpenAI SDK wraps the same three).
             raise ProviderError(_DROPPED) from exc
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # A chunk that is not JSON, or not shaped like an event: the upstream is broken.
+            raise ProviderError(
+                "Anthropic sent a part of the reply that could not be read, so the reply was ended."
+            ) from exc
         if not finished:
             raise ProviderError(_DROPPED)
 

@@ -85,11 +85,16 @@ class OpenAIProvider:
                 raise ProviderError(_DROPPED) from exc
             except openai.APIError as exc:
                 raise _provider_error(exc, model) from exc
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                # A chunk that is not JSON, or not shaped like one (pydantic's errors are
+                # ValueErrors): the upstream is broken, which is not "our side".
+                raise ProviderError(_UNREADABLE.format(name="OpenAI")) from exc
         if not finished:
             raise ProviderError(_DROPPED)
 
 
 _DROPPED = "The connection to OpenAI dropped before the reply finished."
+_UNREADABLE = "{name} sent a part of the reply that could not be read, so the reply was ended."
 
 
 def _provider_error(exc: openai.APIError, model: str) -> ProviderError:
