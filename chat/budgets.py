@@ -58,13 +58,18 @@ def spending_cap_for(*, user_id: int | None) -> SpendingCap | None:
     return by_scope.get(SpendingCap.Scope.ANONYMOUS) or by_scope.get(SpendingCap.Scope.EVERYONE)
 
 
-def spent_microusd(*, user_id: int | None, visitor_id: str, today: date) -> tuple[int, int]:
-    """What the person's replies cost today and this month."""
-    owner = (
-        Q(conversation__user_id=user_id)
-        if user_id is not None
-        else Q(conversation__user__isnull=True, conversation__visitor_id=visitor_id)
-    )
+def spent_microusd(
+    *, user_id: int | None, visitor_id: str, today: date, client_key: str = ""
+) -> tuple[int, int]:
+    """What the person's replies cost today and this month. For anonymous visitors the
+    anonymous replies sent from the same address count as well, so a fresh session does not
+    bring a fresh allowance."""
+    if user_id is not None:
+        owner = Q(conversation__user_id=user_id)
+    else:
+        owner = Q(conversation__user__isnull=True, conversation__visitor_id=visitor_id)
+        if client_key:
+            owner |= Q(conversation__user__isnull=True, client_key=client_key)
     figures = Message.objects.filter(
         owner, role=Message.Role.ASSISTANT, day__gte=today.replace(day=1), day__lte=today
     ).aggregate(
@@ -74,13 +79,17 @@ def spent_microusd(*, user_id: int | None, visitor_id: str, today: date) -> tupl
     return figures["today"] or 0, figures["month"] or 0
 
 
-def allowance_for(*, user_id: int | None, visitor_id: str) -> Allowance | None:
+def allowance_for(
+    *, user_id: int | None, visitor_id: str, client_key: str = ""
+) -> Allowance | None:
     """None when no cap applies."""
     cap = spending_cap_for(user_id=user_id)
     if cap is None or (cap.daily_cap is None and cap.monthly_cap is None):
         return None
     today = timezone.localdate()
-    spent_today, spent_month = spent_microusd(user_id=user_id, visitor_id=visitor_id, today=today)
+    spent_today, spent_month = spent_microusd(
+        user_id=user_id, visitor_id=visitor_id, today=today, client_key=client_key
+    )
     allowances = []
     if cap.daily_cap is not None:
         allowances.append(
@@ -110,11 +119,13 @@ def _billed(provider: str, model: str, on: date | None = None) -> tuple[int, int
     return None if prices is None or prices == (0, 0) else prices
 
 
-def refusal_for(*, user_id: int | None, visitor_id: str, provider: str, model: str) -> str | None:
+def refusal_for(
+    *, user_id: int | None, visitor_id: str, provider: str, model: str, client_key: str = ""
+) -> str | None:
     """Why a send to this model must be refused before it starts, or None."""
     if _billed(provider, model) is None:
         return None
-    allowance = allowance_for(user_id=user_id, visitor_id=visitor_id)
+    allowance = allowance_for(user_id=user_id, visitor_id=visitor_id, client_key=client_key)
     if allowance is not None and allowance.exhausted:
         return allowance.refusal()
     return None
@@ -143,12 +154,18 @@ class BudgetGuard:
 
 
 def budget_guard(
-    *, user_id: int | None, visitor_id: str, provider: str, model: str, on: date
+    *,
+    user_id: int | None,
+    visitor_id: str,
+    provider: str,
+    model: str,
+    on: date,
+    client_key: str = "",
 ) -> BudgetGuard | None:
     prices = _billed(provider, model, on)
     if prices is None:
         return None
-    allowance = allowance_for(user_id=user_id, visitor_id=visitor_id)
+    allowance = allowance_for(user_id=user_id, visitor_id=visitor_id, client_key=client_key)
     if allowance is None:
         return None
     return BudgetGuard(allowance.remaining_microusd, *prices, message=allowance.reached())

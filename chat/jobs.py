@@ -37,6 +37,7 @@ from chat.providers.base import (
 )
 from chat.rollups import rollup_invalidate, rollups_build
 from chat.streams import get_reply_stream
+from chat.text import DeltaCleaner
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +147,10 @@ class BudgetReached(Exception):
     """The reply's cost reached what was left of its owner's spending cap."""
 
 
+class ReplyTooLong(Exception):
+    """The reply reached CHAT_MAX_REPLY_CHARS; what it had up to the cap is kept."""
+
+
 @dataclass(frozen=True, slots=True)
 class _JobContext:
     provider: str
@@ -199,6 +204,7 @@ def _job_context(message_id: int, *, with_budget: bool = True) -> _JobContext:
                 provider=message.provider,
                 model=message.model,
                 on=message.day,
+                client_key=message.client_key,
             )
             if with_budget
             else None
@@ -274,6 +280,8 @@ def _ending_of(generate: asyncio.Task[None]) -> tuple[str, str]:
         return Message.EndedReason.PROVIDER_ERROR, exc.message
     if isinstance(exc, BudgetReached):
         return Message.EndedReason.BUDGET, str(exc)
+    if isinstance(exc, ReplyTooLong):
+        return Message.EndedReason.TOO_LONG, str(exc)
     logger.error("Reply generation failed", exc_info=exc)
     return Message.EndedReason.PROVIDER_ERROR, "Something went wrong on our side."
 
@@ -281,9 +289,10 @@ def _ending_of(generate: asyncio.Task[None]) -> tuple[str, str]:
 async def _consume(
     provider: providers.Provider, context: _JobContext, state: _ReplyState, message_id: int
 ) -> None:
-    stream = get_reply_stream()
     loop = asyncio.get_running_loop()
     budget = context.budget
+    # Cleaned here, once: readers are sent exactly the text the database stores.
+    cleaner = DeltaCleaner()
     if budget is not None and context.max_output_tokens <= 0:
         raise BudgetReached(budget.message)  # the prompt alone costs what is left: don't send it
     events = provider.stream(
@@ -298,25 +307,36 @@ async def _consume(
         async for event in events:
             idle.reschedule(loop.time() + settings.CHAT_IDLE_TIMEOUT)
             if isinstance(event, TextDelta):
-                if not event.text:
-                    continue
-                state.last_token_at = time.monotonic()
-                if state.first_token_at is None:
-                    state.first_token_at = state.last_token_at
-                state.seq += 1
-                state.chars += len(event.text)
-                state.parts.append(event.text)
-                await stream.append(message_id, state.seq, event.text)
-                if budget is not None and budget.crossed(
-                    input_tokens=state.usage.input_tokens
-                    if state.usage
-                    else state.estimated_input_tokens,
-                    output_tokens=estimate_tokens_for_chars(state.chars),
-                ):
-                    raise BudgetReached(budget.message)
+                await _emit(cleaner.clean(event.text), state, message_id, budget)
             else:
                 state.usage = event
+        await _emit(cleaner.flush(), state, message_id, budget)
         state.completed_with_usage = state.usage is not None
+
+
+async def _emit(text: str, state: _ReplyState, message_id: int, budget: BudgetGuard | None) -> None:
+    """Append one cleaned delta to the reply, within its size cap and its owner's budget."""
+    max_chars = settings.CHAT_MAX_REPLY_CHARS
+    too_long = state.chars + len(text) > max_chars
+    if too_long:
+        text = text[: max(0, max_chars - state.chars)]
+    if text:
+        state.last_token_at = time.monotonic()
+        if state.first_token_at is None:
+            state.first_token_at = state.last_token_at
+        state.seq += 1
+        state.chars += len(text)
+        state.parts.append(text)
+        await get_reply_stream().append(message_id, state.seq, text)
+    if too_long:
+        raise ReplyTooLong(
+            f"This reply reached the size limit of {max_chars:,} characters and was ended there."
+        )
+    if budget is not None and budget.crossed(
+        input_tokens=state.usage.input_tokens if state.usage else state.estimated_input_tokens,
+        output_tokens=estimate_tokens_for_chars(state.chars),
+    ):
+        raise BudgetReached(budget.message)
 
 
 async def _flush_periodically(message_id: int, state: _ReplyState) -> None:
@@ -375,6 +395,7 @@ _STATUS_FOR_ENDING = {
     Message.EndedReason.COMPLETED: Message.Status.COMPLETE,
     Message.EndedReason.STOPPED: Message.Status.STOPPED,
     Message.EndedReason.BUDGET: Message.Status.STOPPED,
+    Message.EndedReason.TOO_LONG: Message.Status.STOPPED,
 }
 
 

@@ -184,6 +184,9 @@ class Message(models.Model):
     day = models.DateField(default=timezone.localdate)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # A keyed hash of the sender's IP (never the address itself): limits and anonymous spending
+    # caps count by it, so a fresh session from the same address does not reset them.
+    client_key = models.CharField(max_length=32, blank=True)
 
     objects = MessageQuerySet.as_manager()
 
@@ -197,6 +200,11 @@ class Message(models.Model):
                 condition=Q(status="streaming"),
             ),
             models.Index(fields=["day", "model"], name="msg_day_model"),
+            models.Index(
+                fields=["client_key", "day"],
+                name="msg_client_day",
+                condition=~Q(client_key=""),
+            ),
         ]
 
     def __str__(self) -> str:

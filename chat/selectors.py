@@ -17,6 +17,8 @@ class Visitor:
 
     user: Any
     visitor_id: str
+    # Where they connect from (past trusted proxies); limits count by it. Empty when unknown.
+    client_ip: str = ""
 
     @property
     def is_authenticated(self) -> bool:

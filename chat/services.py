@@ -14,26 +14,19 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
-from django.http import HttpRequest
 from django.utils import timezone
-from django_ratelimit.core import get_usage
 
 from chat import providers
 from chat.budgets import refusal_for
+from chat.errors import ChatInputError, RateLimited, ServiceUnavailable
 from chat.jobs import job_launch, jobs_interrupt, reply_generate, reply_reap_stale, reply_wait
+from chat.limits import client_key, send_check, streaming_check
 from chat.models import Conversation, Message
 from chat.selectors import Visitor, conversation_get, message_get
 from chat.streams import get_reply_stream
+from chat.text import has_visible, text_clean, title_clean
 
 TITLE_LENGTH = 60
-
-
-class ChatInputError(Exception):
-    """Input the user can fix; the message says how."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,20 +41,6 @@ class ReplyStarted:
 # --- Starting --------------------------------------------------------------------------------
 
 
-def send_allowed(visitor: Visitor) -> bool:
-    """Count one send against the visitor's rate limit (CHAT_RATE_LIMIT, e.g. "20/m")."""
-    if not settings.CHAT_RATE_LIMIT:
-        return True
-    usage = get_usage(
-        HttpRequest(),
-        group="chat-send",
-        key=lambda _group, _request: visitor.key,
-        rate=settings.CHAT_RATE_LIMIT,
-        increment=True,
-    )
-    return not (usage and usage["should_limit"])
-
-
 def reply_start(
     *,
     visitor: Visitor,
@@ -71,11 +50,12 @@ def reply_start(
     system_prompt: str = "",
 ) -> ReplyStarted:
     """Validate a message and save it with a streaming assistant reply, in one transaction."""
-    text = (text or "").strip()
-    system_prompt = (system_prompt or "").strip()
+    # Cleaned before anything else, so what is checked is what is stored and sent.
+    text = text_clean(text or "").strip()
+    system_prompt = text_clean(system_prompt or "").strip()
     if not visitor.is_authenticated and not visitor.visitor_id:
         raise ChatInputError("Your session has expired. Reload the page and try again.")
-    if not text:
+    if not has_visible(text):
         raise ChatInputError("Type a message first.")
     if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatInputError(
@@ -95,6 +75,7 @@ def reply_start(
     _refuse_over_budget(visitor, provider=option.provider, model=option.model)
 
     with transaction.atomic():
+        streaming_check(visitor)
         created = not conversation_id
         if created:
             conversation = Conversation.objects.create(
@@ -126,9 +107,12 @@ def reply_start(
                 update_fields=["provider", "model", "system_prompt", "updated_at", "title"]
             )
         user_message = Message.objects.create(
-            conversation=conversation, role=Message.Role.USER, content=text
+            conversation=conversation,
+            role=Message.Role.USER,
+            content=text,
+            client_key=client_key(visitor.client_ip),
         )
-        assistant_message = _assistant_create(conversation)
+        assistant_message = _assistant_create(conversation, visitor)
         conversation.refresh_totals()
     return ReplyStarted(
         conversation=conversation,
@@ -145,6 +129,7 @@ def reply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted
     conversation = message.conversation
     _refuse_over_budget(visitor, provider=conversation.provider, model=conversation.model)
     with transaction.atomic():
+        streaming_check(visitor)
         conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
         last = conversation.messages.visible().order_by("-id").first()
         if last is None or last.pk != message.pk:
@@ -156,7 +141,7 @@ def reply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted
         Message.objects.filter(pk=message.pk).update(superseded=True)
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["updated_at"])
-        assistant_message = _assistant_create(conversation)
+        assistant_message = _assistant_create(conversation, visitor)
         conversation.refresh_totals()
     return ReplyStarted(
         conversation=conversation,
@@ -170,6 +155,7 @@ def _refuse_over_budget(visitor: Visitor, *, provider: str, model: str) -> None:
     refusal = refusal_for(
         user_id=visitor.user.pk if visitor.is_authenticated else None,
         visitor_id=visitor.visitor_id,
+        client_key=client_key(visitor.client_ip),
         provider=provider,
         model=model,
     )
@@ -177,10 +163,11 @@ def _refuse_over_budget(visitor: Visitor, *, provider: str, model: str) -> None:
         raise ChatInputError(refusal)
 
 
-def _assistant_create(conversation: Conversation) -> Message:
+def _assistant_create(conversation: Conversation, visitor: Visitor) -> Message:
     now = timezone.now()
     return Message.objects.create(
         conversation=conversation,
+        client_key=client_key(visitor.client_ip),
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         provider=conversation.provider,
@@ -191,7 +178,7 @@ def _assistant_create(conversation: Conversation) -> Message:
 
 
 def _title_from(text: str) -> str:
-    first_line = " ".join(text.split())
+    first_line = title_clean(text)
     if len(first_line) <= TITLE_LENGTH:
         return first_line
     return first_line[: TITLE_LENGTH - 1].rsplit(" ", 1)[0] + "…"
@@ -201,8 +188,7 @@ async def _launched(
     write: Callable[..., ReplyStarted], *, visitor: Visitor, **kwargs: Any
 ) -> ReplyStarted:
     """Run a write that starts a reply from async code, rate-limited, and launch its job."""
-    if not await sync_to_async(send_allowed)(visitor):
-        raise ChatInputError("You are sending messages too quickly. Wait a minute and try again.")
+    await sync_to_async(send_check)(visitor)
     started = await sync_to_async(write)(visitor=visitor, **kwargs)
     job_launch(started.assistant_message.pk)
     return started
@@ -238,7 +224,9 @@ async def reply_stop(*, visitor: Visitor, conversation_id: str) -> Message | Non
 
 __all__ = [
     "ChatInputError",
+    "RateLimited",
     "ReplyStarted",
+    "ServiceUnavailable",
     "areply_regenerate",
     "areply_start",
     "job_launch",
@@ -249,5 +237,4 @@ __all__ = [
     "reply_start",
     "reply_stop",
     "reply_wait",
-    "send_allowed",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -24,6 +24,8 @@ from django_htmx.middleware import HtmxDetails
 
 from chat import providers, services
 from chat.delivery import reply_updates
+from chat.errors import ChatInputError
+from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
 from chat.models import Conversation
 from chat.rendering import error_fragment, started_fragment
 from chat.selectors import (
@@ -45,7 +47,11 @@ def _visitor(request: HttpRequest) -> Visitor:
         # A random id in the session, not the session key itself: Django rotates the key at
         # login, and the id lets the conversations follow the visitor into their account.
         request.session[VISITOR_SESSION_KEY] = uuid.uuid4().hex
-    return Visitor(user=request.user, visitor_id=request.session.get(VISITOR_SESSION_KEY, ""))
+    return Visitor(
+        user=request.user,
+        visitor_id=request.session.get(VISITOR_SESSION_KEY, ""),
+        client_ip=request_client_ip(request),
+    )
 
 
 async def _avisitor(request: HttpRequest) -> Visitor:
@@ -125,11 +131,21 @@ async def post_message(request: HtmxHttpRequest) -> HttpResponseBase:
             model_choice=request.POST.get("model", ""),
             system_prompt=request.POST.get("system_prompt", ""),
         )
-    except services.ChatInputError as exc:
+    except ChatInputError as exc:
         if request.htmx:
-            return HttpResponse(error_fragment(exc.message), status=400)
-        return await sync_to_async(_page_with_error)(request, visitor, conversation_id, exc)
+            return _refused(HttpResponse(error_fragment(exc.message)), exc)
+        page = await sync_to_async(_page_with_error)(request, visitor, conversation_id, exc)
+        return _refused(page, exc)
     return await _started_response(request, started)
+
+
+def _refused(response: HttpResponse, error: ChatInputError) -> HttpResponse:
+    """A refused send: 400 for input to fix, 429 for limits, 503 when chatsite itself is down;
+    the last two say when to try again."""
+    response.status_code = error.status
+    if retry_after := getattr(error, "retry_after", None):
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 async def _sign_in_missing(request: HttpRequest) -> bool:
@@ -151,7 +167,7 @@ def _page_with_error(
     request: HttpRequest,
     visitor: Visitor,
     conversation_id: str | None,
-    error: services.ChatInputError,
+    error: ChatInputError,
 ) -> HttpResponse:
     conversation = conversation_get(visitor, conversation_id) if conversation_id else None
     context = _page_context(
@@ -172,9 +188,9 @@ async def regenerate(request: HtmxHttpRequest, message_id: int) -> HttpResponseB
     visitor = await _avisitor(request)
     try:
         started = await services.areply_regenerate(visitor=visitor, message_id=message_id)
-    except services.ChatInputError as exc:
+    except ChatInputError as exc:
         if request.htmx:
-            return HttpResponse(error_fragment(exc.message), status=400)
+            return _refused(HttpResponse(error_fragment(exc.message)), exc)
         message = await sync_to_async(message_get)(visitor, message_id)
         return redirect("chat:conversation", conversation_id=message.conversation_id)
     return await _started_response(request, started)
@@ -188,9 +204,17 @@ async def reply_events(request: HttpRequest, message_id: int) -> HttpResponseBas
     visitor = await _avisitor(request)
     message = await sync_to_async(message_get)(visitor, message_id)
     after = _offset(request.headers.get("Last-Event-ID") or request.GET.get("after"))
+    try:
+        slot = reader_acquire(visitor)
+    except TooManyReaders as exc:
+        return _refused(HttpResponse(error_fragment(exc.message)), exc)
     response = StreamingHttpResponse(
-        _event_stream(message.pk, after), content_type="text/event-stream"
+        _event_stream(message.pk, after, slot=slot, buffered=_buffered(request)),
+        content_type="text/event-stream",
     )
+    # Django closes every response it sent, even one whose stream never started: the slot is
+    # given back then at the latest.
+    response._resource_closers.append(slot.release)  # type: ignore[attr-defined]
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx must not buffer the stream
     return response
@@ -198,25 +222,39 @@ async def reply_events(request: HttpRequest, message_id: int) -> HttpResponseBas
 
 def _offset(value: str | None) -> int:
     try:
-        return max(0, int(value or 0))
+        return min(max(0, int(str(value or 0)[:12])), 2**31)
     except ValueError:
         return 0
+
+
+def _buffered(request: HttpRequest) -> Callable[[], int]:
+    # Put in the scope by chat.backpressure's ASGI wrapper when Daphne serves us.
+    return getattr(request, "scope", {}).get("chatsite.buffered") or (lambda: 0)
 
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-async def _event_stream(message_id: int, after: int) -> AsyncIterator[str]:
-    # Under ASGI, a client that goes away cancels this generator (CancelledError): nothing to
-    # clean up here, because the reply is a job that does not depend on us.
-    yield "retry: 1000\n\n"
-    async for update in reply_updates(
-        message_id, after=after, idle_seconds=settings.CHAT_SSE_PING_SECONDS
-    ):
-        if update is None:
-            yield ": ping\n\n"
-            continue
-        # One data: line per line of HTML (SSE ends a line at \r, \n or \r\n); the client joins
-        # them with newlines again.
-        data = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(update.html))
-        yield f"id: {update.seq}\n{data}\n"
+async def _event_stream(
+    message_id: int, after: int, *, slot: ReaderSlot, buffered: Callable[[], int]
+) -> AsyncIterator[str]:
+    # Under ASGI, a client that goes away cancels this generator (CancelledError): only the
+    # reader slot is ours to give back, because the reply is a job that does not depend on us.
+    try:
+        yield "retry: 1000\n\n"
+        async for update in reply_updates(
+            message_id, after=after, idle_seconds=settings.CHAT_SSE_PING_SECONDS
+        ):
+            if buffered() > settings.CHAT_MAX_CONNECTION_BUFFER_BYTES:
+                # The client is not reading: end the response rather than buffer the reply for
+                # it. A reader that was only slow reconnects with Last-Event-ID and resumes.
+                return
+            if update is None:
+                yield ": ping\n\n"
+                continue
+            # One data: line per line of HTML (SSE ends a line at \r, \n or \r\n); the client
+            # joins them with newlines again.
+            data = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(update.html))
+            yield f"id: {update.seq}\n{data}\n"
+    finally:
+        slot.release()

@@ -187,3 +187,22 @@ CHAT_SSE_PING_SECONDS = env.float("CHAT_SSE_PING_SECONDS", default=15.0)
 CHAT_STREAM_RETENTION_SECONDS = env.int("CHAT_STREAM_RETENTION_SECONDS", default=3600)
 CHAT_REQUIRE_LOGIN = env.bool("CHAT_REQUIRE_LOGIN", default=False)
 CHAT_RATE_LIMIT = env.str("CHAT_RATE_LIMIT", default="20/m")
+
+# --- Limits (chat/limits.py; README "Security") ------------------------------------------------
+# Sends per person (user or anonymous visitor) and per client IP, shared through the cache.
+CHAT_IP_RATE_LIMIT = env.str("CHAT_IP_RATE_LIMIT", default="60/m")
+# Replies streaming at once, per person and per client IP (0: no cap).
+CHAT_MAX_STREAMING_PER_PERSON = env.int("CHAT_MAX_STREAMING_PER_PERSON", default=3)
+CHAT_MAX_STREAMING_PER_IP = env.int("CHAT_MAX_STREAMING_PER_IP", default=20)
+# Open readers (WebSocket watches and SSE streams) per person and per IP, in each worker.
+CHAT_MAX_READERS_PER_PERSON = env.int("CHAT_MAX_READERS_PER_PERSON", default=8)
+CHAT_MAX_READERS_PER_IP = env.int("CHAT_MAX_READERS_PER_IP", default=32)
+# Watch frames one WebSocket may send per minute.
+CHAT_WATCH_RATE_PER_MINUTE = env.int("CHAT_WATCH_RATE_PER_MINUTE", default=60)
+# What Daphne may hold unsent for one connection before it is dropped (the reply goes on and the
+# client resumes from where it was).
+CHAT_MAX_CONNECTION_BUFFER_BYTES = env.int("CHAT_MAX_CONNECTION_BUFFER_BYTES", default=2 * 2**20)
+# Peers whose X-Forwarded-For is believed (addresses or networks, e.g. 127.0.0.1,10.0.0.0/8).
+CHAT_TRUSTED_PROXIES = env.list("CHAT_TRUSTED_PROXIES", default=[])
+# The most characters one reply may have; past it the reply ends as "too_long", its text kept.
+CHAT_MAX_REPLY_CHARS = env.int("CHAT_MAX_REPLY_CHARS", default=200_000)

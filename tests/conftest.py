@@ -48,6 +48,9 @@ def chat_settings(settings):
     """Fast, quiet defaults for tests; a test that needs pacing sets it itself."""
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 0
     settings.CHAT_RATE_LIMIT = ""
+    settings.CHAT_IP_RATE_LIMIT = ""
+    settings.CHAT_MAX_STREAMING_PER_PERSON = 0
+    settings.CHAT_MAX_STREAMING_PER_IP = 0
     settings.CHAT_COALESCE_MS = 5
     settings.CHAT_FLUSH_SECONDS = 0.05
     settings.CHAT_PROVIDER_MAX_RETRIES = 0

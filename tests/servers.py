@@ -41,6 +41,9 @@ def app_env(data_dir: Path, **overrides: str) -> dict[str, str]:
             "CHATSITE_DATA_DIR": str(data_dir),
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "CHAT_RATE_LIMIT": "",
+            "CHAT_IP_RATE_LIMIT": "",
+            "CHAT_MAX_STREAMING_PER_PERSON": "0",
+            "CHAT_MAX_STREAMING_PER_IP": "0",
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 from django.http import Http404
 from django.utils import timezone
 
-from chat import jobs, services
+from chat import jobs, limits, services
 from chat.models import Conversation, Message
 from chat.pricing import PRICE_DATA_VERSION
 from chat.providers.demo import demo_reply, tokenize
@@ -85,9 +85,11 @@ def test_someone_elses_conversation_is_not_found(visitor, other_visitor):
 
 def test_rate_limit_refuses_a_burst(visitor, settings):
     settings.CHAT_RATE_LIMIT = "2/m"
-    assert services.send_allowed(visitor)
-    assert services.send_allowed(visitor)
-    assert not services.send_allowed(visitor)
+    limits.send_check(visitor)
+    limits.send_check(visitor)
+    with pytest.raises(services.RateLimited, match="too quickly. Wait") as refused:
+        limits.send_check(visitor)
+    assert 1 <= refused.value.retry_after <= 60
 
 
 # --- The job -----------------------------------------------------------------------------------

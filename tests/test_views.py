@@ -457,7 +457,8 @@ async def test_regenerate_someone_elses_reply_is_404(async_client, other_visitor
 
 async def test_carriage_returns_cannot_break_sse_framing(openai_upstream):
     # A model can be steered into emitting "\r"; on SSE it would end a line and could forge
-    # `id:` or `event:` fields. It must arrive as text, exactly.
+    # `id:` or `event:` fields. Carriage returns become line breaks (chat.text), so none reaches
+    # the stream, and the text arrives as the saved reply has it.
     text = "line one\rid: 0\rlost words\revent: done\r\nend"
     openai_upstream.script(text=text, chunks=3, delay=0.05)
     cookie, message_id = await _start_reply("cr", "openai:gpt-4.1-mini")
@@ -471,7 +472,9 @@ async def test_carriage_returns_cannot_break_sse_framing(openai_upstream):
 
     assert "\r" not in raw
     body = raw[: raw.index("<article")]
-    assert "".join(t for _, t in deltas(body.replace("\ndata: ", "\n"))) == text
+    expected = "line one\nid: 0\nlost words\nevent: done\nend"
+    assert "".join(t for _, t in deltas(body.replace("\ndata: ", "\n"))) == expected
+    assert (await Message.objects.aget(pk=message_id)).content == expected
 
 
 # --- The model picker ------------------------------------------------------------------------
