@@ -6,6 +6,11 @@ Incoming frames are JSON (form values plus "headers", as hx-ws sends them) with 
   stop   {conversation}                                   stop its streaming reply
   watch  {message_id, after}                              stream a reply from seq `after`
 Outgoing frames are HTML whose elements carry hx-swap-oob.
+
+What one socket can make this process hold is bounded: frames have a size cap, watches a rate,
+readers a count per person and per IP, a reply is never sent twice on one socket, and a client
+that stops reading is dropped once Daphne holds CHAT_MAX_CONNECTION_BUFFER_BYTES for it (the
+reply goes on; hx-ws reconnects and the page resumes from the last sequence number it has).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
+from collections import OrderedDict
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
@@ -24,6 +31,8 @@ from django.http import Http404
 
 from chat import services
 from chat.delivery import reply_updates
+from chat.errors import ChatInputError
+from chat.limits import ReaderSlot, reader_acquire, scope_client_ip
 from chat.rendering import error_fragment, started_fragment
 from chat.selectors import Visitor, message_get
 from chat.signals import VISITOR_SESSION_KEY
@@ -33,6 +42,34 @@ logger = logging.getLogger(__name__)
 # Closing with these tells hx-ws not to reconnect (they are not in its reconnect list).
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_FRAME = 4400
+# "Try again later": hx-ws reconnects after a back-off, and the page resumes its replies.
+CLOSE_TOO_SLOW = 1013
+
+# Replies a socket remembers having sent (to never send them again); older ones may be re-sent.
+REMEMBERED_REPLIES = 256
+# Sequence numbers and ids are small positive integers; anything else is not one of ours.
+MAX_INT_DIGITS = 15
+
+
+def _small_int(value: Any) -> int | None:
+    """A non-negative integer from a frame field, or None for anything else (floats such as
+    1e400, huge numbers, nested objects)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value < 10**MAX_INT_DIGITS else None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value) if len(value) <= MAX_INT_DIGITS else None
+    return None
+
+
+def _text_field(frame: dict[str, Any], name: str) -> str:
+    value = frame.get(name, "")
+    if value is None:
+        return ""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)
+    raise ChatInputError("That message could not be read. Reload the page and try again.")
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -50,10 +87,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         session = self.scope.get("session")
         visitor_id = session.get(VISITOR_SESSION_KEY, "") if session is not None else ""
-        self.visitor = Visitor(user=user, visitor_id=visitor_id)
+        self.visitor = Visitor(
+            user=user, visitor_id=visitor_id, client_ip=scope_client_ip(self.scope)
+        )
         # One reader per reply this socket follows. Readers are tasks so that receive() stays
         # free to handle "stop" while a reply streams.
         self.readers: dict[int, asyncio.Task[None]] = {}
+        # The last sequence number sent per reply (-1: its final fragment went out).
+        self.delivered: OrderedDict[int, int] = OrderedDict()
+        self.watch_times: list[float] = []
+        self.closing = False
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
@@ -61,11 +104,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for reader in getattr(self, "readers", {}).values():
             reader.cancel()
 
+    def _max_frame_chars(self) -> int:
+        # Room for the longest message and system prompt, JSON-escaped, plus the form's fields.
+        return (
+            8 * (settings.CHAT_MAX_MESSAGE_CHARS + settings.CHAT_MAX_SYSTEM_PROMPT_CHARS) + 16_384
+        )
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
+        if text_data is not None and len(text_data) > self._max_frame_chars():
+            await self.deliver(error_fragment("That message is far too long to send."))
+            return
         try:
             frame = json.loads(text_data or "")
             if not isinstance(frame, dict):
                 raise ValueError("frame is not an object")
+        except RecursionError:
+            # Valid JSON, absurdly nested: say so and keep the socket for the visitor's replies.
+            await self.deliver(error_fragment("That message could not be read."))
+            return
         except ValueError:
             await self.close(code=CLOSE_BAD_FRAME)
             return
@@ -75,49 +133,89 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.send_message(frame)
             elif action == "stop":
                 await services.reply_stop(
-                    visitor=self.visitor, conversation_id=str(frame.get("conversation", ""))
+                    visitor=self.visitor, conversation_id=_text_field(frame, "conversation")
                 )
             elif action == "watch":
                 await self.watch(frame.get("message_id"), frame.get("after"))
             else:
-                await self.send(text_data=error_fragment(f"Unknown action {action!r}."))
+                await self.deliver(error_fragment("That action is not known here."))
         except Http404:
             # The socket stays open: it also carries the visitor's other replies.
-            await self.send(text_data=error_fragment("Not found."))
-        except services.ChatInputError as exc:
-            await self.send(text_data=error_fragment(exc.message))
+            await self.deliver(error_fragment("Not found."))
+        except ChatInputError as exc:
+            await self.deliver(error_fragment(exc.message))
 
     async def send_message(self, frame: dict[str, Any]) -> None:
         started = await services.areply_start(
             visitor=self.visitor,
-            conversation_id=str(frame.get("conversation") or "") or None,
-            text=str(frame.get("message", "")),
-            model_choice=str(frame.get("model", "")),
-            system_prompt=str(frame.get("system_prompt", "")),
+            conversation_id=_text_field(frame, "conversation") or None,
+            text=_text_field(frame, "message"),
+            model_choice=_text_field(frame, "model"),
+            system_prompt=_text_field(frame, "system_prompt"),
         )
         # The page then asks to watch the new streaming reply, the same way it resumes one.
-        await self.send(text_data=await database_sync_to_async(started_fragment)(started))
+        await self.deliver(await database_sync_to_async(started_fragment)(started))
+
+    def _watch_allowed(self) -> bool:
+        now = time.monotonic()
+        self.watch_times = [t for t in self.watch_times if now - t < 60]
+        if len(self.watch_times) >= settings.CHAT_WATCH_RATE_PER_MINUTE:
+            return False
+        self.watch_times.append(now)
+        return True
 
     async def watch(self, message_id: Any, after: Any) -> None:
-        message = await database_sync_to_async(message_get)(self.visitor, message_id)
-        try:
-            offset = max(0, int(after or 0))
-        except (TypeError, ValueError):
-            offset = 0
+        if not self._watch_allowed():
+            raise ChatInputError("Too many requests on this connection. Reload the page.")
+        message_pk = _small_int(message_id)
+        if message_pk is None:
+            raise Http404("No such reply.")
+        message = await database_sync_to_async(message_get)(self.visitor, message_pk)
+        delivered = self.delivered.get(message.pk)
+        if delivered == -1:
+            return  # its final fragment already went out on this socket
+        offset = max(_small_int(after) or 0, delivered or 0)
+        slot = reader_acquire(self.visitor)
         if previous := self.readers.pop(message.pk, None):
             previous.cancel()
-        self.readers[message.pk] = asyncio.create_task(self.forward(message.pk, offset))
+        self.readers[message.pk] = asyncio.create_task(self.forward(message.pk, offset, slot))
 
-    async def forward(self, message_id: int, after: int) -> None:
+    def _remember(self, message_id: int, seq: int) -> None:
+        self.delivered[message_id] = seq
+        self.delivered.move_to_end(message_id)
+        while len(self.delivered) > REMEMBERED_REPLIES:
+            self.delivered.popitem(last=False)
+
+    async def deliver(self, html: str) -> bool:
+        """Send a frame unless the client has stopped reading; then drop the connection."""
+        if self.closing:
+            return False
+        buffered = self.scope.get("chatsite.buffered")
+        if buffered is not None and buffered() > settings.CHAT_MAX_CONNECTION_BUFFER_BYTES:
+            logger.info("Dropping a WebSocket that does not read (%s bytes unsent)", buffered())
+            self.closing = True
+            for reader in self.readers.values():
+                if reader is not asyncio.current_task():
+                    reader.cancel()
+            await self.close(code=CLOSE_TOO_SLOW)
+            return False
+        await self.send(text_data=html)
+        return True
+
+    async def forward(self, message_id: int, after: int, slot: ReaderSlot) -> None:
         try:
             async for update in reply_updates(message_id, after=after):
-                if update is not None:
-                    await self.send(text_data=update.html)
+                if update is None:
+                    continue
+                if not await self.deliver(update.html):
+                    return
+                self._remember(message_id, -1 if update.final else update.seq)
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("Forwarding reply %s failed", message_id)
         finally:
+            slot.release()
             if self.readers.get(message_id) is asyncio.current_task():
                 with contextlib.suppress(KeyError):
                     del self.readers[message_id]

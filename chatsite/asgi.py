@@ -13,6 +13,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from chat.backpressure import BufferedBytesMiddleware  # noqa: E402
 from chat.lifecycle import install_shutdown_hook  # noqa: E402
 from chat.origins import SameOriginValidator  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
@@ -21,11 +22,15 @@ install_shutdown_hook()
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
-application = ProtocolTypeRouter(
-    {
-        "http": http_app,
-        # The Origin must be the site's own (scheme, host and port), as for a POST: see
-        # chat/origins.py for why Channels' host-only check is not enough.
-        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+application = BufferedBytesMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": http_app,
+            # The Origin must be the site's own (scheme, host and port), as for a POST: see
+            # chat/origins.py for why Channels' host-only check is not enough.
+            "websocket": SameOriginValidator(
+                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            ),
+        }
+    )
 )

@@ -242,3 +242,88 @@ async def test_a_reply_whose_worker_died_is_shown_as_interrupted(settings):
     assert 'data-status="error"' in frame and "Interrupted" in frame
     assert "saved before the crash" in frame
     await communicator.disconnect()
+
+
+# --- Hostile frames (issue 7) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"action": "watch", "message_id": 1e400, "after": 0}',
+        '{"action": "watch", "message_id": 1, "after": 1e400}',
+        '{"action": "watch", "message_id": 99999999999999999999999999999, "after": 0}',
+        '{"action": "watch", "message_id": [1], "after": {"a": 1}}',
+        '{"action": "watch", "message_id": "-1", "after": "NaN"}',
+        '{"action": "stop", "conversation": {"id": 1}}',
+        '{"action": "send", "message": {"nested": true}, "model": "demo:demo"}',
+        '{"action": "send", "message": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"action": ["send"]}',
+        "[" * 100_000 + "]" * 100_000,
+    ],
+)
+async def test_absurd_frames_get_an_error_fragment_and_the_socket_stays_open(raw, caplog):
+    cookie, _ = await anonymous_session()
+    communicator = await connect(cookie)
+    await communicator.send_to(text_data=raw)
+    frame = await communicator.receive_from(5)
+    assert 'id="composer-error"' in frame
+    # Still open and useful: a normal send works on the same socket.
+    await start_reply(communicator, "still here")
+    await communicator.disconnect()
+    assert not [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info]
+
+
+async def test_watching_a_finished_reply_twice_on_one_socket_sends_it_once():
+    cookie, _ = await anonymous_session()
+    communicator = await connect(cookie)
+    message_id = await start_reply(communicator, "once")
+    await send(communicator, action="watch", message_id=message_id, after=0)
+    await read_reply(communicator)
+    for _ in range(5):
+        await send(communicator, action="watch", message_id=message_id, after=0)
+    assert await communicator.receive_nothing(0.5)
+    await communicator.disconnect()
+
+
+async def test_watch_frames_are_rate_limited_per_socket(settings):
+    settings.CHAT_WATCH_RATE_PER_MINUTE = 3
+    cookie, _ = await anonymous_session()
+    communicator = await connect(cookie)
+    message_id = await start_reply(communicator, "watched")
+    for _ in range(3):
+        await send(communicator, action="watch", message_id=message_id, after=0)
+    await read_reply(communicator)
+    await send(communicator, action="watch", message_id=message_id, after=0)
+    frame = await communicator.receive_from(5)
+    assert "Too many requests" in frame
+    await communicator.disconnect()
+
+
+async def test_readers_per_visitor_are_capped(settings):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 2  # stays streaming while we watch
+    settings.CHAT_MAX_READERS_PER_PERSON = 2
+    cookie, _ = await anonymous_session()
+    sockets = [await connect(cookie) for _ in range(3)]
+    message_id = await start_reply(sockets[0], "many readers")
+    for communicator in sockets[:2]:
+        await send(communicator, action="watch", message_id=message_id, after=0)
+        await communicator.receive_from(5)  # the first fragment: it is reading
+    await send(sockets[2], action="watch", message_id=message_id, after=0)
+    frame = await sockets[2].receive_from(5)
+    assert "Too many open streams" in frame
+    await sockets[0].disconnect()  # gives its slot back
+    await asyncio.sleep(0.1)
+    await send(sockets[2], action="watch", message_id=message_id, after=0)
+    assert "data-seq" in await sockets[2].receive_from(5)
+    await send(
+        sockets[2],
+        action="stop",
+        conversation=str(
+            (
+                await Message.objects.select_related("conversation").aget(pk=message_id)
+            ).conversation_id
+        ),
+    )
+    for communicator in sockets[1:]:
+        await communicator.disconnect()

@@ -1,0 +1,50 @@
+"""How much Daphne holds unsent for a connection, so transports can drop readers that don't read.
+
+Daphne writes to a socket without backpressure: when a client stops reading, the kernel's buffers
+fill and Twisted keeps everything else in memory, without bound. The ASGI interface has no way to
+ask how much is waiting, so this wrapper looks at the Twisted transport behind Daphne's `send`
+(Daphne passes `functools.partial(server.handle_reply, protocol)`) and puts a `chatsite.buffered`
+callable in the scope. Under any other server, or if Daphne changes, it reports 0 and nothing is
+dropped (the per-reply size cap still bounds what one reply can queue).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+
+
+def _transport_of(send: Any) -> Any | None:
+    if not isinstance(send, functools.partial) or not send.args:
+        return None
+    protocol = send.args[0]
+    transport = getattr(protocol, "transport", None)
+    if transport is None:  # an HTTP request: the connection is its channel's
+        transport = getattr(getattr(protocol, "channel", None), "transport", None)
+    return transport
+
+
+def buffered_bytes(transport: Any) -> int:
+    """Bytes a Twisted TCP transport has accepted but not yet handed to the kernel."""
+    try:
+        pending = len(transport.dataBuffer) - transport.offset
+        return int(pending + transport._tempDataLen)
+    except (AttributeError, TypeError):
+        return 0
+
+
+class BufferedBytesMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            transport = _transport_of(send)
+            if transport is not None:
+                scope = dict(scope)
+                scope["chatsite.buffered"] = functools.partial(buffered_bytes, transport)
+        await self.app(scope, receive, send)
