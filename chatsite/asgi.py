@@ -28,9 +28,7 @@ application = BufferedBytesMiddleware(
             "http": http_app,
             # The Origin must be the site's own (scheme, host and port), as for a POST: see
             # chat/origins.py for why Channels' host-only check is not enough.
-            "websocket": SameOriginValidator(
-                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-            ),
+            "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )
 )
