@@ -8,8 +8,12 @@ HTMX_VERSION ?= 4.0.1
 MARKDOWN_IT_VERSION ?= 14.1.0
 DOMPURIFY_VERSION ?= 3.4.18
 CHARTJS_VERSION ?= 4.6.1
+TASK_LISTS_VERSION ?= 2.1.1
+DOLLARMATH_VERSION ?= 0.5.0
+KATEX_VERSION ?= 0.19.1
+AXE_CORE_VERSION ?= 4.14.1
 
-.PHONY: run test lint bench bench-admin vendor lock migrate superuser clean
+.PHONY: run test lint bench bench-admin bench-page vendor pygments-css screenshots lock migrate superuser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +47,16 @@ migrate: $(VENV)/.installed
 superuser: migrate
 	$(BIN)/python manage.py createsuperuser
 
-vendor:  ## Re-vendor the front-end libraries from npm (htmx + its extensions, markdown-it, DOMPurify, Chart.js)
-	HTMX_VERSION=$(HTMX_VERSION) MARKDOWN_IT_VERSION=$(MARKDOWN_IT_VERSION) DOMPURIFY_VERSION=$(DOMPURIFY_VERSION) CHARTJS_VERSION=$(CHARTJS_VERSION) bash scripts/vendor.sh
+vendor:  ## Re-vendor the front-end libraries from npm (htmx + extensions, markdown-it + plugins, DOMPurify, KaTeX, Chart.js; axe-core for tests)
+	HTMX_VERSION=$(HTMX_VERSION) MARKDOWN_IT_VERSION=$(MARKDOWN_IT_VERSION) DOMPURIFY_VERSION=$(DOMPURIFY_VERSION) CHARTJS_VERSION=$(CHARTJS_VERSION) \
+	  TASK_LISTS_VERSION=$(TASK_LISTS_VERSION) DOLLARMATH_VERSION=$(DOLLARMATH_VERSION) KATEX_VERSION=$(KATEX_VERSION) AXE_CORE_VERSION=$(AXE_CORE_VERSION) \
+	  bash scripts/vendor.sh
+
+pygments-css: $(VENV)/.installed  ## Regenerate static/chat/pygments.css (code colours, light and dark)
+	$(BIN)/python scripts/pygments_css.py
+
+screenshots: $(VENV)/.installed-dev  ## Retake the README's screenshots (docs/screenshot-*.png) in headless Chromium
+	$(BIN)/python scripts/screenshots.py
 
 lock: | $(BIN)/python  ## Re-pin dependencies (needs network to PyPI)
 	$(BIN)/pip install -q uv

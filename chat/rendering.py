@@ -1,12 +1,16 @@
 """Markdown for finished replies, and the HTML fragments every transport sends.
 
-Markdown is rendered with markdown-it-py (CommonMark, raw HTML off), code is highlighted with
-Pygments, and the result is sanitised with nh3 (ammonia) before it reaches the page. Streaming
-text is never parsed: it is HTML-escaped and appended as plain text until the reply ends.
+Markdown is rendered with markdown-it-py (CommonMark, raw HTML off, plus tables, strikethrough,
+task lists and $-math), code is highlighted with Pygments, and the result is sanitised with nh3
+(ammonia) before it reaches the page. Streaming text is never parsed here: it is HTML-escaped and
+appended as plain text; the page previews it with markdown-it (the original of markdown-it-py)
+and the same plugins (static/chat/markdown.js), so the live and the final render agree. Math is
+left as TeX in `.math` elements for KaTeX on the page, in both renders.
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -14,6 +18,9 @@ import nh3
 from django.template.loader import render_to_string
 from django.utils.html import escape
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import unescapeAll
+from mdit_py_plugins.dollarmath import dollarmath_plugin
+from mdit_py_plugins.tasklists import tasklists_plugin
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
@@ -32,11 +39,51 @@ def _highlight(code: str, lang: str, _attrs: Any) -> str:
     return highlight(code, lexer, _formatter)
 
 
+# The same options as the page's live preview (static/chat/markdown.js). `$5 and $6` stays
+# text: a dollar next to a digit or a space does not open or close math.
 _markdown = (
     MarkdownIt("commonmark", {"html": False, "highlight": _highlight, "breaks": False})
     .enable("table")
     .enable("strikethrough")
+    .use(tasklists_plugin)
+    .use(dollarmath_plugin, allow_space=False, allow_digits=False)
 )
+_renderer: Any = _markdown.renderer
+_default_fence = _renderer.rules["fence"]
+_default_code_block = _renderer.rules["code_block"]
+
+
+def _code_with_header(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+    # A header bar above the code holds its language and (added by the page) the Copy button,
+    # so the button never covers a long line.
+    token = tokens[idx]
+    info = unescapeAll(token.info).strip() if token.info else ""
+    language = info.split()[0] if info else ""
+    default = _default_fence if token.type == "fence" else _default_code_block
+    code = default(tokens, idx, options, env)
+    return (
+        '<div class="code-block"><div class="code-head">'
+        f'<span class="code-lang">{escape(language) or "code"}</span></div>{code}</div>\n'
+    )
+
+
+_markdown.add_render_rule("fence", _code_with_header)
+_markdown.add_render_rule("code_block", _code_with_header)
+
+_ALIGN = re.compile(r"text-align:(left|right|center)")
+
+
+def _alignment_as_class(state: Any) -> None:
+    # Table cells say their alignment with a class, not a style attribute: a strict
+    # Content-Security-Policy (style-src without 'unsafe-inline') ignores inline styles.
+    for token in state.tokens:
+        if token.type in ("th_open", "td_open") and (style := token.attrGet("style")):
+            token.attrs.pop("style", None)
+            if match := _ALIGN.search(str(style)):
+                token.attrSet("class", f"align-{match.group(1)}")
+
+
+_markdown.core.ruler.push("alignment_as_class", _alignment_as_class)
 
 
 def _image_as_link(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
@@ -50,17 +97,22 @@ def _image_as_link(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> 
 _markdown.add_render_rule("image", _image_as_link)
 
 _ALLOWED_TAGS = {
-    "p", "br", "hr", "em", "strong", "del", "code", "pre", "span", "blockquote",
+    "p", "br", "hr", "em", "strong", "s", "del", "code", "pre", "span", "div", "blockquote",
     "ul", "ol", "li", "a", "h1", "h2", "h3", "h4", "h5", "h6",
-    "table", "thead", "tbody", "tr", "th", "td",
+    "table", "thead", "tbody", "tr", "th", "td", "input",
 }  # fmt: skip
 _ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
     "code": {"class"},
     "span": {"class"},
-    "ol": {"start"},
-    "th": {"style"},
-    "td": {"style"},
+    "div": {"class"},
+    "ul": {"class"},
+    "li": {"class"},
+    "ol": {"start", "class"},
+    "th": {"class"},
+    "td": {"class"},
+    # Task-list checkboxes, which are always disabled (see set_tag_attribute_values).
+    "input": {"class", "type", "checked", "disabled"},
 }
 
 
@@ -72,8 +124,12 @@ def render_markdown(text: str) -> str:
         tags=_ALLOWED_TAGS,
         attributes=_ALLOWED_ATTRIBUTES,
         url_schemes={"http", "https", "mailto"},
+        # Links open in a new tab, so following one never leaves the chat.
         link_rel="noopener noreferrer nofollow",
-        filter_style_properties={"text-align"},
+        set_tag_attribute_values={
+            "a": {"target": "_blank"},
+            "input": {"type": "checkbox", "disabled": "disabled"},
+        },
     )
 
 

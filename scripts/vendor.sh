@@ -7,7 +7,12 @@ htmx="${HTMX_VERSION:-4.0.1}"
 markdown_it="${MARKDOWN_IT_VERSION:-14.1.0}"
 dompurify="${DOMPURIFY_VERSION:-3.4.18}"
 chartjs="${CHARTJS_VERSION:-4.6.1}"
-vendor="$(cd "$(dirname "$0")/.." && pwd)/static/vendor"
+task_lists="${TASK_LISTS_VERSION:-2.1.1}"
+dollarmath="${DOLLARMATH_VERSION:-0.5.0}"
+katex="${KATEX_VERSION:-0.19.1}"
+axe="${AXE_CORE_VERSION:-4.14.1}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+vendor="$root/static/vendor"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -45,5 +50,37 @@ cp "$work/chart.js/package/dist/chart.umd.min.js" "$vendor/chart.js/"
 cp "$work/chart.js/package/LICENSE.md" "$vendor/chart.js/LICENSE.md"
 echo "chart.js@${chartjs}" > "$vendor/chart.js/VERSION"
 
+# The live preview's markdown-it plugins are the originals of the server's mdit-py-plugins ports
+# (tasklists, dollarmath), so a streaming reply and its final render agree.
+unpack markdown-it-task-lists "$task_lists"
+mkdir -p "$vendor/markdown-it-task-lists"
+cp "$work/markdown-it-task-lists/package/dist/markdown-it-task-lists.min.js" \
+  "$work/markdown-it-task-lists/package/LICENSE" "$vendor/markdown-it-task-lists/"
+echo "markdown-it-task-lists@${task_lists}" > "$vendor/markdown-it-task-lists/VERSION"
+
+unpack markdown-it-dollarmath "$dollarmath"
+mkdir -p "$vendor/markdown-it-dollarmath"
+cp "$work/markdown-it-dollarmath/package/dist/index.umd.min.js" \
+  "$vendor/markdown-it-dollarmath/markdown-it-dollarmath.min.js"
+cp "$work/markdown-it-dollarmath/package/LICENSE" "$vendor/markdown-it-dollarmath/"
+echo "markdown-it-dollarmath@${dollarmath}" > "$vendor/markdown-it-dollarmath/VERSION"
+
+# KaTeX typesets $…$ and $$…$$ on the page, in the live preview and the final reply alike; its
+# fonts are served from here too (the stylesheet names them relative to itself).
+unpack katex "$katex"
+rm -rf "$vendor/katex" && mkdir -p "$vendor/katex"
+cp "$work/katex/package/dist/katex.min.js" "$work/katex/package/dist/katex.min.css" \
+  "$work/katex/package/LICENSE" "$vendor/katex/"
+cp -r "$work/katex/package/dist/fonts" "$vendor/katex/fonts"
+echo "katex@${katex}" > "$vendor/katex/VERSION"
+
+# axe-core checks accessibility in the browser tests only: it lives under tests/, never served.
+unpack axe-core "$axe"
+mkdir -p "$root/tests/e2e/vendor/axe-core"
+cp "$work/axe-core/package/axe.min.js" "$work/axe-core/package/LICENSE" \
+  "$root/tests/e2e/vendor/axe-core/"
+echo "axe-core@${axe}" > "$root/tests/e2e/vendor/axe-core/VERSION"
+
 echo "vendored htmx.org@${htmx}, markdown-it@${markdown_it}, dompurify@${dompurify}," \
-  "chart.js@${chartjs} into $vendor"
+  "chart.js@${chartjs}, markdown-it-task-lists@${task_lists}," \
+  "markdown-it-dollarmath@${dollarmath}, katex@${katex} into $vendor; axe-core@${axe} into tests/"

@@ -118,8 +118,8 @@ def test_markdown_is_sanitised(client):
     assert "&lt;img src=x onerror=alert(1)&gt;" in reply  # shown as text, inert
     assert "<img" not in reply  # a reply cannot make the browser fetch anything by itself
     assert (
-        '<a href="https://example.com/t.png" rel="noopener noreferrer nofollow">tracker</a>'
-        in reply
+        '<a href="https://example.com/t.png" target="_blank" rel="noopener noreferrer nofollow">'
+        "tracker</a>" in reply
     )
     assert '<pre><code class="language-python">' in reply
     assert '<span class="n">x</span>' in reply  # highlighted by Pygments

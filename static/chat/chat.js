@@ -15,6 +15,7 @@
   let wsEverOpen = false;
   let fallbackTimer = null;
   const followed = new Set(); // replies followed over the current socket
+  let queuedWhileDown = false; // a message hx-ws holds until the socket opens
 
   const composer = () => document.getElementById("composer");
   const input = () => document.getElementById("message-input");
@@ -23,6 +24,10 @@
     stateEl.dataset.state = state;
     stateEl.textContent = label;
     document.body.dataset.transport = transport;
+    if (state === "connected" || state === "sse") {
+      const status = document.getElementById("composer-status");
+      if (status?.textContent.startsWith("Waiting for the connection")) status.textContent = "";
+    }
   }
 
   // --- Transports ------------------------------------------------------------------------------
@@ -58,6 +63,11 @@
     htmx.process(form);
     setState("sse", forced ? "Server-sent events" : "SSE fallback");
     followAll();
+    // The socket never opened, so the message it held was never sent: send it over HTTP.
+    if (queuedWhileDown) {
+      queuedWhileDown = false;
+      form.requestSubmit(form.querySelector("#send-button"));
+    }
   }
 
   document.addEventListener("htmx:ws:before:connection", (event) => {
@@ -71,6 +81,7 @@
     clearTimeout(fallbackTimer);
     wsEverOpen = true;
     wsConnection = event.detail.connection;
+    queuedWhileDown = false; // hx-ws sends its queue on open
     followed.clear();
     setState("connected", "Connected · WebSocket");
     followAll();
@@ -136,53 +147,48 @@
     field.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
-        if (document.body.classList.contains("is-streaming")) return;
-        form.requestSubmit(form.querySelector("#send-button"));
+        if (isStreaming()) say("A reply is still being written. Press Escape or Stop to end it, then send.");
+        else form.requestSubmit(form.querySelector("#send-button"));
       }
+    });
+    // While the socket is down, hx-ws queues the message and sends it once connected: say so.
+    form.addEventListener("submit", (event) => {
+      if (event.submitter?.id !== "send-button" || !socketDown() || !form.checkValidity()) return;
+      queuedWhileDown = true;
+      say("Waiting for the connection to the server — your message will be sent as soon as it is back.", {
+        sticky: true,
+      });
     });
     updateCount();
   }
 
   // --- Live Markdown while a reply streams ------------------------------------------------------
   // The server sends escaped plain text (the spans that also carry resume offsets); the page
-  // shows it rendered, as the finished reply will be: markdown-it is the original of the server's
-  // markdown-it-py, with the same options, and DOMPurify sanitises what it produces. The
-  // finished reply then arrives rendered (and highlighted) by the server and replaces all this.
+  // shows it rendered, as the finished reply will be (markdown.js: markdown-it with the plugins
+  // whose ports the server uses, sanitised by DOMPurify). Only the unfinished last block is
+  // rebuilt per frame. The finished reply then arrives rendered by the server and replaces this.
 
-  const markdown = window.markdownit && window.DOMPurify ? makeMarkdown() : null;
-
-  function makeMarkdown() {
-    const md = window.markdownit("commonmark", { html: false }).enable(["table", "strikethrough"]);
-    md.renderer.rules.image = (tokens, idx, options, env, self) => {
-      // As on the server: a reply never makes the browser fetch an image by itself.
-      const token = tokens[idx];
-      const alt = self.renderInline(token.children || [], options, env) || "image";
-      return `<a href="${md.utils.escapeHtml(token.attrGet("src") || "")}">${alt}</a>`;
-    };
-    return md;
-  }
+  const markdown = window.chatsiteMarkdown || null;
+  const liveViews = new WeakMap(); // raw text element -> its LiveMarkdown
 
   function renderLive(reply) {
     const raw = reply.querySelector(".msg-text.streaming");
-    let live = reply.querySelector(".msg-text.live");
-    if (!live) {
-      live = document.createElement("div");
+    if (!raw) return;
+    let view = liveViews.get(raw);
+    if (!view) {
+      const live = document.createElement("div");
       live.className = "msg-text markdown live";
       raw.after(live);
       reply.dataset.live = "";
+      view = new markdown.LiveMarkdown(live);
+      liveViews.set(raw, view);
     }
-    const text = raw.textContent;
-    if (live.dataset.length === String(text.length)) return;
-    live.dataset.length = String(text.length);
-    live.innerHTML = DOMPurify.sanitize(markdown.render(text), {
-      FORBID_TAGS: ["img", "style", "form", "input"],
-    });
-    // The cursor goes at the end of the last thing written, inside its paragraph or code.
-    let tail = live;
-    while (tail.lastElementChild && !["BR", "HR"].includes(tail.lastElementChild.tagName)) {
-      tail = tail.lastElementChild;
+    if (view.update(raw.textContent)) {
+      // For benchmarks/page_render.py: which frame's text is now on screen.
+      document.dispatchEvent(
+        new CustomEvent("chat:rendered", { detail: { messageId: reply.dataset.messageId, seq: offsetOf(reply) } }),
+      );
     }
-    if (tail !== live || text) tail.append(Object.assign(document.createElement("span"), { className: "cursor" }));
   }
 
   // --- Reacting to what the server swaps in ----------------------------------------------------
@@ -195,15 +201,23 @@
   });
 
   function enhance(root) {
-    root.querySelectorAll(".markdown:not(.live) pre:not([data-enhanced])").forEach((pre) => {
-      pre.dataset.enhanced = "1";
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "copy-code";
-      button.textContent = "Copy";
-      button.addEventListener("click", () => copy(pre.querySelector("code")?.innerText ?? pre.innerText, button));
-      pre.append(button);
+    root.querySelectorAll(".msg").forEach((reply) => {
+      const blocks = reply.querySelectorAll(".markdown:not(.live) .code-block:not([data-enhanced])");
+      if (!blocks.length) return;
+      const all = Array.from(reply.querySelectorAll(".markdown:not(.live) .code-block"));
+      blocks.forEach((block) => {
+        block.dataset.enhanced = "1";
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "copy-code";
+        button.textContent = "Copy";
+        // Each button of a reply has its own name: "Copy code block 2", not a second "Copy".
+        button.setAttribute("aria-label", `Copy code block ${all.indexOf(block) + 1}`);
+        button.addEventListener("click", () => copy(block.querySelector("pre")?.innerText ?? "", button));
+        block.querySelector(".code-head")?.append(button);
+      });
     });
+    if (markdown) markdown.typeset(root);
   }
 
   async function copy(text, button) {
@@ -216,16 +230,81 @@
     setTimeout(() => (button.textContent = "Copy"), 1500);
   }
 
+  // A reply's text as a reader sees it: without the code blocks' header bars, math as its TeX.
+  function replyText(rendered) {
+    const clone = rendered.cloneNode(true);
+    clone.querySelectorAll(".code-head, .cursor").forEach((node) => node.remove());
+    clone.querySelectorAll(".math[data-tex]").forEach((node) => {
+      const tex = node.dataset.tex;
+      node.replaceWith(node.classList.contains("block") ? `$$${tex}$$` : `$${tex}$`);
+    });
+    clone.classList.add("copy-buffer");
+    document.body.append(clone); // innerText needs a rendered node to keep line breaks
+    const text = clone.innerText;
+    clone.remove();
+    return text;
+  }
+
   document.addEventListener("click", (event) => {
     const button = event.target.closest("[data-copy]");
     if (!button) return;
-    const text = button.closest(".msg")?.querySelector(".markdown");
-    if (text) copy(text.innerText, button);
+    const rendered = button.closest(".msg")?.querySelector(".markdown");
+    if (rendered) copy(replyText(rendered), button);
   });
+
+  // --- Telling screen readers about replies ------------------------------------------------------
+  // The message list is not aria-live (it would read every frame of a stream); a reply is read
+  // once, when it ends, from a dedicated live region.
+  const announcer = document.getElementById("reply-announcer");
+  const watchedStreams = new Set(); // replies seen streaming on this page
+
+  function announceEndings() {
+    messages.querySelectorAll('[data-role="assistant"]').forEach((reply) => {
+      const id = reply.dataset.messageId;
+      if (reply.dataset.status === "streaming") {
+        watchedStreams.add(id);
+        return;
+      }
+      if (!watchedStreams.delete(id) || !announcer) return;
+      const rendered = reply.querySelector(".markdown");
+      const error = reply.querySelector(".msg-error")?.textContent || "";
+      const badge = reply.querySelector(".badge")?.textContent || "";
+      const text = rendered ? replyText(rendered).trim() : "";
+      const parts = [`Assistant replied${badge ? ` (${badge.toLowerCase()})` : ""}:`, text, error];
+      announcer.textContent = parts.filter(Boolean).join(" ");
+    });
+  }
+
+  // --- The composer's status line: why Enter does not send right now --------------------------
+
+  const statusEl = document.getElementById("composer-status");
+  let statusTimer = null;
+
+  function say(text, { sticky = false } = {}) {
+    if (!statusEl) return;
+    clearTimeout(statusTimer);
+    statusEl.textContent = text;
+    if (text && !sticky) statusTimer = setTimeout(() => (statusEl.textContent = ""), 6000);
+  }
+
+  function isStreaming() {
+    return document.body.classList.contains("is-streaming");
+  }
+
+  function socketDown() {
+    return transport === "ws" && !(wsConnection?.socket?.readyState === WebSocket.OPEN);
+  }
+
+  function stopReply() {
+    const form = composer();
+    const stop = form.querySelector("#stop-button");
+    if (stop) form.requestSubmit(stop);
+  }
 
   function afterChange() {
     const streaming = messages.querySelector('[data-status="streaming"]') !== null;
     document.body.classList.toggle("is-streaming", streaming);
+    if (!streaming && statusEl?.textContent.startsWith("A reply is still")) say("");
     const fresh = messages.querySelector("[data-fresh]");
     if (fresh) {
       fresh.removeAttribute("data-fresh");
@@ -241,27 +320,66 @@
     }
     enhance(messages);
     if (markdown) messages.querySelectorAll('[data-status="streaming"]').forEach(renderLive);
+    announceEndings();
     followAll();
     if (stickToBottom) scroller.scrollTop = scroller.scrollHeight;
   }
 
   let scheduled = false;
-  new MutationObserver(() => {
+  const observer = new MutationObserver(() => {
     // Batch the many small appends of a streaming reply into one update per frame.
     if (scheduled) return;
     scheduled = true;
     requestAnimationFrame(() => {
       scheduled = false;
       afterChange();
+      observer.takeRecords(); // what afterChange itself changed needs no second pass
     });
-  }).observe(chat, { childList: true, subtree: true, characterData: true });
+  });
+  observer.observe(chat, { childList: true, subtree: true, characterData: true });
 
-  document.querySelector(".sidebar-toggle")?.addEventListener("click", () => {
-    document.body.classList.toggle("sidebar-open");
+  // --- The conversations drawer (phones) ----------------------------------------------------------
+
+  const toggle = document.querySelector(".sidebar-toggle");
+  const sidebar = document.getElementById("sidebar");
+
+  function setDrawer(open) {
+    document.body.classList.toggle("sidebar-open", open);
+    toggle?.setAttribute("aria-expanded", String(open));
+  }
+
+  function drawerOpen() {
+    return document.body.classList.contains("sidebar-open");
+  }
+
+  toggle?.addEventListener("click", () => setDrawer(!drawerOpen()));
+  // A tap anywhere outside the open drawer closes it (and does nothing else).
+  document.addEventListener(
+    "click",
+    (event) => {
+      if (!drawerOpen() || sidebar.contains(event.target) || toggle?.contains(event.target)) return;
+      event.preventDefault();
+      event.stopPropagation();
+      setDrawer(false);
+    },
+    true,
+  );
+
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || event.isComposing) return;
+    if (drawerOpen()) {
+      setDrawer(false);
+      toggle?.focus();
+    } else if (isStreaming()) {
+      event.preventDefault();
+      stopReply();
+      say("Stopping the reply…");
+    }
   });
 
   bindComposer(composer());
   afterChange();
+  if (!location.hash) input()?.focus({ preventScroll: true });
   if (transport === "ws") useWebSocket();
   else useSSE();
 })();

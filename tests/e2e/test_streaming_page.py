@@ -451,8 +451,9 @@ def test_composer_comforts(page: Any) -> None:
     wait_for_status(page, "complete")
     assert page.locator(USER).inner_text() == "line one\nline two"
     assert page.locator("#char-count").inner_text() == "0 / 8,000"
-    copy = page.locator(f"{ASSISTANT} .markdown pre .copy-code")
+    copy = page.locator(f"{ASSISTANT} .markdown .code-block .code-head .copy-code")
     assert copy.count() == 1 and copy.is_visible()
+    assert copy.get_attribute("aria-label") == "Copy code block 1"
     assert page.locator(f"{ASSISTANT} .msg-actions [data-copy]").is_visible()
 
 
