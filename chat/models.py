@@ -60,6 +60,11 @@ class Conversation(models.Model):
     cost_microusd = models.BigIntegerField("cost", default=0)
     unpriced_replies = models.PositiveIntegerField(default=0)
     ended_reasons = models.CharField(max_length=120, blank=True)
+    # Counts of the replies the owner rated, kept by `message_feedback_set`, so staff can filter
+    # the list by feedback without reading the message table.
+    feedback_up = models.PositiveIntegerField(default=0)
+    feedback_down = models.PositiveIntegerField(default=0)
+    feedback_comments = models.PositiveIntegerField(default=0)
 
     objects = ConversationQuerySet.as_manager()
 
@@ -72,6 +77,12 @@ class Conversation(models.Model):
             models.Index(fields=["model"], name="conv_model"),
             models.Index(
                 fields=["-updated_at"], name="conv_flagged_recent", condition=Q(flagged=True)
+            ),
+            # Few conversations have feedback: the list's feedback filter walks only those.
+            models.Index(
+                fields=["-updated_at"],
+                name="conv_feedback_recent",
+                condition=Q(feedback_up__gt=0) | Q(feedback_down__gt=0),
             ),
         ]
 
@@ -151,6 +162,10 @@ class Message(models.Model):
         PROVIDER = "provider"
         ESTIMATED = "estimated"
 
+    class Feedback(models.IntegerChoices):
+        UP = 1, "👍"
+        DOWN = -1, "👎"
+
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
     )
@@ -179,6 +194,11 @@ class Message(models.Model):
     tokens_per_second = models.FloatField(null=True, blank=True)
     error_text = models.TextField(blank=True)
 
+    # The owner's rating of a finished reply, with an optional comment; they may change it.
+    feedback = models.SmallIntegerField(choices=Feedback.choices, null=True, blank=True)
+    feedback_comment = models.TextField(blank=True)
+    feedback_at = models.DateTimeField(null=True, blank=True)
+
     created_at = models.DateTimeField(default=timezone.now)
     # Set at insert so daily analytics group on an indexed column instead of a per-row function.
     day = models.DateField(default=timezone.localdate)
@@ -204,6 +224,10 @@ class Message(models.Model):
                 fields=["client_key", "day"],
                 name="msg_client_day",
                 condition=~Q(client_key=""),
+            ),
+            # Satisfaction is read from the few rated replies of a period, never the whole day.
+            models.Index(
+                fields=["day"], name="msg_feedback_day", condition=Q(feedback__isnull=False)
             ),
         ]
 

@@ -16,5 +16,6 @@ urlpatterns = [
         views.regenerate,
         name="regenerate",
     ),
+    path("streaming-demo/replies/<int:message_id>/feedback", views.feedback, name="feedback"),
     path("streaming-demo/replies/<int:message_id>/events", views.reply_events, name="events"),
 ]

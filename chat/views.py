@@ -26,6 +26,7 @@ from chat import providers, services
 from chat.delivery import reply_updates
 from chat.errors import ChatInputError
 from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
+from chat.feedback import FeedbackError, message_feedback_set
 from chat.models import Conversation
 from chat.rendering import error_fragment, started_fragment
 from chat.selectors import (
@@ -258,3 +259,32 @@ async def _event_stream(
             yield f"id: {update.seq}\n{data}\n"
     finally:
         slot.release()
+
+
+@require_POST
+def feedback(request: HtmxHttpRequest, message_id: int) -> HttpResponse:
+    """Rate a reply 👍 / 👎 and comment on it. htmx gets the feedback form back; a browser
+    without JavaScript goes back to the conversation."""
+    if denied := _login_required(request):
+        return denied
+    visitor = _visitor(request)
+    comment = request.POST.get("comment")
+    try:
+        message = message_feedback_set(
+            visitor=visitor,
+            message_id=message_id,
+            rating=request.POST.get("rating", ""),
+            comment=comment,
+        )
+    except FeedbackError as exc:
+        message = message_get(visitor, message_id)
+        if request.htmx:
+            context = {"m": message, "feedback_error": exc.message}
+            return render(request, "chat/partials/_feedback.html", context, status=400)
+        page = _page_context(request, visitor, message.conversation, error=exc.message)
+        return render(request, "chat/streaming_demo.html", page, status=400)
+    if request.htmx:
+        context = {"m": message, "saved": True, "feedback_open": comment is None}
+        return render(request, "chat/partials/_feedback.html", context)
+    url = reverse("chat:conversation", kwargs={"conversation_id": message.conversation_id})
+    return redirect(f"{url}#msg-{message.pk}")

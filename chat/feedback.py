@@ -1,0 +1,69 @@
+"""Feedback on replies: the owner's 👍 or 👎 with an optional comment, which they may change.
+
+The conversation keeps counts of its rated replies (`feedback_up`, `feedback_down`,
+`feedback_comments`), so staff filter the conversation list by feedback without reading the
+message table; the analytics page reads the rated replies themselves (a partial index on `day`).
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from chat.models import Conversation, Message
+from chat.selectors import Visitor, message_get
+
+COMMENT_MAX_CHARS = 2000
+RATINGS = {"up": Message.Feedback.UP, "down": Message.Feedback.DOWN, "none": None}
+
+
+class FeedbackError(Exception):
+    """Input the user can fix; the message says how."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def message_feedback_set(
+    *, visitor: Visitor, message_id: int | str, rating: str, comment: str | None = None
+) -> Message:
+    """Rate a finished reply of the visitor's (`up`, `down`, or `none` to take the rating back)
+    and set its comment (None keeps the one it has). Another visitor's reply is a 404."""
+    message = message_get(visitor, message_id)
+    if rating not in RATINGS:
+        raise FeedbackError("Choose 👍 or 👎.")
+    if comment is not None:
+        comment = comment.strip()
+        if len(comment) > COMMENT_MAX_CHARS:
+            raise FeedbackError(
+                f"The comment is {len(comment):,} characters; the limit is {COMMENT_MAX_CHARS:,}."
+            )
+    if message.is_streaming:
+        raise FeedbackError("This reply is still being written; rate it once it has finished.")
+    if message.superseded:
+        raise FeedbackError("This reply was replaced by a newer one.")
+    value = RATINGS[rating]
+    if value is None:
+        comment = ""  # a comment belongs to a rating
+    elif comment is None:
+        comment = message.feedback_comment
+    with transaction.atomic():
+        Message.objects.filter(pk=message.pk).update(
+            feedback=value,
+            feedback_comment=comment,
+            feedback_at=timezone.now() if value is not None else None,
+        )
+        counts = Message.objects.filter(conversation_id=message.conversation_id).aggregate(
+            up=Count("id", filter=Q(feedback=Message.Feedback.UP)),
+            down=Count("id", filter=Q(feedback=Message.Feedback.DOWN)),
+            comments=Count("id", filter=Q(feedback__isnull=False) & ~Q(feedback_comment="")),
+        )
+        Conversation.objects.filter(pk=message.conversation_id).update(
+            feedback_up=counts["up"],
+            feedback_down=counts["down"],
+            feedback_comments=counts["comments"],
+        )
+    message.feedback, message.feedback_comment = value, comment
+    return message
