@@ -208,9 +208,23 @@ MESSAGE_BLANK: dict[str, Any] = {
     "duration_ms": None,
     "tokens_per_second": None,
     "error_text": "",
+    "feedback": None,
+    "feedback_comment": "",
+    "feedback_at": None,
     "finished_at": None,
     "heartbeat_at": None,
 }
+# Some of what people say when they rate a reply.
+FEEDBACK_COMMENTS = {
+    Message.Feedback.UP: ["Exactly what I needed.", "Clear, thanks.", "Great example."],
+    Message.Feedback.DOWN: [
+        "It made up a function that does not exist.",
+        "Too long; I asked for one line.",
+        "Wrong answer: the year is off.",
+        "It stopped halfway.",
+    ],
+}
+API_SHARE = 0.15  # of signed-in users' conversations, started through the API
 
 
 class RowInserter:
@@ -548,6 +562,9 @@ class Seeder:
                 finished_at=created + timedelta(milliseconds=duration),
                 heartbeat_at=created,
             )
+        # Drawn from a stream of their own, so the history above stays what it was for a seed.
+        extra = random.Random(plan.seed ^ 0x5EED)  # noqa: S311
+        feedback = self._feedback(extra, messages)
         last = messages[-1]
         flagged = rng.random() < 0.002
         conversation = {
@@ -568,11 +585,40 @@ class Seeder:
             "cost_microusd": totals["cost"],
             "unpriced_replies": totals["unpriced"],
             "ended_reasons": ",".join(sorted(reasons)),
+            "source": (
+                Conversation.Source.API
+                if user_id is not None and extra.random() < API_SHARE
+                else Conversation.Source.PAGE
+            ),
+            **feedback,
         }
         self.written_conversations += 1
         self.written_messages += len(messages)
         self.anonymous_conversations += user_id is None
         return conversation, messages
+
+    @staticmethod
+    def _feedback(rng: random.Random, messages: list[dict[str, Any]]) -> dict[str, int]:
+        """Rate a few replies as people do: rarely, mostly the good ones, more often the bad
+        (a failed reply far more often), sometimes with a comment. Returns the counts."""
+        counts = {"feedback_up": 0, "feedback_down": 0, "feedback_comments": 0}
+        for message in messages:
+            if message["role"] != Message.Role.ASSISTANT or message["superseded"]:
+                continue
+            completed = message["ended_reason"] == Message.EndedReason.COMPLETED
+            if rng.random() >= (0.04 if completed else 0.15):
+                continue
+            good = rng.random() < (0.8 if completed else 0.1)
+            rating = Message.Feedback.UP if good else Message.Feedback.DOWN
+            comment = rng.choice(FEEDBACK_COMMENTS[rating]) if rng.random() < 0.3 else ""
+            message.update(
+                feedback=rating,
+                feedback_comment=comment,
+                feedback_at=message["finished_at"] + timedelta(seconds=rng.uniform(5, 600)),
+            )
+            counts["feedback_up" if good else "feedback_down"] += 1
+            counts["feedback_comments"] += bool(comment)
+        return counts
 
     @staticmethod
     def _conversation_id(plan: Plan, rng: random.Random | None = None) -> uuid.UUID:

@@ -13,6 +13,7 @@ from django.utils import timezone
 from chat.models import Conversation, Message, PriceOverride, UsageDay
 from chat.pricing import override_version, price_reply
 from chat.providers.base import Usage
+from chat.seeding import ENDINGS
 
 pytestmark = pytest.mark.django_db
 
@@ -132,7 +133,8 @@ def test_replies_mix_models_and_endings_with_consistent_statuses():
     }
     by_reason = dict(replies().values_list("ended_reason").annotate(n=Count("id")))
     assert 0.85 < by_reason["completed"] / 2000 < 0.95
-    assert set(by_reason) == {choice.value for choice in Message.EndedReason}
+    # Every ending the seeder draws (the rare too_long and service_error are not seeded).
+    assert set(by_reason) == {"completed"} | {reason for reason, _ in ENDINGS}
     assert replies().filter(superseded=True).exists()
     expected_status = {
         "completed": "complete",
@@ -288,3 +290,22 @@ def test_seeding_the_same_seed_twice_asks_for_clear():
     with pytest.raises(CommandError, match="--clear"):
         seed()
     assert replies().count() == 300
+
+
+@time_machine.travel(NOW, tick=False)
+def test_seeded_history_has_api_conversations_and_feedback_that_adds_up():
+    seed(replies=2000)
+
+    api = Conversation.objects.filter(source=Conversation.Source.API)
+    assert api.exists() and not api.filter(user__isnull=True).exists()  # the API needs an account
+    rated = replies().filter(feedback__isnull=False)
+    assert 0.02 < rated.count() / 2000 < 0.1
+    assert not rated.filter(superseded=True).exists()
+    assert rated.filter(feedback=Message.Feedback.DOWN).exists()
+    assert rated.exclude(feedback_comment="").exists()
+    # The conversations' counts are those of their replies.
+    for conversation in Conversation.objects.filter(feedback_up__gt=0)[:20]:
+        assert conversation.feedback_up == conversation.messages.filter(feedback=1).count()
+    assert sum(Conversation.objects.values_list("feedback_down", flat=True)) == rated.filter(
+        feedback=Message.Feedback.DOWN
+    ).count()
