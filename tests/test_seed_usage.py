@@ -306,6 +306,7 @@ def test_seeded_history_has_api_conversations_and_feedback_that_adds_up():
     # The conversations' counts are those of their replies.
     for conversation in Conversation.objects.filter(feedback_up__gt=0)[:20]:
         assert conversation.feedback_up == conversation.messages.filter(feedback=1).count()
-    assert sum(Conversation.objects.values_list("feedback_down", flat=True)) == rated.filter(
-        feedback=Message.Feedback.DOWN
-    ).count()
+    assert (
+        sum(Conversation.objects.values_list("feedback_down", flat=True))
+        == rated.filter(feedback=Message.Feedback.DOWN).count()
+    )
