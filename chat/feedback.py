@@ -1,4 +1,4 @@
-"""Feedback on replies: the owner's 👍 or 👎 with an optional comment, which they may change.
+"""Feedback on replies: the owner's 👍 (good) or 👎 (bad) with an optional comment, which they may change.
 
 The conversation keeps counts of its rated replies (`feedback_up`, `feedback_down`,
 `feedback_comments`), so staff filter the conversation list by feedback without reading the
@@ -33,7 +33,7 @@ def message_feedback_set(
     and set its comment (None keeps the one it has). Another visitor's reply is a 404."""
     message = message_get(visitor, message_id)
     if rating not in RATINGS:
-        raise FeedbackError("Choose 👍 or 👎.")
+        raise FeedbackError("Rate the reply good or bad.")
     if comment is not None:
         comment = comment.strip()
         if len(comment) > COMMENT_MAX_CHARS:

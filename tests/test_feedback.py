@@ -124,7 +124,7 @@ def test_the_users_message_and_an_unknown_reply_are_404s(client):
 @pytest.mark.parametrize(
     ("fields", "form", "error"),
     [
-        ({}, {"rating": "meh"}, "Choose 👍 or 👎."),
+        ({}, {"rating": "meh"}, "Rate the reply good or bad."),
         ({}, {"rating": "up", "comment": "x" * 2001}, "the limit is 2,000"),
         ({"status": "streaming", "ended_reason": ""}, {"rating": "up"}, "still being written"),
         ({"superseded": True}, {"rating": "up"}, "replaced by a newer one"),
@@ -175,5 +175,5 @@ def test_staff_filter_conversations_by_feedback_and_read_it(staff_client, visito
 
     page = staff_client.get(f"/admin/chat/conversation/{commented.conversation_id}/change/")
     html = page.content.decode()
-    assert 'data-feedback="down"' in html and "👎 Rated bad" in html
+    assert 'data-feedback="down"' in html and "Rated bad by the owner" in html
     assert "It &lt;b&gt;made up&lt;/b&gt; a law." in html

@@ -279,8 +279,8 @@ FEEDBACK_ANY = Q(feedback_up__gt=0) | Q(feedback_down__gt=0)
 FEEDBACK_CHOICES = {
     # Every choice lies inside the condition of the `conv_feedback_recent` partial index.
     "any": ("Any feedback", FEEDBACK_ANY),
-    "up": ("👍 Good replies", FEEDBACK_ANY & Q(feedback_up__gt=0)),
-    "down": ("👎 Bad replies", FEEDBACK_ANY & Q(feedback_down__gt=0)),
+    "up": ("Rated good", FEEDBACK_ANY & Q(feedback_up__gt=0)),
+    "down": ("Rated bad", FEEDBACK_ANY & Q(feedback_down__gt=0)),
     "comment": ("With a comment", FEEDBACK_ANY & Q(feedback_comments__gt=0)),
 }
 

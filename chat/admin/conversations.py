@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from django.contrib import admin, messages
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
@@ -180,14 +181,20 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if conversation.flagged:
             badges.append(("flagged", "⚑ Flagged", "Flagged by a reviewer"))
         if conversation.feedback_up:
-            badges.append(("feedback-up", f"👍 {conversation.feedback_up}", "Replies rated good"))
+            badges.append(
+                ("feedback-up", f"{conversation.feedback_up} good", "Replies the owner rated good")
+            )
         if conversation.feedback_down:
             badges.append(
-                ("feedback-down", f"👎 {conversation.feedback_down}", "Replies rated bad")
+                (
+                    "feedback-down",
+                    f"{conversation.feedback_down} bad",
+                    "Replies the owner rated bad",
+                )
             )
         if conversation.feedback_comments:
             count = conversation.feedback_comments
-            badges.append(("feedback-comment", f"💬 {count}", "Feedback comments"))
+            badges.append(("feedback-comment", f"{count} comment{pluralize(count)}", "Comments"))
         return format_html_join(
             " ",
             '<span class="review-badge review-badge-{}" title="{}">{}</span>',
