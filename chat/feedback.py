@@ -1,4 +1,5 @@
-"""Feedback on replies: the owner's 👍 (good) or 👎 (bad) with an optional comment, which they may change.
+"""Feedback on replies: the owner's 👍 (good) or 👎 (bad) with an optional comment, which they
+may change.
 
 The conversation keeps counts of its rated replies (`feedback_up`, `feedback_down`,
 `feedback_comments`), so staff filter the conversation list by feedback without reading the
