@@ -25,8 +25,8 @@ from django_htmx.middleware import HtmxDetails
 from chat import providers, services
 from chat.delivery import reply_updates
 from chat.errors import ChatInputError
-from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
 from chat.feedback import FeedbackError, message_feedback_set
+from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
 from chat.models import Conversation
 from chat.rendering import error_fragment, started_fragment
 from chat.selectors import (
