@@ -208,6 +208,7 @@ MESSAGE_BLANK: dict[str, Any] = {
     "duration_ms": None,
     "tokens_per_second": None,
     "error_text": "",
+    "client_key": "",
     "feedback": None,
     "feedback_comment": "",
     "feedback_at": None,
