@@ -35,8 +35,8 @@ test: $(VENV)/.installed-dev  ## Set up and run the whole suite: SQLite + Redis 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy chat chatsite
 
-bench: $(VENV)/.installed-dev
-	$(BIN)/python -m benchmarks.stream_fanout --transport ws --streams 50
+bench: $(VENV)/.installed-dev  ## chatsite vs a bare ASGI relay, side by side (≤ 15 min; BENCH_ARGS=--quick, --write-docs)
+	$(BIN)/python -m benchmarks.relay $(BENCH_ARGS)
 
 bench-admin: $(VENV)/.installed-dev  ## Admin list and analytics pages with 1,000,000 seeded replies (SQLite, var/bench/)
 	$(BIN)/python -m benchmarks.admin_pages --replies 1000000

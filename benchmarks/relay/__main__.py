@@ -1,0 +1,212 @@
+"""chatsite against a bare ASGI relay, side by side: latency per token, first token, CPU, memory,
+database writes and capacity.
+
+    .venv/bin/python -m benchmarks.relay                  # the full run (make bench), ≤ 15 min
+    .venv/bin/python -m benchmarks.relay --quick          # 1 and 50 streams, no capacity search
+    .venv/bin/python -m benchmarks.relay --write-docs     # ... and put the tables in docs/
+    .venv/bin/python -m benchmarks.relay --targets chatsite --database postgres
+    .venv/bin/python -m benchmarks.relay --targets chatsite --workers 2   # Redis, two workers
+
+The fake upstream (benchmarks/relay/upstream.py) streams 100 tokens at 20 tokens/s, each stamped
+with its send time; the servers run under Daphne on core 0; the upstream and the load client
+(benchmarks/relay/client.py) share core 1. K replies are sent spread evenly over 5 s. Capacity
+is the largest K at which the p99 added latency is ≤ 100 ms with nothing lost or doubled.
+Results go to var/bench/relay.json; --write-docs also rewrites the tables in
+docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks.relay import report, servers
+from benchmarks.relay.run import Load, measure, passes
+
+TABLE_STREAMS = [1, 50, 100, 200]
+CAPACITY_STEPS = [300, 400, 500, 600, 800, 1000]
+MEMORY_STREAMS = 100  # the run that also measures memory per socket and per stream
+
+
+def _pin_self() -> None:
+    with contextlib.suppress(AttributeError, OSError):
+        if (os.cpu_count() or 1) > 1:
+            os.sched_setaffinity(0, {servers.CLIENT_CORE})
+
+
+@contextlib.contextmanager
+def _server(
+    target: str, workdir: Path, upstream_port: int, args: argparse.Namespace
+) -> Iterator[servers.Server]:
+    if target == "baseline":
+        with servers.baseline(workdir, upstream_port) as server:
+            yield server
+        return
+    with contextlib.ExitStack() as stack:
+        database_url = ""
+        if args.database == "postgres":
+            database_url = stack.enter_context(servers.postgres_server(workdir))
+        redis_url = ""
+        if args.workers > 1 or args.redis:
+            redis_url = stack.enter_context(servers.redis_server(workdir))
+        server = stack.enter_context(
+            servers.chatsite(
+                workdir,
+                upstream_port,
+                workers=args.workers,
+                database_url=database_url,
+                redis_url=redis_url,
+            )
+        )
+        server.name = _variant_name(args)
+        yield server
+
+
+def _variant_name(args: argparse.Namespace) -> str:
+    parts = ["chatsite"]
+    if args.database == "postgres":
+        parts.append("PostgreSQL")
+    if args.workers > 1:
+        parts.append(f"{args.workers} workers + Redis")
+    elif args.redis:
+        parts.append("Redis")
+    return " · ".join(parts)
+
+
+async def _series(
+    server: servers.Server,
+    transport: str,
+    args: argparse.Namespace,
+    *,
+    upstream_pid: int,
+    started: float,
+) -> list[dict[str, Any]]:
+    """Warm up, then the table's loads, then more streams until a load fails (capacity)."""
+
+    def load(streams: int) -> Load:
+        return Load(transport, streams, args.ramp, args.tokens, args.rate)
+
+    # First requests import and build things (the SDK client, templates): not what we measure.
+    await measure(
+        server, Load(transport, 3, 0.3, args.tokens, args.rate), upstream_pid=upstream_pid
+    )
+    results: list[dict[str, Any]] = []
+
+    async def one(streams: int) -> dict[str, Any]:
+        result = await measure(server, load(streams), upstream_pid=upstream_pid)
+        result["passes"] = passes(result)
+        results.append(result)
+        print(report.line(result), flush=True)
+        return result
+
+    table = sorted(args.streams, key=lambda k: (k != MEMORY_STREAMS, k))
+    for streams in table:
+        await one(streams)
+    if not args.capacity:
+        return results
+    steps = sorted(set(CAPACITY_STEPS) | set(args.streams))
+    passed = {r["streams"]: r["passes"] for r in results}
+    for streams in steps:
+        if streams in passed:
+            if not passed[streams]:
+                break
+            continue
+        if time.monotonic() - started > args.budget:
+            print(f"  (time budget spent: capacity search stops before {streams})", flush=True)
+            break
+        if not (await one(streams))["passes"]:
+            break
+    # One step between the last load that passed and the first that failed.
+    good = [r["streams"] for r in results if r["passes"]]
+    bad = [r["streams"] for r in results if not r["passes"]]
+    if good and bad and min(bad) > max(good):
+        low, high = max(g for g in good if g < min(bad)), min(bad)
+        middle = (low + high) // 2 // 25 * 25
+        if low < middle < high and time.monotonic() - started <= args.budget:
+            await one(middle)
+    return results
+
+
+async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    _pin_self()
+    started = time.monotonic()
+    results: list[dict[str, Any]] = []
+    # Kept after the run: the servers' logs (and chatsite's database) are worth a look.
+    workdir = args.json.parent / "relay-work"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    with servers.upstream(workdir, tokens=args.tokens, rate=args.rate) as (port, pid):
+        for target in args.targets:
+            for transport in args.transports:
+                # A fresh server per transport: its memory figures start from the same place.
+                with _server(target, workdir, port, args) as server:
+                    print(f"{server.name} over {transport}", flush=True)
+                    results += await _series(
+                        server, transport, args, upstream_pid=pid, started=started
+                    )
+    return {
+        "command": " ".join(["python -m benchmarks.relay", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_end": Path("/proc/loadavg").read_text().split()[:3],
+        },
+        "settings": {
+            "tokens_per_reply": args.tokens,
+            "tokens_per_second": args.rate,
+            "ramp_seconds": args.ramp,
+            "server_core": servers.SERVER_CORE,
+            "client_core": servers.CLIENT_CORE,
+        },
+        "duration_s": round(time.monotonic() - started, 1),
+        "results": results,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="1 and 50 streams, no capacity")
+    parser.add_argument("--targets", default="chatsite,baseline")
+    parser.add_argument("--transports", default="ws,sse")
+    parser.add_argument("--streams", default=",".join(map(str, TABLE_STREAMS)))
+    parser.add_argument("--no-capacity", dest="capacity", action="store_false")
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--workers", type=int, default=1, help=">1 runs them with Redis")
+    parser.add_argument("--redis", action="store_true", help="the Redis reply stream")
+    parser.add_argument("--tokens", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--ramp", type=float, default=5.0)
+    parser.add_argument("--budget", type=float, default=780.0, help="seconds for the whole run")
+    parser.add_argument("--json", type=Path, default=Path("var/bench/relay.json"))
+    parser.add_argument("--write-docs", action="store_true", help="update docs/performance.md")
+    args = parser.parse_args()
+    args.targets = args.targets.split(",")
+    args.transports = args.transports.split(",")
+    args.streams = [int(k) for k in args.streams.split(",")]
+    if args.quick:
+        args.streams = [1, 50]
+        args.capacity = False
+    output = asyncio.run(_main(args))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(output, indent=1))
+    print(f"\n{report.markdown(output)}\nJSON: {args.json}")
+    if args.write_docs:
+        report.write_docs(output)
+        print("docs/performance.md updated")
+
+
+if __name__ == "__main__":
+    main()

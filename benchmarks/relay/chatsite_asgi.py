@@ -1,0 +1,78 @@
+"""chatsite's own ASGI application, unchanged, plus a count of its database writes.
+
+    daphne benchmarks.relay.chatsite_asgi:application
+
+Every database connection gets an execute wrapper (Django's documented hook) that counts write
+statements (INSERT, UPDATE, DELETE) and the transactions that commit them: a write in autocommit
+mode is one transaction, writes inside `atomic()` count once when it commits. The benchmark
+reads the counts from `GET /__bench__/writes`, answered here without entering Django, so reading
+them writes nothing and costs the server almost nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from django.db.backends.signals import connection_created
+
+from chatsite.asgi import application as chatsite_application
+
+_lock = threading.Lock()
+counts = {"statements": 0, "transactions": 0}
+WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+def _count(kind: str) -> None:
+    with _lock:
+        counts[kind] += 1
+
+
+def _install(sender: Any, connection: Any, **kwargs: Any) -> None:
+    pending = {"writes": False}
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.lstrip()[:7].upper().startswith(WRITES):
+            _count("statements")
+            if connection.get_autocommit():
+                _count("transactions")
+            else:
+                pending["writes"] = True
+        return execute(sql, params, many, context)
+
+    original_commit = connection.commit
+
+    def commit() -> None:
+        original_commit()
+        if pending["writes"]:
+            pending["writes"] = False
+            _count("transactions")
+
+    def rollback() -> None:
+        pending["writes"] = False
+        original_rollback()
+
+    original_rollback = connection.rollback
+    connection.commit = commit
+    connection.rollback = rollback
+    connection.execute_wrappers.append(wrapper)
+
+
+connection_created.connect(_install)
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "http" and scope["path"] == "/__bench__/writes":
+        with _lock:
+            body = json.dumps(counts).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return
+    await chatsite_application(scope, receive, send)

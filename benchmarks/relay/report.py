@@ -1,0 +1,261 @@
+"""Tables from the benchmark's results: a line per run as it goes, markdown at the end, and the
+same markdown written into docs/performance.md between markers (so a re-run replaces it)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
+TRANSPORT_NAMES = {"ws": "WebSocket", "sse": "SSE"}
+
+
+def line(r: dict[str, Any]) -> str:
+    return (
+        f"  {r['streams']:>4} streams: added p50 {_num(r['added_ms']['p50'])} / p99 "
+        f"{_num(r['added_ms']['p99'])} / max {_num(r['added_ms']['max'])} ms, first token p50 "
+        f"{_num(r['first_token_ms']['p50'])} ms, lost {r['lost']}, doubled {r['doubled']}, "
+        f"frames/token {r['frames_per_token']}, CPU {r['server_cpu_ms_per_1000_tokens']} ms/1k "
+        f"tokens ({_pct(r['server_cpu_busy'])} busy), client core {_pct(r['client_core_busy'])}, "
+        f"load {r['load_average_1m']}" + ("" if r["passes"] else "  ✗") + _errors(r)
+    )
+
+
+def _errors(r: dict[str, Any]) -> str:
+    return f"\n    errors: {r['errors']}" if r["errors"] else ""
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "—"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if digits == 0 and abs(value) < 10:
+        return f"{value:.1f}"
+    return f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.0f} %"
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    if ours is None or theirs is None or theirs == 0:
+        return ""
+    return f" ({ours / theirs:.1f}×)"
+
+
+def _pick(r: dict[str, Any], path: str) -> Any:
+    value: Any = r
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+ROWS: list[tuple[str, str, str]] = [
+    # (label, field, unit)
+    ("added per token, p50", "added_ms.p50", "ms"),
+    ("added per token, p99", "added_ms.p99", "ms"),
+    ("added per token, max", "added_ms.max", "ms"),
+    ("first token after send, p50", "first_token_ms.p50", "ms"),
+    ("first token after send, p99", "first_token_ms.p99", "ms"),
+    ("frames per token", "frames_per_token", ""),
+    ("server CPU per 1,000 tokens", "server_cpu_ms_per_1000_tokens", "ms"),
+    ("server core busy", "server_cpu_busy", "%"),
+]
+
+
+def _cell(ours: dict[str, Any] | None, theirs: dict[str, Any] | None, field: str, unit: str) -> str:
+    def fmt(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "—"
+        value = _pick(r, field)
+        if unit == "%":
+            return _pct(value)
+        if field == "frames_per_token":
+            return "—" if value is None else f"{value:.2f}"
+        return _num(value)
+
+    if theirs is None:
+        return fmt(ours) + (f" {unit}" if unit and unit != "%" and ours else "")
+    ratio = "" if unit == "%" else _ratio(_pick(ours or {}, field), _pick(theirs, field))
+    suffix = f" {unit}" if unit and unit != "%" else ""
+    return f"{fmt(ours)} vs {fmt(theirs)}{suffix}{ratio}"
+
+
+def _capacity(results: list[dict[str, Any]]) -> int | None:
+    """The largest K that passed, with every smaller K tried also passing."""
+    best = None
+    for r in sorted(results, key=lambda r: r["streams"]):
+        if not r["passes"]:
+            break
+        best = r["streams"]
+    return best
+
+
+def _table(
+    title: str, ours: list[dict[str, Any]], theirs: list[dict[str, Any]], columns: list[int]
+) -> str:
+    by_k = {r["streams"]: r for r in ours}
+    base_k = {r["streams"]: r for r in theirs}
+    versus = " vs baseline" if theirs else ""
+    head = f"| {title}{versus} | " + " | ".join(
+        f"{k} stream{'s' if k != 1 else ''}" for k in columns
+    )
+    lines = [head + " |", "|---" * (len(columns) + 1) + "|"]
+    for label, field, unit in ROWS:
+        cells = [_cell(by_k.get(k), base_k.get(k), field, unit) for k in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lost = []
+    for k in columns:
+        mine = by_k.get(k)
+        other = base_k.get(k)
+        text = "—" if mine is None else f"{mine['lost']} / {mine['doubled']}"
+        if other is not None:
+            text += f" vs {other['lost']} / {other['doubled']}"
+        lost.append(text)
+    lines.append("| tokens lost / doubled | " + " | ".join(lost) + " |")
+    if any(r.get("db_transactions_per_reply") is not None for r in ours):
+        lines.append(
+            "| DB write statements / transactions per reply | "
+            + " | ".join(
+                "—"
+                if k not in by_k
+                else f"{by_k[k]['db_write_statements_per_reply']} / "
+                f"{by_k[k]['db_transactions_per_reply']}"
+                for k in columns
+            )
+            + " |"
+        )
+        lines.append(
+            "| DB transactions per second | "
+            + " | ".join(
+                "—" if k not in by_k else _num(by_k[k]["db_transactions_per_second"])
+                for k in columns
+            )
+            + " |"
+        )
+    lines.append(
+        "| load average (1 min) at start | "
+        + " | ".join(
+            "—"
+            if k not in by_k
+            else f"{by_k[k]['load_average_1m']}"
+            + (f" / {base_k[k]['load_average_1m']}" if k in base_k else "")
+            for k in columns
+        )
+        + " |"
+    )
+    return "\n".join(lines)
+
+
+def markdown(output: dict[str, Any]) -> str:
+    results = output["results"]
+    servers = list(dict.fromkeys(r["server"] for r in results))
+    baseline = "baseline"
+    ours_names = [s for s in servers if s != baseline] or [baseline]
+    parts = []
+    for name in ours_names:
+        for transport in ("ws", "sse"):
+            ours = [r for r in results if r["server"] == name and r["transport"] == transport]
+            if not ours:
+                continue
+            theirs = [
+                r
+                for r in results
+                if r["server"] == baseline and r["transport"] == transport and name != baseline
+            ]
+            columns = sorted({r["streams"] for r in ours} & {1, 50, 100, 200}) or sorted(
+                {r["streams"] for r in ours}
+            )
+            parts.append(_table(f"{name}, {TRANSPORT_NAMES[transport]}", ours, theirs, columns))
+    parts.append(_summary(results, ours_names, baseline))
+    return "\n\n".join(parts)
+
+
+def _summary(results: list[dict[str, Any]], ours_names: list[str], baseline: str) -> str:
+    lines = [
+        "| capacity and memory | "
+        + " | ".join(f"{name} {TRANSPORT_NAMES[t]}" for name in ours_names for t in ("ws", "sse"))
+        + " |",
+        "|---" * (1 + 2 * len(ours_names)) + "|",
+    ]
+
+    def group(name: str, transport: str) -> list[dict[str, Any]]:
+        return [r for r in results if r["server"] == name and r["transport"] == transport]
+
+    def memory(rs: list[dict[str, Any]], field: str) -> float | None:
+        runs = [r for r in rs if r["streams"] == 100] or rs[-1:]
+        return runs[0][field] if runs else None
+
+    cap_cells, idle_cells, active_cells = [], [], []
+    for name in ours_names:
+        for transport in ("ws", "sse"):
+            ours = group(name, transport)
+            theirs = group(baseline, transport) if name != baseline else []
+            if not ours:
+                cap_cells.append("—")
+                idle_cells.append("—")
+                active_cells.append("—")
+                continue
+            cap, base_cap = _capacity(ours), _capacity(theirs) if theirs else None
+            tried = max(r["streams"] for r in ours)
+            text = _num(cap) if cap is not None else "< 1"
+            if cap == tried:
+                text = f"≥ {text}"
+            if theirs:
+                base_tried = max(r["streams"] for r in theirs)
+                base_text = _num(base_cap) if base_cap is not None else "< 1"
+                if base_cap == base_tried:
+                    base_text = f"≥ {base_text}"
+                text += f" vs {base_text}"
+                if cap and base_cap:
+                    text += f" ({cap / base_cap:.2f}×)"
+            cap_cells.append(text)
+            for cells, field in (
+                (idle_cells, "rss_kib_per_idle_socket"),
+                (active_cells, "rss_kib_per_active_stream"),
+            ):
+                mine = memory(ours, field)
+                other = memory(theirs, field) if theirs else None
+                value = "—" if mine is None else f"{_num(mine)} KiB"
+                if other is not None:
+                    value += f" vs {_num(other)} KiB"
+                cells.append(value)
+    lines.append(
+        "| capacity: largest K with p99 added ≤ 100 ms, nothing lost | "
+        + " | ".join(cap_cells)
+        + " |"
+    )
+    lines.append("| RSS per idle socket (100 sockets) | " + " | ".join(idle_cells) + " |")
+    lines.append("| RSS per active stream (100 streams) | " + " | ".join(active_cells) + " |")
+    return "\n".join(lines)
+
+
+def _slug(output: dict[str, Any]) -> str:
+    names = sorted({r["server"] for r in output["results"]})
+    return re.sub(r"[^a-z0-9]+", "-", " ".join(names).lower()).strip("-")
+
+
+def write_docs(output: dict[str, Any]) -> None:
+    slug = _slug(output)
+    start, end = f"<!-- bench:relay:{slug} -->", f"<!-- /bench:relay:{slug} -->"
+    machine = output["machine"]
+    block = (
+        f"{start}\n"
+        f"Measured {output['date']} with `{output['command']}` "
+        f"({output['duration_s']:.0f} s; {machine['cpus']} cores, Python {machine['python']}; "
+        f"load average at the end {' / '.join(machine['load_average_at_end'])}). "
+        f"Cells are chatsite vs the baseline (ratio).\n\n{markdown(output)}\n{end}"
+    )
+    text = DOC.read_text()
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        anchor = "<!-- bench:relay:insert-here -->"
+        if anchor in text:
+            text = text.replace(anchor, f"{block}\n\n{anchor}")
+        else:
+            text = text.rstrip("\n") + f"\n\n{block}\n"
+    DOC.write_text(text)

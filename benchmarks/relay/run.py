@@ -1,0 +1,262 @@
+"""Run the load against one server and measure it: the numbers for one (server, transport, K)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.relay import client
+from benchmarks.relay.servers import Server
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def db_writes(server: Server) -> dict[str, int]:
+    """Write statements and transactions so far, summed over the server's workers."""
+    totals = {"statements": 0, "transactions": 0}
+    if not server.counts_writes:
+        return totals
+    for port in server.ports:
+        with urllib.request.urlopen(  # noqa: S310 - loopback http only
+            f"http://127.0.0.1:{port}/__bench__/writes", timeout=30
+        ) as response:
+            for key, value in json.load(response).items():
+                totals[key] += value
+    return totals
+
+
+@dataclass(frozen=True)
+class Load:
+    transport: str  # "ws" or "sse"
+    streams: int
+    ramp: float  # sends are spread evenly over this many seconds
+    tokens: int
+    rate: float  # tokens per second from the upstream
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+async def _gather_limited(coroutines: list[Any], limit: int) -> list[Any]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(coroutine: Any) -> Any:
+        async with semaphore:
+            return await coroutine
+
+    return await asyncio.gather(*(one(c) for c in coroutines))
+
+
+async def measure(server: Server, load: Load, *, upstream_pid: int) -> dict[str, Any]:
+    """Open the visitors (and sockets), send K messages spread over the ramp, read every reply to
+    its end, and measure the server while it does."""
+    pid_list = server.pids
+    port_of = [server.ports[i % len(server.ports)] for i in range(load.streams)]
+    chatsite = server.name.startswith("chatsite")
+    rss_start = sum(rss_bytes(pid) for pid in pid_list)
+    visitors: list[client.Visitor | None] = [None] * load.streams
+    if chatsite:
+        visitors = await _gather_limited(
+            [client.visitor_open(port_of[i]) for i in range(load.streams)], 16
+        )
+    sockets: list[Any] = []
+    if load.transport == "ws":
+        if chatsite:
+            sockets = [
+                client.ChatsiteSocket(port_of[i], visitors[i])  # type: ignore[arg-type]
+                for i in range(load.streams)
+            ]
+        else:
+            sockets = [client.BaselineSocket(port_of[i]) for i in range(load.streams)]
+        await _gather_limited([s.open() for s in sockets], 32)
+    await asyncio.sleep(1.0)  # let the server settle after the connections
+    rss_idle = sum(rss_bytes(pid) for pid in pid_list)
+
+    writes_before = db_writes(server)
+    cpu_before = sum(cpu_seconds(pid) for pid in pid_list)
+    upstream_cpu_before = cpu_seconds(upstream_pid)
+    own_before = os.times()
+    load_before = load_average()
+    peak_rss = rss_idle
+    sampling = True
+
+    async def sample_rss() -> None:
+        nonlocal peak_rss
+        while sampling:
+            peak_rss = max(peak_rss, sum(rss_bytes(pid) for pid in pid_list))
+            await asyncio.sleep(0.1)
+
+    sampler = asyncio.create_task(sample_rss())
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.2
+    deadline = load.ramp + load.tokens / load.rate + 60
+
+    async def one(index: int) -> client.StreamResult:
+        await asyncio.sleep(max(0.0, start + index * load.ramp / load.streams - loop.time()))
+        prompt = f"Benchmark question {index}: tell me a story."
+        result = client.StreamResult()
+        try:
+            if load.transport == "ws":
+                run = sockets[index].run(prompt, server.model)
+                result = sockets[index].result
+                return await asyncio.wait_for(run, deadline)
+            if chatsite:
+                visitor = visitors[index]
+                if visitor is None:
+                    raise RuntimeError("not connected")
+                return await asyncio.wait_for(
+                    client.chatsite_sse(port_of[index], visitor, prompt, server.model, result),
+                    deadline,
+                )
+            return await asyncio.wait_for(
+                client.baseline_sse(port_of[index], prompt, result), deadline
+            )
+        except Exception as exc:  # counted as lost tokens, and reported
+            result.error = f"{type(exc).__name__}: {exc}"[:300]
+            return result
+
+    wall_start = time.monotonic()
+    results = await asyncio.gather(*(one(i) for i in range(load.streams)))
+    wall = time.monotonic() - wall_start
+    sampling = False
+    await sampler
+    cpu = sum(cpu_seconds(pid) for pid in pid_list) - cpu_before
+    upstream_cpu = cpu_seconds(upstream_pid) - upstream_cpu_before
+    own_after = os.times()
+    own_cpu = (own_after.user + own_after.system) - (own_before.user + own_before.system)
+    writes_after = db_writes(server)
+    for s in sockets:
+        s.close()
+    await asyncio.sleep(0.5)
+    return summarize(
+        server,
+        load,
+        results,
+        wall=wall,
+        cpu=cpu,
+        client_cpu=own_cpu + upstream_cpu,
+        rss=(rss_start, rss_idle, peak_rss),
+        writes={k: writes_after[k] - writes_before[k] for k in writes_after},
+        load_average=load_before,
+    )
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value / 1e6, 2)
+
+
+def summarize(
+    server: Server,
+    load: Load,
+    results: list[client.StreamResult],
+    *,
+    wall: float,
+    cpu: float,
+    client_cpu: float,
+    rss: tuple[int, int, int],
+    writes: dict[str, int],
+    load_average: float,
+) -> dict[str, Any]:
+    added = [ns for r in results for ns in r.added_ns]
+    firsts = [r.first_ns - r.sent_ns for r in results if r.first_ns is not None]
+    received = sum(len(r.seen) for r in results)
+    lost = sum(sum(1 for index in range(load.tokens) if r.seen[index] == 0) for r in results)
+    doubled = sum(count - 1 for r in results for count in r.seen.values() if count > 1)
+    frames = sum(r.frames for r in results)
+    rss_start, rss_idle, rss_peak = rss
+    errors = sorted({r.error for r in results if r.error})
+    return {
+        "server": server.name,
+        "transport": load.transport,
+        "streams": load.streams,
+        "ramp_s": load.ramp,
+        "tokens_per_reply": load.tokens,
+        "tokens_per_second": load.rate,
+        "wall_s": round(wall, 2),
+        "load_average_1m": load_average,
+        "added_ms": {
+            "p50": _ms(percentile(added, 50)),
+            "p99": _ms(percentile(added, 99)),
+            "max": _ms(max(added) if added else None),
+        },
+        "first_token_ms": {
+            "p50": _ms(percentile(firsts, 50)),
+            "p99": _ms(percentile(firsts, 99)),
+            "max": _ms(max(firsts) if firsts else None),
+        },
+        "tokens_expected": load.streams * load.tokens,
+        "tokens_received": received,
+        "lost": lost,
+        "doubled": doubled,
+        "unfinished": sum(1 for r in results if not r.finished),
+        "endings": dict(Counter(r.ending or "none" for r in results)),
+        "errors": errors[:5],
+        "frames_per_token": round(frames / received, 3) if received else None,
+        "server_cpu_s": round(cpu, 2),
+        "server_cpu_busy": round(cpu / wall / len(server.pids), 3) if wall else None,
+        "server_cpu_ms_per_1000_tokens": round(cpu * 1000 / (received / 1000), 1)
+        if received
+        else None,
+        "client_core_busy": round(client_cpu / wall, 3) if wall else None,
+        "rss_mib": {
+            "start": round(rss_start / 2**20, 1),
+            "connected": round(rss_idle / 2**20, 1),
+            "peak": round(rss_peak / 2**20, 1),
+        },
+        "rss_kib_per_idle_socket": round((rss_idle - rss_start) / 1024 / load.streams, 1)
+        if load.transport == "ws"
+        else None,
+        "rss_kib_per_active_stream": round((rss_peak - rss_idle) / 1024 / load.streams, 1),
+        "db_write_statements_per_reply": round(writes["statements"] / load.streams, 2)
+        if server.counts_writes
+        else None,
+        "db_transactions_per_reply": round(writes["transactions"] / load.streams, 2)
+        if server.counts_writes
+        else None,
+        "db_transactions_per_second": round(writes["transactions"] / wall, 1)
+        if server.counts_writes and wall
+        else None,
+        "mean_added_ms": round(statistics.fmean(added) / 1e6, 2) if added else None,
+    }
+
+
+def passes(result: dict[str, Any], *, p99_limit_ms: float = 100.0) -> bool:
+    """The capacity criterion: p99 added latency within the limit, nothing lost or doubled."""
+    p99 = result["added_ms"]["p99"]
+    return (
+        p99 is not None
+        and p99 <= p99_limit_ms
+        and result["lost"] == 0
+        and result["doubled"] == 0
+        and result["unfinished"] == 0
+    )
