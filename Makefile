@@ -13,7 +13,7 @@ DOLLARMATH_VERSION ?= 0.5.0
 KATEX_VERSION ?= 0.19.1
 AXE_CORE_VERSION ?= 4.14.1
 
-.PHONY: run test lint bench bench-admin bench-page vendor pygments-css screenshots lock migrate superuser clean
+.PHONY: run run-prod test lint bench bench-admin bench-page vendor pygments-css screenshots lock migrate superuser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ $(VENV)/.installed-dev: requirements-dev.lock | $(BIN)/python
 run: $(VENV)/.installed  ## Set up and serve on http://$(HOST):$(PORT)/streaming-demo
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
+
+run-prod: $(VENV)/.installed  ## Production: migrate, collectstatic, CHAT_WORKERS Daphne workers behind nginx (needs DATABASE_URL, REDIS_URL)
+	$(BIN)/python scripts/run_prod.py --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed-dev  ## Set up and run the whole suite: SQLite + Redis + Chromium, then PostgreSQL
 	$(BIN)/python -m pytest

@@ -29,7 +29,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.http import Http404
 
-from chat import services
+from chat import metrics, services
 from chat.delivery import reply_updates
 from chat.errors import ChatInputError
 from chat.limits import ReaderSlot, reader_acquire, scope_client_ip
@@ -204,7 +204,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def forward(self, message_id: int, after: int, slot: ReaderSlot) -> None:
         try:
-            async for update in reply_updates(message_id, after=after):
+            async for update in metrics.reading("ws", reply_updates(message_id, after=after)):
                 if update is None:
                     continue
                 if not await self.deliver(update.html):

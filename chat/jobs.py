@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
-from chat import providers
+from chat import metrics, providers
 from chat.budgets import BudgetGuard, budget_guard
 from chat.models import Message
 from chat.pricing import price_reply
@@ -38,6 +38,7 @@ from chat.providers.base import (
 from chat.rollups import rollup_invalidate, rollups_build
 from chat.streams import get_reply_stream
 from chat.text import DeltaCleaner
+from chatsite.logs import log_context_bind
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +57,13 @@ def job_launch(message_id: int) -> asyncio.Task[None]:
     )
     # The loop keeps only weak references to tasks; hold them until they finish.
     _jobs.add(task)
+    metrics.live_reply_track(task)
     task.add_done_callback(_jobs.discard)
     return task
 
 
 async def _job_run(message_id: int) -> None:
+    log_context_bind(reply_id=message_id)
     _sweeper_ensure()
     await reply_generate(message_id)
 
@@ -423,10 +426,14 @@ def _record_ending(message_id: int, state: _ReplyState, ended: str, error_text: 
         message.duration_ms = round((finished - state.started) * 1000)
         if state.first_token_at is not None:
             message.ttft_ms = round((state.first_token_at - state.started) * 1000)
+            metrics.first_token(message.provider, state.first_token_at - state.started)
         usage, source = _usage_for(state, text)
         _usage_record(message, usage, source)
         message.tokens_per_second = _output_speed(state, usage.output_tokens)
         _ending_save(message, updated_at=timezone.now())
+        metrics.reply_ended(
+            provider=message.provider, reason=ended, output_tokens=usage.output_tokens
+        )
 
 
 def _ending_save(message: Message, **conversation_fields: Any) -> None:
@@ -528,6 +535,11 @@ def _reap(message_id: int, cutoff: Any) -> int:
         )
         _usage_record(message, usage, Message.UsageSource.ESTIMATED)
         _ending_save(message)
+        metrics.reply_ended(
+            provider=message.provider,
+            reason=message.ended_reason,
+            output_tokens=usage.output_tokens,
+        )
     return 1
 
 

@@ -21,6 +21,8 @@ from typing import Any, Literal
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from chat import metrics
+
 logger = logging.getLogger(__name__)
 
 EntryKind = Literal["delta", "end"]
@@ -153,6 +155,7 @@ class RedisReplyStream(ReplyStream):
     def _stop_key(self, message_id: int) -> str:
         return f"{self.prefix}:stop:{message_id}"
 
+    @metrics.counts_redis_errors("append")
     async def append(self, message_id: int, seq: int, text: str) -> None:
         key = self._key(message_id)
         client = self.client()
@@ -161,6 +164,7 @@ class RedisReplyStream(ReplyStream):
             # A job that dies never writes its end marker; the log must not outlive it forever.
             await client.expire(key, self.retention_seconds + int(settings.CHAT_REPLY_TIMEOUT))
 
+    @metrics.counts_redis_errors("finish")
     async def finish(self, message_id: int, seq: int, ended_reason: str) -> None:
         key = self._key(message_id)
         async with self.client().pipeline(transaction=False) as pipe:
@@ -169,6 +173,7 @@ class RedisReplyStream(ReplyStream):
             pipe.delete(self._stop_key(message_id))
             await pipe.execute()
 
+    @metrics.counts_redis_errors("read")
     async def read(self, message_id: int, *, after: int, timeout: float) -> list[StreamEntry]:
         block = max(1, int(timeout * 1000)) if timeout > 0 else None
         response = await self.client().xread(
@@ -181,6 +186,7 @@ class RedisReplyStream(ReplyStream):
                 entries.append(StreamEntry(int(entry_id.split("-")[1]), kind, fields.get("t", "")))
         return entries
 
+    @metrics.counts_redis_errors("request_stop")
     async def request_stop(self, message_id: int) -> None:
         await self.client().set(self._stop_key(message_id), "1", ex=self.retention_seconds)
 
@@ -194,6 +200,7 @@ class RedisReplyStream(ReplyStream):
                 if await client.exists(key):
                     return
             except (RedisError, OSError):
+                metrics.redis_error("wait_stop")
                 # A Redis blip is not a stop: keep generating and look again.
                 logger.warning("Checking the stop signal of reply %s failed", message_id)
             await asyncio.sleep(self.STOP_POLL_SECONDS)

@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
-from chat import providers, services
+from chat import metrics, providers, services
 from chat.delivery import reply_updates
 from chat.errors import ChatInputError
 from chat.feedback import FeedbackError, message_feedback_set
@@ -243,9 +243,10 @@ async def _event_stream(
     # reader slot is ours to give back, because the reply is a job that does not depend on us.
     try:
         yield "retry: 1000\n\n"
-        async for update in reply_updates(
+        updates = reply_updates(
             message_id, after=after, idle_seconds=settings.CHAT_SSE_PING_SECONDS
-        ):
+        )
+        async for update in metrics.reading("sse", updates):
             if buffered() > settings.CHAT_MAX_CONNECTION_BUFFER_BYTES:
                 # The client is not reading: end the response rather than buffer the reply for
                 # it. A reader that was only slow reconnects with Last-Event-ID and resumes.

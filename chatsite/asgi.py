@@ -10,8 +10,6 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from chat.backpressure import BufferedBytesMiddleware  # noqa: E402
 from chat.lifecycle import install_shutdown_hook  # noqa: E402
@@ -20,12 +18,11 @@ from chat.routing import websocket_urlpatterns  # noqa: E402
 
 install_shutdown_hook()
 
-http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
-
 application = BufferedBytesMiddleware(
     ProtocolTypeRouter(
         {
-            "http": http_app,
+            # Static files are served by WhiteNoise inside Django (see chatsite/static.py).
+            "http": django_asgi_app,
             # The Origin must be the site's own (scheme, host and port), as for a POST: see
             # chat/origins.py for why Channels' host-only check is not enough.
             "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),

@@ -14,7 +14,8 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env")  # optional; real environment variables win
+if (BASE_DIR / ".env").exists():  # optional; real environment variables win
+    environ.Env.read_env(BASE_DIR / ".env")
 
 DATA_DIR = Path(env.str("CHATSITE_DATA_DIR", default=str(BASE_DIR / "var")))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -57,6 +58,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Right after SecurityMiddleware, so static files get its headers (nosniff) and nothing else
+    # runs for them. An async-capable subclass of WhiteNoise's middleware (see chatsite/static.py).
+    "chatsite.static.AsyncWhiteNoiseMiddleware",
+    "chatsite.logs.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -145,15 +150,42 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
-# Daphne serves /static/ itself unless a reverse proxy does it (set SERVE_STATIC=false then).
-SERVE_STATIC = env.bool("SERVE_STATIC", default=True)
+STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(DATA_DIR / "staticfiles")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing one
+# WhiteNoise serves /static/ from the app (behind the proxy too). Hashed, compressed names need a
+# manifest, which only `collectstatic` writes: `make run-prod` collects and sets this. Without it
+# (`make run`, the tests) files are served from their sources under their own names.
+STATIC_MANIFEST = env.bool("DJANGO_STATIC_MANIFEST", default=False)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "chatsite.static.ManifestStaticFilesStorage"
+        if STATIC_MANIFEST
+        else "whitenoise.storage.CompressedStaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
+WHITENOISE_AUTOREFRESH = DEBUG
 
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# `json`: one JSON object per line (time, level, logger, message, request_id / reply_id where
+# known) for log collectors; anything else: plain text.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"chat": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")}},
+    "formatters": {
+        "json": {"()": "chatsite.logs.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "text",
+        }
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"chat": {"level": LOG_LEVEL}},
 }
 
 # --- Chat -------------------------------------------------------------------------------------
@@ -206,3 +238,5 @@ CHAT_MAX_CONNECTION_BUFFER_BYTES = env.int("CHAT_MAX_CONNECTION_BUFFER_BYTES", d
 CHAT_TRUSTED_PROXIES = env.list("CHAT_TRUSTED_PROXIES", default=[])
 # The most characters one reply may have; past it the reply ends as "too_long", its text kept.
 CHAT_MAX_REPLY_CHARS = env.int("CHAT_MAX_REPLY_CHARS", default=200_000)
+# Bearer token that /metrics requires; empty: /metrics answers 404.
+CHAT_METRICS_TOKEN = env.str("CHAT_METRICS_TOKEN", default="")

@@ -6,10 +6,12 @@ Starts a fresh cluster in a temporary directory on a free port (as the `postgres
 as root, since PostgreSQL refuses to run as root), runs the command with DATABASE_URL pointing at
 it, and removes the cluster afterwards. The test suite uses it to run on PostgreSQL as well as
 SQLite; in CI a missing PostgreSQL is an error, elsewhere the run is skipped with a message.
+Tests that need a server of their own use `running_postgres()` (tests/deployment.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -19,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+from collections.abc import Iterator
 
 
 def _bin(name: str) -> str | None:
@@ -35,15 +39,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def main(argv: list[str]) -> int:
+class PostgresMissing(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[str]:
+    """A fresh PostgreSQL cluster on a free loopback port for the duration; yields its URL."""
     initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
     if not initdb or not pg_ctl:
-        message = "PostgreSQL (initdb, pg_ctl) is not installed: skipping the PostgreSQL run."
-        if os.environ.get("CI", "").lower() == "true":
-            print(message.replace("skipping", "cannot do"), file=sys.stderr)
-            return 1
-        print(message, file=sys.stderr)
-        return 0
+        raise PostgresMissing("PostgreSQL (initdb, pg_ctl) is not installed")
     as_root = os.geteuid() == 0
     prefix: list[str] = ["runuser", "-u", "postgres", "--"] if as_root else []
     workdir = tempfile.mkdtemp(prefix="chatsite-pg-")
@@ -63,16 +68,31 @@ def main(argv: list[str]) -> int:
         while run([*prefix, _bin("pg_isready") or "pg_isready", "-h", "127.0.0.1", "-p",
                    str(port)], stdout=subprocess.DEVNULL).returncode != 0:  # fmt: skip
             if time.monotonic() > deadline:
-                print("PostgreSQL did not start", file=sys.stderr)
-                return 1
+                raise RuntimeError("PostgreSQL did not start")
             time.sleep(0.2)
-        env = {**os.environ, "DATABASE_URL": f"postgres://chatsite@127.0.0.1:{port}/postgres"}
-        print(f"PostgreSQL {port}: running {' '.join(argv)}", flush=True)
-        return subprocess.call([sys.executable, *argv], env=env)  # noqa: S603 - our own argv
+        yield f"postgres://chatsite@127.0.0.1:{port}/postgres"
     finally:
         run([*prefix, pg_ctl, "-D", data, "-m", "immediate", "stop"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        with running_postgres() as url:
+            env = {**os.environ, "DATABASE_URL": url}
+            port = urllib.parse.urlsplit(url).port
+            print(f"PostgreSQL {port}: running {' '.join(argv)}", flush=True)
+            return subprocess.call([sys.executable, *argv], env=env)  # noqa: S603 - our own argv
+    except PostgresMissing as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            print(f"{exc}: cannot do the PostgreSQL run.", file=sys.stderr)
+            return 1
+        print(f"{exc}: skipping the PostgreSQL run.", file=sys.stderr)
+        return 0
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

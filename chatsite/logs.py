@@ -1,0 +1,91 @@
+"""Logs a collector can parse (LOG_FORMAT=json), and the ids that tie their lines together.
+
+Every line of the JSON format is one object: time (UTC, ISO 8601), level, logger, message, and,
+where known, `request_id` (the proxy's X-Request-ID, or one made here, echoed in the response)
+and `reply_id` (the assistant message a generation job works on), plus `exc_info` for errors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponseBase
+
+_log_context: ContextVar[dict[str, Any] | None] = ContextVar("log_context", default=None)
+
+# A request id is echoed into logs and headers: accept only a short, plain token from outside.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_RECORD_FIELDS = ("request_id", "reply_id")
+
+
+def log_context_bind(**fields: Any) -> None:
+    """Add fields to every log line of the current context (a request, or a job's task)."""
+    _log_context.set({**(_log_context.get() or {}), **fields})
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(_log_context.get() or {})
+        for name in _RECORD_FIELDS:  # passed with `extra=`
+            if (value := getattr(record, name, None)) is not None:
+                line[name] = value
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack_info"] = self.formatStack(record.stack_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class RequestIdMiddleware:
+    """Give each request an id for its log lines: the proxy's X-Request-ID (nginx's
+    $request_id, also in its access log) or a fresh one, echoed as X-Request-ID."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self._is_async = iscoroutinefunction(get_response)
+        if self._is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self._is_async:
+            return self._acall(request)
+        token = _log_context.set({"request_id": _request_id(request)})
+        try:
+            return self._tag(self.get_response(request))
+        finally:
+            _log_context.reset(token)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        token = _log_context.set({"request_id": _request_id(request)})
+        try:
+            return self._tag(await self.get_response(request))
+        finally:
+            _log_context.reset(token)
+
+    @staticmethod
+    def _tag(response: HttpResponseBase) -> HttpResponseBase:
+        context = _log_context.get() or {}
+        response.headers.setdefault("X-Request-ID", context.get("request_id", ""))
+        return response
+
+
+def _request_id(request: HttpRequest) -> str:
+    given = request.headers.get("X-Request-ID", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
