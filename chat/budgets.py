@@ -8,7 +8,7 @@ Replies with no known price, or free ones, cannot count against a cap, so they a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 
 from django.conf import settings
 from django.db.models import Q, Sum
@@ -28,6 +28,10 @@ class Allowance:
     cap_microusd: int
     period: str  # "daily" or "monthly"
     resets: str  # "at midnight (UTC)", "on 1 December"
+    resets_at: datetime
+
+    def seconds_until_reset(self) -> int:
+        return max(1, int((self.resets_at - timezone.now()).total_seconds()) + 1)
 
     @property
     def exhausted(self) -> bool:
@@ -98,6 +102,7 @@ def allowance_for(
                 cap.daily_cap,
                 "daily",
                 f"at midnight ({settings.TIME_ZONE})",
+                _midnight(today + timedelta(days=1)),
             )
         )
     if cap.monthly_cap is not None:
@@ -108,9 +113,14 @@ def allowance_for(
                 cap.monthly_cap,
                 "monthly",
                 f"on {date_format(next_month, 'j F')}",
+                _midnight(next_month),
             )
         )
     return min(allowances, key=lambda allowance: allowance.remaining_microusd)
+
+
+def _midnight(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
 
 
 def _billed(provider: str, model: str, on: date | None = None) -> tuple[int, int] | None:
@@ -119,16 +129,30 @@ def _billed(provider: str, model: str, on: date | None = None) -> tuple[int, int
     return None if prices is None or prices == (0, 0) else prices
 
 
-def refusal_for(
+def refusing_allowance(
     *, user_id: int | None, visitor_id: str, provider: str, model: str, client_key: str = ""
-) -> str | None:
-    """Why a send to this model must be refused before it starts, or None."""
+) -> Allowance | None:
+    """The exhausted cap that refuses a send to this model before it starts, or None."""
     if _billed(provider, model) is None:
         return None
     allowance = allowance_for(user_id=user_id, visitor_id=visitor_id, client_key=client_key)
     if allowance is not None and allowance.exhausted:
-        return allowance.refusal()
+        return allowance
     return None
+
+
+def refusal_for(
+    *, user_id: int | None, visitor_id: str, provider: str, model: str, client_key: str = ""
+) -> str | None:
+    """Why a send to this model must be refused before it starts, or None."""
+    allowance = refusing_allowance(
+        user_id=user_id,
+        visitor_id=visitor_id,
+        provider=provider,
+        model=model,
+        client_key=client_key,
+    )
+    return allowance.refusal() if allowance else None
 
 
 @dataclass(frozen=True, slots=True)

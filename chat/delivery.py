@@ -18,7 +18,7 @@ from django.template.loader import render_to_string
 from chat.jobs import reply_reap_stale
 from chat.models import Message
 from chat.rendering import delta_fragment, message_fragment
-from chat.streams import get_reply_stream
+from chat.streams import StreamEntry, get_reply_stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,31 +45,31 @@ _afinal_fragment = database_sync_to_async(_final_fragment)
 _astill_streaming = database_sync_to_async(_still_streaming)
 
 
-async def reply_updates(
-    message_id: int, *, after: int, idle_seconds: float = 5.0
-) -> AsyncIterator[Update | None]:
-    """Yield the reply after sequence number `after`: text fragments, then the finished message.
-    Yields None after `idle_seconds` without news (the SSE view sends a ping then), having
-    checked that the job is still alive.
+async def _batches(
+    message_id: int, *, after: int, idle_seconds: float
+) -> AsyncIterator[list[StreamEntry] | None]:
+    """The reply's stream entries after `after`, in coalesced batches; the last ends with the end
+    marker. None after `idle_seconds` without news, having checked that the job is still alive.
+    An empty batch, last, when the reply ended without an end marker we could see (it ended
+    before we came, was reaped, or its log expired): the database has the rest.
 
     Coalescing is leading-edge: a delta goes out at once when nothing was sent in the last
     CHAT_COALESCE_MS, and what arrives inside that window waits only until the window since the
-    last send has passed, merged into one fragment. The end goes out at once. (A trailing window,
+    last send has passed, merged into one batch. The end goes out at once. (A trailing window,
     which sleeps after every first delta, would add the whole window to every token at ordinary
     model speeds and still send them one by one.)"""
     stream = get_reply_stream()
     window = settings.CHAT_COALESCE_MS / 1000
     loop = asyncio.get_running_loop()
     if not await _astill_streaming(message_id):
-        yield Update(after, await _afinal_fragment(message_id), final=True)
+        yield []
         return
     last_sent = -math.inf
     while True:
         entries = await stream.read(message_id, after=after, timeout=idle_seconds)
         if not entries:
             if not await _astill_streaming(message_id):
-                # Ended without an end marker we could see: reaped, or the log expired.
-                yield Update(after, await _afinal_fragment(message_id), final=True)
+                yield []
                 return
             yield None
             continue
@@ -77,13 +77,70 @@ async def reply_updates(
         # arrives first (it, and what came before it, go out at once).
         while entries[-1].kind != "end" and (wait := last_sent + window - loop.time()) > 0:
             entries += await stream.read(message_id, after=entries[-1].seq, timeout=wait)
-        text = "".join(entry.text for entry in entries if entry.kind == "delta")
-        last = entries[-1]
-        if text:
+        yield entries
+        if any(entry.kind == "delta" for entry in entries):
+            last_sent = loop.time()
+        if entries[-1].kind == "end":
+            return
+        after = entries[-1].seq
+
+
+def _delta_text(entries: list[StreamEntry]) -> str:
+    return "".join(entry.text for entry in entries if entry.kind == "delta")
+
+
+async def reply_updates(
+    message_id: int, *, after: int, idle_seconds: float = 5.0
+) -> AsyncIterator[Update | None]:
+    """Yield the reply after sequence number `after`: text fragments, then the finished message.
+    Yields None after `idle_seconds` without news (the SSE view sends a ping then), having
+    checked that the job is still alive."""
+    async for entries in _batches(message_id, after=after, idle_seconds=idle_seconds):
+        if entries is None:
+            yield None
+            continue
+        if not entries:
+            yield Update(after, await _afinal_fragment(message_id), final=True)
+            return
+        if text := _delta_text(entries):
             delta_seq = max(entry.seq for entry in entries if entry.kind == "delta")
             yield Update(delta_seq, delta_fragment(message_id, delta_seq, text))
-            last_sent = loop.time()
-        after = last.seq
-        if last.kind == "end":
-            yield Update(last.seq, await _afinal_fragment(message_id), final=True)
+        after = entries[-1].seq
+        if entries[-1].kind == "end":
+            yield Update(after, await _afinal_fragment(message_id), final=True)
             return
+
+
+@dataclass(frozen=True, slots=True)
+class TextUpdate:
+    text: str  # what was written since the previous update
+    final: bool = False  # the reply has ended; its row in the database has its ending
+
+
+def _saved_content(message_id: int) -> str:
+    return Message.objects.values_list("content", flat=True).get(pk=message_id)
+
+
+_asaved_content = database_sync_to_async(_saved_content)
+
+
+async def reply_text_updates(
+    message_id: int, *, idle_seconds: float = 5.0
+) -> AsyncIterator[TextUpdate | None]:
+    """The reply from its start as raw text, for transports that send text rather than HTML
+    (the OpenAI-compatible API): the same coalesced batches as `reply_updates`, then a final
+    update. None after `idle_seconds` without news."""
+    sent = 0
+    async for entries in _batches(message_id, after=0, idle_seconds=idle_seconds):
+        if entries is None:
+            yield None
+            continue
+        if not entries:
+            # The saved text is the whole reply: send what the stream did not show us.
+            yield TextUpdate((await _asaved_content(message_id))[sent:], final=True)
+            return
+        text = _delta_text(entries)
+        sent += len(text)
+        final = entries[-1].kind == "end"
+        if text or final:
+            yield TextUpdate(text, final=final)

@@ -23,6 +23,10 @@ class RateLimited(ChatInputError):
         self.retry_after = max(1, int(retry_after))
 
 
+class SpendingCapReached(RateLimited):
+    """The person's spending cap is used up until it resets in `retry_after` seconds (HTTP 429)."""
+
+
 class ServiceUnavailable(ChatInputError):
     """A part of chatsite itself (the cache or Redis, the database) is down (HTTP 503)."""
 

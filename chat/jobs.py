@@ -162,16 +162,20 @@ class _JobContext:
     turns: list[ChatTurn]
     estimated_input_tokens: int
     budget: BudgetGuard | None = None
+    requested_max_tokens: int | None = None
 
     @property
     def max_output_tokens(self) -> int:
-        """The configured cap, or fewer when what is left of the owner's budget pays for fewer."""
-        affordable = None
+        """The configured cap (or the request's, if lower), or fewer when what is left of the
+        owner's budget pays for fewer."""
+        caps = [settings.CHAT_MAX_OUTPUT_TOKENS]
+        if self.requested_max_tokens is not None:
+            caps.append(self.requested_max_tokens)
         if self.budget is not None:
             affordable = self.budget.output_tokens_left(input_tokens=self.estimated_input_tokens)
-        if affordable is None:
-            return settings.CHAT_MAX_OUTPUT_TOKENS
-        return min(settings.CHAT_MAX_OUTPUT_TOKENS, affordable)
+            if affordable is not None:
+                caps.append(affordable)
+        return min(caps)
 
 
 def _job_context(message_id: int, *, with_budget: bool = True) -> _JobContext:
@@ -212,6 +216,7 @@ def _job_context(message_id: int, *, with_budget: bool = True) -> _JobContext:
             if with_budget
             else None
         ),
+        requested_max_tokens=message.max_output_tokens,
     )
 
 

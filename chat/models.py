@@ -107,7 +107,7 @@ class Conversation(models.Model):
             total_cost_microusd=Sum("cost_microusd"),
             total_unpriced_replies=Count(
                 "id",
-                filter=Q(role=Message.Role.ASSISTANT, cost_microusd__isnull=True)
+                filter=Q(role=Message.Role.ASSISTANT, from_client=False, cost_microusd__isnull=True)
                 & ~Q(status=Message.Status.STREAMING),
             ),
         )
@@ -133,6 +133,10 @@ class MessageQuerySet(models.QuerySet["Message"]):
 
     def streaming(self) -> MessageQuerySet:
         return self.filter(status=Message.Status.STREAMING)
+
+    def replies(self) -> MessageQuerySet:
+        """Assistant messages generated here: not the earlier turns an API client sent along."""
+        return self.filter(role=Message.Role.ASSISTANT, from_client=False)
 
 
 class Message(models.Model):
@@ -174,6 +178,11 @@ class Message(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     ended_reason = models.CharField(max_length=32, choices=EndedReason.choices, blank=True)
     superseded = models.BooleanField(default=False)
+    # An earlier turn of the conversation that an API client sent with its request (its own
+    # history, assistant turns included): context for the model, never a reply counted here.
+    from_client = models.BooleanField(default=False)
+    # The output token cap the request asked for (the API's max_tokens), below the configured one.
+    max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
     # The reply-stream sequence number that `content` reaches: a page rendered from the database
     # resumes the live stream after it, so no delta is shown twice or skipped.
     stream_seq = models.PositiveIntegerField(default=0)
@@ -411,3 +420,37 @@ class UsageDayOwner(models.Model):
 
     def __str__(self) -> str:
         return f"{self.usage_day_id} {self.owner}"
+
+
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+    def active(self) -> ApiKeyQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiKey(models.Model):
+    """A personal key for the OpenAI-compatible API. Only a SHA-256 digest of the key is stored:
+    the key is 256 random bits, so a fast hash is as safe as a slow one and costs one indexed
+    lookup per request. `prefix` (the key's first characters) tells keys apart in lists."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16)
+    hashed_key = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

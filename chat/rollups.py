@@ -129,7 +129,8 @@ def _ended_replies(days: Iterable[date]) -> Any:
     # Replaced replies count: they were generated and paid for. Streaming ones have not ended.
     # order_by(): PostgreSQL would walk the primary key to serve a cursor in id order.
     return (
-        Message.objects.filter(role=Message.Role.ASSISTANT, day__in=list(days))
+        Message.objects.replies()
+        .filter(day__in=list(days))
         .exclude(status=Message.Status.STREAMING)
         .order_by()
     )

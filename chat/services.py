@@ -7,7 +7,7 @@ asyncio task of this process. Stop is a signal the job hears, wherever it runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +17,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat import providers
-from chat.budgets import refusal_for
-from chat.errors import ChatInputError, RateLimited, ServiceUnavailable
+from chat.budgets import refusing_allowance
+from chat.errors import ChatInputError, RateLimited, ServiceUnavailable, SpendingCapReached
 from chat.jobs import job_launch, jobs_interrupt, reply_generate, reply_reap_stale, reply_wait
 from chat.limits import client_key, send_check, streaming_check
 from chat.models import Conversation, Message
+from chat.providers.base import ChatTurn
 from chat.selectors import Visitor, conversation_get, message_get
 from chat.streams import get_reply_stream
 from chat.text import has_visible, text_clean, title_clean
@@ -48,8 +49,15 @@ def reply_start(
     text: str,
     model_choice: str,
     system_prompt: str = "",
+    source: str = Conversation.Source.PAGE,
+    history: Sequence[ChatTurn] = (),
+    max_output_tokens: int | None = None,
 ) -> ReplyStarted:
-    """Validate a message and save it with a streaming assistant reply, in one transaction."""
+    """Validate a message and save it with a streaming assistant reply, in one transaction.
+
+    A new conversation may start with `history`: the earlier turns an API client sends along,
+    saved before the message as context (marked `from_client`, so they never count as replies).
+    `max_output_tokens` caps this reply below CHAT_MAX_OUTPUT_TOKENS."""
     # Cleaned before anything else, so what is checked is what is stored and sent.
     text = text_clean(text or "").strip()
     system_prompt = text_clean(system_prompt or "").strip()
@@ -57,11 +65,15 @@ def reply_start(
         raise ChatInputError("Your session has expired. Reload the page and try again.")
     if not has_visible(text):
         raise ChatInputError("Type a message first.")
-    if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
-        raise ChatInputError(
-            f"Your message is {len(text):,} characters long; the limit is "
-            f"{settings.CHAT_MAX_MESSAGE_CHARS:,}. Shorten it and send again."
-        )
+    if history and conversation_id:
+        raise ChatInputError("Earlier turns can only start a new conversation.")
+    history = [ChatTurn(turn.role, text_clean(turn.content)) for turn in history]
+    for turn in [*history, ChatTurn("user", text)]:
+        if len(turn.content) > settings.CHAT_MAX_MESSAGE_CHARS:
+            raise ChatInputError(
+                f"Your message is {len(turn.content):,} characters long; the limit is "
+                f"{settings.CHAT_MAX_MESSAGE_CHARS:,}. Shorten it and send again."
+            )
     if len(system_prompt) > settings.CHAT_MAX_SYSTEM_PROMPT_CHARS:
         raise ChatInputError(
             f"The system prompt is {len(system_prompt):,} characters long; the limit is "
@@ -85,6 +97,19 @@ def reply_start(
                 provider=option.provider,
                 model=option.model,
                 system_prompt=system_prompt,
+                source=source,
+            )
+            # Only as many earlier turns as a reply is ever sent with: the rest is never read.
+            kept = history[-settings.CHAT_HISTORY_MAX_MESSAGES :] if history else []
+            Message.objects.bulk_create(
+                Message(
+                    conversation=conversation,
+                    role=turn.role,
+                    content=turn.content,
+                    from_client=True,
+                    client_key=client_key(visitor.client_ip),
+                )
+                for turn in kept
             )
         else:
             conversation = conversation_get(visitor, conversation_id)
@@ -112,7 +137,9 @@ def reply_start(
             content=text,
             client_key=client_key(visitor.client_ip),
         )
-        assistant_message = _assistant_create(conversation, visitor)
+        assistant_message = _assistant_create(
+            conversation, visitor, max_output_tokens=max_output_tokens
+        )
         conversation.refresh_totals()
     return ReplyStarted(
         conversation=conversation,
@@ -152,18 +179,22 @@ def reply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted
 
 def _refuse_over_budget(visitor: Visitor, *, provider: str, model: str) -> None:
     """A send over the person's spending cap is refused before anything reaches the provider."""
-    refusal = refusal_for(
+    allowance = refusing_allowance(
         user_id=visitor.user.pk if visitor.is_authenticated else None,
         visitor_id=visitor.visitor_id,
         client_key=client_key(visitor.client_ip),
         provider=provider,
         model=model,
     )
-    if refusal:
-        raise ChatInputError(refusal)
+    if allowance is not None:
+        raise SpendingCapReached(
+            allowance.refusal(), retry_after=allowance.seconds_until_reset()
+        )
 
 
-def _assistant_create(conversation: Conversation, visitor: Visitor) -> Message:
+def _assistant_create(
+    conversation: Conversation, visitor: Visitor, *, max_output_tokens: int | None = None
+) -> Message:
     now = timezone.now()
     return Message.objects.create(
         conversation=conversation,
@@ -174,6 +205,7 @@ def _assistant_create(conversation: Conversation, visitor: Visitor) -> Message:
         model=conversation.model,
         created_at=now,
         heartbeat_at=now,
+        max_output_tokens=max_output_tokens,
     )
 
 
@@ -185,17 +217,24 @@ def _title_from(text: str) -> str:
 
 
 async def _launched(
-    write: Callable[..., ReplyStarted], *, visitor: Visitor, **kwargs: Any
+    write: Callable[..., ReplyStarted],
+    *,
+    visitor: Visitor,
+    api_key_id: int | None = None,
+    **kwargs: Any,
 ) -> ReplyStarted:
     """Run a write that starts a reply from async code, rate-limited, and launch its job."""
-    await sync_to_async(send_check)(visitor)
+    await sync_to_async(send_check)(visitor, api_key_id=api_key_id)
     started = await sync_to_async(write)(visitor=visitor, **kwargs)
     job_launch(started.assistant_message.pk)
     return started
 
 
-async def areply_start(*, visitor: Visitor, **kwargs: Any) -> ReplyStarted:
-    return await _launched(reply_start, visitor=visitor, **kwargs)
+async def areply_start(
+    *, visitor: Visitor, api_key_id: int | None = None, **kwargs: Any
+) -> ReplyStarted:
+    """Start a reply from async code; `api_key_id` counts it against that API key's rate too."""
+    return await _launched(reply_start, visitor=visitor, api_key_id=api_key_id, **kwargs)
 
 
 async def areply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted:
@@ -227,6 +266,7 @@ __all__ = [
     "RateLimited",
     "ReplyStarted",
     "ServiceUnavailable",
+    "SpendingCapReached",
     "areply_regenerate",
     "areply_start",
     "job_launch",
