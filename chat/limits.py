@@ -121,8 +121,8 @@ def send_check(visitor: Visitor, *, api_key_id: int | None = None) -> None:
         checks.append(("chat-send", visitor.key, settings.CHAT_RATE_LIMIT))
     if settings.CHAT_IP_RATE_LIMIT and visitor.client_ip:
         checks.append(("chat-send-ip", f"ip:{visitor.client_ip}", settings.CHAT_IP_RATE_LIMIT))
-    if api_key_id is not None and settings.CHAT_RATE_LIMIT:
-        checks.append(("chat-send-key", f"key:{api_key_id}", settings.CHAT_RATE_LIMIT))
+    if api_key_id is not None and settings.CHAT_API_KEY_RATE_LIMIT:
+        checks.append(("chat-send-key", f"key:{api_key_id}", settings.CHAT_API_KEY_RATE_LIMIT))
     wait = max((w for w in (_count(*check) for check in checks) if w is not None), default=None)
     if wait is not None:
         raise RateLimited(

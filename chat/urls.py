@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from chat import views
+from chat.api import pages as api_pages
 
 app_name = "chat"
 
@@ -18,4 +19,5 @@ urlpatterns = [
     ),
     path("streaming-demo/replies/<int:message_id>/feedback", views.feedback, name="feedback"),
     path("streaming-demo/replies/<int:message_id>/events", views.reply_events, name="events"),
+    path("settings/api-keys", api_pages.api_keys, name="api_keys"),
 ]

@@ -105,6 +105,7 @@ def _page_context(
         "selected_model": selected,
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         "transport": "sse" if request.GET.get("transport") == "sse" else "ws",
+        "api_enabled": settings.CHAT_API_ENABLED,
         **extra,
     }
 

@@ -240,3 +240,8 @@ CHAT_TRUSTED_PROXIES = env.list("CHAT_TRUSTED_PROXIES", default=[])
 CHAT_MAX_REPLY_CHARS = env.int("CHAT_MAX_REPLY_CHARS", default=200_000)
 # Bearer token that /metrics requires; empty: /metrics answers 404.
 CHAT_METRICS_TOKEN = env.str("CHAT_METRICS_TOKEN", default="")
+
+# The OpenAI-compatible API at /v1/ (personal API keys); off: its URLs answer 404.
+CHAT_API_ENABLED = env.bool("CHAT_API_ENABLED", default=True)
+# API requests per key, on top of the per-person and per-IP limits above.
+CHAT_API_KEY_RATE_LIMIT = env.str("CHAT_API_KEY_RATE_LIMIT", default="20/m")

@@ -22,5 +22,7 @@ urlpatterns = [
     path("metrics", probes.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    # The OpenAI-compatible API (chat/api/); its clients set base_url to .../v1.
+    path("v1/", include("chat.api.urls")),
     path("", include("chat.urls")),
 ]

@@ -1,6 +1,6 @@
-"""The admin: conversation review (`conversations`), prices and spending caps (`money`), and the
-usage analytics page (`analytics`)."""
+"""The admin: conversation review (`conversations`), prices and spending caps (`money`), the
+usage analytics page (`analytics`) and API keys (`api_keys`)."""
 
-from chat.admin import analytics, conversations, money
+from chat.admin import analytics, api_keys, conversations, money
 
-__all__ = ["analytics", "conversations", "money"]
+__all__ = ["analytics", "api_keys", "conversations", "money"]

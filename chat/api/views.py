@@ -1,0 +1,220 @@
+"""The API's HTTP layer: bearer-key auth, OpenAI's error shape, and the reply as a completion or
+as `chat.completion.chunk` events. Thin: `completions` and `chat.services` do the work.
+
+No cookies and no session: these views never touch `request.session` or `request.user`, so
+no session row is created, and they are exempt from CSRF (there is no cookie to forge).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from redis.exceptions import RedisError
+
+from chat import providers, services
+from chat.api import wire
+from chat.api.completions import completion_get, completion_start, visitor_for
+from chat.api.keys import api_key_authenticate
+from chat.delivery import reply_text_updates
+from chat.models import ApiKey, Message
+
+logger = logging.getLogger(__name__)
+
+View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
+
+
+def _error_response(error: wire.WireError) -> JsonResponse:
+    response = JsonResponse(error.body(), status=error.status)
+    if error.retry_after is not None:
+        response["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def api_view(*methods: str) -> Callable[[View], View]:
+    """An API endpoint: off (404) unless CHAT_API_ENABLED, CSRF-exempt, the allowed methods,
+    and every WireError answered in OpenAI's error shape."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            try:
+                if not settings.CHAT_API_ENABLED:
+                    raise wire.WireError(404, "The API is not enabled on this server.")
+                if request.method not in methods:
+                    raise wire.WireError(
+                        405, f"Method {request.method} is not allowed here.", code="method"
+                    )
+                return await view(request, *args, **kwargs)
+            except wire.WireError as error:
+                return _error_response(error)
+
+        return csrf_exempt(wrapper)
+
+    return decorate
+
+
+async def _api_key(request: HttpRequest) -> ApiKey:
+    scheme, _, raw_key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not raw_key.strip():
+        raise wire.WireError(
+            401,
+            "You didn't provide an API key. Send it in the Authorization header: "
+            "'Authorization: Bearer YOUR_KEY'. Create one at /settings/api-keys.",
+            code="missing_api_key",
+        )
+    api_key = await sync_to_async(api_key_authenticate)(raw_key.strip())
+    if api_key is None:
+        raise wire.WireError(
+            401,
+            "Incorrect API key provided. You can create and revoke keys at /settings/api-keys.",
+            code="invalid_api_key",
+        )
+    return api_key
+
+
+@api_view("GET")
+async def models(request: HttpRequest) -> HttpResponseBase:
+    await _api_key(request)
+    return JsonResponse(wire.models_list())
+
+
+@api_view("GET")
+async def model_detail(request: HttpRequest, model_id: str) -> HttpResponseBase:
+    await _api_key(request)
+    option = providers.resolve_model(model_id)
+    if option is None:
+        raise wire.WireError(
+            404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found"
+        )
+    return JsonResponse(wire.model_object(option))
+
+
+@api_view("POST")
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
+    api_key = await _api_key(request)
+    completion = wire.parse_completion_request(request.body)
+    try:
+        started = await completion_start(api_key=api_key, request=completion)
+    except services.SendRefused as refused:
+        code = "rate_limit_exceeded" if refused.reason == "rate_limit" else "insufficient_quota"
+        kind = "requests" if refused.reason == "rate_limit" else "insufficient_quota"
+        raise wire.WireError(
+            429, refused.message, type=kind, code=code, retry_after=refused.retry_after
+        ) from None
+    except services.ChatInputError as exc:
+        raise wire.invalid(exc.message, param="messages") from None
+    except (DatabaseError, RedisError, OSError):
+        logger.exception("Starting an API reply failed")
+        raise wire.WireError(
+            503,
+            "The service could not start a reply just now. Try again shortly.",
+            type="server_error",
+            code="service_unavailable",
+            retry_after=5,
+        ) from None
+    message = started.assistant_message
+    if completion.stream:
+        writer = wire.ChunkWriter(
+            id=wire.completion_id(started.conversation.pk),
+            created=int(message.created_at.timestamp()),
+            model=wire.model_id(message),
+            include_usage=completion.include_usage,
+        )
+        response = StreamingHttpResponse(
+            _chunks(message.pk, writer), content_type="text/event-stream"
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # nginx must not buffer the stream
+        return response
+    # A client that hangs up here cancels only this wait: the reply is a job and is saved.
+    await services.reply_wait(message.pk, timeout=settings.CHAT_REPLY_TIMEOUT + 30)
+    ended = await Message.objects.select_related("conversation").aget(pk=message.pk)
+    failure = wire.ending_error(ended, completion=wire.completion_id(ended.conversation_id))
+    if failure is not None:
+        raise failure
+    return JsonResponse(wire.completion_object(ended, conversation_id=ended.conversation_id))
+
+
+async def _chunks(message_id: int, writer: wire.ChunkWriter) -> AsyncIterator[str]:
+    # Under ASGI a client that goes away cancels this generator: the reply is a job that does
+    # not depend on us, so it carries on and is saved.
+    yield writer.role()
+    async for update in reply_text_updates(message_id, idle_seconds=settings.CHAT_SSE_PING_SECONDS):
+        if update is None:
+            yield ": ping\n\n"
+            continue
+        if update.text:
+            yield writer.content(update.text)
+        if update.final:
+            break
+    try:
+        ended = await Message.objects.aget(pk=message_id)
+    except DatabaseError:
+        logger.exception("Reading the end of API reply %s failed", message_id)
+        yield wire.sse(
+            wire.WireError(
+                503, "The reply's ending could not be read.", code="service_unavailable"
+            ).body()
+        )
+        return
+    failure = wire.ending_error(ended, completion=writer.id)
+    if failure is not None:
+        # OpenAI reports a failure mid-stream as a data line carrying an `error` object; its
+        # SDKs raise it as an APIError.
+        yield wire.sse(failure.body())
+        return
+    yield writer.finish(wire.finish_reason(ended) or "stop")
+    if writer.include_usage:
+        yield writer.usage(ended)
+    yield wire.DONE
+
+
+async def _stored(request: HttpRequest, completion_id: str) -> tuple[ApiKey, Message]:
+    api_key = await _api_key(request)
+    message = await sync_to_async(completion_get)(user=api_key.user, completion_id=completion_id)
+    if message is None:
+        raise wire.WireError(
+            404, f"No chat completion found with id '{completion_id}'.", param="completion_id"
+        )
+    return api_key, message
+
+
+def _stored_object(message: Message) -> dict[str, Any]:
+    return wire.completion_object(
+        message,
+        conversation_id=message.conversation_id,
+        metadata={
+            "status": message.status,
+            "ended_reason": message.ended_reason,
+            "conversation": str(message.conversation_id),
+        },
+    )
+
+
+@api_view("GET")
+async def completion_detail(request: HttpRequest, completion_id: str) -> HttpResponseBase:
+    """The stored completion: the reply as saved so far (a streaming one has the text of its
+    last save and finish_reason null)."""
+    _, message = await _stored(request, completion_id)
+    return JsonResponse(_stored_object(message))
+
+
+@api_view("POST")
+async def completion_cancel(request: HttpRequest, completion_id: str) -> HttpResponseBase:
+    """Stop a streaming reply (not part of OpenAI's API): it ends as stopped, its text kept."""
+    api_key, message = await _stored(request, completion_id)
+    if message.is_streaming:
+        await services.reply_stop(
+            visitor=visitor_for(api_key), conversation_id=str(message.conversation_id)
+        )
+        await services.reply_wait(message.pk, timeout=10)
+        message = await Message.objects.select_related("conversation").aget(pk=message.pk)
+    return JsonResponse(_stored_object(message))

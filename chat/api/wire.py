@@ -1,0 +1,435 @@
+"""The OpenAI wire format: reading a chat completion request, writing completions, chunks,
+models and errors exactly as OpenAI's API does, so its SDKs and other clients work unchanged.
+
+Nothing here touches the database or the reply stream; the views pass in what to write.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from chat import providers
+from chat.models import Message
+from chat.providers.base import ChatTurn
+
+
+class WireError(Exception):
+    """An error OpenAI's way: an HTTP status and `{"error": {message, type, param, code}}`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def invalid(message: str, *, param: str | None = None, code: str | None = None) -> WireError:
+    return WireError(400, message, param=param, code=code)
+
+
+# --- Requests --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    model: providers.ModelOption
+    system_prompt: str
+    history: list[ChatTurn]  # the turns before the last user message, oldest first
+    text: str  # the last user message: the one this reply answers
+    stream: bool = False
+    include_usage: bool = False
+    max_tokens: int | None = None
+    ignored: list[str] = field(default_factory=list)
+
+
+# Accepted and ignored: they tune sampling or bookkeeping the providers here do not expose, and
+# clients send them by default. Anything else a client sends is ignored as well (OpenAI rejects
+# unknown parameters; being lenient keeps older and newer clients working).
+IGNORED_PARAMS = (
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "seed",
+    "stop",
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "reasoning_effort",
+    "parallel_tool_calls",
+    "top_logprobs",
+    "prediction",
+    "verbosity",
+    "safety_identifier",
+    "prompt_cache_key",
+)
+
+
+def parse_completion_request(raw: bytes) -> CompletionRequest:
+    try:
+        body = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise invalid(
+            "We could not parse the JSON body of your request. The body must be a JSON object."
+        ) from None
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    _refuse_unsupported(body)
+    model = model_from(body.get("model"))
+    system_parts, turns = _turns(body.get("messages"))
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise invalid("'stream' must be true or false.", param="stream")
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise invalid("'stream_options' must be an object.", param="stream_options")
+    if stream_options and not stream:
+        raise invalid(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
+        )
+    return CompletionRequest(
+        model=model,
+        system_prompt="\n\n".join(system_parts),
+        history=turns[:-1],
+        text=turns[-1].content,
+        stream=stream,
+        include_usage=bool(stream_options.get("include_usage")),
+        max_tokens=_max_tokens(body),
+        ignored=[name for name in IGNORED_PARAMS if body.get(name) is not None],
+    )
+
+
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    for name in ("tools", "functions"):
+        if body.get(name):
+            raise invalid(
+                "Tools and function calling are not supported by this server.",
+                param=name,
+                code="unsupported_parameter",
+            )
+    if body.get("tool_choice") not in (None, "none"):
+        raise invalid(
+            "Tools and function calling are not supported by this server.",
+            param="tool_choice",
+            code="unsupported_parameter",
+        )
+    if body.get("n") not in (None, 1):
+        raise invalid("Only n=1 is supported.", param="n", code="unsupported_value")
+    if body.get("logprobs"):
+        raise invalid("logprobs are not supported.", param="logprobs", code="unsupported_value")
+    if body.get("audio") or any(m != "text" for m in body.get("modalities") or []):
+        raise invalid(
+            "Only text output is supported.", param="modalities", code="unsupported_value"
+        )
+    response_format = body.get("response_format")
+    if response_format is not None and (
+        not isinstance(response_format, dict) or response_format.get("type") != "text"
+    ):
+        raise invalid(
+            "Only response_format {'type': 'text'} is supported.",
+            param="response_format",
+            code="unsupported_value",
+        )
+
+
+def model_from(value: Any) -> providers.ModelOption:
+    """The offered model a request names: a "provider:model" id, or a bare model name when only
+    one provider offers it."""
+    if not isinstance(value, str) or not value:
+        raise invalid("You must provide a model parameter.", param="model")
+    options = providers.available_models()
+    if not options:
+        raise WireError(
+            503,
+            "No model is configured on this server.",
+            type="server_error",
+            code="service_unavailable",
+        )
+    if option := providers.resolve_model(value):
+        return option
+    named = [option for option in options if option.model == value]
+    if len(named) == 1:
+        return named[0]
+    if len(named) > 1:
+        choices = ", ".join(option.value for option in named)
+        raise invalid(
+            f"The model '{value}' is offered by several providers; use one of: {choices}.",
+            param="model",
+            code="model_ambiguous",
+        )
+    raise WireError(
+        404,
+        f"The model '{value}' does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def _turns(messages: Any) -> tuple[list[str], list[ChatTurn]]:
+    if not isinstance(messages, list) or not messages:
+        raise invalid("'messages' must be a non-empty array.", param="messages")
+    system_parts: list[str] = []
+    turns: list[ChatTurn] = []
+    for index, message in enumerate(messages):
+        param = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise invalid(f"{param} must be an object.", param=param)
+        role = message.get("role")
+        if (
+            role in ("tool", "function")
+            or message.get("tool_calls")
+            or message.get("function_call")
+        ):
+            raise invalid(
+                "Tool and function messages are not supported by this server.",
+                param=f"{param}.role",
+                code="unsupported_parameter",
+            )
+        if role not in ("system", "developer", "user", "assistant"):
+            raise invalid(
+                f"Invalid value for {param}.role: {role!r}. Supported values are 'system', "
+                "'developer', 'user' and 'assistant'.",
+                param=f"{param}.role",
+                code="invalid_value",
+            )
+        text = _text_of(message.get("content"), param=f"{param}.content")
+        if role in ("system", "developer"):
+            if text.strip():
+                system_parts.append(text.strip())
+        else:
+            turns.append(ChatTurn(role, text))
+    if not turns or turns[-1].role != "user":
+        raise invalid(
+            "The last message (after any system messages) must have the role 'user'.",
+            param="messages",
+        )
+    if not turns[-1].content.strip():
+        raise invalid(
+            "The last user message is empty.", param=f"messages[{len(messages) - 1}].content"
+        )
+    return system_parts, turns
+
+
+def _text_of(content: Any, *, param: str) -> str:
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if not isinstance(content, list):
+        raise invalid(f"{param} must be a string or an array of content parts.", param=param)
+    texts: list[str] = []
+    for index, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "refusal" and isinstance(part.get("refusal"), str):
+            texts.append(part["refusal"])
+        else:
+            raise invalid(
+                f"Only text content is supported here; {param}[{index}] has type {kind!r} "
+                "(images, audio and files are not supported).",
+                param=f"{param}[{index}]",
+                code="unsupported_content",
+            )
+    return "\n".join(texts)
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise invalid(f"'{name}' must be a positive integer.", param=name)
+        return value
+    return None
+
+
+# --- Responses -------------------------------------------------------------------------------
+
+
+def completion_id(conversation_id: Any) -> str:
+    return f"chatcmpl-{conversation_id.hex}"
+
+
+def output_cap(message: Message) -> int:
+    caps = [settings.CHAT_MAX_OUTPUT_TOKENS]
+    if message.max_output_tokens:
+        caps.append(message.max_output_tokens)
+    return min(caps)
+
+
+def finish_reason(message: Message) -> str | None:
+    """OpenAI's finish_reason for an ended reply: "length" when it was cut short by a limit
+    (the output token cap, the reply size cap or the spending cap), else "stop"."""
+    if message.is_streaming:
+        return None
+    if message.ended_reason in (Message.EndedReason.TOO_LONG, Message.EndedReason.BUDGET):
+        return "length"
+    if (
+        message.usage_source == Message.UsageSource.PROVIDER
+        and message.output_tokens is not None
+        and message.output_tokens >= output_cap(message)
+    ):
+        return "length"
+    return "stop"
+
+
+def usage_object(message: Message) -> dict[str, Any]:
+    prompt = message.input_tokens or 0
+    completion = message.output_tokens or 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": message.cached_input_tokens or 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+
+
+def model_id(message: Message) -> str:
+    return f"{message.provider}:{message.model}"
+
+
+def completion_object(
+    message: Message, *, conversation_id: Any, metadata: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A `chat.completion`; with `metadata`, the stored-completion shape that retrieve returns."""
+    body: dict[str, Any] = {
+        "id": completion_id(conversation_id),
+        "object": "chat.completion",
+        "created": int(message.created_at.timestamp()),
+        "model": model_id(message),
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": message.content,
+                    "refusal": None,
+                    "annotations": [],
+                },
+                "logprobs": None,
+                "finish_reason": finish_reason(message),
+            }
+        ],
+        "usage": None if message.is_streaming else usage_object(message),
+        "service_tier": "default",
+        "system_fingerprint": None,
+    }
+    if metadata is not None:
+        body["metadata"] = metadata
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkWriter:
+    """Writes one streamed completion's `chat.completion.chunk` events."""
+
+    id: str
+    created: int
+    model: str
+    include_usage: bool
+
+    def _event(self, choices: list[dict[str, Any]], usage: Any = None) -> str:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "service_tier": "default",
+            "system_fingerprint": None,
+            "choices": choices,
+        }
+        if self.include_usage:
+            # OpenAI sends `"usage": null` on every chunk but the last when usage is asked for.
+            data["usage"] = usage
+        return sse(data)
+
+    def _choice(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+    def role(self) -> str:
+        return self._event([self._choice({"role": "assistant", "content": "", "refusal": None})])
+
+    def content(self, text: str) -> str:
+        return self._event([self._choice({"content": text})])
+
+    def finish(self, reason: str) -> str:
+        return self._event([self._choice({}, reason)])
+
+    def usage(self, message: Message) -> str:
+        return self._event([], usage_object(message))
+
+
+def sse(data: dict[str, Any] | str) -> str:
+    # JSON has no raw line breaks, so one data: line always holds the whole event.
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {text}\n\n"
+
+
+DONE = sse("[DONE]")
+
+
+def model_object(option: providers.ModelOption) -> dict[str, Any]:
+    # No creation date is known for a configured model; 0 is what OpenAI-compatible servers
+    # commonly send then.
+    return {"id": option.value, "object": "model", "created": 0, "owned_by": option.provider}
+
+
+def models_list() -> dict[str, Any]:
+    return {"object": "list", "data": [model_object(o) for o in providers.available_models()]}
+
+
+_ENDING_ERRORS = {
+    Message.EndedReason.PROVIDER_ERROR: (502, "server_error", "provider_error"),
+    Message.EndedReason.TIMEOUT: (504, "server_error", "timeout"),
+    Message.EndedReason.INTERRUPTED: (503, "server_error", "interrupted"),
+    Message.EndedReason.SERVICE_ERROR: (503, "server_error", "service_unavailable"),
+}
+
+
+def ending_error(message: Message, *, completion: str) -> WireError | None:
+    """The error a reply that failed ends with (None if it did not fail). Its partial text is
+    saved: the message says where to fetch it."""
+    if message.status != Message.Status.ERROR:
+        return None
+    status, kind, code = _ENDING_ERRORS.get(
+        message.ended_reason,  # type: ignore[call-overload]
+        (502, "server_error", message.ended_reason or "provider_error"),
+    )
+    text = message.error_text or "The reply failed."
+    if message.content:
+        text += f" The partial reply is saved: GET /v1/chat/completions/{completion}."
+    return WireError(status, text, type=kind, code=code)
