@@ -187,9 +187,7 @@ def _refuse_over_budget(visitor: Visitor, *, provider: str, model: str) -> None:
         model=model,
     )
     if allowance is not None:
-        raise SpendingCapReached(
-            allowance.refusal(), retry_after=allowance.seconds_until_reset()
-        )
+        raise SpendingCapReached(allowance.refusal(), retry_after=allowance.seconds_until_reset())
 
 
 def _assistant_create(

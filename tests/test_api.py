@@ -16,14 +16,17 @@ from collections.abc import Iterator
 
 import openai
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.contrib.sessions.models import Session
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from chat import services
 from chat.api.keys import api_key_authenticate, api_key_create
 from chat.models import ApiKey, Conversation, Message, SpendingCap
 from chat.providers.demo import demo_reply
+from chat.selectors import Visitor
 from tests.fake_upstream import FakeUpstream, running_fake_upstream
 from tests.servers import app_env, daphne
 
@@ -500,6 +503,41 @@ async def test_the_users_rate_limit_is_shared_with_the_page(async_client, settin
     assert second.status_code == 429 and int(second["Retry-After"]) > 0
 
 
+async def test_the_ips_rate_limit_is_shared_with_anonymous_page_visitors(
+    async_client, settings, ada_key
+):
+    settings.CHAT_IP_RATE_LIMIT = "1/m"
+    page = await async_client.post(
+        "/streaming-demo/messages",
+        {"action": "send", "message": "Anonymous, same network", "model": "demo:demo"},
+        headers={"HX-Request": "true"},
+    )
+
+    api = await post_completion(async_client, ada_key, HELLO)
+
+    assert page.status_code == 200
+    assert api.status_code == 429 and api.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+async def test_a_reply_streaming_on_the_page_counts_against_the_api_streaming_cap(
+    async_client, settings, ada, ada_key
+):
+    settings.CHAT_MAX_STREAMING_PER_PERSON = 1
+    # A page reply that is still streaming (its job would be running on some worker).
+    await sync_to_async(services.reply_start)(
+        visitor=Visitor(user=ada, visitor_id=""),
+        conversation_id=None,
+        text="Streaming on the page",
+        model_choice="demo:demo",
+    )
+
+    refused = await post_completion(async_client, ada_key, HELLO)
+
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+    assert "streaming" in refused.json()["error"]["message"]
+    assert not await Conversation.objects.filter(source=Conversation.Source.API).aexists()
+
+
 async def test_streaming_over_asgi_frames_chunks_and_done(async_client, ada_key):
     response = await post_completion(
         async_client, ada_key, {**HELLO, "stream": True, "stream_options": {"include_usage": True}}
@@ -517,8 +555,6 @@ async def test_streaming_over_asgi_frames_chunks_and_done(async_client, ada_key)
 
 
 async def api_key_acreate(user, name):
-    from asgiref.sync import sync_to_async
-
     return await sync_to_async(api_key_create)(user=user, name=name)
 
 

@@ -6,33 +6,24 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.conf import settings
-
 from chat import services
 from chat.api.wire import CompletionRequest
 from chat.models import ApiKey, Conversation, Message
 from chat.selectors import Visitor
 
 
-def visitor_for(api_key: ApiKey) -> Visitor:
-    return Visitor(user=api_key.user, visitor_id="")
+def visitor_for(api_key: ApiKey, *, client_ip: str = "") -> Visitor:
+    return Visitor(user=api_key.user, visitor_id="", client_ip=client_ip)
 
 
-async def completion_start(*, api_key: ApiKey, request: CompletionRequest) -> services.ReplyStarted:
-    """Start the reply a request asks for. It counts against the key's rate limit here, and
-    against the user's rate limit and spending caps in `chat.services`, as page sends do."""
-    wait = await sync_to_async(services.send_wait_seconds)(
-        group="chat-api-key", key=f"apikey:{api_key.pk}", rate=settings.CHAT_API_KEY_RATE_LIMIT
-    )
-    if wait:
-        raise services.SendRefused(
-            "This API key is sending requests too quickly. Wait a minute and try again.",
-            reason="rate_limit",
-            retry_after=wait,
-        )
+async def completion_start(
+    *, api_key: ApiKey, request: CompletionRequest, client_ip: str
+) -> services.ReplyStarted:
+    """Start the reply a request asks for, through the same service as a page send: counted
+    against the key's, the user's and the IP's rates, the streaming caps and the spending caps."""
     return await services.areply_start(
-        visitor=visitor_for(api_key),
+        visitor=visitor_for(api_key, client_ip=client_ip),
+        api_key_id=api_key.pk,
         conversation_id=None,
         text=request.text,
         model_choice=request.model.value,

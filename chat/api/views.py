@@ -24,6 +24,7 @@ from chat.api import wire
 from chat.api.completions import completion_get, completion_start, visitor_for
 from chat.api.keys import api_key_authenticate
 from chat.delivery import reply_text_updates
+from chat.limits import request_client_ip
 from chat.models import ApiKey, Message
 
 logger = logging.getLogger(__name__)
@@ -102,12 +103,32 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     api_key = await _api_key(request)
     completion = wire.parse_completion_request(request.body)
     try:
-        started = await completion_start(api_key=api_key, request=completion)
-    except services.SendRefused as refused:
-        code = "rate_limit_exceeded" if refused.reason == "rate_limit" else "insufficient_quota"
-        kind = "requests" if refused.reason == "rate_limit" else "insufficient_quota"
+        started = await completion_start(
+            api_key=api_key, request=completion, client_ip=request_client_ip(request)
+        )
+    except services.SpendingCapReached as refused:
         raise wire.WireError(
-            429, refused.message, type=kind, code=code, retry_after=refused.retry_after
+            429,
+            refused.message,
+            type="insufficient_quota",
+            code="insufficient_quota",
+            retry_after=refused.retry_after,
+        ) from None
+    except services.RateLimited as refused:
+        raise wire.WireError(
+            429,
+            refused.message,
+            type="requests",
+            code="rate_limit_exceeded",
+            retry_after=refused.retry_after,
+        ) from None
+    except services.ServiceUnavailable as exc:
+        raise wire.WireError(
+            503,
+            exc.message,
+            type="server_error",
+            code="service_unavailable",
+            retry_after=exc.retry_after,
         ) from None
     except services.ChatInputError as exc:
         raise wire.invalid(exc.message, param="messages") from None
@@ -213,7 +234,8 @@ async def completion_cancel(request: HttpRequest, completion_id: str) -> HttpRes
     api_key, message = await _stored(request, completion_id)
     if message.is_streaming:
         await services.reply_stop(
-            visitor=visitor_for(api_key), conversation_id=str(message.conversation_id)
+            visitor=visitor_for(api_key, client_ip=request_client_ip(request)),
+            conversation_id=str(message.conversation_id),
         )
         await services.reply_wait(message.pk, timeout=10)
         message = await Message.objects.select_related("conversation").aget(pk=message.pk)
