@@ -122,7 +122,10 @@ async def test_an_over_budget_send_is_refused_before_the_provider_is_called(
         headers=HTMX,
     )
 
-    assert response.status_code == 400
+    # 429 like a rate limit: nothing is wrong with the message, it can be sent once the cap
+    # resets (at midnight: twelve hours after NOON).
+    assert response.status_code == 429
+    assert 12 * 3600 - 60 <= int(response["Retry-After"]) <= 12 * 3600 + 1
     assert (
         "You have reached your daily spending limit of $0.01. It resets at midnight (UTC)."
         in response.content.decode()
