@@ -45,7 +45,7 @@ _markdown = (
     MarkdownIt("commonmark", {"html": False, "highlight": _highlight, "breaks": False})
     .enable("table")
     .enable("strikethrough")
-    .use(tasklists_plugin)
+    .use(tasklists_plugin, label=True)  # the item's text labels its checkbox
     .use(dollarmath_plugin, allow_space=False, allow_digits=False)
 )
 _renderer: Any = _markdown.renderer
@@ -99,7 +99,7 @@ _markdown.add_render_rule("image", _image_as_link)
 _ALLOWED_TAGS = {
     "p", "br", "hr", "em", "strong", "s", "del", "code", "pre", "span", "div", "blockquote",
     "ul", "ol", "li", "a", "h1", "h2", "h3", "h4", "h5", "h6",
-    "table", "thead", "tbody", "tr", "th", "td", "input",
+    "table", "thead", "tbody", "tr", "th", "td", "input", "label",
 }  # fmt: skip
 _ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},

@@ -9,7 +9,7 @@
   const md = window
     .markdownit("commonmark", { html: false })
     .enable(["table", "strikethrough"])
-    .use(window.markdownitTaskLists)
+    .use(window.markdownitTaskLists, { label: true }) // the item's text labels its checkbox
     // `$5 and $6` stays text: a dollar next to a digit or a space neither opens nor closes math.
     .use(window.markdownitDollarmath.dollarmathPlugin, { allow_space: false, allow_digits: false });
 

@@ -1,0 +1,109 @@
+"""The live preview of a streaming reply and the server's final render are the same DOM.
+
+One Markdown corpus (tests/e2e/data/markdown_corpus.md: strikethrough, tables, task lists, math,
+links, code, quotes, an image) streams from the fake upstream, which holds the stream open after
+the last chunk: the page's live render of the whole text is captured, then the reply ends and the
+server's render replaces it. Both are normalised (code highlighting is the server's alone, the
+Copy buttons and the cursor are the page's, math is compared by its TeX) and must be equal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .helpers import CORPUS
+
+pytestmark = pytest.mark.e2e
+
+ASSISTANT = "#messages > article[data-role='assistant']"
+
+# The DOM under `selector` as a tree of [tag, {attributes}, children], text squashed.
+_NORMALISED = """(selector) => {
+  const root = document.querySelector(selector);
+  if (!root) return null;
+  const clone = root.cloneNode(true);
+  clone.querySelectorAll(".cursor, .copy-code").forEach((n) => n.remove());
+  clone.querySelectorAll("pre code").forEach((c) => { c.textContent = c.textContent; });
+  clone.querySelectorAll(".math").forEach((m) => {
+    m.textContent = m.dataset.tex ?? m.textContent;
+    for (const name of ["data-typeset", "data-tex"]) m.removeAttribute(name);
+  });
+  clone.querySelectorAll("[data-enhanced]").forEach((n) => n.removeAttribute("data-enhanced"));
+  const walk = (node) => {
+    if (node.nodeType === Node.TEXT_NODE) {
+      const text = node.textContent.replace(/\\s+/g, " ").trim();
+      return text ? text : null;
+    }
+    const attrs = {};
+    // Boolean attributes mean the same whatever their value (checked="" or checked="checked").
+    for (const a of node.attributes) attrs[a.name] = ["checked", "disabled"].includes(a.name) ? true : a.value;
+    const children = Array.from(node.childNodes).map(walk).filter((c) => c !== null);
+    return [node.tagName.toLowerCase(), attrs, children];
+  };
+  return Array.from(clone.childNodes).map(walk).filter((c) => c !== null);
+}"""
+
+
+def _flatten(tree: Any) -> list[Any]:
+    out = []
+    for node in tree:
+        if isinstance(node, list):
+            out.append(node)
+            out.extend(_flatten(node[2]))
+    return out
+
+
+def test_live_and_final_renders_of_one_corpus_are_the_same_dom(
+    new_page: Any, provider_server: tuple[str, Any]
+) -> None:
+    url, upstream = provider_server
+    upstream.script(text=CORPUS, chunks=50, stall_after=50)
+    page = new_page(base_url=url)
+    page.goto("/streaming-demo")
+    page.get_by_text("Connected · WebSocket").wait_for()
+    page.fill("#message-input", "Show me all the Markdown")
+    page.press("#message-input", "Enter")
+
+    # The whole text has arrived and the stream is held open: the live render is complete.
+    page.wait_for_function(
+        """(length) => {
+          const raw = document.querySelector("#messages article[data-status='streaming'] .msg-text.streaming");
+          const live = document.querySelector("#messages article[data-status='streaming'] .msg-text.live");
+          return raw && live && raw.textContent.length === length
+            && live.textContent.includes("that wraps.");
+        }""",
+        arg=len(CORPUS),
+        timeout=20_000,
+    )
+    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    live = page.evaluate(_NORMALISED, f"{ASSISTANT}[data-status='streaming'] .msg-text.live")
+    assert page.locator(f"{ASSISTANT} .msg-text.live .katex").count() == 2  # typeset live too
+
+    upstream.release()
+    page.wait_for_selector(f"{ASSISTANT}[data-status='complete'] .msg-text.markdown .katex")
+    final = page.evaluate(_NORMALISED, f"{ASSISTANT}[data-status='complete'] .msg-text.markdown")
+
+    assert live == final
+
+    # And the corpus really exercised every feature, in both renders.
+    nodes = _flatten(final)
+    tags = [node[0] for node in nodes]
+    for tag in ("s", "table", "th", "td", "blockquote", "hr", "h1", "h2", "ol", "ul"):
+        assert tag in tags, tag
+    boxes = [n for n in nodes if n[0] == "input"]
+    assert len(boxes) == 3 and all(b[1]["type"] == "checkbox" and "disabled" in b[1] for b in boxes)
+    assert sum("checked" in b[1] for b in boxes) == 1
+    links = [n for n in nodes if n[0] == "a"]
+    assert links and all(
+        a[1]["target"] == "_blank" and a[1]["rel"] == "noopener noreferrer nofollow" for a in links
+    )
+    assert any(a[1]["href"] == "https://example.com/chart.png" for a in links)  # image as link
+    maths = [n for n in nodes if "math" in n[1].get("class", "")]
+    assert [m[1]["class"] for m in maths] == ["math inline", "math block"]
+    assert "img" not in tags
+    assert [n[1] for n in nodes if n[0] == "th"][1] == {"class": "align-right"}
+    assert sum(1 for n in nodes if n[1].get("class") == "code-block") == 2
+    prices = "it costs $5 and $6 a month."
+    assert page.locator(f"{ASSISTANT} .markdown p", has_text=prices).count() == 1
