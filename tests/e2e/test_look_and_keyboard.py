@@ -43,7 +43,8 @@ def send(page: Any, text: str) -> None:
 def wait_streaming_text(page: Any, chars: int = 40) -> None:
     page.wait_for_function(
         """(n) => {
-          const raw = document.querySelector("#messages article[data-status='streaming'] .msg-text.streaming");
+          const raw = document.querySelector(
+            "#messages article[data-status='streaming'] .msg-text.streaming");
           return raw && raw.textContent.length >= n;
         }""",
         arg=chars,
@@ -70,7 +71,9 @@ def test_the_page_follows_the_systems_colour_scheme(
         """() => {
           const pre = document.querySelector(".code-block pre");
           const token = pre.querySelector("span[class]");
-          return { bg: getComputedStyle(pre).backgroundColor, token: getComputedStyle(token).color };
+          return {
+            bg: getComputedStyle(pre).backgroundColor, token: getComputedStyle(token).color,
+          };
         }"""
     )
     assert code["bg"] == ("rgb(13, 17, 23)" if dark else "rgb(248, 250, 252)")
@@ -87,7 +90,8 @@ def test_the_chosen_scheme_is_remembered_and_set_before_the_first_paint(new_page
         """new MutationObserver((_, observer) => {
              if (document.body) {
                window.__themeAtBody = document.documentElement.dataset.theme || "system";
-               window.__bgAtBody = getComputedStyle(document.documentElement).getPropertyValue("--bg").trim();
+               window.__bgAtBody = getComputedStyle(document.documentElement)
+                 .getPropertyValue("--bg").trim();
                observer.disconnect();
              }
            }).observe(document, { childList: true, subtree: true });"""
@@ -241,7 +245,9 @@ def test_enter_while_the_socket_is_down_says_it_waits_and_the_message_still_goes
         port = silent.getsockname()[1]
         page.add_init_script(
             f"""window.WebSocket = new Proxy(window.WebSocket, {{
-                 construct(Real, args) {{ return new Real("ws://127.0.0.1:{port}/ws/chat/", args[1]); }}
+                 construct(Real, args) {{
+                   return new Real("ws://127.0.0.1:{port}/ws/chat/", args[1]);
+                 }}
                }});"""
         )
         _offline_send(page)

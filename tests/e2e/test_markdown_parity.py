@@ -38,7 +38,9 @@ _NORMALISED = """(selector) => {
     }
     const attrs = {};
     // Boolean attributes mean the same whatever their value (checked="" or checked="checked").
-    for (const a of node.attributes) attrs[a.name] = ["checked", "disabled"].includes(a.name) ? true : a.value;
+    for (const a of node.attributes) {
+      attrs[a.name] = ["checked", "disabled"].includes(a.name) ? true : a.value;
+    }
     const children = Array.from(node.childNodes).map(walk).filter((c) => c !== null);
     return [node.tagName.toLowerCase(), attrs, children];
   };
@@ -69,8 +71,9 @@ def test_live_and_final_renders_of_one_corpus_are_the_same_dom(
     # The whole text has arrived and the stream is held open: the live render is complete.
     page.wait_for_function(
         """(length) => {
-          const raw = document.querySelector("#messages article[data-status='streaming'] .msg-text.streaming");
-          const live = document.querySelector("#messages article[data-status='streaming'] .msg-text.live");
+          const reply = document.querySelector("#messages article[data-status='streaming']");
+          const raw = reply && reply.querySelector(".msg-text.streaming");
+          const live = reply && reply.querySelector(".msg-text.live");
           return raw && live && raw.textContent.length === length
             && live.textContent.includes("that wraps.");
         }""",
