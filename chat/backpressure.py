@@ -4,8 +4,9 @@ Daphne writes to a socket without backpressure: when a client stops reading, the
 fill and Twisted keeps everything else in memory, without bound. The ASGI interface has no way to
 ask how much is waiting, so this wrapper looks at the Twisted transport behind Daphne's `send`
 (Daphne passes `functools.partial(server.handle_reply, protocol)`) and puts a `chatsite.buffered`
-callable in the scope. Under any other server, or if Daphne changes, it reports 0 and nothing is
-dropped (the per-reply size cap still bounds what one reply can queue).
+callable in the scope (and `chatsite.abort`, which drops the connection). Under any other
+server, or if Daphne changes, it reports 0 and nothing is dropped (the per-reply size cap still
+bounds what one reply can queue).
 """
 
 from __future__ import annotations
@@ -47,4 +48,8 @@ class BufferedBytesMiddleware:
             if transport is not None:
                 scope = dict(scope)
                 scope["chatsite.buffered"] = functools.partial(buffered_bytes, transport)
+                # Twisted runs on the same asyncio loop under Daphne, so this is safe to call
+                # from the app. It drops the connection and whatever is still queued for it.
+                if abort := getattr(transport, "abortConnection", None):
+                    scope["chatsite.abort"] = abort
         await self.app(scope, receive, send)

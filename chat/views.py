@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -211,7 +213,7 @@ async def reply_events(request: HttpRequest, message_id: int) -> HttpResponseBas
     except TooManyReaders as exc:
         return _refused(HttpResponse(error_fragment(exc.message)), exc)
     response = StreamingHttpResponse(
-        _event_stream(message.pk, after, slot=slot, buffered=_buffered(request)),
+        _event_stream(message.pk, after, slot=slot, connection=_Connection(request)),
         content_type="text/event-stream",
     )
     # Django closes every response it sent, even one whose stream never started: the slot is
@@ -229,28 +231,47 @@ def _offset(value: str | None) -> int:
         return 0
 
 
-def _buffered(request: HttpRequest) -> Callable[[], int]:
-    # Put in the scope by chat.backpressure's ASGI wrapper when Daphne serves us.
-    return getattr(request, "scope", {}).get("chatsite.buffered") or (lambda: 0)
+class _Connection:
+    """What chat.backpressure's ASGI wrapper lets us know of the connection under Daphne: how
+    much is queued for it, and a way to drop it. Elsewhere, nothing is ever queued."""
+
+    def __init__(self, request: HttpRequest) -> None:
+        scope = getattr(request, "scope", {})
+        self.buffered: Callable[[], int] = scope.get("chatsite.buffered") or (lambda: 0)
+        self._abort: Callable[[], None] | None = scope.get("chatsite.abort")
+
+    def abort(self) -> None:
+        if self._abort is not None:
+            self._abort()
+
+    async def drained(self, *, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.buffered() > 0:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.25)
+        return True
 
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 async def _event_stream(
-    message_id: int, after: int, *, slot: ReaderSlot, buffered: Callable[[], int]
+    message_id: int, after: int, *, slot: ReaderSlot, connection: _Connection
 ) -> AsyncIterator[str]:
     # Under ASGI, a client that goes away cancels this generator (CancelledError): only the
     # reader slot is ours to give back, because the reply is a job that does not depend on us.
+    cap = settings.CHAT_MAX_CONNECTION_BUFFER_BYTES
     try:
         yield "retry: 1000\n\n"
         updates = reply_updates(
             message_id, after=after, idle_seconds=settings.CHAT_SSE_PING_SECONDS
         )
         async for update in metrics.reading("sse", updates):
-            if buffered() > settings.CHAT_MAX_CONNECTION_BUFFER_BYTES:
-                # The client is not reading: end the response rather than buffer the reply for
-                # it. A reader that was only slow reconnects with Last-Event-ID and resumes.
+            if connection.buffered() > cap:
+                # The client is not reading: drop it rather than queue the reply for it. A
+                # reader that was only slow reconnects with Last-Event-ID and resumes.
+                connection.abort()
                 return
             if update is None:
                 yield ": ping\n\n"
@@ -259,6 +280,11 @@ async def _event_stream(
             # joins them with newlines again.
             data = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(update.html))
             yield f"id: {update.seq}\n{data}\n"
+        # Keep the reader's slot until the client has taken what was sent (the last fragment
+        # can be the whole reply): otherwise one visitor could leave any number of finished
+        # responses queued here. One that is not taken in time is dropped.
+        if not await connection.drained(timeout=settings.CHAT_SSE_DRAIN_SECONDS):
+            connection.abort()
     finally:
         slot.release()
 

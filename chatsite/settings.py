@@ -234,6 +234,8 @@ CHAT_WATCH_RATE_PER_MINUTE = env.int("CHAT_WATCH_RATE_PER_MINUTE", default=60)
 # What Daphne may hold unsent for one connection before it is dropped (the reply goes on and the
 # client resumes from where it was).
 CHAT_MAX_CONNECTION_BUFFER_BYTES = env.int("CHAT_MAX_CONNECTION_BUFFER_BYTES", default=2 * 2**20)
+# How long an SSE reader may take to receive the end of a reply before it is dropped.
+CHAT_SSE_DRAIN_SECONDS = env.float("CHAT_SSE_DRAIN_SECONDS", default=30.0)
 # Peers whose X-Forwarded-For is believed (addresses or networks, e.g. 127.0.0.1,10.0.0.0/8).
 CHAT_TRUSTED_PROXIES = env.list("CHAT_TRUSTED_PROXIES", default=[])
 # The most characters one reply may have; past it the reply ends as "too_long", its text kept.
