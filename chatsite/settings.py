@@ -62,6 +62,7 @@ MIDDLEWARE = [
     # runs for them. An async-capable subclass of WhiteNoise's middleware (see chatsite/static.py).
     "chatsite.static.AsyncWhiteNoiseMiddleware",
     "chatsite.logs.RequestIdMiddleware",
+    "chat.middleware.FormCharsetMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -513,3 +513,18 @@ def test_anthropic_models_carry_their_display_name(client, settings):
 
     option = '<option value="anthropic:claude-haiku-4-5" selected>'
     assert option + "claude-haiku-4-5 · Gateway</option>" in html
+
+
+@pytest.mark.parametrize("charset", ["latin-1", "bogus-encoding"])
+def test_a_form_in_another_charset_is_a_400_not_a_500(client, charset):
+    client.get("/streaming-demo")
+    response = client.generic(
+        "POST",
+        "/streaming-demo/messages",
+        data=b"message=caf%E9&model=demo%3Ademo",
+        content_type=f"application/x-www-form-urlencoded; charset={charset}",
+        headers=HTMX,
+    )
+    assert response.status_code == 400
+    assert b"UTF-8" in response.content
+    assert not Message.objects.exists()
