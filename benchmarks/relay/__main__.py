@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.relay import report, servers
+from benchmarks.relay import profile, report, servers
 from benchmarks.relay.run import Load, measure, passes
 
 TABLE_STREAMS = [1, 50, 100, 200]
@@ -103,7 +103,15 @@ async def _series(
     results: list[dict[str, Any]] = []
 
     async def one(streams: int) -> dict[str, Any]:
-        result = await measure(server, load(streams), upstream_pid=upstream_pid)
+        profile_to = None
+        if streams == args.profile and server.name.startswith("chatsite"):
+            profile_to = args.json.parent / f"profile-{transport}-{streams}.txt"
+        result = await measure(
+            server, load(streams), upstream_pid=upstream_pid, profile_to=profile_to
+        )
+        if profile_to is not None and profile_to.exists():
+            result["profile"] = profile.summarize(profile_to)
+            print(profile.markdown(result["profile"]), flush=True)
         result["passes"] = passes(result)
         results.append(result)
         print(report.line(result), flush=True)
@@ -190,6 +198,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--ramp", type=float, default=5.0)
     parser.add_argument("--budget", type=float, default=780.0, help="seconds for the whole run")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="K", help="py-spy chatsite during the K run"
+    )
     parser.add_argument("--json", type=Path, default=Path("var/bench/relay.json"))
     parser.add_argument("--write-docs", action="store_true", help="update docs/performance.md")
     args = parser.parse_args()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.relay import client
+from benchmarks.relay import client, profile
 from benchmarks.relay.servers import Server
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -77,7 +78,9 @@ async def _gather_limited(coroutines: list[Any], limit: int) -> list[Any]:
     return await asyncio.gather(*(one(c) for c in coroutines))
 
 
-async def measure(server: Server, load: Load, *, upstream_pid: int) -> dict[str, Any]:
+async def measure(
+    server: Server, load: Load, *, upstream_pid: int, profile_to: Path | None = None
+) -> dict[str, Any]:
     """Open the visitors (and sockets), send K messages spread over the ramp, read every reply to
     its end, and measure the server while it does."""
     pid_list = server.pids
@@ -146,8 +149,12 @@ async def measure(server: Server, load: Load, *, upstream_pid: int) -> dict[str,
             return result
 
     wall_start = time.monotonic()
-    results = await asyncio.gather(*(one(i) for i in range(load.streams)))
-    wall = time.monotonic() - wall_start
+    with contextlib.ExitStack() as stack:
+        if profile_to is not None:
+            seconds = load.ramp + load.tokens / load.rate
+            stack.enter_context(profile.recording(pid_list[0], profile_to, seconds))
+        results = await asyncio.gather(*(one(i) for i in range(load.streams)))
+        wall = time.monotonic() - wall_start
     sampling = False
     await sampler
     cpu = sum(cpu_seconds(pid) for pid in pid_list) - cpu_before

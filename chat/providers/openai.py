@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
+import httpx2
 import openai
 
 from chat.providers.base import ChatTurn, Event, ProviderError, TextDelta, Usage
@@ -48,49 +50,75 @@ class OpenAIProvider:
                 messages.append({"role": "user", "content": turn.content})
             else:
                 messages.append({"role": "assistant", "content": turn.content})
+        # The raw streaming response: the SDK still builds the request (auth, base_url), retries
+        # it and turns an error status into its typed exception, but the body's chunks are read
+        # as plain JSON. Its typed parsing of every chunk (pydantic models built per token) was
+        # the largest busy item on the event loop (docs/performance.md).
+        request = self._client.chat.completions.with_streaming_response.create(
+            model=model,
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            max_completion_tokens=max_output_tokens,
+        )
+        finished = False
         try:
-            response = await self._client.chat.completions.create(
-                model=model,
-                messages=messages,
-                stream=True,
-                stream_options={"include_usage": True},
-                max_completion_tokens=max_output_tokens,
-            )
+            # `async with` closes the HTTP response however we leave: end of stream, error, or
+            # the consuming task being cancelled (Stop / timeout), which must abort the request.
+            async with request as response:
+                try:
+                    async for data in _sse_data(response.iter_lines()):
+                        if data == "[DONE]":
+                            break
+                        chunk = json.loads(data)
+                        if error := chunk.get("error"):
+                            message = error.get("message") if isinstance(error, dict) else None
+                            raise openai.APIError(
+                                message or "An error occurred during streaming",
+                                response.http_response.request,
+                                body=error,
+                            )
+                        for choice in chunk.get("choices") or ():
+                            if choice.get("index", 0) != 0:
+                                continue
+                            if content := (choice.get("delta") or {}).get("content"):
+                                yield TextDelta(content)
+                            if choice.get("finish_reason"):
+                                finished = True
+                        if usage := chunk.get("usage"):
+                            details = usage.get("prompt_tokens_details") or {}
+                            yield Usage(
+                                input_tokens=usage["prompt_tokens"],
+                                output_tokens=usage["completion_tokens"],
+                                cached_input_tokens=details.get("cached_tokens") or 0,
+                            )
+                # The body is read with httpx2 directly, so its errors arrive unwrapped.
+                except httpx2.TimeoutException as exc:
+                    raise ProviderError("OpenAI stopped sending the reply (timed out).") from exc
+                except httpx2.TransportError as exc:
+                    raise ProviderError(_DROPPED) from exc
         except openai.APIError as exc:
             raise _provider_error(exc, model) from exc
-
-        finished = False
-        # `async with` closes the HTTP response however we leave: end of stream, error, or the
-        # consuming task being cancelled (Stop / timeout), which must abort the upstream request.
-        async with response as chunks:
-            try:
-                async for chunk in chunks:
-                    for choice in chunk.choices:
-                        if choice.index != 0:
-                            continue
-                        if choice.delta.content:
-                            yield TextDelta(choice.delta.content)
-                        if choice.finish_reason:
-                            finished = True
-                    if chunk.usage is not None:
-                        details = chunk.usage.prompt_tokens_details
-                        yield Usage(
-                            input_tokens=chunk.usage.prompt_tokens,
-                            output_tokens=chunk.usage.completion_tokens,
-                            cached_input_tokens=(details.cached_tokens or 0) if details else 0,
-                        )
-            except openai.APIConnectionError as exc:
-                if isinstance(exc, openai.APITimeoutError):
-                    raise ProviderError("OpenAI stopped sending the reply (timed out).") from exc
-                raise ProviderError(_DROPPED) from exc
-            except openai.APIError as exc:
-                raise _provider_error(exc, model) from exc
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                # A chunk that is not JSON, or not shaped like one (pydantic's errors are
-                # ValueErrors): the upstream is broken, which is not "our side".
-                raise ProviderError(_UNREADABLE.format(name="OpenAI")) from exc
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # A chunk that is not JSON, or not shaped like one: the upstream is broken, which
+            # is not "our side".
+            raise ProviderError(_UNREADABLE.format(name="OpenAI")) from exc
         if not finished:
             raise ProviderError(_DROPPED)
+
+
+async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The data of each server-sent event (its `data:` lines joined by newlines)."""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+        elif line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
+    if data:
+        yield "\n".join(data)
 
 
 _DROPPED = "The connection to OpenAI dropped before the reply finished."
