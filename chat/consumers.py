@@ -35,7 +35,7 @@ from chat.errors import ChatInputError
 from chat.limits import ReaderSlot, reader_acquire, scope_client_ip
 from chat.rendering import error_fragment, started_fragment
 from chat.selectors import Visitor, message_get
-from chat.signals import VISITOR_SESSION_KEY
+from chat.visitors import visitor_id_from_scope
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +85,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if settings.CHAT_REQUIRE_LOGIN and not (user and user.is_authenticated):
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
-        session = self.scope.get("session")
-        visitor_id = session.get(VISITOR_SESSION_KEY, "") if session is not None else ""
+        visitor_id = visitor_id_from_scope(self.scope)
         self.visitor = Visitor(
             user=user, visitor_id=visitor_id, client_ip=scope_client_ip(self.scope)
         )

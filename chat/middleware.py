@@ -9,6 +9,8 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 
+from chat.visitors import visitor_cookie_apply
+
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -48,3 +50,27 @@ class FormCharsetMiddleware:
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         return _charset_refusal(request) or await self.get_response(request)
+
+
+class VisitorCookieMiddleware:
+    """Sets (or drops) the anonymous visitor's signed cookie that chat.visitors asked for."""
+
+    async_capable = True
+    sync_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(self.get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if iscoroutinefunction(self.get_response):
+            return self._acall(request)
+        response = self.get_response(request)
+        visitor_cookie_apply(request, response)
+        return response
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        response = await self.get_response(request)
+        visitor_cookie_apply(request, response)
+        return response

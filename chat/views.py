@@ -38,7 +38,7 @@ from chat.selectors import (
     conversations_for,
     message_get,
 )
-from chat.signals import VISITOR_SESSION_KEY
+from chat.visitors import visitor_id_ensure
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -46,15 +46,10 @@ class HtmxHttpRequest(HttpRequest):
 
 
 def _visitor(request: HttpRequest) -> Visitor:
-    if not request.user.is_authenticated and not request.session.get(VISITOR_SESSION_KEY):
-        # A random id in the session, not the session key itself: Django rotates the key at
-        # login, and the id lets the conversations follow the visitor into their account.
-        request.session[VISITOR_SESSION_KEY] = uuid.uuid4().hex
-    return Visitor(
-        user=request.user,
-        visitor_id=request.session.get(VISITOR_SESSION_KEY, ""),
-        client_ip=request_client_ip(request),
-    )
+    # A random id in a signed cookie, not a session: viewing the page writes no database row,
+    # and the id lets the conversations follow the visitor into their account (chat.visitors).
+    visitor_id = "" if request.user.is_authenticated else visitor_id_ensure(request)
+    return Visitor(user=request.user, visitor_id=visitor_id, client_ip=request_client_ip(request))
 
 
 async def _avisitor(request: HttpRequest) -> Visitor:

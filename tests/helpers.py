@@ -28,3 +28,10 @@ def anonymous_session() -> tuple[str, str]:
 def deltas(fragment: str) -> list[tuple[int, str]]:
     """The (seq, text) pieces a delta fragment appends, unescaped."""
     return [(int(seq), unescape(text)) for seq, text in SEQ_TEXT.findall(fragment)]
+
+
+def client_visitor_id(client) -> str:
+    """The anonymous visitor id a test client's page visit was given (a signed cookie)."""
+    from chat.visitors import VISITOR_COOKIE, _unsigned
+
+    return _unsigned(client.cookies[VISITOR_COOKIE].value)

@@ -11,7 +11,7 @@ from chat import services
 from chat.feedback import message_feedback_set
 from chat.models import Conversation, Message
 from chat.selectors import Visitor
-from chat.signals import VISITOR_SESSION_KEY
+from tests.helpers import client_visitor_id
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +21,7 @@ FINISHED = {"status": "complete", "ended_reason": "completed", "content": "An an
 
 def page_visitor(client) -> Visitor:
     client.get("/streaming-demo")
-    return Visitor(user=AnonymousUser(), visitor_id=client.session[VISITOR_SESSION_KEY])
+    return Visitor(user=AnonymousUser(), visitor_id=client_visitor_id(client))
 
 
 def finished_reply(visitor: Visitor, text: str = "Question?", **fields) -> Message:

@@ -4,17 +4,16 @@ import asyncio
 import re
 
 import pytest
-from asgiref.sync import sync_to_async
 from channels.testing import ApplicationCommunicator
 from django.contrib.auth.models import AnonymousUser, User
+from django.test import Client
 
 from chat import jobs, services
 from chat.models import Conversation, Message
 from chat.providers.demo import demo_reply
 from chat.selectors import Visitor
-from chat.signals import VISITOR_SESSION_KEY
 from chatsite.asgi import application
-from tests.helpers import anonymous_session, deltas
+from tests.helpers import anonymous_session, client_visitor_id, deltas
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,7 +22,7 @@ HTMX = {"HX-Request": "true"}
 
 def page_visitor(client) -> Visitor:
     client.get("/streaming-demo")
-    return Visitor(user=AnonymousUser(), visitor_id=client.session[VISITOR_SESSION_KEY])
+    return Visitor(user=AnonymousUser(), visitor_id=client_visitor_id(client))
 
 
 def saved_reply(client, text: str, **fields):
@@ -37,7 +36,7 @@ def saved_reply(client, text: str, **fields):
 
 async def apage_visitor(async_client) -> Visitor:
     await async_client.get("/streaming-demo")
-    visitor_id = await sync_to_async(lambda: async_client.session[VISITOR_SESSION_KEY])()
+    visitor_id = client_visitor_id(async_client)
     return Visitor(user=AnonymousUser(), visitor_id=visitor_id)
 
 
@@ -528,3 +527,27 @@ def test_a_form_in_another_charset_is_a_400_not_a_500(client, charset):
     assert response.status_code == 400
     assert b"UTF-8" in response.content
     assert not Message.objects.exists()
+
+
+def test_viewing_the_page_writes_no_session_row(client):
+    from django.contrib.sessions.models import Session
+
+    for _ in range(25):
+        Client().get("/streaming-demo")  # cookie-less visitors: bots, link previews, floods
+    assert Session.objects.count() == 0
+
+    # A visitor who sends still keeps their conversation, through the signed visitor cookie.
+    started = saved_reply(client, "mine")
+    assert Session.objects.count() == 0
+    page = client.get(f"/streaming-demo/c/{started.conversation.pk}")
+    assert page.status_code == 200 and "mine" in page.content.decode()
+
+
+def test_a_forged_visitor_cookie_is_not_believed(client, other_visitor):
+    from chat.visitors import VISITOR_COOKIE
+
+    theirs = services.reply_start(
+        visitor=other_visitor, conversation_id=None, text="private", model_choice="demo:demo"
+    )
+    client.cookies[VISITOR_COOKIE] = other_visitor.visitor_id  # unsigned: a guess
+    assert client.get(f"/streaming-demo/c/{theirs.conversation.pk}").status_code == 404
