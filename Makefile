@@ -44,6 +44,9 @@ bench: $(VENV)/.installed-dev  ## chatsite vs a bare ASGI relay, side by side (â
 bench-admin: $(VENV)/.installed-dev  ## Admin list and analytics pages with 1,000,000 seeded replies (SQLite, var/bench/)
 	$(BIN)/python -m benchmarks.admin_pages --replies 1000000
 
+bench-page: $(VENV)/.installed-dev  ## The page keeps up: a 2,000-token reply at 100 tok/s in headless Chromium
+	$(BIN)/python -m benchmarks.page_render
+
 migrate: $(VENV)/.installed
 	$(BIN)/python manage.py migrate --noinput
 

@@ -110,3 +110,37 @@ def test_live_and_final_renders_of_one_corpus_are_the_same_dom(
     assert sum(1 for n in nodes if n[1].get("class") == "code-block") == 2
     prices = "it costs $5 and $6 a month."
     assert page.locator(f"{ASSISTANT} .markdown p", has_text=prices).count() == 1
+
+
+def test_the_incremental_live_render_equals_a_full_render_at_every_step(page: Any) -> None:
+    """The live preview keeps finished blocks and rebuilds only the last one; at every length of
+    the growing text its DOM is what rendering the whole text at once gives."""
+    page.goto("/streaming-demo")
+    mismatches = page.evaluate(
+        """(text) => {
+          const { LiveMarkdown, render } = window.chatsiteMarkdown;
+          const host = document.createElement("div");
+          const view = new LiveMarkdown(host);
+          const shape = (root) => {
+            const clone = root.cloneNode(true);
+            clone.querySelectorAll(".cursor").forEach((n) => n.remove());
+            clone.normalize();
+            return clone.innerHTML.replace(/\s+/g, " ").replace(/> </g, "><").trim();
+          };
+          const bad = [];
+          for (let end = 1; end <= text.length; end += 7) {
+            const prefix = text.slice(0, end);
+            view.update(prefix);
+            const whole = document.createElement("div");
+            whole.append(render(prefix));
+            if (shape(host) !== shape(whole)) bad.push(prefix.length);
+          }
+          view.update(text);
+          const whole = document.createElement("div");
+          whole.append(render(text));
+          if (shape(host) !== shape(whole)) bad.push(text.length);
+          return bad;
+        }""",
+        CORPUS,
+    )
+    assert mismatches == []
