@@ -117,7 +117,7 @@ def test_the_incremental_live_render_equals_a_full_render_at_every_step(page: An
     the growing text its DOM is what rendering the whole text at once gives."""
     page.goto("/streaming-demo")
     mismatches = page.evaluate(
-        """(text) => {
+        r"""(text) => {
           const { LiveMarkdown, render } = window.chatsiteMarkdown;
           const host = document.createElement("div");
           const view = new LiveMarkdown(host);
