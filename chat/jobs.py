@@ -24,6 +24,7 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from chat import metrics, providers
+from chat.branches import Tree, history_turns
 from chat.budgets import BudgetGuard, budget_guard
 from chat.models import Message
 from chat.pricing import price_reply
@@ -38,6 +39,7 @@ from chat.providers.base import (
 from chat.rollups import rollup_invalidate, rollups_build
 from chat.streams import get_reply_stream
 from chat.text import DeltaCleaner
+from chat.titles import title_generate
 from chatsite.logs import log_context_bind
 
 logger = logging.getLogger(__name__)
@@ -140,6 +142,9 @@ class _ReplyState:
     usage: Usage | None = None
     completed_with_usage: bool = False
     estimated_input_tokens: int = 0
+    # The provider answered the request with an HTTP error before any token (a bad key, a
+    # refused or malformed request, a rate limit): nothing was generated, nothing is billed.
+    refused: bool = False
 
     @property
     def text(self) -> str:
@@ -181,20 +186,11 @@ class _JobContext:
 def _job_context(message_id: int, *, with_budget: bool = True) -> _JobContext:
     message = Message.objects.select_related("conversation").get(pk=message_id)
     conversation = message.conversation
-    history = (
-        conversation.messages.visible()
-        .filter(id__lt=message_id)
-        .exclude(role=Message.Role.ASSISTANT, content="")
-        .order_by("-id")[: settings.CHAT_HISTORY_MAX_MESSAGES]
-    )
-    turns: list[ChatTurn] = []
-    for past in reversed(list(history)):
-        # Providers want alternating turns; merge neighbours of one role (e.g. a user message
-        # whose reply failed before any text, followed by another user message).
-        if turns and turns[-1].role == past.role:
-            turns[-1] = ChatTurn(past.role, f"{turns[-1].content}\n\n{past.content}")  # type: ignore[arg-type]
-        else:
-            turns.append(ChatTurn(past.role, past.content))  # type: ignore[arg-type]
+    # The history is the branch above this reply — never another version's, whatever the page
+    # shows meanwhile.
+    tree = Tree(conversation.messages.filter(kind=Message.Kind.CHAT))
+    turns = history_turns(tree.path_to(message.parent_id))
+    turns = turns[-settings.CHAT_HISTORY_MAX_MESSAGES :]
     while turns and turns[0].role != "user":
         turns.pop(0)
     prompt_chars = len(conversation.system_prompt) + sum(len(turn.content) for turn in turns)
@@ -273,6 +269,10 @@ async def reply_generate(message_id: int) -> None:
                 await task
         # Shielded: a shutdown that cancels this job must still save the partial text.
         await asyncio.shield(_finish(message_id, state, ended, error_text))
+    # Readers already have the whole reply; naming the conversation (CHAT_TITLE_MODEL) after
+    # its first reply happens in the same job, without delaying them.
+    if ended == Message.EndedReason.COMPLETED and settings.CHAT_TITLE_MODEL:
+        await title_generate(message_id)
 
 
 def _ending_of(generate: asyncio.Task[None]) -> tuple[str, str]:
@@ -297,10 +297,7 @@ def _ending_of(generate: asyncio.Task[None]) -> tuple[str, str]:
 async def _consume(
     provider: providers.Provider, context: _JobContext, state: _ReplyState, message_id: int
 ) -> None:
-    loop = asyncio.get_running_loop()
     budget = context.budget
-    # Cleaned here, once: readers are sent exactly the text the database stores.
-    cleaner = DeltaCleaner()
     if budget is not None and context.max_output_tokens <= 0:
         raise BudgetReached(budget.message)  # the prompt alone costs what is left: don't send it
     events = provider.stream(
@@ -309,8 +306,24 @@ async def _consume(
         system_prompt=context.system_prompt,
         max_output_tokens=context.max_output_tokens,
     )
+    try:
+        await _consume_events(events, context, state, message_id)
+    except ProviderError as exc:
+        # An HTTP status means the provider answered the request itself with an error; if not a
+        # token came first, it refused it. A stream that drops mid-way has no status.
+        state.refused = exc.status_code is not None and state.seq == 0 and state.usage is None
+        raise
+
+
+async def _consume_events(
+    events: Any, context: _JobContext, state: _ReplyState, message_id: int
+) -> None:
+    loop = asyncio.get_running_loop()
+    budget = context.budget
+    # Cleaned here, once: readers are sent exactly the text the database stores.
+    cleaner = DeltaCleaner()
     # aclosing: cancellation and timeouts close the provider's generator (and its HTTP stream).
-    async with contextlib.aclosing(events), asyncio.timeout(None) as idle:  # type: ignore[type-var]
+    async with contextlib.aclosing(events), asyncio.timeout(None) as idle:
         idle.reschedule(loop.time() + settings.CHAT_IDLE_TIMEOUT)
         async for event in events:
             idle.reschedule(loop.time() + settings.CHAT_IDLE_TIMEOUT)
@@ -475,10 +488,13 @@ def _output_speed(state: _ReplyState, output_tokens: int) -> float | None:
 
 
 def _usage_for(state: _ReplyState, text: str) -> tuple[Usage, str]:
-    """The provider's counts when it reported them for the whole reply; otherwise an estimate
-    (keeping exact input counts when the provider sent them early, as Anthropic does)."""
+    """The provider's counts when it reported them for the whole reply; nothing when it refused
+    the request; otherwise an estimate (keeping exact input counts when the provider sent them
+    early, as Anthropic does)."""
     if state.completed_with_usage and state.usage is not None:
         return state.usage, Message.UsageSource.PROVIDER
+    if state.refused:
+        return Usage(input_tokens=0, output_tokens=0), Message.UsageSource.NONE
     if state.usage is not None:
         input_tokens, cached = state.usage.input_tokens, state.usage.cached_input_tokens
     else:

@@ -21,6 +21,10 @@ class ConversationQuerySet(models.QuerySet["Conversation"]):
             return self.none()
         return self.filter(user__isnull=True, visitor_id=visitor_id)
 
+    def live(self) -> ConversationQuerySet:
+        """Not deleted by their owner (staff still see deleted ones in the admin)."""
+        return self.filter(deleted_at__isnull=True)
+
 
 class Conversation(models.Model):
     # Random ids: a conversation's URL reveals nothing about how many others exist.
@@ -47,13 +51,23 @@ class Conversation(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField("last activity", default=timezone.now, db_index=True)
 
+    # The last message of the branch the owner sees (see chat/branches.py); set whenever a
+    # message is added, a version is chosen or a failed turn is deleted.
+    current_leaf = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Deleted by its owner: hidden from them everywhere, kept (marked) for staff review, unless
+    # CHAT_PURGE_DELETED removes the rows instead.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
     # Staff review.
     flagged = models.BooleanField(default=False)
     review_note = models.TextField(blank=True)
 
-    # Totals over every message, replaced replies included (they were paid for), kept by
-    # `refresh_totals` whenever a message is added or ends, so the admin list and its sorting
-    # never aggregate the message table.
+    # Totals over every message, replaced and other-branch replies and generated titles included
+    # (they were paid for), kept by `refresh_totals` whenever a message is added or ends, so the
+    # admin list and its sorting never aggregate the message table. The chat page shows these
+    # same figures: one definition of a conversation's total.
     message_count = models.PositiveIntegerField("messages", default=0)
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
@@ -90,18 +104,19 @@ class Conversation(models.Model):
         return self.title or "New chat"
 
     def totals(self) -> dict[str, int]:
-        figures = self.messages.visible().aggregate(
-            input_tokens=Sum("input_tokens"),
-            output_tokens=Sum("output_tokens"),
-            cost_microusd=Sum("cost_microusd"),
-        )
-        return {key: value or 0 for key, value in figures.items()}
+        """The conversation's total as the page shows it: the stored figures staff see too."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_microusd": self.cost_microusd,
+        }
 
     def refresh_totals(self, **also: Any) -> None:
         """Recount the stored totals from the messages (call inside the transaction that
         changed them), writing `also` (e.g. `updated_at`) in the same update."""
         figures = self.messages.aggregate(
-            total_message_count=Count("id"),
+            # A generated title is usage, not a message of the conversation.
+            total_message_count=Count("id", filter=Q(kind=Message.Kind.CHAT)),
             total_input_tokens=Sum("input_tokens"),
             total_output_tokens=Sum("output_tokens"),
             total_cost_microusd=Sum("cost_microusd"),
@@ -127,9 +142,14 @@ class Conversation(models.Model):
 
 class MessageQuerySet(models.QuerySet["Message"]):
     def visible(self) -> MessageQuerySet:
-        """What the conversation shows and sends to the model: superseded replies (replaced by
-        Retry or Regenerate) stay in the database for staff, but drop out of the chat."""
-        return self.filter(superseded=False)
+        """The messages of the branch the owner sees: other versions (Retry, Regenerate, an
+        edited message) are marked `superseded`, deleted failed turns and title jobs drop out.
+        The branch itself is the path to `Conversation.current_leaf` (chat/branches.py)."""
+        return self.filter(superseded=False, deleted_at__isnull=True, kind=Message.Kind.CHAT)
+
+    def chat(self) -> MessageQuerySet:
+        """Messages of the conversation's tree (every branch), without deleted ones."""
+        return self.filter(deleted_at__isnull=True, kind=Message.Kind.CHAT)
 
     def streaming(self) -> MessageQuerySet:
         return self.filter(status=Message.Status.STREAMING)
@@ -165,6 +185,13 @@ class Message(models.Model):
     class UsageSource(models.TextChoices):
         PROVIDER = "provider"
         ESTIMATED = "estimated"
+        # The provider refused the request (an HTTP error before any token): nothing was used.
+        NONE = "none", "not billed"
+
+    class Kind(models.TextChoices):
+        CHAT = "chat"
+        # A cheap model naming the conversation (CHAT_TITLE_MODEL): usage, never shown in chat.
+        TITLE = "title", "generated title"
 
     class Feedback(models.IntegerChoices):
         UP = 1, "👍"
@@ -177,12 +204,22 @@ class Message(models.Model):
     content = models.TextField(blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     ended_reason = models.CharField(max_length=32, choices=EndedReason.choices, blank=True)
+    # The conversation is a tree: a message follows its parent. Versions of a reply (Retry,
+    # Regenerate) and branches of an edited message are siblings: children of one parent.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.CHAT)
+    # Not on the branch the owner sees (kept in step with Conversation.current_leaf), so staff
+    # review and exports can tell the replaced versions apart without walking the tree.
     superseded = models.BooleanField(default=False)
     # An earlier turn of the conversation that an API client sent with its request (its own
     # history, assistant turns included): context for the model, never a reply counted here.
     from_client = models.BooleanField(default=False)
     # The output token cap the request asked for (the API's max_tokens), below the configured one.
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # A failed turn its owner deleted: gone from the chat, kept for staff and in the totals.
+    deleted_at = models.DateTimeField(null=True, blank=True)
     # The reply-stream sequence number that `content` reaches: a page rendered from the database
     # resumes the live stream after it, so no delta is shown twice or skipped.
     stream_seq = models.PositiveIntegerField(default=0)

@@ -26,6 +26,8 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
 from pygments.util import ClassNotFound
 
+from chat.selectors import conversation_messages, message_with_versions
+
 _formatter = HtmlFormatter(nowrap=True)
 
 
@@ -146,7 +148,17 @@ def delta_fragment(message_id: int, seq: int, text: str) -> str:
 
 
 def message_fragment(message: Any, *, oob: str = "outerHTML") -> str:
+    message = message_with_versions(message)
     return render_to_string("chat/partials/_message.html", {"m": message, "oob": oob})
+
+
+def message_list_fragment(conversation: Any) -> str:
+    """The whole visible branch, replacing the page's message list (after a version switch,
+    an edit, a new version or a deleted turn), with the conversation's totals."""
+    return render_to_string(
+        "chat/partials/_message_list.html",
+        {"messages": conversation_messages(conversation), "totals": conversation.totals()},
+    )
 
 
 def error_fragment(text: str) -> str:
@@ -157,4 +169,7 @@ def error_fragment(text: str) -> str:
 def started_fragment(started: Any) -> str:
     """What the page needs once a reply has started: the new bubbles, the conversation id for
     the next message, and the conversation in the sidebar if it is new."""
-    return render_to_string("chat/partials/_started.html", {"started": started})
+    context: dict[str, Any] = {"started": started}
+    if started.branch_changed:
+        context["messages"] = conversation_messages(started.conversation)
+    return render_to_string("chat/partials/_started.html", context)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import Exists, OuterRef, Q
 from django.http import Http404
+from django.utils import timezone
 
+from chat.branches import Tree, Versions
 from chat.models import Conversation, Message
 
 
@@ -30,7 +34,8 @@ class Visitor:
 
 
 def conversations_for(visitor: Visitor) -> Any:
-    return Conversation.objects.owned_by(user=visitor.user, visitor_id=visitor.visitor_id)
+    """The visitor's conversations, without the ones they deleted."""
+    return Conversation.objects.owned_by(user=visitor.user, visitor_id=visitor.visitor_id).live()
 
 
 def conversation_get(visitor: Visitor, conversation_id: Any) -> Conversation:
@@ -42,16 +47,175 @@ def conversation_get(visitor: Visitor, conversation_id: Any) -> Conversation:
         raise Http404("No such conversation.") from None
 
 
-def message_get(visitor: Visitor, message_id: Any) -> Message:
+def chat_message_get(visitor: Visitor, message_id: Any, *, role: str | None = None) -> Message:
+    """One of the visitor's chat messages (not deleted, not a title job), or Http404."""
+    filters: dict[str, Any] = {"role": role} if role else {}
     try:
-        return Message.objects.select_related("conversation").get(
-            pk=int(message_id),
-            conversation__in=conversations_for(visitor),
-            role=Message.Role.ASSISTANT,
+        return (
+            Message.objects.chat()
+            .select_related("conversation")
+            .get(pk=int(message_id), conversation__in=conversations_for(visitor), **filters)
         )
     except (TypeError, ValueError, Message.DoesNotExist):
-        raise Http404("No such reply.") from None
+        raise Http404("No such message.") from None
+
+
+def message_get(visitor: Visitor, message_id: Any) -> Message:
+    """One of the visitor's replies."""
+    return chat_message_get(visitor, message_id, role=Message.Role.ASSISTANT)
+
+
+def user_message_get(visitor: Visitor, message_id: Any) -> Message:
+    return chat_message_get(visitor, message_id, role=Message.Role.USER)
+
+
+def conversation_tree(conversation: Conversation) -> Tree:
+    return Tree(conversation.messages.filter(kind=Message.Kind.CHAT))
 
 
 def conversation_messages(conversation: Conversation) -> list[Message]:
-    return list(conversation.messages.visible().order_by("id"))
+    """The branch the owner sees, each message with its `versions` (‹ 1/2 ›)."""
+    tree = conversation_tree(conversation)
+    return tree.annotate(tree.branch(conversation.current_leaf_id))
+
+
+def message_with_versions(message: Message) -> Message:
+    """A message (e.g. a reply that just ended) with its `versions`, for its fragment."""
+    siblings = list(
+        Message.objects.chat()
+        .filter(conversation_id=message.conversation_id, parent_id=message.parent_id)
+        .order_by("id")
+        .values_list("pk", flat=True)
+    )
+    index = siblings.index(message.pk) if message.pk in siblings else 0
+    message.versions = Versions(  # type: ignore[attr-defined]
+        index=index + 1,
+        count=max(1, len(siblings)),
+        previous_id=siblings[index - 1] if index > 0 else None,
+        next_id=siblings[index + 1] if index + 1 < len(siblings) else None,
+    )
+    return message
+
+
+# --- The sidebar -------------------------------------------------------------------------------
+
+GROUP_LABELS = {
+    "today": "Today",
+    "yesterday": "Yesterday",
+    "week": "Previous 7 days",
+    "older": "Older",
+}
+
+
+def date_group(moment: datetime.datetime, *, today: datetime.date) -> str:
+    """Which sidebar group a conversation's last activity falls in, by days in TIME_ZONE."""
+    days = (today - timezone.localtime(moment).date()).days
+    if days <= 0:
+        return "today"
+    if days == 1:
+        return "yesterday"
+    if days <= 7:
+        return "week"
+    return "older"
+
+
+@dataclass(frozen=True, slots=True)
+class SidebarItem:
+    conversation: Conversation
+    group: str
+    # The group's heading goes before this item (it starts a group).
+    starts_group: bool
+
+    @property
+    def group_label(self) -> str:
+        return GROUP_LABELS[self.group]
+
+
+@dataclass(frozen=True, slots=True)
+class SidebarPage:
+    items: list[SidebarItem]
+    next_offset: int | None  # where "Show more" continues, None when this is the end
+    limit: int
+
+    @property
+    def shown_with_more(self) -> int:
+        """How long the list is after "Show more" (the link without JavaScript)."""
+        return (self.next_offset or 0) + self.limit
+
+    @property
+    def last_group(self) -> str:
+        return self.items[-1].group if self.items else ""
+
+
+def sidebar_page(
+    visitor: Visitor, *, offset: int = 0, limit: int, after_group: str = ""
+) -> SidebarPage:
+    """`limit` conversations from `offset`, most recent first, grouped Today / Yesterday /
+    Previous 7 days / Older. `after_group` is the group the previous page ended in, so a page
+    that continues it repeats no heading."""
+    rows = list(
+        conversations_for(visitor)
+        .only("id", "title", "updated_at")
+        .order_by("-updated_at", "-id")[offset : offset + limit + 1]
+    )
+    today = timezone.localdate()
+    items: list[SidebarItem] = []
+    previous = after_group
+    for conversation in rows[:limit]:
+        group = date_group(conversation.updated_at, today=today)
+        items.append(SidebarItem(conversation, group, starts_group=group != previous))
+        previous = group
+    return SidebarPage(items, offset + limit if len(rows) > limit else None, limit)
+
+
+# --- Search ------------------------------------------------------------------------------------
+
+SNIPPET_CHARS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    conversation: Conversation
+    # Around the first match in a message, split so the template escapes each part and marks
+    # the match: (before, match, after). Empty when only the title matched.
+    snippet: tuple[str, str, str] | None
+
+
+def _snippet(text: str, query: str) -> tuple[str, str, str] | None:
+    at = text.lower().find(query.lower())
+    if at < 0:
+        return None
+    start = max(0, at - SNIPPET_CHARS)
+    end = min(len(text), at + len(query) + SNIPPET_CHARS)
+    before = ("…" if start else "") + " ".join(text[start:at].split())
+    after = " ".join(text[at + len(query) : end].split()) + ("…" if end < len(text) else "")
+    return before, text[at : at + len(query)], after
+
+
+def conversations_search(visitor: Visitor, query: str, *, limit: int) -> list[SearchHit]:
+    """The visitor's conversations whose title or any message (every branch; not deleted turns
+    or generated-title jobs) contains `query`, case-insensitively, most recent first."""
+    query = " ".join(query.split())
+    if not query:
+        return []
+    in_messages = Message.objects.chat().filter(
+        conversation_id=OuterRef("pk"), content__icontains=query
+    )
+    conversations = list(
+        conversations_for(visitor)
+        .filter(Q(title__icontains=query) | Exists(in_messages))
+        .only("id", "title", "updated_at")
+        .order_by("-updated_at", "-id")[:limit]
+    )
+    first_match = {}
+    for conversation_id, content in (
+        Message.objects.chat()
+        .filter(conversation__in=[c.pk for c in conversations], content__icontains=query)
+        .order_by("-id")
+        .values_list("conversation_id", "content")
+    ):
+        first_match[conversation_id] = content  # ends as the earliest match of each
+    return [
+        SearchHit(c, _snippet(first_match[c.pk], query) if c.pk in first_match else None)
+        for c in conversations
+    ]

@@ -17,17 +17,25 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat import providers
+from chat.branches import Tree
 from chat.budgets import refusing_allowance
 from chat.errors import ChatInputError, RateLimited, ServiceUnavailable, SpendingCapReached
 from chat.jobs import job_launch, jobs_interrupt, reply_generate, reply_reap_stale, reply_wait
 from chat.limits import client_key, send_check, streaming_check
 from chat.models import Conversation, Message
 from chat.providers.base import ChatTurn
-from chat.selectors import Visitor, conversation_get, message_get
+from chat.selectors import (
+    Visitor,
+    chat_message_get,
+    conversation_get,
+    message_get,
+    user_message_get,
+)
 from chat.streams import get_reply_stream
 from chat.text import has_visible, text_clean, title_clean
+from chat.titles import title_from_message
 
-TITLE_LENGTH = 60
+RENAME_MAX_CHARS = 200  # Conversation.title's max_length
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +45,23 @@ class ReplyStarted:
     user_message: Message | None = None
     created_conversation: bool = False
     superseded_message_id: int | None = None
+    # The visible branch changed (a new version or an edit): the page redraws the message list.
+    branch_changed: bool = False
 
 
 # --- Starting --------------------------------------------------------------------------------
+
+
+def _validated_text(text: str) -> str:
+    text = text_clean(text or "").strip()
+    if not has_visible(text):
+        raise ChatInputError("Type a message first.")
+    if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise ChatInputError(
+            f"Your message is {len(text):,} characters long; the limit is "
+            f"{settings.CHAT_MAX_MESSAGE_CHARS:,}. Shorten it and send again."
+        )
+    return text
 
 
 def reply_start(
@@ -53,7 +75,8 @@ def reply_start(
     history: Sequence[ChatTurn] = (),
     max_output_tokens: int | None = None,
 ) -> ReplyStarted:
-    """Validate a message and save it with a streaming assistant reply, in one transaction.
+    """Validate a message and save it with a streaming assistant reply, in one transaction. The
+    message follows the last one of the branch the visitor sees.
 
     A new conversation may start with `history`: the earlier turns an API client sends along,
     saved before the message as context (marked `from_client`, so they never count as replies).
@@ -89,45 +112,37 @@ def reply_start(
     with transaction.atomic():
         streaming_check(visitor)
         created = not conversation_id
+        parent_id: int | None = None
         if created:
             conversation = Conversation.objects.create(
                 user=visitor.user if visitor.is_authenticated else None,
                 visitor_id="" if visitor.is_authenticated else visitor.visitor_id,
-                title=_title_from(text),
+                title=title_from_message(text),
                 provider=option.provider,
                 model=option.model,
                 system_prompt=system_prompt,
                 source=source,
             )
             # Only as many earlier turns as a reply is ever sent with: the rest is never read.
-            kept = history[-settings.CHAT_HISTORY_MAX_MESSAGES :] if history else []
-            Message.objects.bulk_create(
-                Message(
+            # Each follows the one before, as the conversation's first branch.
+            for turn in history[-settings.CHAT_HISTORY_MAX_MESSAGES :] if history else []:
+                parent_id = Message.objects.create(
                     conversation=conversation,
                     role=turn.role,
                     content=turn.content,
                     from_client=True,
                     client_key=client_key(visitor.client_ip),
-                )
-                for turn in kept
-            )
+                    parent_id=parent_id,
+                ).pk
         else:
-            conversation = conversation_get(visitor, conversation_id)
-            # Lock the row so two sends to one conversation cannot both start a reply.
-            conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
-            # A reply whose worker died must not block the conversation.
-            reply_reap_stale(
-                message_ids=list(conversation.messages.streaming().values_list("pk", flat=True))
-            )
-            if conversation.messages.streaming().exists():
-                raise ChatInputError(
-                    "A reply is still streaming. Stop it or wait for it to finish."
-                )
+            conversation = _locked_idle(visitor, conversation_id)
+            branch = _tree(conversation).branch(conversation.current_leaf_id)
+            parent_id = branch[-1].pk if branch else None
             conversation.provider, conversation.model = option.provider, option.model
             conversation.system_prompt = system_prompt
             conversation.updated_at = timezone.now()
             if not conversation.title:
-                conversation.title = _title_from(text)
+                conversation.title = title_from_message(text)
             conversation.save(
                 update_fields=["provider", "model", "system_prompt", "updated_at", "title"]
             )
@@ -136,11 +151,14 @@ def reply_start(
             role=Message.Role.USER,
             content=text,
             client_key=client_key(visitor.client_ip),
+            parent_id=parent_id,
         )
         assistant_message = _assistant_create(
-            conversation, visitor, max_output_tokens=max_output_tokens
+            conversation, visitor, parent_id=user_message.pk, max_output_tokens=max_output_tokens
         )
-        conversation.refresh_totals()
+        # Appended to the visible branch: no other message changes sides.
+        conversation.current_leaf = assistant_message
+        conversation.refresh_totals(current_leaf=assistant_message)
     return ReplyStarted(
         conversation=conversation,
         user_message=user_message,
@@ -150,31 +168,159 @@ def reply_start(
 
 
 def reply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted:
-    """Retry (a failed reply) or Regenerate (the last one): the old reply is kept for staff but
-    superseded, and a new one streams in its place with the conversation's current model."""
+    """Retry (a failed reply) or Regenerate (any reply): a new version streams beside the old
+    one, which is kept as an earlier version (‹ 1/2 ›), with the conversation's current model.
+    The history it is sent is the branch above it; what followed the old version stays on
+    that version's branch."""
     message = message_get(visitor, message_id)
     conversation = message.conversation
     _refuse_over_budget(visitor, provider=conversation.provider, model=conversation.model)
     with transaction.atomic():
         streaming_check(visitor)
-        conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
-        last = conversation.messages.visible().order_by("-id").first()
-        if last is None or last.pk != message.pk:
-            raise ChatInputError("Only the last reply can be regenerated.")
-        if message.is_streaming:
-            raise ChatInputError("This reply is still streaming. Stop it first.")
-        if providers.resolve_model(f"{conversation.provider}:{conversation.model}") is None:
-            raise ChatInputError("This conversation's model is no longer available here.")
-        Message.objects.filter(pk=message.pk).update(superseded=True)
-        conversation.updated_at = timezone.now()
-        conversation.save(update_fields=["updated_at"])
-        assistant_message = _assistant_create(conversation, visitor)
-        conversation.refresh_totals()
+        conversation = _locked_idle(visitor, conversation.pk)
+        message = Message.objects.get(pk=message.pk)
+        _require_model(conversation)
+        assistant_message = _assistant_create(conversation, visitor, parent_id=message.parent_id)
+        _leaf_set(conversation, assistant_message.pk)
     return ReplyStarted(
         conversation=conversation,
         assistant_message=assistant_message,
         superseded_message_id=message.pk,
+        branch_changed=True,
     )
+
+
+def message_edit(*, visitor: Visitor, message_id: int | str, text: str) -> ReplyStarted:
+    """Edit a sent user message and resend it: the edit is a new branch beside the original
+    (which is kept, with everything that followed it), and a reply to it starts streaming."""
+    original = user_message_get(visitor, message_id)
+    text = _validated_text(text)
+    conversation = original.conversation
+    _refuse_over_budget(visitor, provider=conversation.provider, model=conversation.model)
+    with transaction.atomic():
+        streaming_check(visitor)
+        conversation = _locked_idle(visitor, conversation.pk)
+        _require_model(conversation)
+        user_message = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.USER,
+            content=text,
+            parent_id=original.parent_id,
+            client_key=client_key(visitor.client_ip),
+        )
+        assistant_message = _assistant_create(conversation, visitor, parent_id=user_message.pk)
+        _leaf_set(conversation, assistant_message.pk)
+    return ReplyStarted(
+        conversation=conversation,
+        user_message=user_message,
+        assistant_message=assistant_message,
+        branch_changed=True,
+    )
+
+
+def branch_switch(*, visitor: Visitor, message_id: int | str) -> Conversation:
+    """Show another version of a message (‹ ›): the branch becomes the newest line of messages
+    below it."""
+    message = chat_message_get(visitor, message_id)
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+        tree = _tree(conversation)
+        _leaf_set(conversation, tree.leaf_below(message.pk), tree=tree)
+    return conversation
+
+
+def turn_delete(*, visitor: Visitor, message_id: int | str) -> Conversation:
+    """Delete a failed reply (or one stopped before any text) and, if it was its question's only
+    reply, the question too. The rows stay for staff and in the totals (they may have cost
+    something), marked deleted; messages that followed are re-attached above the turn."""
+    message = message_get(visitor, message_id)
+    if message.is_streaming:
+        raise ChatInputError("This reply is still streaming. Stop it first.")
+    if not (message.failed or not message.content):
+        raise ChatInputError("Only a failed reply can be deleted. Regenerate it instead.")
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+        tree = _tree(conversation)
+        question = tree.by_id.get(message.parent_id) if message.parent_id else None
+        siblings = tree.children.get(message.parent_id if question else None, [])
+        keep_question = question is None or len(siblings) > 1
+        below = tree.children.get(message.pk, [])
+        if below and keep_question:
+            raise ChatInputError(
+                "Later messages follow this reply. Retry it, or switch to another version."
+            )
+        now = timezone.now()
+        removed = [message.pk] if keep_question else [message.pk, question.pk]  # type: ignore[union-attr]
+        anchor = message.parent_id if keep_question else question.parent_id  # type: ignore[union-attr]
+        Message.objects.filter(pk__in=[m.pk for m in below]).update(parent_id=anchor)
+        Message.objects.filter(pk__in=removed).update(deleted_at=now, superseded=True)
+        tree = _tree(conversation)
+        leaf = conversation.current_leaf_id
+        if leaf in removed or leaf not in tree.by_id:
+            leaf = tree.leaf_below(anchor)
+        _leaf_set(conversation, leaf, tree=tree)
+    return conversation
+
+
+def _locked_idle(visitor: Visitor, conversation_id: Any) -> Conversation:
+    """The visitor's conversation, locked so two writes cannot both start a reply, with no
+    reply streaming (one whose worker died is ended first)."""
+    conversation = conversation_get(visitor, conversation_id)
+    conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+    reply_reap_stale(
+        message_ids=list(conversation.messages.streaming().values_list("pk", flat=True))
+    )
+    if conversation.messages.streaming().exists():
+        raise ChatInputError("A reply is still streaming. Stop it or wait for it to finish.")
+    return conversation
+
+
+def _require_model(conversation: Conversation) -> None:
+    if providers.resolve_model(f"{conversation.provider}:{conversation.model}") is None:
+        raise ChatInputError("This conversation's model is no longer available here.")
+
+
+def _tree(conversation: Conversation) -> Tree:
+    return Tree(conversation.messages.filter(kind=Message.Kind.CHAT))
+
+
+def _leaf_set(conversation: Conversation, leaf_id: int | None, *, tree: Tree | None = None) -> None:
+    """Make the branch ending at `leaf_id` the one shown, mark every other message superseded
+    (for staff and exports), and recount the totals — inside the caller's transaction."""
+    tree = tree or _tree(conversation)
+    shown = [m.pk for m in tree.branch(leaf_id)]
+    messages = conversation.messages.all()
+    messages.filter(superseded=True, pk__in=shown).update(superseded=False)
+    messages.filter(superseded=False).exclude(pk__in=shown).update(superseded=True)
+    conversation.current_leaf_id = leaf_id
+    conversation.updated_at = timezone.now()
+    conversation.refresh_totals(current_leaf_id=leaf_id, updated_at=conversation.updated_at)
+
+
+# --- Managing conversations ------------------------------------------------------------------
+
+
+def conversation_rename(*, visitor: Visitor, conversation_id: Any, title: str) -> Conversation:
+    title = title_clean(title or "")
+    if not has_visible(title):
+        raise ChatInputError("Give the conversation a name.")
+    if len(title) > RENAME_MAX_CHARS:
+        raise ChatInputError(f"A name is at most {RENAME_MAX_CHARS} characters long.")
+    conversation = conversation_get(visitor, conversation_id)
+    Conversation.objects.filter(pk=conversation.pk).update(title=title)
+    conversation.title = title
+    return conversation
+
+
+def conversation_delete(*, visitor: Visitor, conversation_id: Any) -> None:
+    """Delete a conversation for its owner. It is hidden from them everywhere at once; staff
+    still see it in the admin, marked deleted, unless CHAT_PURGE_DELETED removes its rows."""
+    with transaction.atomic():
+        conversation = _locked_idle(visitor, conversation_id)
+        if settings.CHAT_PURGE_DELETED:
+            conversation.delete()
+        else:
+            Conversation.objects.filter(pk=conversation.pk).update(deleted_at=timezone.now())
 
 
 def _refuse_over_budget(visitor: Visitor, *, provider: str, model: str) -> None:
@@ -191,11 +337,16 @@ def _refuse_over_budget(visitor: Visitor, *, provider: str, model: str) -> None:
 
 
 def _assistant_create(
-    conversation: Conversation, visitor: Visitor, *, max_output_tokens: int | None = None
+    conversation: Conversation,
+    visitor: Visitor,
+    *,
+    parent_id: int | None,
+    max_output_tokens: int | None = None,
 ) -> Message:
     now = timezone.now()
     return Message.objects.create(
         conversation=conversation,
+        parent_id=parent_id,
         client_key=client_key(visitor.client_ip),
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
@@ -205,13 +356,6 @@ def _assistant_create(
         heartbeat_at=now,
         max_output_tokens=max_output_tokens,
     )
-
-
-def _title_from(text: str) -> str:
-    first_line = title_clean(text)
-    if len(first_line) <= TITLE_LENGTH:
-        return first_line
-    return first_line[: TITLE_LENGTH - 1].rsplit(" ", 1)[0] + "…"
 
 
 async def _launched(
@@ -237,6 +381,10 @@ async def areply_start(
 
 async def areply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted:
     return await _launched(reply_regenerate, visitor=visitor, message_id=message_id)
+
+
+async def amessage_edit(*, visitor: Visitor, message_id: int | str, text: str) -> ReplyStarted:
+    return await _launched(message_edit, visitor=visitor, message_id=message_id, text=text)
 
 
 # --- Stopping --------------------------------------------------------------------------------
@@ -265,7 +413,12 @@ __all__ = [
     "ReplyStarted",
     "ServiceUnavailable",
     "SpendingCapReached",
+    "amessage_edit",
     "areply_regenerate",
+    "branch_switch",
+    "conversation_delete",
+    "conversation_rename",
+    "message_edit",
     "areply_start",
     "job_launch",
     "jobs_interrupt",
@@ -275,4 +428,5 @@ __all__ = [
     "reply_start",
     "reply_stop",
     "reply_wait",
+    "turn_delete",
 ]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from chat import views
+from chat import conversation_views, views
 from chat.api import pages as api_pages
 
 app_name = "chat"
@@ -20,4 +20,41 @@ urlpatterns = [
     path("streaming-demo/replies/<int:message_id>/feedback", views.feedback, name="feedback"),
     path("streaming-demo/replies/<int:message_id>/events", views.reply_events, name="events"),
     path("settings/api-keys", api_pages.api_keys, name="api_keys"),
+    path(
+        "streaming-demo/replies/<int:message_id>/delete",
+        conversation_views.delete_turn,
+        name="delete_turn",
+    ),
+    path("streaming-demo/messages/<int:message_id>/edit", views.edit_message, name="edit_message"),
+    path(
+        "streaming-demo/messages/<int:message_id>/show",
+        conversation_views.show_version,
+        name="show_version",
+    ),
+    path("streaming-demo/search", conversation_views.search, name="search"),
+    path(
+        "streaming-demo/conversations",
+        conversation_views.conversation_list,
+        name="conversation_list",
+    ),
+    path(
+        "streaming-demo/c/<uuid:conversation_id>/rename",
+        conversation_views.rename,
+        name="rename",
+    ),
+    path(
+        "streaming-demo/c/<uuid:conversation_id>/delete",
+        conversation_views.delete,
+        name="delete",
+    ),
+    path(
+        "streaming-demo/c/<uuid:conversation_id>/export.md",
+        conversation_views.export_markdown,
+        name="export_markdown",
+    ),
+    path(
+        "streaming-demo/c/<uuid:conversation_id>/export.json",
+        conversation_views.export_json,
+        name="export_json",
+    ),
 ]

@@ -33,16 +33,25 @@ from chat.models import Conversation
 from chat.rendering import error_fragment, started_fragment
 from chat.selectors import (
     Visitor,
+    chat_message_get,
     conversation_get,
     conversation_messages,
-    conversations_for,
     message_get,
+    sidebar_page,
 )
 from chat.visitors import visitor_id_ensure
 
 
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
+
+
+# The longest sidebar a plain "Show more" link (no JavaScript) asks for.
+MAX_SHOWN = 2000
+
+
+def sidebar_page_size() -> int:
+    return max(1, settings.CHAT_SIDEBAR_PAGE_SIZE)
 
 
 def _visitor(request: HttpRequest) -> Visitor:
@@ -92,9 +101,11 @@ def _page_context(
         if conversation
         else (default.value if default else "")
     )
+    # Without JavaScript, "Show more" reloads the page with a longer list (`?shown=`).
+    shown = min(_offset(request.GET.get("shown")) or sidebar_page_size(), MAX_SHOWN)
     return {
         "conversation": conversation,
-        "conversations": conversations_for(visitor)[:100],
+        "sidebar": sidebar_page(visitor, limit=shown),
         "messages": messages,
         "streaming": any(m.is_streaming for m in messages),
         "totals": conversation.totals() if conversation else None,
@@ -181,7 +192,7 @@ def _page_with_error(
 
 @require_POST
 async def regenerate(request: HtmxHttpRequest, message_id: int) -> HttpResponseBase:
-    """Retry a failed reply or regenerate the last one."""
+    """Retry a failed reply or regenerate any reply: a new version beside the old ones."""
     if await _sign_in_missing(request):
         return redirect_to_login(reverse("chat:streaming_demo"))
     visitor = await _avisitor(request)
@@ -190,8 +201,28 @@ async def regenerate(request: HtmxHttpRequest, message_id: int) -> HttpResponseB
     except ChatInputError as exc:
         if request.htmx:
             return _refused(HttpResponse(error_fragment(exc.message)), exc)
-        message = await sync_to_async(message_get)(visitor, message_id)
+        message = await sync_to_async(chat_message_get)(visitor, message_id)
         return redirect("chat:conversation", conversation_id=message.conversation_id)
+    return await _started_response(request, started)
+
+
+@require_POST
+async def edit_message(request: HtmxHttpRequest, message_id: int) -> HttpResponseBase:
+    """Edit a sent message and resend it: a new branch beside the original."""
+    if await _sign_in_missing(request):
+        return redirect_to_login(reverse("chat:streaming_demo"))
+    visitor = await _avisitor(request)
+    try:
+        started = await services.amessage_edit(
+            visitor=visitor, message_id=message_id, text=request.POST.get("message", "")
+        )
+    except services.ChatInputError as exc:
+        if request.htmx:
+            return HttpResponse(error_fragment(exc.message), status=400)
+        message = await sync_to_async(chat_message_get)(visitor, message_id)
+        return await sync_to_async(_page_with_error)(
+            request, visitor, str(message.conversation_id), exc
+        )
     return await _started_response(request, started)
 
 

@@ -275,3 +275,11 @@ CHAT_METRICS_TOKEN = env.str("CHAT_METRICS_TOKEN", default="")
 CHAT_API_ENABLED = env.bool("CHAT_API_ENABLED", default=True)
 # API requests per key, on top of the per-person and per-IP limits above.
 CHAT_API_KEY_RATE_LIMIT = env.str("CHAT_API_KEY_RATE_LIMIT", default="20/m")
+# Deleting a conversation hides it from its owner and keeps it (marked) for staff; true removes
+# its rows from the database instead.
+CHAT_PURGE_DELETED = env.bool("CHAT_PURGE_DELETED", default=False)
+# "provider:model" of a cheap model that names a conversation after its first reply; empty: the
+# conversation keeps its first message as the title.
+CHAT_TITLE_MODEL = env.str("CHAT_TITLE_MODEL", default="")
+CHAT_SIDEBAR_PAGE_SIZE = env.int("CHAT_SIDEBAR_PAGE_SIZE", default=50)
+CHAT_SEARCH_MAX_RESULTS = env.int("CHAT_SEARCH_MAX_RESULTS", default=30)

@@ -247,7 +247,7 @@ def test_transcript_shows_replaced_replies_dimmed_and_unpriced_ones(admin_client
         r'<article class="review-msg review-msg-assistant is-superseded"[^>]*>', html
     )
     assert replaced and f'id="msg-{old.pk}"' in replaced.group(0)
-    assert ">replaced</span>" in html
+    assert ">other version</span>" in html
     assert html.index("First try") < html.index("Second try")
     assert "no price" in html
     assert 'data-figure="unpriced">1<' in html

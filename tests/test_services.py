@@ -314,18 +314,26 @@ async def test_regenerate_supersedes_the_last_reply(visitor):
     assert again.superseded_message_id == old.pk
 
 
-async def test_only_the_last_reply_can_be_regenerated(visitor):
-    first = await sync_to_async(start)(visitor, text="one")
+async def test_regenerating_an_earlier_reply_branches_off_before_the_later_turns(
+    visitor, openai_upstream
+):
+    first = await sync_to_async(start)(visitor, text="one", model="openai:gpt-4.1-mini")
     await run_job(first.assistant_message.pk)
+    conversation_id = str(first.conversation.pk)
     second = await sync_to_async(start)(
-        visitor, text="two", conversation_id=str(first.conversation.pk)
+        visitor, text="two", conversation_id=conversation_id, model="openai:gpt-4.1-mini"
     )
     await run_job(second.assistant_message.pk)
 
-    with pytest.raises(services.ChatInputError, match="Only the last reply"):
-        await sync_to_async(services.reply_regenerate)(
-            visitor=visitor, message_id=first.assistant_message.pk
-        )
+    again = await sync_to_async(services.reply_regenerate)(
+        visitor=visitor, message_id=first.assistant_message.pk
+    )
+    await run_job(again.assistant_message.pk)
+
+    # Only the question above it: "two" and its reply stay on the first version's branch.
+    assert openai_upstream.requests[-1].body["messages"] == [{"role": "user", "content": "one"}]
+    shown = [m.pk async for m in Message.objects.filter(conversation_id=conversation_id).visible()]
+    assert shown == [first.user_message.pk, again.assistant_message.pk]
 
 
 async def test_retry_after_a_failed_reply_sends_clean_history(visitor, openai_upstream):
@@ -477,7 +485,7 @@ async def test_anthropic_input_count_is_saved_while_streaming(visitor, settings,
     started = await sync_to_async(start)(visitor, model="anthropic:claude-haiku-4-5")
     job = asyncio.create_task(services.reply_generate(started.assistant_message.pk))
     try:
-        assert await asyncio.to_thread(fake_upstream.wait_for_stall, 5)
+        assert await asyncio.to_thread(fake_upstream.wait_for_stall, 20)
         for _ in range(100):
             message = await Message.objects.aget(pk=started.assistant_message.pk)
             if message.input_tokens:

@@ -174,7 +174,7 @@ async def test_htmx_post_returns_the_new_bubbles(async_client):
     assert 'data-role="user"' in html and "Over SSE" in html
     assert 'data-role="assistant" data-status="streaming"' in html
     assert f'value="{conversation.pk}" hx-swap-oob="true"' in html
-    assert 'hx-swap-oob="afterbegin:#conversation-list"' in html
+    assert 'hx-swap-oob="afterend:#group-today"' in html
     await _wait_idle()
 
 
@@ -270,8 +270,11 @@ async def test_regenerate_over_htmx_replaces_the_reply(async_client):
 
     html = response.content.decode()
     assert response.status_code == 200
-    assert f'id="msg-{started.assistant_message.pk}" hx-swap-oob="delete"' in html
+    # The list is redrawn with the new version; the old one is version 1 of 2.
+    assert 'hx-swap-oob="innerHTML:#messages"' in html
+    assert f'id="msg-{started.assistant_message.pk}"' not in html
     assert 'data-status="streaming"' in html
+    assert '<span class="version-count">2/2</span>' in html
 
 
 async def _wait_idle():

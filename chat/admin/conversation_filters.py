@@ -55,6 +55,23 @@ def _owner_q(value: str) -> Q | None:
 # --- List filters ----------------------------------------------------------------------------
 
 
+class DeletedFilter(admin.SimpleListFilter):
+    """Conversations their owners deleted (kept for review unless CHAT_PURGE_DELETED)."""
+
+    title = "deleted by owner"
+    parameter_name = "deleted"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Deleted"), ("no", "Not deleted")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> Any:
+        if self.value() == "yes":
+            return queryset.filter(deleted_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(deleted_at__isnull=True)
+        return queryset
+
+
 class OwnerFilter(admin.SimpleListFilter):
     """Signed-in users, anonymous visitors, or one owner linked from elsewhere. Deliberately not
     a list of every user: that would be one query and one link per account."""

@@ -21,6 +21,7 @@ from django.utils.text import smart_split, unescape_string_literal
 
 from chat.admin.conversation_filters import (
     REASON_LABELS,
+    DeletedFilter,
     EndedReasonFilter,
     FeedbackFilter,
     LastActivityFilter,
@@ -61,6 +62,7 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     sortable_by = ["last_activity_display", "cost_display", "tokens_display", "messages_display"]
     list_filter = [
         "flagged",
+        DeletedFilter,
         EndedReasonFilter,
         LastActivityFilter,
         OwnerFilter,
@@ -131,8 +133,15 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         )
 
     @admin.display(description="title")
-    def title_display(self, conversation: Conversation) -> str:
-        return str(conversation)
+    def title_display(self, conversation: Conversation) -> SafeString:
+        if conversation.deleted_at is None:
+            return format_html("{}", conversation)
+        return format_html(
+            '{} <span class="review-badge review-badge-deleted" title="Deleted by its owner on {}'
+            '; hidden from them, kept for review">deleted</span>',
+            conversation,
+            date_format(timezone.localtime(conversation.deleted_at), "Y-m-d H:i"),
+        )
 
     @admin.display(description="model")
     def model_display(self, conversation: Conversation) -> SafeString:

@@ -168,7 +168,7 @@ def test_reply_streams_over_websocket(page: Any) -> None:
     assert state["count"] == 1
     assert_rendered_reply(page, full)
     assert page.locator(USER).count() == 1
-    assert page.locator(USER).inner_text().strip() == prompt
+    assert page.locator(f"{USER} .msg-text").inner_text().strip() == prompt
     assert_conversation_url(page)
     meta = page.locator(f"{ASSISTANT} .msg-meta").inner_text()
     assert "tok/s" in meta and "to first token" in meta, meta
@@ -311,7 +311,7 @@ def test_no_javascript_form_still_posts_and_shows_finished_reply(new_page: Any) 
     assert article.count() == 1
     assert article.get_attribute("data-status") == "complete"
     assert_rendered_reply(page, full)
-    assert page.locator(USER).inner_text().strip() == prompt
+    assert page.locator(f"{USER} .msg-text").inner_text().strip() == prompt
     assert "tok/s" in article.locator(".msg-meta").inner_text()
 
 
@@ -449,7 +449,7 @@ def test_composer_comforts(page: Any) -> None:
 
     field.press("Enter")
     wait_for_status(page, "complete")
-    assert page.locator(USER).inner_text() == "line one\nline two"
+    assert page.locator(f"{USER} .msg-text").inner_text() == "line one\nline two"
     assert page.locator("#char-count").inner_text() == "0 / 8,000"
     copy = page.locator(f"{ASSISTANT} .markdown .code-block .code-head .copy-code")
     assert copy.count() == 1 and copy.is_visible()

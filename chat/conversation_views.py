@@ -1,0 +1,169 @@
+"""Managing conversations: rename, delete, search, the sidebar's pages, export, and choosing
+between versions. Thin: services do the writes, selectors the reads. Every action works as a
+plain form or link without JavaScript; htmx requests get just the fragments that change."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET, require_POST
+
+from chat import services
+from chat.exports import conversation_json, conversation_markdown, export_filename
+from chat.rendering import error_fragment, message_list_fragment
+from chat.selectors import (
+    chat_message_get,
+    conversation_get,
+    conversations_search,
+    sidebar_page,
+)
+from chat.views import (
+    HtmxHttpRequest,
+    _login_required,
+    _offset,
+    _page_context,
+    _visitor,
+    sidebar_page_size,
+)
+
+
+def _back_to(conversation_id: object) -> HttpResponse:
+    return redirect("chat:conversation", conversation_id=conversation_id)
+
+
+@require_POST
+def rename(request: HtmxHttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    if denied := _login_required(request):
+        return denied
+    visitor = _visitor(request)
+    try:
+        conversation = services.conversation_rename(
+            visitor=visitor, conversation_id=conversation_id, title=request.POST.get("title", "")
+        )
+    except services.ChatInputError as exc:
+        if request.htmx:
+            return HttpResponse(error_fragment(exc.message), status=400)
+        conversation = conversation_get(visitor, conversation_id)
+        context = _page_context(request, visitor, conversation, error=exc.message)
+        return render(request, "chat/streaming_demo.html", context, status=400)
+    if request.htmx:
+        return HttpResponse(
+            render_to_string(
+                "chat/partials/_renamed.html", {"conversation": conversation}, request=request
+            )
+        )
+    return _back_to(conversation.pk)
+
+
+@require_POST
+def delete(request: HtmxHttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    """Delete, after the confirmation step of the page's "Delete…" disclosure (which needs no
+    JavaScript either)."""
+    if denied := _login_required(request):
+        return denied
+    visitor = _visitor(request)
+    try:
+        services.conversation_delete(visitor=visitor, conversation_id=conversation_id)
+    except services.ChatInputError as exc:
+        conversation = conversation_get(visitor, conversation_id)
+        context = _page_context(request, visitor, conversation, error=exc.message)
+        return render(request, "chat/streaming_demo.html", context, status=400)
+    return redirect("chat:streaming_demo")
+
+
+@require_GET
+def search(request: HtmxHttpRequest) -> HttpResponse:
+    if denied := _login_required(request):
+        return denied
+    visitor = _visitor(request)
+    query = request.GET.get("q", "")[:200]
+    hits = conversations_search(visitor, query, limit=settings.CHAT_SEARCH_MAX_RESULTS)
+    context = {
+        "search_query": " ".join(query.split()),
+        "search_hits": hits,
+        "search_capped": len(hits) >= settings.CHAT_SEARCH_MAX_RESULTS,
+    }
+    if request.htmx:
+        return render(request, "chat/partials/_search_results.html", context)
+    return render(
+        request, "chat/streaming_demo.html", _page_context(request, visitor, None) | context
+    )
+
+
+@require_GET
+def conversation_list(request: HtmxHttpRequest) -> HttpResponse:
+    """The next page of the sidebar ("Show more"), for htmx; without it, the page itself
+    with a longer list."""
+    if denied := _login_required(request):
+        return denied
+    offset = _offset(request.GET.get("offset"))
+    if not request.htmx:
+        return redirect(f"/streaming-demo?shown={offset + sidebar_page_size()}")
+    page = sidebar_page(
+        _visitor(request),
+        offset=offset,
+        limit=sidebar_page_size(),
+        after_group=request.GET.get("after", ""),
+    )
+    return render(request, "chat/partials/_conversation_list.html", {"sidebar": page})
+
+
+def _export(request: HttpRequest, conversation_id: uuid.UUID, kind: str) -> HttpResponse:
+    if denied := _login_required(request):
+        return denied
+    conversation = conversation_get(_visitor(request), conversation_id)
+    if kind == "md":
+        body, content_type = conversation_markdown(conversation), "text/markdown; charset=utf-8"
+    else:
+        body, content_type = conversation_json(conversation), "application/json"
+    response = HttpResponse(body, content_type=content_type)
+    filename = export_filename(conversation, kind)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@require_GET
+def export_markdown(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    return _export(request, conversation_id, "md")
+
+
+@require_GET
+def export_json(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    return _export(request, conversation_id, "json")
+
+
+def _branch_changed(request: HtmxHttpRequest, conversation_id: object) -> HttpResponse:
+    if request.htmx:
+        conversation = conversation_get(_visitor(request), conversation_id)
+        return HttpResponse(message_list_fragment(conversation))
+    return _back_to(conversation_id)
+
+
+@require_POST
+def show_version(request: HtmxHttpRequest, message_id: int) -> HttpResponse:
+    """‹ › : show this version of a message, and the newest branch below it."""
+    if denied := _login_required(request):
+        return denied
+    conversation = services.branch_switch(visitor=_visitor(request), message_id=message_id)
+    return _branch_changed(request, conversation.pk)
+
+
+@require_POST
+def delete_turn(request: HtmxHttpRequest, message_id: int) -> HttpResponse:
+    """Delete a failed reply (with its question, when it was the only reply to it)."""
+    if denied := _login_required(request):
+        return denied
+    visitor = _visitor(request)
+    try:
+        conversation = services.turn_delete(visitor=visitor, message_id=message_id)
+    except services.ChatInputError as exc:
+        if request.htmx:
+            return HttpResponse(error_fragment(exc.message), status=400)
+        message = chat_message_get(visitor, message_id)
+        context = _page_context(request, visitor, message.conversation, error=exc.message)
+        return render(request, "chat/streaming_demo.html", context, status=400)
+    return _branch_changed(request, conversation.pk)
