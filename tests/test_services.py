@@ -11,6 +11,7 @@ from django.utils import timezone
 from chat import jobs, limits, services
 from chat.models import Conversation, Message
 from chat.pricing import PRICE_DATA_VERSION
+from chat.titles import TITLE_MAX_CHARS
 from chat.providers.demo import demo_reply, tokenize
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -67,7 +68,7 @@ def test_bad_input_gets_a_clear_error_and_saves_nothing(visitor, text, model, er
 def test_long_titles_are_cut_at_a_word(visitor):
     started = start(visitor, text="word " * 40)
     assert started.conversation.title.endswith("…")
-    assert len(started.conversation.title) <= services.TITLE_LENGTH
+    assert len(started.conversation.title) <= TITLE_MAX_CHARS
 
 
 def test_a_second_message_waits_for_the_streaming_reply(visitor):
