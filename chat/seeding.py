@@ -195,6 +195,13 @@ MESSAGE_BLANK: dict[str, Any] = {
     "status": Message.Status.COMPLETE,
     "ended_reason": "",
     "superseded": False,
+    # Seeded turns are not linked into a tree (their ids come from the database as they are
+    # inserted): staff pages and analytics read them in id order, as they read every row.
+    "parent": None,
+    "kind": Message.Kind.CHAT,
+    "deleted_at": None,
+    "from_client": False,
+    "max_output_tokens": None,
     "stream_seq": 0,
     "provider": "",
     "model": "",
@@ -580,6 +587,8 @@ class Seeder:
             "updated_at": last["finished_at"] or last["created_at"],
             "flagged": flagged,
             "review_note": "Seeded: flagged for review." if flagged else "",
+            "current_leaf": None,
+            "deleted_at": None,
             "message_count": len(messages),
             "input_tokens": totals["input"],
             "output_tokens": totals["output"],

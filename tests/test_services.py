@@ -11,8 +11,8 @@ from django.utils import timezone
 from chat import jobs, limits, services
 from chat.models import Conversation, Message
 from chat.pricing import PRICE_DATA_VERSION
-from chat.titles import TITLE_MAX_CHARS
 from chat.providers.demo import demo_reply, tokenize
+from chat.titles import TITLE_MAX_CHARS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
