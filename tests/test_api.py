@@ -9,13 +9,16 @@ and reads back what the server saved. Its OpenAI provider points at the fake ups
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 
 import openai
 import pytest
+import redis
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.contrib.sessions.models import Session
@@ -309,6 +312,35 @@ def test_a_dropped_streaming_client_leaves_the_reply_to_finish_and_staff_see_it(
     assert "keeps streaming after the client has gone away" in html
 
 
+def test_a_client_that_hangs_up_on_a_non_streaming_request_still_gets_its_reply_saved(
+    sdk, upstream, api_server, ada_key
+):
+    upstream.script(chunks=10, delay=0.1)
+    host, port = urllib.parse.urlsplit(api_server).netloc.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    body = {"model": "openai:gpt-4.1-mini", "messages": [{"role": "user", "content": "Hi"}]}
+    connection.request(
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps(body),
+        headers={**bearer(ada_key), "Content-Type": "application/json"},
+    )
+    wait_for(lambda: upstream.requests, what="the reply to start")
+    connection.close()  # gone before the answer
+
+    reply = wait_for(
+        lambda: Message.objects.filter(role="assistant", status=Message.Status.COMPLETE).first(),
+        what="the reply to complete without its client",
+    )
+    assert reply.content == UPSTREAM_TEXT
+    assert (
+        sdk.chat.completions.retrieve(f"chatcmpl-{reply.conversation_id.hex}")
+        .choices[0]
+        .message.content
+        == UPSTREAM_TEXT
+    )
+
+
 def test_a_reconnecting_client_fetches_the_stored_completion_and_can_cancel(
     sdk, upstream, api_server, ada_key
 ):
@@ -552,6 +584,21 @@ async def test_streaming_over_asgi_frames_chunks_and_done(async_client, ada_key)
     assert payloads[-1]["choices"] == [] and payloads[-1]["usage"]["completion_tokens"] > 0
     text = "".join(p["choices"][0]["delta"].get("content", "") for p in payloads if p["choices"])
     assert text == demo_reply("Hello")
+
+
+@pytest.mark.redis
+async def test_streaming_reads_the_redis_reply_stream_of_a_multi_worker_setup(
+    async_client, use_redis, ada_key
+):
+    response = await post_completion(async_client, ada_key, {**HELLO, "stream": True})
+    body = b"".join([chunk async for chunk in response.streaming_content]).decode()
+
+    payloads = [json.loads(e[6:]) for e in body.split("\n\n") if e and e != "data: [DONE]"]
+    text = "".join(p["choices"][0]["delta"].get("content", "") for p in payloads)
+    assert text == demo_reply("Hello") and body.endswith("data: [DONE]\n\n")
+
+    reply = await Message.objects.aget(role="assistant", from_client=False)
+    assert redis.Redis.from_url(use_redis).exists(f"chatsite:reply:{reply.pk}")
 
 
 async def api_key_acreate(user, name):
