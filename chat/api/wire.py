@@ -7,7 +7,7 @@ Nothing here touches the database or the reply stream; the views pass in what to
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -65,32 +65,12 @@ class CompletionRequest:
     stream: bool = False
     include_usage: bool = False
     max_tokens: int | None = None
-    ignored: list[str] = field(default_factory=list)
 
 
-# Accepted and ignored: they tune sampling or bookkeeping the providers here do not expose, and
-# clients send them by default. Anything else a client sends is ignored as well (OpenAI rejects
-# unknown parameters; being lenient keeps older and newer clients working).
-IGNORED_PARAMS = (
-    "temperature",
-    "top_p",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "seed",
-    "stop",
-    "user",
-    "metadata",
-    "store",
-    "service_tier",
-    "reasoning_effort",
-    "parallel_tool_calls",
-    "top_logprobs",
-    "prediction",
-    "verbosity",
-    "safety_identifier",
-    "prompt_cache_key",
-)
+# Sampling and bookkeeping parameters (temperature, top_p, penalties, stop, seed, user, metadata,
+# store, ...) are accepted and ignored: the providers here do not expose them, and clients send
+# them by default. So is any other unknown parameter (OpenAI rejects those; being lenient keeps
+# older and newer clients working). What would change the answer's shape is refused below.
 
 
 def parse_completion_request(raw: bytes) -> CompletionRequest:
@@ -126,7 +106,6 @@ def parse_completion_request(raw: bytes) -> CompletionRequest:
         stream=stream,
         include_usage=bool(stream_options.get("include_usage")),
         max_tokens=_max_tokens(body),
-        ignored=[name for name in IGNORED_PARAMS if body.get(name) is not None],
     )
 
 
