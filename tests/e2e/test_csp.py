@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,3 +208,181 @@ def test_the_admin_pages_work_with_no_csp_violation(visit, site):
         chart = drawn(page, canvas_id)
         assert chart["chart"] and chart["painted"] > 100, (canvas_id, chart)
     assert v.violations == []
+
+
+# --- An XSS corpus under the policy -----------------------------------------------------------
+
+# Each payload, if it ever ran, would set window.__xss or open a dialog (both recorded).
+XSS_PAYLOADS = [
+    '<script>window.__xss="script"</script>',
+    "<img src=x onerror=\"window.__xss='img'\">",
+    "<svg onload=\"window.__xss='svg'\"><circle r=1 /></svg>",
+    '<svg><script>window.__xss="svg-script"</script></svg>',
+    '<iframe srcdoc="<script>parent.__xss=1</script>"></iframe>',
+    '<details open ontoggle=alert("details")>x</details>',
+    "<a href=\"javascript:window.__xss='a'\">an html link</a>",
+    '[markdown link](javascript:window.__xss="md-link")',
+    '[entity link](&#106;avascript:alert("md-entity")) [case](JaVaScRiPt:alert("case"))',
+    '[vb](vbscript:msgbox("vb")) [data](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg)',
+    '<javascript:alert("autolink")>',
+    '![image](javascript:alert("md-image"))',
+    "![x](https://example.com/x.png\" onerror=\"alert('md-image-attr'))",
+    '[t](https://example.com "title\\" onmouseover=\\"alert(\'md-title\')")',
+    '&lt;script&gt;alert("entities")&lt;/script&gt; &#60;img src=x onerror=alert("e2")&#62;',
+    '</textarea><script>window.__xss="textarea"</script><textarea>',
+    '"><img src=x onerror=alert("attr-double")> \'><svg onload=alert("attr-single")>',
+    '`${alert("template")}` ${window.__xss="template2"} {{ 7|add:7 }} {% now "Y" %}',
+    '<div hx-get="/admin/" hx-trigger="load" hx-target="body">hx-get</div>',
+    "<b hx-on:click=\"window.__xss='hx-on'\" hx-on::load=\"window.__xss='hx-on-load'\">hx</b>",
+    'plain text hx-on:htmx:load="alert(1)" data-hx-on:click="alert(2)" hx-vals=\'js:{a:alert(3)}\'',
+    '<span hx-swap-oob="innerHTML:body">oob</span><template><script>alert("t")</script></template>',
+    '<math><mtext><table><mglyph><style><img src=x onerror=alert("mxss")>',
+    "<style>body{display:none}</style><link rel=stylesheet href=//evil.example/x.css>",
+    '<meta http-equiv="refresh" content="0;url=javascript:alert(\'meta\')"><base href=//evil/>',
+    '```"><img src=x onerror=alert("fence-lang")>\ncode\n```',
+    '$\\href{javascript:alert("katex")}{click}$ and $$\\htmlData{onload=alert(1)}{x}$$',
+    "<form action=\"javascript:alert('form')\"><button>go</button></form>",
+]
+
+# Watches the DOM from before the first script runs: every node the parser or a script adds,
+# and every attribute set, on every page. Findings are what an injection would look like.
+DOM_WATCH = """
+window.__findings = [];
+const TEXT = ".msg-text, .review-msg-text, .review-plain, #conversation-list, #conversation-title";
+const SCHEMES = /^(javascript|vbscript|data):/;
+const NOT_IN_TEXT = new Set(["SCRIPT", "IFRAME", "OBJECT", "EMBED", "STYLE", "META", "BASE",
+  "LINK", "FORM", "IMG", "TEXTAREA", "SELECT", "TEMPLATE", "DETAILS", "FRAME"]);
+function check(element) {
+  for (const attribute of element.attributes || []) {
+    const name = attribute.name.toLowerCase();
+    const value = attribute.value.replace(/[\\s\\u0000-\\u001f]/g, "").toLowerCase();
+    if (name.startsWith("on")) window.__findings.push(`${element.tagName} ${name}`);
+    if (["href", "src", "action", "formaction", "xlink:href", "srcdoc"].includes(name)
+        && SCHEMES.test(value)) window.__findings.push(`${element.tagName} ${name}=${value}`);
+  }
+  const text = element.closest && element.closest(TEXT);
+  if (!text) return;
+  // KaTeX draws math as MathML and (for roots and the like) SVG: those belong there. (Buttons
+  // are allowed: the page adds Copy buttons to code blocks; handlers and URLs are checked above.)
+  const math = element.closest(".math");
+  if (NOT_IN_TEXT.has(element.tagName) && !(math && element.tagName !== "SCRIPT"))
+    window.__findings.push(`${element.tagName} in message text`);
+  // The page itself sets hx-sse:connect on a streaming reply's text element, never inside it.
+  if (text === element) return;
+  for (const attribute of element.attributes || []) {
+    if (/^(data-)?hx-/.test(attribute.name)) window.__findings.push(`${attribute.name} in text`);
+  }
+}
+window.__scanAll = () => {
+  document.querySelectorAll("*").forEach(check);
+  return window.__findings;
+};
+function walk(node) {
+  if (node.nodeType !== 1) return;
+  check(node);
+  node.querySelectorAll("*").forEach(check);
+}
+new MutationObserver((records) => {
+  for (const record of records) {
+    if (record.type === "attributes") check(record.target);
+    record.addedNodes.forEach(walk);
+  }
+}).observe(document, {subtree: true, childList: true, attributes: true});
+"""
+
+SCAN = "() => window.__scanAll()"
+# Four payloads a turn (each also alone at the start of one), to keep the test short.
+TURNS = ["\n\n".join(XSS_PAYLOADS[i : i + 4]) for i in range(0, len(XSS_PAYLOADS), 4)]
+
+
+def assert_nothing_ran(v: Visit) -> None:
+    page = v.page
+    assert page.evaluate("() => window.__xss") is None
+    assert page.evaluate(SCAN) == []
+    assert v.dialogs == []
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_an_xss_corpus_as_user_text_and_as_model_output_never_runs(
+    visit, site, transport, page_errors
+):
+    """Every payload goes in as the visitor's message and comes back as the model's reply, which
+    streams (shown live by markdown-it + DOMPurify) and is then rendered by the server
+    (markdown-it-py + nh3); then the whole conversation is reloaded and opened in the admin.
+
+    No payload may run (window.__xss stays unset, no dialog opens), and no element of a message
+    may carry an event handler, a javascript:/data: URL, htmx attributes or a tag the renderers
+    never produce — checked on every DOM change, so a payload that lived for one frame of the
+    stream is caught too. And no CSP violation may be reported at all: the policy is the second
+    line of defence, and the assertion is that it never has to act. A payload that reached the
+    DOM as markup and was only stopped by the CSP (an injected inline script is blocked and
+    reported as a violation) is a failure of the escaping, so "no violation" here means the
+    payloads stayed text, and the app's own pages still need nothing the policy refuses.
+    """
+    url, upstream = site
+    v = visit()
+    page = v.page
+    page.context.add_init_script(DOM_WATCH)
+    query = "?transport=sse" if transport == "sse" else ""
+    page.goto(f"/streaming-demo{query}")
+    page.get_by_text(
+        "Server-sent events" if transport == "sse" else "Connected · WebSocket"
+    ).wait_for()
+
+    for index, payload in enumerate(TURNS, start=1):
+        upstream.script(text=f"{payload}\n\nreply {index} ends here", chunks=5, delay=0.02)
+        page.fill("#message-input", payload)
+        page.press("#message-input", "Enter")
+        page.wait_for_function(
+            """(n) => {
+              const all = document.querySelectorAll("#messages > article[data-role='assistant']");
+              return all.length === n && all[n - 1].dataset.status === "complete";
+            }""",
+            arg=index,
+            timeout=20_000,
+        )
+        user = page.locator("#messages > article[data-role='user'] .msg-text").nth(index - 1)
+        assert user.text_content() == payload  # shown exactly, as text
+        assert f"reply {index} ends here" in page.locator(ASSISTANT).nth(index - 1).inner_text()
+    assert_nothing_ran(v)
+
+    # The final render of the whole conversation, from the database.
+    page.reload()
+    page.wait_for_selector(f"{ASSISTANT}:nth-of-type(2)")
+    assert page.locator(ASSISTANT).count() == len(TURNS)
+    assert_nothing_ran(v)
+    conversation_id = page.url.split("/c/")[1].split("?")[0]
+
+    # The admin: the list (the title is the first payload) and the transcript.
+    sign_in_as_staff(page)
+    page.goto("/admin/chat/conversation/")
+    page.wait_for_selector("#result_list")
+    assert_nothing_ran(v)
+    page.goto(f"/admin/chat/conversation/{conversation_id}/change/")
+    page.wait_for_selector(".review-transcript .review-msg")
+    assert page.locator(".review-msg-user").count() == len(TURNS)
+    assert page.locator(".review-msg-user .review-msg-text").first.text_content() == TURNS[0]
+    assert_nothing_ran(v)
+    assert v.violations == []
+
+    # The watchers work: markup planted in the transcript is found, and its inline script and
+    # handler are refused by the policy and reported.
+    page_errors.allow("Executing inline (script|event handler) violates the following Content")
+    page.evaluate(
+        """() => {
+          const text = document.querySelector(".review-msg-text");
+          text.insertAdjacentHTML("beforeend", '<img src="/static/chat/favicon.svg" onload="1">');
+          const script = document.createElement("script");
+          script.textContent = "window.__xss = 'planted'";
+          text.append(script);
+        }"""
+    )
+    page.wait_for_function("() => window.__findings.length >= 2")
+    assert {"IMG onload", "IMG in message text", "SCRIPT in message text"} <= set(
+        page.evaluate(SCAN)
+    )
+    assert page.evaluate("() => window.__xss") is None
+    deadline = time.monotonic() + 10
+    while len(v.violations) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(50)  # the reports arrive through the exposed binding
+    assert {x["directive"] for x in v.violations} == {"script-src-attr", "script-src-elem"}
