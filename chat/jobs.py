@@ -40,6 +40,7 @@ from chat.rollups import rollup_invalidate, rollups_build
 from chat.streams import get_reply_stream
 from chat.text import DeltaCleaner
 from chat.titles import title_generate
+from chat.writer import reply_progress_save, writer_call
 from chatsite.logs import log_context_bind
 
 logger = logging.getLogger(__name__)
@@ -375,7 +376,10 @@ async def _flush_periodically(message_id: int, state: _ReplyState) -> None:
         # always agree (a page rendered from them resumes the stream right after).
         seq, text = state.seq, state.text
         try:
-            saved = await _job_db(_save_progress, message_id, text, seq, state.usage)
+            # With every other live reply's, in one transaction (chat/writer.py).
+            saved = await reply_progress_save(
+                message_id=message_id, text=text, seq=seq, usage=state.usage
+            )
         except Exception:
             logger.warning("Saving reply %s failed; will try again", message_id, exc_info=True)
             continue
@@ -384,22 +388,11 @@ async def _flush_periodically(message_id: int, state: _ReplyState) -> None:
         flushed_seq, last_beat = seq, now
 
 
-def _save_progress(message_id: int, text: str, seq: int, usage: Usage | None) -> bool:
-    fields: dict[str, Any] = {"content": text, "stream_seq": seq, "heartbeat_at": timezone.now()}
-    if usage is not None:
-        # Exact input counts sent early (Anthropic): kept for the reaper's estimate if we die.
-        fields["input_tokens"] = usage.input_tokens
-        fields["cached_input_tokens"] = usage.cached_input_tokens
-    return bool(
-        Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(**fields)
-    )
-
-
 async def _finish(message_id: int, state: _ReplyState, ended: str, error_text: str) -> None:
     try:
         for attempt in range(3):
             try:
-                await _job_db(_record_ending, message_id, state, ended, error_text)
+                await writer_call(_record_ending, message_id, state, ended, error_text)
                 break
             except DatabaseError:
                 if attempt == 2:

@@ -7,6 +7,7 @@ asyncio task of this process. Stop is a signal the job hears, wherever it runs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from chat.selectors import (
 from chat.streams import get_reply_stream
 from chat.text import has_visible, text_clean, title_clean
 from chat.titles import title_from_message
+from chat.writer import writer_call, writer_serializes_starts
 
 RENAME_MAX_CHARS = 200  # Conversation.title's max_length
 
@@ -367,7 +369,12 @@ async def _launched(
 ) -> ReplyStarted:
     """Run a write that starts a reply from async code, rate-limited, and launch its job."""
     await sync_to_async(send_check)(visitor, api_key_id=api_key_id)
-    started = await sync_to_async(write)(visitor=visitor, **kwargs)
+    if writer_serializes_starts():
+        # On SQLite the start joins the reply path's one writer instead of waiting, asleep in
+        # SQLite's busy handler, for the live replies' saves (chat/writer.py).
+        started = await writer_call(functools.partial(write, visitor=visitor, **kwargs))
+    else:
+        started = await sync_to_async(write)(visitor=visitor, **kwargs)
     job_launch(started.assistant_message.pk)
     return started
 

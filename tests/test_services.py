@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 from django.http import Http404
 from django.utils import timezone
 
-from chat import jobs, limits, services
+from chat import jobs, limits, services, writer
 from chat.models import Conversation, Message
 from chat.pricing import PRICE_DATA_VERSION
 from chat.providers.demo import demo_reply, tokenize
@@ -355,16 +355,16 @@ async def test_a_failed_save_mid_reply_is_retried_and_loses_nothing(visitor, set
     from django.db import OperationalError
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 200
-    real_save = jobs._save_progress
+    real_save = writer.progress_save
     failures = []
 
-    def flaky_save(*args):
+    def flaky_save(batch):
         if not failures:
             failures.append(True)
             raise OperationalError("database is locked")
-        return real_save(*args)
+        return real_save(batch)
 
-    monkeypatch.setattr(jobs, "_save_progress", flaky_save)
+    monkeypatch.setattr(writer, "progress_save", flaky_save)
     started = await sync_to_async(start)(visitor, text="Flaky database")
 
     message = await run_job(started.assistant_message.pk)

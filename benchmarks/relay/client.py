@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 TOKEN = re.compile(r"t(\d{3})@(\d+)")
 STARTED_REPLY = re.compile(r'data-role="assistant" data-status="streaming" data-message-id="(\d+)"')
 ENDING = re.compile(r'data-status="(\w+)"')
+REFUSAL = re.compile(r'id="composer-error"[^>]*>\s*([^<\s][^<]*)<')
 PAGE_PATH = "/streaming-demo"
 
 
@@ -402,6 +403,9 @@ class ChatsiteSocket:
             self.result.end(text, received_ns)
             if not self.ended.done():
                 self.ended.set_result(None)
+            return
+        if (refused := REFUSAL.search(text)) and not self.ended.done():
+            self.ended.set_exception(RuntimeError(refused.group(1)[:300]))
             return
         self.result.take(text, received_ns)
 

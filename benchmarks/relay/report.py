@@ -17,7 +17,9 @@ def line(r: dict[str, Any]) -> str:
         f"{_num(r['added_ms']['p99'])} / max {_num(r['added_ms']['max'])} ms, first token p50 "
         f"{_num(r['first_token_ms']['p50'])} ms, lost {r['lost']}, doubled {r['doubled']}, "
         f"frames/token {r['frames_per_token']}, CPU {r['server_cpu_ms_per_1000_tokens']} ms/1k "
-        f"tokens ({_pct(r['server_cpu_busy'])} busy), client core {_pct(r['client_core_busy'])}, "
+        f"tokens ({_pct(r['server_cpu_busy'])} busy, "
+        f"{_pct(r.get('server_waiting_for_cpu'))} waiting for a CPU), "
+        f"client core {_pct(r['client_core_busy'])}, "
         f"load {r['load_average_1m']}" + ("" if r["passes"] else "  ✗") + _errors(r)
     )
 
@@ -63,6 +65,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("frames per token", "frames_per_token", ""),
     ("server CPU per 1,000 tokens", "server_cpu_ms_per_1000_tokens", "ms"),
     ("server core busy", "server_cpu_busy", "%"),
+    ("server runnable but waiting for a CPU (other processes)", "server_waiting_for_cpu", "%"),
 ]
 
 

@@ -34,6 +34,18 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def runqueue_wait_seconds(pid: int) -> float:
+    """Time the server's threads spent runnable but waiting for a CPU (held by another process:
+    on a shared machine this is the noise in the figures)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
+
+
 def load_average() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
@@ -107,6 +119,7 @@ async def measure(
 
     writes_before = db_writes(server)
     cpu_before = sum(cpu_seconds(pid) for pid in pid_list)
+    waited_before = sum(runqueue_wait_seconds(pid) for pid in pid_list)
     upstream_cpu_before = cpu_seconds(upstream_pid)
     own_before = os.times()
     load_before = load_average()
@@ -158,6 +171,7 @@ async def measure(
     sampling = False
     await sampler
     cpu = sum(cpu_seconds(pid) for pid in pid_list) - cpu_before
+    waited = sum(runqueue_wait_seconds(pid) for pid in pid_list) - waited_before
     upstream_cpu = cpu_seconds(upstream_pid) - upstream_cpu_before
     own_after = os.times()
     own_cpu = (own_after.user + own_after.system) - (own_before.user + own_before.system)
@@ -172,6 +186,7 @@ async def measure(
         wall=wall,
         cpu=cpu,
         client_cpu=own_cpu + upstream_cpu,
+        waited=waited,
         rss=(rss_start, rss_idle, peak_rss),
         writes={k: writes_after[k] - writes_before[k] for k in writes_after},
         load_average=load_before,
@@ -190,6 +205,7 @@ def summarize(
     wall: float,
     cpu: float,
     client_cpu: float,
+    waited: float,
     rss: tuple[int, int, int],
     writes: dict[str, int],
     load_average: float,
@@ -234,6 +250,7 @@ def summarize(
         "server_cpu_ms_per_1000_tokens": round(cpu * 1000 / (received / 1000), 1)
         if received
         else None,
+        "server_waiting_for_cpu": round(waited / wall / len(server.pids), 3) if wall else None,
         "client_core_busy": round(client_cpu / wall, 3) if wall else None,
         "rss_mib": {
             "start": round(rss_start / 2**20, 1),

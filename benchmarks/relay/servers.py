@@ -114,7 +114,11 @@ def chatsite_env(
         "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
         "OPENAI_MODELS": MODEL,
         "CHAT_DEFAULT_MODEL": f"openai:{MODEL}",
+        # Every simulated person connects from 127.0.0.1: the per-IP caps would count them as one.
         "CHAT_RATE_LIMIT": "",
+        "CHAT_IP_RATE_LIMIT": "",
+        "CHAT_MAX_STREAMING_PER_IP": "0",
+        "CHAT_MAX_READERS_PER_IP": "0",
         "LOG_LEVEL": "WARNING",
     }
     if database_url:
