@@ -4,8 +4,9 @@
 
 1. Refuses to start without DATABASE_URL (a database server) and REDIS_URL: several workers
    share replies, stops and rate limits only through them.
-2. Runs `manage.py migrate` and `manage.py collectstatic` (hashed, compressed files for
-   WhiteNoise; DJANGO_STATIC_MANIFEST=true is set for every process it starts).
+2. Runs `manage.py migrate` and `manage.py collectstatic_cached` (collectstatic's hashed,
+   compressed files for WhiteNoise, skipped when no source changed; DJANGO_STATIC_MANIFEST=true
+   is set for every process it starts).
 3. Starts CHAT_WORKERS Daphne workers (default: one per CPU core) on loopback sockets that it
    binds itself and hands over (`daphne --fd`), so no port can be taken in between, and waits
    until each answers /healthz.
@@ -177,10 +178,8 @@ class Deployment:
         manage = [sys.executable, str(REPO / "manage.py")]
         say("migrating the database")
         subprocess.run([*manage, "migrate", "--noinput"], cwd=REPO, env=self.env, check=True)  # noqa: S603
-        say("collecting static files (hashed and compressed)")
-        subprocess.run(  # noqa: S603
-            [*manage, "collectstatic", "--noinput", "-v0"], cwd=REPO, env=self.env, check=True
-        )
+        say("collecting static files (hashed and compressed; skipped when unchanged)")
+        subprocess.run([*manage, "collectstatic_cached"], cwd=REPO, env=self.env, check=True)  # noqa: S603
 
     def start_workers(self, count: int) -> None:
         for index in range(count):
