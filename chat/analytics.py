@@ -1,14 +1,17 @@
-"""Reads for the admin's analytics page: what the chat cost and how it performed, per day, model
-and owner, over the last 7, 30 or 90 days.
+"""Reads for the admin's analytics page: what the chat cost, how it performed and how people rated
+it, per day, model and owner, over any period, narrowed by provider, model, source and owner, and
+compared with the period of the same length before it.
 
 It reads the daily roll-ups (`chat.rollups`) of the period's finished days, summing the per-owner
-rows in the database, plus today's replies, so a 90-day view of a million replies reads a few
-thousand rows.
+rows in the database, plus the replies of days not rolled up yet (today), so a 90-day view of a
+million replies reads a few thousand rows. One owner's figures come from their own replies.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import cached_property
@@ -19,34 +22,67 @@ from django.db.models import Count
 from django.utils import timezone
 from django.utils.text import capfirst
 
-from chat.models import (
-    Conversation,
-    Message,
-    UsageDay,
-    UsageDayOwner,
-)
+from chat.models import Conversation, Message, UsageDay, UsageDayOwner
 from chat.rollups import (
+    ID_CHUNK,
+    NO_FILTER,
     OWNER_SUMS,
     ModelDayFigures,
     OwnerFigures,
+    UsageFilter,
+    bucket_value,
     figures_from_messages,
     figures_from_rollups,
+    owner_conversation_ids,
     percentile,
     rollups_build,
 )
 
-PERIODS = (7, 30, 90)
+PRESETS = (7, 30, 90)
+MAX_PERIOD_DAYS = 366
 ERROR_REASONS = frozenset(
     {
         Message.EndedReason.PROVIDER_ERROR,
         Message.EndedReason.TIMEOUT,
         Message.EndedReason.INTERRUPTED,
+        Message.EndedReason.SERVICE_ERROR,
     }
 )
 TOP_COUNT = 10
+SPEED_BINS = 12
+
+
+@dataclass(frozen=True)
+class Period:
+    """Days from `start` to `end`, both included."""
+
+    start: date
+    end: date
+
+    @classmethod
+    def last(cls, days: int, today: date | None = None) -> Period:
+        end = today or timezone.localdate()
+        return cls(end - timedelta(days=days - 1), end)
+
+    @property
+    def length(self) -> int:
+        return (self.end - self.start).days + 1
+
+    @property
+    def days(self) -> list[date]:
+        return [self.start + timedelta(days=offset) for offset in range(self.length)]
+
+    def previous(self) -> Period:
+        """The period of the same length just before this one."""
+        return Period(self.start - timedelta(days=self.length), self.start - timedelta(days=1))
 
 
 # --- The page --------------------------------------------------------------------------------
+
+
+def _percentile_of(histogram: str, percent: int) -> cached_property[float | None]:
+    # Cached: read once the figures are complete, by the page, its charts and the CSV.
+    return cached_property(lambda self: percentile(getattr(self, histogram), percent))
 
 
 @dataclass(kw_only=True)
@@ -63,6 +99,8 @@ class _Counts:
     errors: int = 0
     stops: int = 0
     budget_stops: int = 0
+    feedback_up: int = 0
+    feedback_down: int = 0
 
     def add(self, figures: ModelDayFigures) -> None:
         self.replies += figures.replies
@@ -79,33 +117,64 @@ class _Counts:
         elif figures.ended_reason == Message.EndedReason.BUDGET:
             self.budget_stops += figures.replies
 
+    def add_feedback(self, rating: int, count: int) -> None:
+        if rating == Message.Feedback.UP:
+            self.feedback_up += count
+        else:
+            self.feedback_down += count
+
+    @property
+    def ratings(self) -> int:
+        return self.feedback_up + self.feedback_down
+
+    @property
+    def satisfaction(self) -> float | None:
+        """The share of rated replies rated good."""
+        return self.feedback_up / self.ratings if self.ratings else None
+
+    def _share(self, count: int) -> float | None:
+        return count / self.replies if self.replies else None
+
+    @property
+    def error_rate(self) -> float | None:
+        return self._share(self.errors)
+
+    @property
+    def stop_rate(self) -> float | None:
+        return self._share(self.stops)
+
+    @property
+    def estimated_share(self) -> float | None:
+        return self._share(self.estimated_replies)
+
 
 @dataclass(kw_only=True)
-class _Totals(_Counts):
+class _Latencies(_Counts):
     ttft_histogram: Counter[str] = field(default_factory=Counter)
+    duration_histogram: Counter[str] = field(default_factory=Counter)
 
-    # Cached: read once the totals are complete, by the page, its charts and the CSV.
-    @cached_property
-    def ttft_p50_ms(self) -> float | None:
-        return percentile(self.ttft_histogram, 50)
-
-    @cached_property
-    def ttft_p95_ms(self) -> float | None:
-        return percentile(self.ttft_histogram, 95)
+    ttft_p50_ms = _percentile_of("ttft_histogram", 50)
+    ttft_p95_ms = _percentile_of("ttft_histogram", 95)
+    ttft_p99_ms = _percentile_of("ttft_histogram", 99)
+    duration_p50_ms = _percentile_of("duration_histogram", 50)
+    duration_p95_ms = _percentile_of("duration_histogram", 95)
+    duration_p99_ms = _percentile_of("duration_histogram", 99)
 
 
 @dataclass
-class DayRow(_Totals):
+class DayRow(_Latencies):
     day: date
     cost_by_model: Counter[str] = field(default_factory=Counter)
     replies_by_reason: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
-class ModelRow(_Totals):
+class ModelRow(_Latencies):
     provider: str
     model: str
     speed_histogram: Counter[str] = field(default_factory=Counter)
+
+    median_tokens_per_second = _percentile_of("speed_histogram", 50)
 
     @property
     def label(self) -> str:
@@ -123,49 +192,85 @@ class ModelRow(_Totals):
         priced = self.replies - self.unpriced_replies
         return round(self.cost_microusd / priced) if priced else None
 
-    @cached_property
-    def median_tokens_per_second(self) -> float | None:
-        return percentile(self.speed_histogram, 50)
+
+@dataclass(frozen=True)
+class Change:
+    """A card's figure against the previous period: a relative change for amounts, a change in
+    percentage points for rates."""
+
+    text: str
+    direction: str  # "up", "down" or "same"
+    # Whether up is good news ("good"), bad news ("bad") or neither ("neutral").
+    meaning: str
 
 
 @dataclass(kw_only=True)
-class UsageSummary(_Counts):
-    start: date
-    end: date
+class UsageTotals(_Counts):
+    period: Period
+    active_owners: int = 0
+
+
+@dataclass(kw_only=True)
+class UsageSummary(UsageTotals):
+    usage_filter: UsageFilter
     days: list[DayRow]
     models: list[ModelRow] = field(default_factory=list)
     top_owners: list[OwnerFigures] = field(default_factory=list)
     top_conversations: list[Conversation] = field(default_factory=list)
-    active_owners: int = 0
-
-    def _share(self, count: int) -> float | None:
-        return count / self.replies if self.replies else None
+    previous: UsageTotals | None = None
 
     @property
-    def error_rate(self) -> float | None:
-        return self._share(self.errors)
+    def start(self) -> date:
+        return self.period.start
 
     @property
-    def stop_rate(self) -> float | None:
-        return self._share(self.stops)
+    def end(self) -> date:
+        return self.period.end
 
     @property
-    def estimated_share(self) -> float | None:
-        return self._share(self.estimated_replies)
+    def unpriced_models(self) -> list[ModelRow]:
+        return [model for model in self.models if model.unpriced_replies]
+
+    def changes(self) -> dict[str, Change | None]:
+        """Each card's change against the previous period of the same length."""
+        previous = self.previous
+        if previous is None:
+            return {}
+        amounts = {
+            "cost": (self.cost_microusd, previous.cost_microusd, "neutral"),
+            "replies": (self.replies, previous.replies, "good"),
+            "input_tokens": (self.input_tokens, previous.input_tokens, "neutral"),
+            "output_tokens": (self.output_tokens, previous.output_tokens, "neutral"),
+            "active_users": (self.active_owners, previous.active_owners, "good"),
+        }
+        rates = {
+            "error_rate": (self.error_rate, previous.error_rate, "bad"),
+            "stop_rate": (self.stop_rate, previous.stop_rate, "bad"),
+            "estimated_share": (self.estimated_share, previous.estimated_share, "bad"),
+            "satisfaction": (self.satisfaction, previous.satisfaction, "good"),
+        }
+        changes: dict[str, Change | None] = {
+            name: _amount_change(now, before, meaning)
+            for name, (now, before, meaning) in amounts.items()
+        }
+        for name, (rate, before_rate, meaning) in rates.items():
+            changes[name] = _rate_change(rate, before_rate, meaning)
+        return changes
 
     def chart_data(self) -> dict[str, Any]:
         """What the charts draw, for `json_script` (dollars and milliseconds)."""
         labels = [row.day.isoformat() for row in self.days]
-        model_labels = [model.label for model in self.models]
         reasons = [reason for reason in Message.EndedReason.values if self._any_reason(reason)]
         return {
             "days": labels,
             "cost_by_model": [
                 {
-                    "label": label,
-                    "data": [row.cost_by_model.get(label, 0) / 1_000_000 for row in self.days],
+                    "label": model.label,
+                    "provider": model.provider,
+                    "model": model.model,
+                    "data": [row.cost_by_model.get(model.label, 0) / 1e6 for row in self.days],
                 }
-                for label in model_labels
+                for model in self.models
             ],
             "tokens": {
                 "input": [row.input_tokens for row in self.days],
@@ -180,38 +285,99 @@ class UsageSummary(_Counts):
                 for reason in reasons
             ],
             "ttft": {
-                "p50": [_rounded(row.ttft_p50_ms) for row in self.days],
-                "p95": [_rounded(row.ttft_p95_ms) for row in self.days],
+                f"p{p}": [_rounded(getattr(row, f"ttft_p{p}_ms")) for row in self.days]
+                for p in (50, 95, 99)
             },
+            "duration": {
+                f"p{p}": [_rounded(getattr(row, f"duration_p{p}_ms")) for row in self.days]
+                for p in (50, 95, 99)
+            },
+            "feedback": {
+                "up": [row.feedback_up for row in self.days],
+                "down": [row.feedback_down for row in self.days],
+            },
+            "speed": speed_distribution(self.models),
         }
 
     def _any_reason(self, reason: str) -> bool:
         return any(row.replies_by_reason.get(reason) for row in self.days)
 
 
+def _amount_change(now: int, before: int, meaning: str) -> Change | None:
+    if not now and not before:
+        return None
+    if not before:
+        return Change("new in this period", "up", meaning)
+    ratio = now / before - 1
+    if abs(ratio) < 0.0005:
+        return Change("no change", "same", meaning)
+    sign = "+" if ratio > 0 else "−"
+    return Change(f"{sign}{abs(ratio) * 100:.1f} %", "up" if ratio > 0 else "down", meaning)
+
+
+def _rate_change(now: float | None, before: float | None, meaning: str) -> Change | None:
+    if now is None or before is None:
+        return None
+    points = (now - before) * 100
+    if abs(points) < 0.05:
+        return Change("no change", "same", meaning)
+    sign = "+" if points > 0 else "−"
+    return Change(f"{sign}{abs(points):.1f} pts", "up" if points > 0 else "down", meaning)
+
+
 def _rounded(value: float | None) -> int | None:
     return None if value is None else round(value)
 
 
-def _period_days(days: int, today: date) -> list[date]:
-    start = today - timedelta(days=days - 1)
-    return [start + timedelta(days=offset) for offset in range(days)]
+def speed_distribution(models: Iterable[ModelRow]) -> dict[str, Any]:
+    """Tokens per second per model as shares of its replies in equal-width bins up to the
+    fastest model's 99th percentile (the rest fall in the last bin)."""
+    measured = [model for model in models if model.speed_histogram]
+    tops = [percentile(model.speed_histogram, 99) or 0 for model in measured]
+    if not measured or not max(tops):
+        return {"bins": [], "models": []}
+    width = _nice_width(max(tops) / SPEED_BINS)
+    bins = [f"{i * width:g}–{(i + 1) * width:g}" for i in range(SPEED_BINS)]
+    bins[-1] = f"≥ {(SPEED_BINS - 1) * width:g}"
+    series = []
+    for model in measured:
+        counts = [0] * SPEED_BINS
+        for key, count in model.speed_histogram.items():
+            counts[min(int(bucket_value(key) // width), SPEED_BINS - 1)] += count
+        total = sum(counts)
+        series.append(
+            {
+                "label": model.label,
+                "data": [round(count / total * 100, 1) for count in counts],
+            }
+        )
+    return {"bins": bins, "models": series}
 
 
-def usage_summary(*, days: int, today: date | None = None) -> UsageSummary:
-    """Everything the analytics page shows for the last `days` days, today included."""
+def _nice_width(raw: float) -> float:
+    """1, 2 or 5 times a power of ten, at least `raw`."""
+    power = 10 ** math.floor(math.log10(raw))
+    return next(step * power for step in (1, 2, 5, 10) if step * power >= raw)
+
+
+def usage_summary(
+    *,
+    period: Period,
+    usage_filter: UsageFilter = NO_FILTER,
+    today: date | None = None,
+    compare: bool = True,
+) -> UsageSummary:
+    """Everything the analytics page shows for `period`, narrowed by `usage_filter`, and the
+    previous period's totals to compare with."""
     today = today or timezone.localdate()
-    period = _period_days(days, today)
-    rollups_build(today=today, days=period)
-    rolled_up = sorted(
-        UsageDay.objects.filter(day__in=period, stale=False).values_list("day", flat=True)
-    )
-    rolled = figures_from_rollups(rolled_up)
-    live = figures_from_messages(day for day in period if day not in set(rolled_up))
+    period_days = [day for day in period.days if day <= today]
+    rolled_up, live_days = _split(period_days, usage_filter, today)
+    rolled = figures_from_rollups(rolled_up, usage_filter)
+    live = figures_from_messages(live_days, usage_filter)
 
-    by_day = {day: DayRow(day=day) for day in period}
+    by_day = {day: DayRow(day=day) for day in period.days}
     by_model: dict[tuple[str, str], ModelRow] = {}
-    summary = UsageSummary(start=period[0], end=today, days=list(by_day.values()))
+    summary = UsageSummary(period=period, usage_filter=usage_filter, days=list(by_day.values()))
 
     def model_row(provider: str, model: str) -> ModelRow:
         row = by_model.get((provider, model))
@@ -226,30 +392,120 @@ def usage_summary(*, days: int, today: date | None = None) -> UsageSummary:
         row.cost_by_model[model.label] += figures.cost_microusd
         row.replies_by_reason[figures.ended_reason] += figures.replies
     for latency in (*rolled.latencies, *live.latencies):
-        model = model_row(latency.provider, latency.model)
+        model, row = model_row(latency.provider, latency.model), by_day[latency.day]
         # Histograms merge by adding counts bucket by bucket.
-        by_day[latency.day].ttft_histogram.update(latency.ttft_histogram)
+        row.ttft_histogram.update(latency.ttft_histogram)
+        row.duration_histogram.update(latency.duration_histogram)
         model.ttft_histogram.update(latency.ttft_histogram)
+        model.duration_histogram.update(latency.duration_histogram)
         model.speed_histogram.update(latency.speed_histogram)
+    for day, provider, model_name, rating, count in _ratings(period, usage_filter):
+        for totals in (summary, by_day[day], model_row(provider, model_name)):
+            totals.add_feedback(rating, count)
 
-    summary.top_owners, summary.active_owners = _owners(rolled_up, live.owners)
+    summary.top_owners, summary.active_owners = _owners(rolled_up, live.owners, usage_filter)
     summary.models = sorted(
         by_model.values(), key=lambda m: (-m.cost_microusd, -m.replies, m.label)
     )
-    summary.top_conversations = _top_conversations(period[0])
+    summary.top_conversations = _top_conversations(period, usage_filter)
+    if compare:
+        summary.previous = usage_totals(
+            period=period.previous(), usage_filter=usage_filter, today=today
+        )
     return summary
 
 
+def usage_totals(*, period: Period, usage_filter: UsageFilter, today: date) -> UsageTotals:
+    """The cards' figures alone (no latencies, tables or charts): for the previous period."""
+    period_days = [day for day in period.days if day <= today]
+    rolled_up, live_days = _split(period_days, usage_filter, today)
+    rolled = figures_from_rollups(rolled_up, usage_filter, latencies=False)
+    live = figures_from_messages(live_days, usage_filter)
+    totals = UsageTotals(period=period)
+    for figures in (*rolled.models, *live.models):
+        totals.add(figures)
+    for *_, rating, count in _ratings(period, usage_filter):
+        totals.add_feedback(rating, count)
+    totals.active_owners = _active_owners(rolled_up, live.owners, usage_filter)
+    return totals
+
+
+def _split(
+    period_days: list[date], usage_filter: UsageFilter, today: date
+) -> tuple[list[date], list[date]]:
+    """The period's days that are rolled up (after rolling up what can be), and the rest. One
+    owner's figures are read from their replies: roll-ups do not keep each owner's models."""
+    if usage_filter.one_owner:
+        return [], period_days
+    rollups_build(today=today, days=period_days)
+    done = set(
+        UsageDay.objects.filter(day__in=period_days, stale=False).values_list("day", flat=True)
+    )
+    return sorted(done), [day for day in period_days if day not in done]
+
+
+def _ratings(period: Period, usage_filter: UsageFilter) -> list[tuple[date, str, str, int, int]]:
+    """Rated replies by day, provider, model and rating: few, and found through a partial index
+    on `day`, so read live (a rating may change any time after its day was rolled up)."""
+    rated = Message.objects.filter(
+        day__gte=period.start,
+        day__lte=period.end,
+        feedback__isnull=False,
+        role=Message.Role.ASSISTANT,
+    ).filter(usage_filter.message_q())
+    columns = ("day", "provider", "model", "feedback")
+    if not usage_filter.one_owner:
+        chunks = [rated]
+    else:
+        ids = owner_conversation_ids(usage_filter.owner)
+        chunks = [
+            rated.filter(conversation_id__in=ids[start : start + ID_CHUNK])
+            for start in range(0, len(ids), ID_CHUNK)
+        ]
+    return [
+        row
+        for chunk in chunks
+        for row in chunk.values_list(*columns).annotate(count=Count("id")).order_by()
+    ]
+
+
+def _live_by_owner(live_figures: list[OwnerFigures]) -> dict[str, OwnerFigures]:
+    live: dict[str, OwnerFigures] = {}
+    for figures in live_figures:
+        live.setdefault(figures.owner, OwnerFigures(figures.owner)).add(figures)
+    return live
+
+
+def _active_owners(
+    rolled_up: list[date], live_figures: list[OwnerFigures], usage_filter: UsageFilter
+) -> int:
+    live = _live_by_owner(live_figures)
+    if not rolled_up:
+        return len(live)
+    rolled = UsageDayOwner.objects.filter(usage_filter.owner_rollup_q(), usage_day__in=rolled_up)
+    active: int = rolled.aggregate(owners=Count("owner", distinct=True))["owners"]
+    if live:
+        seen = _rolled_owners_among(rolled, list(live))
+        active += sum(1 for owner in live if owner not in seen)
+    return active
+
+
+def _rolled_owners_among(rolled: Any, owners: list[str]) -> set[str]:
+    seen: set[str] = set()
+    for start in range(0, len(owners), ID_CHUNK):  # bounded query parameters
+        chunk = owners[start : start + ID_CHUNK]
+        seen.update(rolled.filter(owner__in=chunk).values_list("owner", flat=True).distinct())
+    return seen
+
+
 def _owners(
-    rolled_up: list[date], live_figures: list[OwnerFigures]
+    rolled_up: list[date], live_figures: list[OwnerFigures], usage_filter: UsageFilter
 ) -> tuple[list[OwnerFigures], int]:
     """The top owners by cost and how many owners were active, summed in the database: a period
     can hold a hundred thousand owner-days. An owner in the top ten either is in the rolled-up
     days' top ten or spent on a live day, so those are the only candidates."""
-    live: dict[str, OwnerFigures] = {}
-    for figures in live_figures:
-        live.setdefault(figures.owner, OwnerFigures(figures.owner)).add(figures)
-    rolled = UsageDayOwner.objects.filter(usage_day__in=rolled_up)
+    live = _live_by_owner(live_figures)
+    rolled = UsageDayOwner.objects.filter(usage_filter.owner_rollup_q(), usage_day__in=rolled_up)
     candidates: dict[str, OwnerFigures] = {}
     if rolled_up:
         top = rolled.values("owner").annotate(**OWNER_SUMS)
@@ -257,8 +513,8 @@ def _owners(
         for row in top:
             candidates[row["owner"]] = OwnerFigures(**row)
         live_owners = list(live)
-        for start in range(0, len(live_owners), 500):  # bounded query parameters
-            chunk = live_owners[start : start + 500]
+        for start in range(0, len(live_owners), ID_CHUNK):
+            chunk = live_owners[start : start + ID_CHUNK]
             for row in rolled.filter(owner__in=chunk).values("owner").annotate(**OWNER_SUMS):
                 candidates[row["owner"]] = OwnerFigures(**row)
         active = rolled.aggregate(owners=Count("owner", distinct=True))["owners"]
@@ -283,11 +539,19 @@ def _labelled(rows: list[OwnerFigures]) -> list[OwnerFigures]:
     return rows
 
 
-def _top_conversations(start: date) -> list[Conversation]:
+def _midnight(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def _top_conversations(period: Period, usage_filter: UsageFilter) -> list[Conversation]:
     """The costliest conversations active in the period (their whole cost)."""
-    since = timezone.make_aware(datetime.combine(start, time.min))
     return list(
-        Conversation.objects.filter(updated_at__gte=since, cost_microusd__gt=0)
+        Conversation.objects.filter(
+            usage_filter.conversation_q(),
+            updated_at__gte=_midnight(period.start),
+            updated_at__lt=_midnight(period.end + timedelta(days=1)),
+            cost_microusd__gt=0,
+        )
         .select_related("user")
         .order_by("-cost_microusd")[:TOP_COUNT]
     )

@@ -404,13 +404,17 @@ class UsageDay(models.Model):
 
 
 class UsageDayModel(models.Model):
-    """Replies of one day, provider, model and ended reason."""
+    """Replies of one day, provider, model, source, kind of owner and ended reason."""
 
     usage_day = models.ForeignKey(
         UsageDay, on_delete=models.CASCADE, db_column="day", related_name="models"
     )
     provider = models.CharField(max_length=32)
     model = models.CharField(max_length=100)
+    # The conversation's source and whether its owner is an anonymous visitor: the analytics
+    # page's source and owner filters read roll-ups too.
+    source = models.CharField(max_length=8, default=Conversation.Source.PAGE)
+    anonymous = models.BooleanField(default=False)
     ended_reason = models.CharField(max_length=32)
     replies = models.PositiveIntegerField()
     input_tokens = models.PositiveBigIntegerField()
@@ -433,7 +437,10 @@ class UsageDayLatency(models.Model):
     )
     provider = models.CharField(max_length=32)
     model = models.CharField(max_length=100)
+    source = models.CharField(max_length=8, default=Conversation.Source.PAGE)
+    anonymous = models.BooleanField(default=False)
     ttft_histogram = models.JSONField(default=dict)
+    duration_histogram = models.JSONField(default=dict)
     speed_histogram = models.JSONField(default=dict)
 
     def __str__(self) -> str:
@@ -441,12 +448,15 @@ class UsageDayLatency(models.Model):
 
 
 class UsageDayOwner(models.Model):
-    """Replies of one day and one owner ("user:<id>" or "visitor:<id>")."""
+    """Replies of one day, owner ("user:<id>" or "visitor:<id>"), provider, model and source."""
 
     usage_day = models.ForeignKey(
         UsageDay, on_delete=models.CASCADE, db_column="day", related_name="owners"
     )
     owner = models.CharField(max_length=80)
+    provider = models.CharField(max_length=32, default="")
+    model = models.CharField(max_length=100, default="")
+    source = models.CharField(max_length=8, default=Conversation.Source.PAGE)
     replies = models.PositiveIntegerField()
     input_tokens = models.PositiveBigIntegerField()
     output_tokens = models.PositiveBigIntegerField()

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Min, Sum
+from django.db.models import Min, Q, Sum
 from django.utils import timezone
 
 from chat.models import (
+    Conversation,
     Message,
     UsageDay,
     UsageDayLatency,
@@ -69,17 +70,108 @@ def percentile(histogram: Mapping[str, int], percent: float) -> float | None:
     return None  # pragma: no cover - unreachable: `seen` reaches `total`
 
 
+# --- Filters -------------------------------------------------------------------------------
+
+SIGNED_IN = "signed-in"
+ANONYMOUS = "anonymous"
+ID_CHUNK = 500  # bounded query parameters
+
+
+@dataclass(frozen=True)
+class UsageFilter:
+    """What the analytics page is narrowed to: a provider, a model, a source (`page` or `api`)
+    and an owner (`signed-in`, `anonymous`, or one `user:<id>` / `visitor:<id>`). Empty means
+    any. Roll-ups carry every dimension but one owner's, so only that reads the messages."""
+
+    provider: str = ""
+    model: str = ""
+    source: str = ""
+    owner: str = ""
+
+    @property
+    def one_owner(self) -> bool:
+        return self.owner.startswith(("user:", "visitor:"))
+
+    @property
+    def anonymous(self) -> bool | None:
+        return {SIGNED_IN: False, ANONYMOUS: True}.get(self.owner)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.provider or self.model or self.source or self.owner)
+
+    def _dimensions(self) -> Q:
+        condition = Q()
+        if self.provider:
+            condition &= Q(provider=self.provider)
+        if self.model:
+            condition &= Q(model=self.model)
+        if self.source:
+            condition &= Q(source=self.source)
+        return condition
+
+    def rollup_q(self) -> Q:
+        """For `UsageDayModel` and `UsageDayLatency` rows."""
+        condition = self._dimensions()
+        if self.anonymous is not None:
+            condition &= Q(anonymous=self.anonymous)
+        return condition
+
+    def owner_rollup_q(self) -> Q:
+        """For `UsageDayOwner` rows."""
+        condition = self._dimensions()
+        if self.owner == SIGNED_IN:
+            condition &= Q(owner__startswith="user:")
+        elif self.owner == ANONYMOUS:
+            condition &= Q(owner__startswith="visitor:")
+        elif self.one_owner:
+            condition &= Q(owner=self.owner)
+        return condition
+
+    def conversation_q(self) -> Q:
+        """For conversations (their own provider, model, source and owner)."""
+        condition = self._dimensions()
+        if self.anonymous is not None:
+            condition &= Q(user__isnull=self.anonymous)
+        if self.one_owner:
+            kind, _, ident = self.owner.partition(":")
+            if kind == "user":
+                condition &= Q(user_id=int(ident)) if ident.isdigit() else Q(pk__in=[])
+            else:
+                condition &= Q(user__isnull=True, visitor_id=ident)
+        return condition
+
+    def message_q(self) -> Q:
+        """For replies, whose provider and model are their own (a conversation can change model)
+        and whose source and owner are their conversation's."""
+        condition = Q()
+        if self.provider:
+            condition &= Q(provider=self.provider)
+        if self.model:
+            condition &= Q(model=self.model)
+        if self.source:
+            condition &= Q(conversation__source=self.source)
+        if self.anonymous is not None:
+            condition &= Q(conversation__user__isnull=self.anonymous)
+        return condition
+
+
+NO_FILTER = UsageFilter()
+
+
 # --- Figures for a set of days -----------------------------------------------------------------
 
 
 @dataclass
 class ModelDayFigures:
-    """Replies of one day, provider, model and ended reason (a `UsageDayModel` row, or its live
-    equivalent)."""
+    """Replies of one day, provider, model, source, kind of owner and ended reason (a
+    `UsageDayModel` row, or its live equivalent)."""
 
     day: date
     provider: str
     model: str
+    source: str
+    anonymous: bool
     ended_reason: str
     replies: int = 0
     input_tokens: int = 0
@@ -92,12 +184,16 @@ class ModelDayFigures:
 
 @dataclass
 class LatencyFigures:
-    """How fast one model answered on one day (a `UsageDayLatency` row, or its live equivalent)."""
+    """How fast one model answered on one day for one source and kind of owner (a
+    `UsageDayLatency` row, or its live equivalent)."""
 
     day: date
     provider: str
     model: str
+    source: str
+    anonymous: bool
     ttft_histogram: Counter[str] = field(default_factory=Counter)
+    duration_histogram: Counter[str] = field(default_factory=Counter)
     speed_histogram: Counter[str] = field(default_factory=Counter)
 
 
@@ -109,6 +205,9 @@ class OwnerFigures:
     output_tokens: int = 0
     cost_microusd: int = 0
     day: date | None = None
+    provider: str = ""
+    model: str = ""
+    source: str = ""
     label: str = ""
 
     def add(self, other: OwnerFigures) -> None:
@@ -122,7 +221,7 @@ class OwnerFigures:
 class DayFigures:
     models: list[ModelDayFigures]
     latencies: list[LatencyFigures]
-    owners: list[OwnerFigures]  # one per owner and day
+    owners: list[OwnerFigures]  # one per day, owner, provider, model and source
 
 
 def _ended_replies(days: Iterable[date]) -> Any:
@@ -136,6 +235,41 @@ def _ended_replies(days: Iterable[date]) -> Any:
     )
 
 
+def owner_conversation_ids(owner: str) -> list[Any]:
+    """One owner's conversations: their replies are read through the conversation index rather
+    than the whole period's `day` index."""
+    condition = UsageFilter(owner=owner).conversation_q()
+    return list(Conversation.objects.filter(condition).order_by().values_list("pk", flat=True))
+
+
+def _replies_of(days: list[date], usage_filter: UsageFilter) -> Iterator[Any]:
+    replies = _ended_replies(days).filter(usage_filter.message_q())
+    columns = (
+        "day",
+        "provider",
+        "model",
+        "conversation__source",
+        "conversation__user_id",
+        "conversation__visitor_id",
+        "ended_reason",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cost_microusd",
+        "usage_source",
+        "ttft_ms",
+        "duration_ms",
+        "tokens_per_second",
+    )
+    if not usage_filter.one_owner:
+        yield from replies.values_list(*columns).iterator(chunk_size=5000)
+        return
+    ids = owner_conversation_ids(usage_filter.owner)
+    for start in range(0, len(ids), ID_CHUNK):
+        chunk = replies.filter(conversation_id__in=ids[start : start + ID_CHUNK])
+        yield from chunk.values_list(*columns).iterator(chunk_size=5000)
+
+
 OWNER_SUMS = {
     "replies": Sum("replies"),
     "input_tokens": Sum("input_tokens"),
@@ -144,44 +278,40 @@ OWNER_SUMS = {
 }
 
 
-def figures_from_messages(days: Iterable[date]) -> DayFigures:
+def figures_from_messages(
+    days: Iterable[date], usage_filter: UsageFilter = NO_FILTER
+) -> DayFigures:
+    """The figures of `days` (narrowed by `usage_filter`), read from the replies themselves in
+    one pass."""
     days = list(days)
     figures = DayFigures([], [], [])
     if not days:
         return figures
-    groups: dict[tuple[date, str, str, str], ModelDayFigures] = {}
-    latencies: dict[tuple[date, str, str], LatencyFigures] = {}
-    rows = _ended_replies(days).values_list(
-        "day",
-        "provider",
-        "model",
-        "ended_reason",
-        "input_tokens",
-        "output_tokens",
-        "cached_input_tokens",
-        "cost_microusd",
-        "usage_source",
-        "ttft_ms",
-        "tokens_per_second",
-    )
+    groups: dict[tuple[Any, ...], ModelDayFigures] = {}
+    latencies: dict[tuple[Any, ...], LatencyFigures] = {}
+    owners: dict[tuple[Any, ...], OwnerFigures] = {}
     for (
         day,
         provider,
         model,
+        source,
+        user_id,
+        visitor_id,
         reason,
         tokens_in,
         tokens_out,
         cached,
         cost,
-        source,
+        usage,
         ttft,
+        duration,
         speed,
-    ) in rows.iterator(chunk_size=5000):
-        group = groups.get((day, provider, model, reason))
+    ) in _replies_of(days, usage_filter):
+        anonymous = user_id is None
+        key = (day, provider, model, source, anonymous, reason)
+        group = groups.get(key)
         if group is None:
-            group = groups[day, provider, model, reason] = ModelDayFigures(
-                day, provider, model, reason
-            )
+            group = groups[key] = ModelDayFigures(*key)
         group.replies += 1
         group.input_tokens += tokens_in or 0
         group.output_tokens += tokens_out or 0
@@ -190,39 +320,30 @@ def figures_from_messages(days: Iterable[date]) -> DayFigures:
             group.unpriced_replies += 1
         else:
             group.cost_microusd += cost
-        if source == Message.UsageSource.ESTIMATED:
+        if usage == Message.UsageSource.ESTIMATED:
             group.estimated_replies += 1
-        latency = latencies.get((day, provider, model))
+        latency = latencies.get(key[:5])
         if latency is None:
-            latency = latencies[day, provider, model] = LatencyFigures(day, provider, model)
+            latency = latencies[key[:5]] = LatencyFigures(*key[:5])
         if ttft is not None:
             latency.ttft_histogram[histogram_key(ttft)] += 1
+        if duration is not None:
+            latency.duration_histogram[histogram_key(duration)] += 1
         if speed:
             latency.speed_histogram[histogram_key(speed)] += 1
+        owner = owner_key(user_id, visitor_id)
+        owner_group = owners.get((day, owner, provider, model, source))
+        if owner_group is None:
+            owner_group = owners[day, owner, provider, model, source] = OwnerFigures(
+                owner, day=day, provider=provider, model=model, source=source
+            )
+        owner_group.replies += 1
+        owner_group.input_tokens += tokens_in or 0
+        owner_group.output_tokens += tokens_out or 0
+        owner_group.cost_microusd += cost or 0
     figures.models = list(groups.values())
     figures.latencies = list(latencies.values())
-
-    owners = (
-        _ended_replies(days)
-        .values("day", "conversation__user_id", "conversation__visitor_id")
-        .annotate(
-            replies=Count("id"),
-            input_tokens=Sum("input_tokens"),
-            output_tokens=Sum("output_tokens"),
-            cost_microusd=Sum("cost_microusd"),
-        )
-    )
-    figures.owners = [
-        OwnerFigures(
-            owner=owner_key(row["conversation__user_id"], row["conversation__visitor_id"]),
-            replies=row["replies"],
-            input_tokens=row["input_tokens"] or 0,
-            output_tokens=row["output_tokens"] or 0,
-            cost_microusd=row["cost_microusd"] or 0,
-            day=row["day"],
-        )
-        for row in owners
-    ]
+    figures.owners = list(owners.values())
     return figures
 
 
@@ -230,37 +351,52 @@ def owner_key(user_id: int | None, visitor_id: str) -> str:
     return f"user:{user_id}" if user_id is not None else f"visitor:{visitor_id}"
 
 
-def figures_from_rollups(days: Iterable[date]) -> DayFigures:
+MODEL_COLUMNS = (
+    "usage_day_id",
+    "provider",
+    "model",
+    "source",
+    "anonymous",
+    "ended_reason",
+    "replies",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cost_microusd",
+    "unpriced_replies",
+    "estimated_replies",
+)
+
+
+def figures_from_rollups(
+    days: Iterable[date], usage_filter: UsageFilter = NO_FILTER, *, latencies: bool = True
+) -> DayFigures:
     """The rolled-up days' models and latencies (owners are summed in the database instead: see
-    `_owners`)."""
+    `chat.analytics`)."""
     days = list(days)
     if not days:
         return DayFigures([], [], [])
-    models = [
-        ModelDayFigures(day, provider, model, reason, *counts)
-        for day, provider, model, reason, *counts in UsageDayModel.objects.filter(
-            usage_day__in=days
-        ).values_list(
-            "usage_day_id",
-            "provider",
-            "model",
-            "ended_reason",
-            "replies",
-            "input_tokens",
-            "output_tokens",
-            "cached_input_tokens",
-            "cost_microusd",
-            "unpriced_replies",
-            "estimated_replies",
-        )
-    ]
-    latencies = [
-        LatencyFigures(day, provider, model, Counter(ttft), Counter(speed))
-        for day, provider, model, ttft, speed in UsageDayLatency.objects.filter(
-            usage_day__in=days
-        ).values_list("usage_day_id", "provider", "model", "ttft_histogram", "speed_histogram")
-    ]
-    return DayFigures(models, latencies, [])
+    condition = usage_filter.rollup_q()
+    rows = UsageDayModel.objects.filter(condition, usage_day__in=days).values_list(*MODEL_COLUMNS)
+    models = [ModelDayFigures(*row) for row in rows]
+    latency_rows = []
+    if latencies:
+        latency_rows = [
+            LatencyFigures(day, provider, model, source, anonymous, *map(Counter, histograms))
+            for day, provider, model, source, anonymous, *histograms in (
+                UsageDayLatency.objects.filter(condition, usage_day__in=days).values_list(
+                    "usage_day_id",
+                    "provider",
+                    "model",
+                    "source",
+                    "anonymous",
+                    "ttft_histogram",
+                    "duration_histogram",
+                    "speed_histogram",
+                )
+            )
+        ]
+    return DayFigures(models, latency_rows, [])
 
 
 # --- Roll-ups --------------------------------------------------------------------------------

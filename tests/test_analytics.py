@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from chat import analytics, jobs, services
-from chat.analytics import usage_summary
+from chat.analytics import Period, usage_summary
 from chat.models import Conversation, Message, UsageDay
 from chat.rollups import bucket_value, histogram_key, percentile
 
@@ -122,7 +122,7 @@ def figures(summary):
 
 @time_machine.travel(NOW, tick=False)
 def test_the_summary_matches_the_hand_computed_figures(history):
-    summary = usage_summary(days=7)
+    summary = usage_summary(period=Period.last(7))
 
     assert (summary.start, summary.end) == (date(2026, 3, 9), TODAY)
     assert summary.replies == 6
@@ -175,14 +175,15 @@ def test_the_summary_matches_the_hand_computed_figures(history):
 
 @time_machine.travel(NOW, tick=False)
 def test_rolled_up_days_give_the_same_figures_as_the_messages(history, monkeypatch):
-    rolled_up = figures(usage_summary(days=30))
+    rolled_up = figures(usage_summary(period=Period.last(30)))
+    # The 30 days and the 30 before them (the cards compare with those).
     assert set(UsageDay.objects.values_list("day", flat=True)) == {
-        TODAY - timedelta(days=offset) for offset in range(1, 30)
+        TODAY - timedelta(days=offset) for offset in range(1, 60)
     }
 
     UsageDay.objects.all().delete()
     monkeypatch.setattr(analytics, "rollups_build", lambda **kwargs: 0)
-    live = figures(usage_summary(days=30))
+    live = figures(usage_summary(period=Period.last(30)))
 
     assert rolled_up == live
     assert rolled_up["cards"][1] == 115_500  # 8 March is inside 30 days
@@ -190,16 +191,16 @@ def test_rolled_up_days_give_the_same_figures_as_the_messages(history, monkeypat
 
 def test_a_day_is_rolled_up_only_once_no_reply_of_it_can_still_run(history):
     with time_machine.travel(datetime(2026, 3, 15, 0, 3, tzinfo=UTC), tick=False):
-        usage_summary(days=7)
+        usage_summary(period=Period.last(7))
         assert not UsageDay.objects.filter(day=date(2026, 3, 14)).exists()
     with time_machine.travel(datetime(2026, 3, 15, 0, 10, tzinfo=UTC), tick=False):
-        usage_summary(days=7)
+        usage_summary(period=Period.last(7))
         assert UsageDay.objects.filter(day=date(2026, 3, 14)).exists()
 
 
 @time_machine.travel(NOW, tick=False)
 def test_a_late_ending_reply_of_a_rolled_up_day_is_counted(history, settings):
-    usage_summary(days=7)
+    usage_summary(period=Period.last(7))
     conversation = history["ada_chat"]
     late = Message.objects.create(
         conversation=conversation,
@@ -215,7 +216,7 @@ def test_a_late_ending_reply_of_a_rolled_up_day_is_counted(history, settings):
     assert services.reply_reap_stale(message_ids=[late.pk]) == 1
 
     assert UsageDay.objects.get(day=date(2026, 3, 13)).stale
-    summary = usage_summary(days=7)
+    summary = usage_summary(period=Period.last(7))
     assert summary.replies == 7
     assert dict(summary.days[4].replies_by_reason) == {"interrupted": 1}
 
@@ -226,7 +227,7 @@ def test_a_day_with_a_reply_still_streaming_is_not_rolled_up(history):
             conversation=history["ada_chat"], role="assistant", status="streaming",
             provider="openai", model="gpt-4o", day=date(2026, 3, 12),
         )  # fmt: skip
-        usage_summary(days=7)
+        usage_summary(period=Period.last(7))
 
     assert not UsageDay.objects.filter(day=date(2026, 3, 12)).exists()
     assert UsageDay.objects.filter(day=date(2026, 3, 11), stale=False).exists()
@@ -270,9 +271,10 @@ def test_staff_with_the_permission_see_the_analytics(client, staff, history):
     assert 'data-figure="cost">$0.02<' in page
     assert 'data-figure="replies">6<' in page
     assert 'data-figure="error-rate">16.7 %<' in page
-    assert "+ 1 reply with no price" in page
+    assert "Cost leaves out 1 reply with no price" in page
     assert 'id="usage-chart-data"' in page and "chart.umd.min.js" in page
-    assert f"?owner=user%3A{history['ada'].pk}&amp;active_from=2026-03-09" in page
+    # A top user links to their own page, for the same period.
+    assert f"/admin/chat/usagereport/?owner=user%3A{history['ada'].pk}&amp;days=7" in page
     index = client.get("/admin/").content.decode()
     assert 'href="/admin/chat/usagereport/"' in index
 
@@ -297,6 +299,8 @@ def test_the_daily_table_downloads_as_csv(admin_client, history):
         "cached_input_tokens": "100", "cost_usd": "0.005000", "unpriced_replies": "0",
         "estimated_replies": "1", "errors": "0", "stops": "1", "budget_stops": "0",
         "ttft_p50_ms": "121", "ttft_p95_ms": "300",  # 120 and 300 to within 1 %
+        "ttft_p99_ms": "300", "duration_p50_ms": "", "duration_p95_ms": "",
+        "duration_p99_ms": "", "rated_good": "0", "rated_bad": "0",
     }  # fmt: skip
     assert rows[5]["errors"] == "1" and rows[5]["unpriced_replies"] == "1"
 
@@ -321,7 +325,7 @@ def test_the_page_reads_a_fixed_number_of_queries_however_many_replies(admin_cli
     for offset in range(40):
         reply(conversation, TODAY, cost=10, ttft=100 + offset)
     assert queries() == before
-    assert usage_summary(days=90).replies == 47
+    assert usage_summary(period=Period.last(90)).replies == 47
 
 
 @time_machine.travel(NOW, tick=True)
