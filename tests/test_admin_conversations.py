@@ -95,8 +95,9 @@ def test_staff_see_the_list_with_key_figures(admin_client, alice):
 
     assert "Tax question" in html and change_url(chat) in html
     assert ">alice</a>" in html and "?owner=user%3A" in html
-    assert "openai:<wbr>gpt-4.1-mini" in html
-    assert "1,210 / 360" in html
+    assert 'title="openai:gpt-4.1-mini">gpt-4.1-mini</span>' in html
+    assert 'title="Tax question">Tax question</span>' in html  # cut to one line, whole on hover
+    assert "1,210&nbsp;in<br>360&nbsp;out" in html
     assert "$0.0012" in html and "+1 unpriced" in html
     assert 'review-badge-stopped">Stopped by user' in html
     assert 'review-badge-completed">Completed' in html

@@ -89,6 +89,7 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     class Media:
         css = {"all": ["chat/admin.css"]}
+        js = ["chat/admin_list.js"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         return super().get_queryset(request).prefetch_related("user")
@@ -126,34 +127,50 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="owner")
     def owner_display(self, conversation: Conversation) -> SafeString:
+        label = owner_label(conversation)
         return format_html(
-            '<a href="?{}" title="Only this owner’s conversations">{}</a>',
+            '<a class="review-cut" href="?{}" title="{} — only this owner’s conversations">{}</a>',
             urlencode({"owner": owner_of(conversation)}),
-            owner_label(conversation),
+            label,
+            label,
         )
 
     @admin.display(description="title")
     def title_display(self, conversation: Conversation) -> SafeString:
+        # One line, cut with an ellipsis; the whole title on hover.
+        title = str(conversation)
+        cut = format_html('<span class="review-cut review-title" title="{}">{}</span>', title, title)
         if conversation.deleted_at is None:
-            return format_html("{}", conversation)
+            return cut
         return format_html(
-            '{} <span class="review-badge review-badge-deleted" title="Deleted by its owner on {}'
+            '{}<span class="review-badge review-badge-deleted" title="Deleted by its owner on {}'
             '; hidden from them, kept for review">deleted</span>',
-            conversation,
+            cut,
             date_format(timezone.localtime(conversation.deleted_at), "Y-m-d H:i"),
         )
 
     @admin.display(description="model")
     def model_display(self, conversation: Conversation) -> SafeString:
-        return format_html("{}:<wbr>{}", conversation.provider, conversation.model)
+        return format_html(
+            '<span class="review-cut review-model" title="{}:{}">{}</span>'
+            '<span class="review-cut review-provider">{}</span>',
+            conversation.provider,
+            conversation.model,
+            conversation.model,
+            conversation.provider,
+        )
 
-    @admin.display(description="messages", ordering="message_count")
+    @admin.display(description="msgs", ordering="message_count")
     def messages_display(self, conversation: Conversation) -> str:
         return f"{conversation.message_count:,}"
 
     @admin.display(description="tokens in / out", ordering=F("input_tokens") + F("output_tokens"))
-    def tokens_display(self, conversation: Conversation) -> str:
-        return f"{conversation.input_tokens:,} / {conversation.output_tokens:,}"
+    def tokens_display(self, conversation: Conversation) -> SafeString:
+        return format_html(
+            "{}&nbsp;in<br>{}&nbsp;out",
+            f"{conversation.input_tokens:,}",
+            f"{conversation.output_tokens:,}",
+        )
 
     @admin.display(description="cost", ordering="cost_microusd")
     def cost_display(self, conversation: Conversation) -> SafeString:
@@ -166,9 +183,11 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             conversation.unpriced_replies,
         )
 
-    @admin.display(description="last activity", ordering="updated_at")
-    def last_activity_display(self, conversation: Conversation) -> str:
-        return date_format(timezone.localtime(conversation.updated_at), "Y-m-d H:i")
+    @admin.display(description="last active", ordering="updated_at")
+    def last_activity_display(self, conversation: Conversation) -> SafeString:
+        # Date and time on two lines: a narrow column.
+        when = timezone.localtime(conversation.updated_at)
+        return format_html("{}<br>{}", date_format(when, "Y-m-d"), date_format(when, "H:i"))
 
     @admin.display(description="ended reasons")
     def ended_reasons_display(self, conversation: Conversation) -> SafeString | None:

@@ -18,7 +18,7 @@ from tests.servers import REPO, app_env, daphne, migrate
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "analytics-e2e-password"
-CHARTS = ["chart-cost", "chart-tokens", "chart-replies", "chart-ttft"]
+CHARTS = ["chart-cost", "chart-tokens", "chart-replies", "chart-ttft", "chart-duration"]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +52,15 @@ def admin_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def staff_page(browser: Any, admin_server: str, page_errors: PageErrors) -> Iterator[Any]:
-    context = browser.new_context(base_url=admin_server, viewport={"width": 1400, "height": 900})
+def viewport() -> dict[str, int]:
+    return {"width": 1400, "height": 900}
+
+
+@pytest.fixture
+def staff_page(
+    browser: Any, admin_server: str, page_errors: PageErrors, viewport: dict[str, int]
+) -> Iterator[Any]:
+    context = browser.new_context(base_url=admin_server, viewport=viewport)
     context.set_default_timeout(15_000)
     page = context.new_page()
     page_errors.watch(page)
@@ -113,19 +120,104 @@ def test_the_period_selector_and_drilling_down_to_a_users_conversations(staff_pa
     assert drawn(page, "chart-replies")["labels"] == 90
     assert page.locator(".usage-periods .selected").inner_text() == "90 days"
 
-    link = page.locator("#users-heading + table tbody a").first
+    # A top user opens their own page: their usage over the same period, caps, conversations.
+    link = page.locator("#users-heading + .table-scroll tbody a").first
     user = link.inner_text()
     link.click()
-    page.wait_for_url("**/admin/chat/conversation/?owner=*")
+    page.wait_for_url("**/usagereport/?owner=*&days=90")
+    assert page.locator("h1").inner_text() == f"Usage of {user}"
+    assert drawn(page, "chart-cost")["labels"] == 90
+    page.click(f"text=All of {user}’s conversations")
+    page.wait_for_url("**/admin/chat/conversation/?owner=user*")
     assert page.locator("#result_list tbody tr").count() >= 1
-    assert user.split(" · ")[-1] in page.content()
 
 
 def test_the_daily_table_downloads(staff_page):
     page = staff_page
     page.goto("/admin/chat/usagereport/?days=7")
     with page.expect_download() as download:
-        page.click("text=Download daily table (CSV)")
+        page.click("text=Daily table (CSV)")
     lines = Path(download.value.path()).read_text().splitlines()
     assert lines[0].startswith("day,replies,input_tokens")
     assert len(lines) == 8
+
+
+def test_clicking_a_days_bar_opens_that_days_conversations_of_its_model(staff_page):
+    page = staff_page
+    page.goto("/admin/chat/usagereport/?days=30")
+    page.wait_for_function("() => window.Chart && window.Chart.getChart('chart-cost')")
+    # The middle of the tallest bar of the first model on the busiest of the last days.
+    target = page.evaluate(
+        """() => {
+            const chart = window.Chart.getChart("chart-cost");
+            const series = chart.data.datasets[0].data;
+            let index = series.length - 2;
+            while (index > 0 && !(series[index] > 0)) index--;
+            const bar = chart.getDatasetMeta(0).data[index];
+            const box = chart.canvas.getBoundingClientRect();
+            return {
+                x: box.left + bar.x, y: box.top + (bar.y + bar.base) / 2,
+                model: chart.data.datasets[0].label,
+                day: JSON.parse(document.getElementById("usage-chart-data").textContent)
+                    .days[index],
+            };
+        }"""
+    )
+    page.mouse.click(target["x"], target["y"])
+
+    page.wait_for_url("**/admin/chat/conversation/?*")
+    provider, model = target["model"].split(":")
+    assert f"active_from={target['day']}" in page.url and f"active_to={target['day']}" in page.url
+    assert f"model__exact={model}" in page.url and f"provider__exact={provider}" in page.url
+    rows = page.locator("#result_list tbody tr")
+    assert rows.count() >= 1
+    for cell in page.locator("#result_list tbody .review-model").all():
+        assert cell.get_attribute("title") == target["model"]
+    for cell in page.locator("#result_list tbody .field-last_activity_display").all():
+        assert cell.inner_text().startswith(target["day"])
+
+
+def overflow(page: Any, selector: str) -> dict[str, int]:
+    return page.evaluate(
+        """(selector) => {
+            const box = document.querySelector(selector);
+            return {scroll: box.scrollWidth, client: box.clientWidth};
+        }""",
+        selector,
+    )
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 900}])
+def test_the_conversation_list_fits_1280_pixels(staff_page):
+    page = staff_page
+    page.goto("/admin/chat/conversation/")
+    assert page.locator("#result_list tbody tr").count() == 50
+
+    # Nothing scrolls sideways: not the page, not the table's own box.
+    for selector in ("html", "#changelist .results"):
+        box = overflow(page, selector)
+        assert box["scroll"] <= box["client"], (selector, box)
+    # Every column is in view, the last one included.
+    last = page.locator("#result_list thead th").last.bounding_box()
+    assert last["x"] + last["width"] <= 1280
+    # Titles take one line, cut with an ellipsis; the whole title is on hover.
+    title = page.locator("#result_list tbody .review-title").first
+    assert title.bounding_box()["height"] < 30
+    assert title.get_attribute("title") == title.evaluate("(node) => node.textContent")
+
+
+@pytest.mark.parametrize("viewport", [{"width": 390, "height": 844}])
+def test_the_analytics_page_fits_a_phone(staff_page):
+    page = staff_page
+    page.goto("/admin/chat/usagereport/?days=30")
+    page.wait_for_function("() => window.Chart && window.Chart.getChart('chart-speed')")
+
+    box = overflow(page, "html")
+    assert box["scroll"] <= box["client"] == 390, box
+    for canvas_id in (*CHARTS, "chart-feedback", "chart-speed"):
+        chart = page.locator(f"#{canvas_id}").bounding_box()
+        assert chart["x"] >= 0 and chart["x"] + chart["width"] <= 390, canvas_id
+        assert drawn(page, canvas_id)["painted"] > 500, canvas_id
+    cards = page.locator(".usage-card").all()
+    assert len(cards) == 9
+    assert all(card.bounding_box()["x"] + card.bounding_box()["width"] <= 390 for card in cards)
