@@ -139,7 +139,9 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def title_display(self, conversation: Conversation) -> SafeString:
         # One line, cut with an ellipsis; the whole title on hover.
         title = str(conversation)
-        cut = format_html('<span class="review-cut review-title" title="{}">{}</span>', title, title)
+        cut = format_html(
+            '<span class="review-cut review-title" title="{}">{}</span>', title, title
+        )
         if conversation.deleted_at is None:
             return cut
         return format_html(

@@ -12,7 +12,7 @@ def drop_rollups(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0008_api_keys'),
+        ('chat', '0010_conversation_tree_data'),
     ]
 
     operations = [
