@@ -11,9 +11,13 @@ bounds what one reply can queue).
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from django.http import HttpRequest
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -53,3 +57,25 @@ class BufferedBytesMiddleware:
                 if abort := getattr(transport, "abortConnection", None):
                     scope["chatsite.abort"] = abort
         await self.app(scope, receive, send)
+
+
+class ResponseConnection:
+    """What the ASGI wrapper below lets a streaming view know of its connection under Daphne: how
+    much is queued for it, and a way to drop it. Elsewhere, nothing is ever queued."""
+
+    def __init__(self, request: HttpRequest) -> None:
+        scope = getattr(request, "scope", {})
+        self.buffered: Callable[[], int] = scope.get("chatsite.buffered") or (lambda: 0)
+        self._abort: Callable[[], None] | None = scope.get("chatsite.abort")
+
+    def abort(self) -> None:
+        if self._abort is not None:
+            self._abort()
+
+    async def drained(self, *, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.buffered() > 0:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.25)
+        return True

@@ -42,7 +42,7 @@ LIVE_REPLIES = Gauge(
 )
 READERS = Gauge(
     "chat_readers",
-    "Connections following a reply now, by transport (ws, sse).",
+    "Connections following a reply now, by transport (ws, sse, api).",
     ["transport"],
     multiprocess_mode="livesum",
 )

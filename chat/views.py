@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -25,6 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from chat import metrics, providers, services
+from chat.backpressure import ResponseConnection
 from chat.delivery import reply_updates
 from chat.errors import ChatInputError
 from chat.feedback import FeedbackError, message_feedback_set
@@ -239,7 +238,7 @@ async def reply_events(request: HttpRequest, message_id: int) -> HttpResponseBas
     except TooManyReaders as exc:
         return _refused(HttpResponse(error_fragment(exc.message)), exc)
     response = StreamingHttpResponse(
-        _event_stream(message.pk, after, slot=slot, connection=_Connection(request)),
+        _event_stream(message.pk, after, slot=slot, connection=ResponseConnection(request)),
         content_type="text/event-stream",
     )
     # Django closes every response it sent, even one whose stream never started: the slot is
@@ -257,33 +256,11 @@ def _offset(value: str | None) -> int:
         return 0
 
 
-class _Connection:
-    """What chat.backpressure's ASGI wrapper lets us know of the connection under Daphne: how
-    much is queued for it, and a way to drop it. Elsewhere, nothing is ever queued."""
-
-    def __init__(self, request: HttpRequest) -> None:
-        scope = getattr(request, "scope", {})
-        self.buffered: Callable[[], int] = scope.get("chatsite.buffered") or (lambda: 0)
-        self._abort: Callable[[], None] | None = scope.get("chatsite.abort")
-
-    def abort(self) -> None:
-        if self._abort is not None:
-            self._abort()
-
-    async def drained(self, *, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.buffered() > 0:
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.25)
-        return True
-
-
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 async def _event_stream(
-    message_id: int, after: int, *, slot: ReaderSlot, connection: _Connection
+    message_id: int, after: int, *, slot: ReaderSlot, connection: ResponseConnection
 ) -> AsyncIterator[str]:
     # Under ASGI, a client that goes away cancels this generator (CancelledError): only the
     # reader slot is ours to give back, because the reply is a job that does not depend on us.

@@ -404,6 +404,20 @@ def test_a_provider_failure_mid_stream_is_an_error_event_the_sdk_raises(sdk, ups
     assert reply.ended_reason == Message.EndedReason.PROVIDER_ERROR and reply.content
 
 
+def test_a_provider_failure_without_streaming_is_a_502_in_openais_shape(sdk, upstream):
+    upstream.script(status=401, error_message="Incorrect API key provided: sk-up***")
+
+    with pytest.raises(openai.InternalServerError) as failed:
+        sdk.chat.completions.create(
+            model="openai:gpt-4.1-mini", messages=[{"role": "user", "content": "Hi"}]
+        )
+
+    assert failed.value.status_code == 502 and failed.value.code == "provider_error"
+    reply = Message.objects.get(role="assistant")
+    assert reply.ended_reason == Message.EndedReason.PROVIDER_ERROR
+    assert reply.error_text in failed.value.message  # the SDK prefixes "Error code: 502 - "
+
+
 # --- In-process, over ASGI ---------------------------------------------------------------------
 
 
@@ -584,6 +598,23 @@ async def test_streaming_over_asgi_frames_chunks_and_done(async_client, ada_key)
     assert payloads[-1]["choices"] == [] and payloads[-1]["usage"]["completion_tokens"] > 0
     text = "".join(p["choices"][0]["delta"].get("content", "") for p in payloads if p["choices"])
     assert text == demo_reply("Hello")
+
+
+async def test_open_streams_take_reader_slots_like_the_pages_sse(async_client, settings, ada_key):
+    settings.CHAT_MAX_READERS_PER_PERSON = 1
+    first = await post_completion(async_client, ada_key, {**HELLO, "stream": True})
+
+    second = await post_completion(async_client, ada_key, {**HELLO, "stream": True})
+    body = b"".join([chunk async for chunk in first.streaming_content]).decode()
+    first.close()
+    third = await post_completion(async_client, ada_key, {**HELLO, "stream": True})
+
+    assert second.status_code == 429 and int(second["Retry-After"]) > 0
+    error = second.json()["error"]
+    assert "The reply was started: GET /v1/chat/completions/chatcmpl-" in error["message"]
+    assert body.endswith("data: [DONE]\n\n")
+    assert third.status_code == 200, "the slot came back when the first stream ended"
+    third.close()
 
 
 @pytest.mark.redis

@@ -19,13 +19,15 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHt
 from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
 
-from chat import providers, services
+from chat import metrics, providers, services
 from chat.api import wire
 from chat.api.completions import completion_get, completion_start, visitor_for
 from chat.api.keys import api_key_authenticate
+from chat.backpressure import ResponseConnection
 from chat.delivery import reply_text_updates
-from chat.limits import request_client_ip
+from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
 from chat.models import ApiKey, Message
+from chat.selectors import Visitor
 
 logger = logging.getLogger(__name__)
 
@@ -143,18 +145,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         ) from None
     message = started.assistant_message
     if completion.stream:
-        writer = wire.ChunkWriter(
-            id=wire.completion_id(started.conversation.pk),
-            created=int(message.created_at.timestamp()),
-            model=wire.model_id(message),
-            include_usage=completion.include_usage,
-        )
-        response = StreamingHttpResponse(
-            _chunks(message.pk, writer), content_type="text/event-stream"
-        )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"  # nginx must not buffer the stream
-        return response
+        return _streaming_response(request, started, include_usage=completion.include_usage)
     # A client that hangs up here cancels only this wait: the reply is a job and is saved.
     await services.reply_wait(message.pk, timeout=settings.CHAT_REPLY_TIMEOUT + 30)
     ended = await Message.objects.select_related("conversation").aget(pk=message.pk)
@@ -164,11 +155,63 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     return JsonResponse(wire.completion_object(ended, conversation_id=ended.conversation_id))
 
 
-async def _chunks(message_id: int, writer: wire.ChunkWriter) -> AsyncIterator[str]:
+def _streaming_response(
+    request: HttpRequest, started: services.ReplyStarted, *, include_usage: bool
+) -> HttpResponseBase:
+    message = started.assistant_message
+    writer = wire.ChunkWriter(
+        id=wire.completion_id(started.conversation.pk),
+        created=int(message.created_at.timestamp()),
+        model=wire.model_id(message),
+        include_usage=include_usage,
+    )
+    # A streaming response is a reader like the page's SSE: it takes a reader slot of the
+    # person and the IP. Refused, the reply still runs and can be fetched by its id.
+    visitor = Visitor(
+        user=started.conversation.user, visitor_id="", client_ip=request_client_ip(request)
+    )
+    try:
+        slot = reader_acquire(visitor)
+    except TooManyReaders as exc:
+        raise wire.WireError(
+            429,
+            f"{exc.message} The reply was started: GET /v1/chat/completions/{writer.id}.",
+            type="requests",
+            code="rate_limit_exceeded",
+            retry_after=exc.retry_after,
+        ) from None
+    response = StreamingHttpResponse(
+        _chunks(message.pk, writer, slot=slot, connection=ResponseConnection(request)),
+        content_type="text/event-stream",
+    )
+    # Django closes every response it sent, even one whose stream never started.
+    response._resource_closers.append(slot.release)  # type: ignore[attr-defined]
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx must not buffer the stream
+    return response
+
+
+async def _chunks(
+    message_id: int, writer: wire.ChunkWriter, *, slot: ReaderSlot, connection: ResponseConnection
+) -> AsyncIterator[str]:
     # Under ASGI a client that goes away cancels this generator: the reply is a job that does
-    # not depend on us, so it carries on and is saved.
+    # not depend on us, so it carries on and is saved. Only the reader slot is ours to give back.
+    try:
+        async for event in _chunk_events(message_id, writer):
+            if connection.buffered() > settings.CHAT_MAX_CONNECTION_BUFFER_BYTES:
+                # The client is not reading: drop it rather than queue the reply for it. The
+                # reply goes on; the client can fetch it by its id.
+                connection.abort()
+                return
+            yield event
+    finally:
+        slot.release()
+
+
+async def _chunk_events(message_id: int, writer: wire.ChunkWriter) -> AsyncIterator[str]:
     yield writer.role()
-    async for update in reply_text_updates(message_id, idle_seconds=settings.CHAT_SSE_PING_SECONDS):
+    updates = reply_text_updates(message_id, idle_seconds=settings.CHAT_SSE_PING_SECONDS)
+    async for update in metrics.reading("api", updates):
         if update is None:
             yield ": ping\n\n"
             continue
