@@ -79,7 +79,12 @@ def streaming_demo(request: HttpRequest, conversation_id: uuid.UUID | None = Non
     if denied := _login_required(request):
         return denied
     visitor = _visitor(request)
-    conversation = conversation_get(visitor, conversation_id) if conversation_id else None
+    try:
+        conversation = conversation_get(visitor, conversation_id) if conversation_id else None
+    except Http404:
+        # Someone else's chat and no chat at all get the same page (ids cannot be probed), one
+        # that says why a link can stop working here and how to get back to it.
+        return render(request, "chat/not_yours.html", status=404)
     return render(
         request, "chat/streaming_demo.html", _page_context(request, visitor, conversation)
     )

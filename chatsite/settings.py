@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import environ
 
@@ -55,6 +57,11 @@ INSTALLED_APPS = [
     "csp",
     "django_htmx",
     "chat",
+    # Single sign-on through OpenID Connect (used only when CHAT_OIDC_* is set; chat/accounts.py).
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
 ]
 
 MIDDLEWARE = [
@@ -73,6 +80,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -88,6 +96,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "chat.accounts.account_options",
             ],
         },
     },
@@ -163,6 +172,56 @@ else:
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:home"
 LOGOUT_REDIRECT_URL = "chat:home"
+
+# --- Accounts (chat/accounts.py; README "Accounts") --------------------------------------------
+# Self sign-up at /accounts/signup/: anyone may create a normal account (off: the page is a 404).
+CHAT_SIGNUP = env.bool("CHAT_SIGNUP", default=False)
+CHAT_SIGNUP_RATE_LIMIT = env.str("CHAT_SIGNUP_RATE_LIMIT", default="5/h")  # per client IP
+# Outgoing email, e.g. smtp+tls://user:password@smtp.example.com:587 (django-environ's email_url).
+# Without it nothing is ever mailed: "Forgot password?" is hidden and the reset pages are a 404.
+EMAIL_URL = env.str("EMAIL_URL", default="")
+CHAT_EMAIL_ENABLED = bool(EMAIL_URL)
+if CHAT_EMAIL_ENABLED:
+    vars().update(env.email_url("EMAIL_URL"))
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.dummy.EmailBackend"
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="chatsite <noreply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# Single sign-on through an OpenID Connect provider (Keycloak, Authentik, Google, Entra ID, …):
+# on when a client id and the issuer URL are set. Its callback URL is
+# <site>/accounts/sso/oidc/sso/login/callback/.
+CHAT_OIDC_PROVIDER_NAME = env.str("CHAT_OIDC_PROVIDER_NAME", default="Single sign-on")
+CHAT_OIDC_CLIENT_ID = env.str("CHAT_OIDC_CLIENT_ID", default="")
+CHAT_OIDC_CLIENT_SECRET = env.str("CHAT_OIDC_CLIENT_SECRET", default="")
+CHAT_OIDC_SERVER_URL = env.str("CHAT_OIDC_SERVER_URL", default="")  # the issuer
+CHAT_OIDC_ENABLED = bool(CHAT_OIDC_CLIENT_ID and CHAT_OIDC_SERVER_URL)
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+ACCOUNT_ADAPTER = "chat.accounts.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "chat.accounts.SocialAccountAdapter"
+ACCOUNT_EMAIL_VERIFICATION = "none"
+SOCIALACCOUNT_EMAIL_VERIFICATION = "none"
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_STORE_TOKENS = False
+SOCIALACCOUNT_PROVIDERS: dict[str, Any] = {"openid_connect": {"APPS": []}}
+if CHAT_OIDC_ENABLED:
+    SOCIALACCOUNT_PROVIDERS["openid_connect"]["APPS"].append(
+        {
+            "provider_id": "sso",
+            "name": CHAT_OIDC_PROVIDER_NAME,
+            "client_id": CHAT_OIDC_CLIENT_ID,
+            "secret": CHAT_OIDC_CLIENT_SECRET,
+            "settings": {"server_url": CHAT_OIDC_SERVER_URL},
+        }
+    )
+    # The sign-in form posts to the site, which redirects to the provider: CSP's form-action
+    # governs that redirect too.
+    csp_directives["form-action"].append(
+        "{0.scheme}://{0.netloc}".format(urlsplit(CHAT_OIDC_SERVER_URL))
+    )
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from .conftest import PageErrors
 from .helpers import CORPUS, describe, run_axe
 
 pytestmark = pytest.mark.e2e
@@ -23,15 +24,27 @@ def assert_no_violations(page: Any) -> None:
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_the_empty_chat_and_the_sign_in_page_have_no_axe_violations(
-    new_page: Any, scheme: str
+def test_the_empty_chat_sign_in_and_error_pages_have_no_axe_violations(
+    new_page: Any, page_errors: PageErrors, scheme: str
 ) -> None:
+    page_errors.allow(r"status of 404")  # the error pages, on purpose
     page = new_page(color_scheme=scheme)
     page.goto("/streaming-demo")
     page.get_by_text("Connected · WebSocket").wait_for()
     assert_no_violations(page)
 
     page.goto("/accounts/login/")
+    assert_no_violations(page)
+    page.fill("#id_username", "nobody")
+    page.fill("#id_password", "wrong")
+    page.click("button[type=submit]")
+    page.locator(".errorlist").wait_for()
+    assert_no_violations(page)  # with the error shown
+
+    page.goto("/no/such/page")
+    assert_no_violations(page)
+    page.goto("/streaming-demo/c/00000000-0000-4000-8000-000000000000")  # nobody's chat
+    page.get_by_text("This chat is not available here").wait_for()
     assert_no_violations(page)
 
 
