@@ -175,6 +175,9 @@ async def test_htmx_post_returns_the_new_bubbles(async_client):
     assert 'data-role="assistant" data-status="streaming"' in html
     assert f'value="{conversation.pk}" hx-swap-oob="true"' in html
     assert 'hx-swap-oob="afterend:#group-today"' in html
+    # The new conversation's ⋯ menu (rename, export, delete) arrives with it.
+    assert 'id="conversation-actions" class="conversation-actions-slot" hx-swap-oob="true"' in html
+    assert f"/streaming-demo/c/{conversation.pk}/rename" in html
     await _wait_idle()
 
 

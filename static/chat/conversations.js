@@ -18,6 +18,19 @@
     }
   });
 
+  // Fragments sent over the WebSocket are rendered without a request, so their forms carry no
+  // CSRF token; a plain (non-htmx) post from one takes the page's token.
+  document.addEventListener("submit", (event) => {
+    const field = event.target.querySelector?.("input[name=csrfmiddlewaretoken]");
+    if (!field || field.value) return;
+    try {
+      const headers = JSON.parse(document.body.getAttribute("hx-headers:inherited") || "{}");
+      field.value = headers["X-CSRFToken"] || "";
+    } catch {
+      // No token to give: the server answers 403 and nothing is lost.
+    }
+  }, true);
+
   // Opening "Edit" puts the cursor at the end of the message.
   document.addEventListener("toggle", (event) => {
     const details = event.target;

@@ -1,0 +1,203 @@
+"""Managing conversations and their branches in headless Chromium, against the real server with
+the OpenAI provider pointed at the fake upstream — so each test can assert exactly what history
+the model was sent."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ASSISTANT = "#messages > article[data-role='assistant']"
+USER = "#messages > article[data-role='user']"
+
+
+def open_chat(page: Any) -> None:
+    page.goto("/streaming-demo")
+    page.get_by_text("Connected · WebSocket").wait_for()
+
+
+def wait_idle(page: Any, replies: int | None = None) -> None:
+    """Until no reply streams (and, if given, `replies` replies are shown)."""
+    page.wait_for_function(
+        """(count) => {
+          const all = document.querySelectorAll("#messages > article[data-role='assistant']");
+          if (count !== null && all.length !== count) return false;
+          return all.length > 0 && ![...all].some((a) => a.dataset.status === "streaming");
+        }""",
+        arg=replies,
+        timeout=15_000,
+    )
+
+
+def wait_reply(page: Any, text: str) -> None:
+    """Until a finished reply on the page reads `text`."""
+    page.locator(f"{ASSISTANT} .msg-text.markdown", has_text=text).wait_for()
+
+
+def send(page: Any, upstream: Any, text: str, reply: str) -> None:
+    upstream.script(text=reply)
+    before = page.locator(ASSISTANT).count()
+    field = page.locator("#message-input")
+    field.fill(text)
+    field.press("Enter")
+    wait_idle(page, before + 1)
+
+
+def shown(page: Any) -> list[str]:
+    return [
+        text.strip() for text in page.locator("#messages > article .msg-text").all_inner_texts()
+    ]
+
+
+def contents(upstream: Any) -> list[str]:
+    return [message["content"] for message in upstream.requests[-1].body["messages"]]
+
+
+@pytest.fixture
+def chat(new_page: Any, provider_server: tuple[str, Any]) -> tuple[Any, Any]:
+    url, upstream = provider_server
+    page = new_page(base_url=url)
+    open_chat(page)
+    return page, upstream
+
+
+def test_edit_and_branch_switch_send_only_the_visible_branch(chat: tuple[Any, Any]) -> None:
+    page, upstream = chat
+    send(page, upstream, "Capital of France?", "Paris.")
+    send(page, upstream, "And Germany?", "Berlin.")
+
+    upstream.script(text="Rome.")
+    second = page.locator(USER).nth(1)
+    second.locator(".edit-message > summary").click()
+    second.locator("textarea").fill("And Italy?")
+    second.get_by_role("button", name="Save & send").click()
+    wait_reply(page, "Rome.")
+    wait_idle(page, 2)
+
+    assert contents(upstream) == ["Capital of France?", "Paris.", "And Italy?"]
+    assert shown(page) == ["Capital of France?", "Paris.", "And Italy?", "Rome."]
+    edited = page.locator(USER).nth(1)
+    assert edited.locator(".version-count").inner_text() == "2/2"
+
+    # ‹ : back to the original question and the reply that followed it.
+    edited.get_by_role("button", name="Previous version").click()
+    wait_reply(page, "Berlin.")
+    assert shown(page) == ["Capital of France?", "Paris.", "And Germany?", "Berlin."]
+    assert page.locator(USER).nth(1).locator(".version-count").inner_text() == "1/2"
+
+    # The next message continues the branch on the screen, and only that branch is sent.
+    send(page, upstream, "And Austria?", "Vienna.")
+    assert contents(upstream) == [
+        "Capital of France?",
+        "Paris.",
+        "And Germany?",
+        "Berlin.",
+        "And Austria?",
+    ]
+    # A reload shows the same branch.
+    page.reload()
+    assert shown(page)[-2:] == ["And Austria?", "Vienna."]
+
+
+def test_regenerate_keeps_every_version_and_switches_between_them(
+    chat: tuple[Any, Any],
+) -> None:
+    page, upstream = chat
+    send(page, upstream, "Tell me a joke", "First take.")
+
+    upstream.script(text="Second take.")
+    page.locator(ASSISTANT).last.get_by_role("button", name="Regenerate this reply").click()
+    wait_reply(page, "Second take.")
+    wait_idle(page, 1)
+    assert contents(upstream) == ["Tell me a joke"]
+
+    reply = page.locator(ASSISTANT).last
+    assert reply.locator(".version-count").inner_text() == "2/2"
+    reply.get_by_role("button", name="Previous version").click()
+    wait_reply(page, "First take.")
+    assert page.locator(ASSISTANT).last.locator(".version-count").inner_text() == "1/2"
+    assert page.locator(ASSISTANT).last.get_by_role("button", name="Previous version").is_disabled()
+
+    page.locator(ASSISTANT).last.get_by_role("button", name="Next version").click()
+    wait_reply(page, "Second take.")
+    assert page.locator(ASSISTANT).count() == 1
+
+
+def test_a_failed_turn_can_be_deleted_and_is_never_sent_again(chat: tuple[Any, Any]) -> None:
+    page, upstream = chat
+    send(page, upstream, "Hello", "Hi!")
+    upstream.script(status=401)
+    field = page.locator("#message-input")
+    field.fill("This one is refused")
+    field.press("Enter")
+    wait_idle(page, 2)
+    failed = page.locator(ASSISTANT).last
+    assert failed.get_attribute("data-status") == "error"
+    assert failed.locator(".meta-not-billed").inner_text() == "Not billed"
+
+    failed.get_by_role("button", name="Delete this failed turn").click()
+    page.wait_for_function("() => document.querySelectorAll('#messages > article').length === 2")
+    assert shown(page) == ["Hello", "Hi!"]
+
+    send(page, upstream, "Next question", "Next answer.")
+    assert contents(upstream) == ["Hello", "Hi!", "Next question"]
+
+
+def test_rename_search_export_and_delete(chat: tuple[Any, Any]) -> None:
+    page, upstream = chat
+    send(page, upstream, "Plan a week in Lisbon", "Start in Alfama with a <b>pastel</b>.")
+    conversation_url = page.url
+    assert re.search(r"/streaming-demo/c/[0-9a-f-]{36}", conversation_url)
+
+    # Rename, inline: the title and the sidebar change without a reload.
+    page.locator(".conversation-actions > summary").click()
+    page.locator("#rename-input").fill("Lisbon trip")
+    page.get_by_role("button", name="Rename").click()
+    page.locator("#conversation-title", has_text="Lisbon trip").wait_for()
+    assert page.locator(".conversation-item.active").inner_text() == "Lisbon trip"
+    assert not page.locator(".actions-menu").is_visible()
+    page.reload()
+    assert page.locator("#conversation-title").inner_text() == "Lisbon trip"
+
+    # Search finds it by message text, escaped, and leads to it.
+    page.locator("#search-input").fill("pastel")
+    hit = page.locator(".search-hit").first
+    hit.wait_for()
+    assert hit.locator("mark").inner_text() == "pastel"
+    assert "<b>pastel</b>" in hit.locator(".search-hit-snippet").inner_text()
+    page.locator("#search-input").fill("no such words anywhere")
+    page.get_by_text("Nothing found").wait_for()
+    page.locator("#search-input").fill("pastel")
+    page.locator(".search-hit").first.click()
+    page.wait_for_url(conversation_url)
+
+    # Export: a Markdown and a JSON download, named after the conversation.
+    page.locator(".conversation-actions > summary").click()
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Markdown").click()
+    download = info.value
+    assert re.fullmatch(r"lisbon-trip-\d{4}-\d{2}-\d{2}\.md", download.suggested_filename)
+    with open(download.path(), encoding="utf-8") as markdown:
+        text = markdown.read()
+    assert text.startswith("# Lisbon trip") and "## You\n\nPlan a week in Lisbon" in text
+    with page.expect_download() as info:
+        page.get_by_role("link", name="JSON").click()
+    with open(info.value.path(), encoding="utf-8") as exported:
+        document = json.load(exported)
+    assert [m["role"] for m in document["messages"]] == ["user", "assistant"]
+    assert document["messages"][1]["model"] == "gpt-4.1-mini"
+    assert document["messages"][1]["usage"]["source"] == "provider"
+
+    # Delete, after a confirmation step: gone from the sidebar, its link is a 404.
+    page.locator(".delete-conversation > summary").click()
+    page.get_by_role("button", name="Delete conversation").click()
+    page.wait_for_url(re.compile(r"/streaming-demo$"))
+    assert page.locator(".conversation-item", has_text="Lisbon trip").count() == 0
+    assert page.request.get(conversation_url).status == 404
+    page.locator("#search-input").fill("pastel")
+    page.get_by_text("Nothing found").wait_for()
