@@ -17,6 +17,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -132,8 +133,15 @@ def seed(replies: int, *, reuse: bool) -> str:
     return f"{elapsed:.0f} s (including daily roll-ups)"
 
 
-def pages(conversation: Conversation) -> list[tuple[str, str]]:
+def pages(conversation: Conversation, heavy_user: int) -> list[tuple[str, str]]:
+    from django.utils import timezone
+
     base = "/admin/chat/conversation/"
+    report = "/admin/chat/usagereport/"
+    today = timezone.localdate()
+    yesterday = f"{today - timedelta(days=1):%Y-%m-%d}"
+    day_and_model = f"active_from={yesterday}&active_to={yesterday}&model__exact=gpt-4o"
+    long_start, long_end = f"{today - timedelta(days=90):%Y-%m-%d}", f"{today:%Y-%m-%d}"
     return [
         ("Conversation list", base),
         ("… ended reason = stopped", f"{base}?ended_reason=stopped"),
@@ -143,6 +151,14 @@ def pages(conversation: Conversation) -> list[tuple[str, str]]:
         ("Analytics, 7 days", "/admin/chat/usagereport/?days=7"),
         ("Analytics, 30 days", "/admin/chat/usagereport/?days=30"),
         ("Analytics, 90 days", "/admin/chat/usagereport/?days=90"),
+        ("… feedback = bad", f"{base}?feedback=down"),
+        ("… source = api", f"{base}?source=api"),
+        ("… one day, one model", f"{base}?{day_and_model}"),
+        ("Analytics, 90 days, model = gpt-4o", f"{report}?days=90&model=gpt-4o"),
+        ("Analytics, 90 days, source = api", f"{report}?days=90&source=api"),
+        ("Analytics, 90 days, anonymous", f"{report}?days=90&owner=anonymous"),
+        ("Analytics, 30 days, one user", f"{report}?days=30&owner=user:{heavy_user}"),
+        ("Analytics, a 91-day range", f"{report}?start={long_start}&end={long_end}"),
     ]
 
 
@@ -161,6 +177,7 @@ def main() -> None:
     django.setup()
     from django.contrib.auth import get_user_model
     from django.db import connection
+    from django.db.models import Count
     from django.test import Client
 
     from chat.models import Conversation, Message
@@ -196,7 +213,18 @@ def main() -> None:
     )
     print(f"Python {platform.python_version()}, {os.cpu_count()} cores, {args.runs} warm runs\n")
 
-    results = [measure(client, label, url, args.runs) for label, url in pages(conversation)]
+    # The user with the most conversations: the heaviest "one user" page.
+    heavy_user = (
+        Conversation.objects.filter(user__isnull=False)
+        .values("user")
+        .annotate(n=Count("id"))
+        .order_by("-n")
+        .values_list("user", flat=True)
+        .first()
+    ) or 0
+    results = [
+        measure(client, label, url, args.runs) for label, url in pages(conversation, heavy_user)
+    ]
     print(
         "| Page | URL | Status | Cold | Warm median | Warm max | Queries | SQL time "
         "| Slowest query |"
