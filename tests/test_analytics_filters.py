@@ -271,3 +271,55 @@ def test_models_without_a_price_link_to_a_prefilled_override(admin_client, rated
     html = form.content.decode()
     assert 'name="provider" value="anthropic"' in html
     assert 'name="model" value="claude-x"' in html
+
+
+@time_machine.travel(NOW, tick=True)
+def test_the_price_form_suggests_the_providers_and_models_replies_used(admin_client, rated):
+    week()  # rolls up the days
+
+    html = admin_client.get("/admin/chat/priceoverride/add/").content.decode()
+
+    assert 'name="provider"' in html and 'list="seen-providers"' in html
+    assert '<datalist id="seen-providers">' in html and '<option value="anthropic">' in html
+    assert '<option value="claude-x" label="anthropic">' in html
+    assert '<option value="gpt-4o-mini" label="openai">' in html
+    # Free text is still a price: a model no reply used yet.
+    response = admin_client.post(
+        "/admin/chat/priceoverride/add/",
+        {
+            "provider": "ollama-box",
+            "model": "llama-next",
+            "input_per_mtok": "0",
+            "output_per_mtok": "0",
+            "valid_from": "2026-03-15",
+        },
+    )
+    assert response.status_code == 302
+    from chat.models import PriceOverride
+
+    assert PriceOverride.objects.filter(provider="ollama-box", model="llama-next").exists()
+
+
+@time_machine.travel(NOW, tick=True)
+def test_the_price_list_names_the_models_without_a_price(admin_client, rated):
+    from chat.models import PriceOverride
+
+    Message.objects.create(
+        conversation=rated["ada_chat"], role="assistant", status="error", ended_reason="timeout",
+        provider="ollama", model="qwen-local", cost_microusd=None, day=TODAY,
+    )  # fmt: skip
+    html = admin_client.get("/admin/chat/priceoverride/").content.decode()
+
+    section = html[html.index('id="unpriced-heading"') : html.index("</section>")]
+    # claude-x: one rolled-up reply on 14 March; qwen-local: one of today, read live.
+    assert 'anthropic:claude-x</td><td class="num">1<' in section
+    assert 'ollama:qwen-local</td><td class="num">1<' in section
+    assert "/admin/chat/priceoverride/add/?provider=ollama&amp;model=qwen-local" in section
+
+    PriceOverride.objects.create(
+        provider="anthropic", model="claude-x", input_per_mtok=1, output_per_mtok=2,
+        valid_from=TODAY,
+    )  # fmt: skip
+    html = admin_client.get("/admin/chat/priceoverride/").content.decode()
+    section = html[html.index('id="unpriced-heading"') : html.index("</section>")]
+    assert "priced from 2026-03-15" in section  # the replies before keep no price
