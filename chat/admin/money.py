@@ -142,6 +142,9 @@ class PriceOverrideAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ["model", "note"]
     ordering = ["provider", "model", "-valid_from"]
 
+    class Media:
+        css = {"all": ["chat/admin.css"]}
+
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
