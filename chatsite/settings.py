@@ -44,6 +44,19 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # always sets (or strips) that header, or any client could claim to be on https.
 if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HTTPS in production (README "Security"): redirect plain HTTP, and tell browsers to use HTTPS
+# only. The probes stay reachable over plain HTTP for a load balancer's health checks.
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+# Django's defaults, stated: no MIME sniffing, no full URL in the Referer sent elsewhere, no
+# framing (the CSP's frame-ancestors says it too), a window of our own.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = env.str("DJANGO_REFERRER_POLICY", default="same-origin")
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "daphne",
@@ -306,6 +319,10 @@ CHAT_SSE_PING_SECONDS = env.float("CHAT_SSE_PING_SECONDS", default=15.0)
 CHAT_STREAM_RETENTION_SECONDS = env.int("CHAT_STREAM_RETENTION_SECONDS", default=3600)
 CHAT_REQUIRE_LOGIN = env.bool("CHAT_REQUIRE_LOGIN", default=False)
 CHAT_RATE_LIMIT = env.str("CHAT_RATE_LIMIT", default="20/m")
+# Failed sign-ins (the site's and the admin's) per username and per client IP, in
+# django-ratelimit's rate syntax; past either, every attempt is refused (429) until the window ends.
+CHAT_LOGIN_RATE_LIMIT = env.str("CHAT_LOGIN_RATE_LIMIT", default="10/15m")
+CHAT_LOGIN_IP_RATE_LIMIT = env.str("CHAT_LOGIN_IP_RATE_LIMIT", default="50/15m")
 
 # --- Limits (chat/limits.py; README "Security") ------------------------------------------------
 # Sends per person (user or anonymous visitor) and per client IP, shared through the cache.

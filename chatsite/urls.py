@@ -7,11 +7,17 @@ from django.templatetags.static import static
 from django.urls import URLPattern, URLResolver, include, path
 
 from chat import accounts
+from chat.auth_views import admin_login, throttled
 from chatsite import probes
 
 _auth = auth_views
 account_urls: list[URLPattern | URLResolver] = [
-    path("login/", _auth.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    # Both sign-in forms count failed attempts (chat/auth_views.py).
+    path(
+        "login/",
+        throttled(_auth.LoginView.as_view(redirect_authenticated_user=True)),
+        name="login",
+    ),
     path("logout/", _auth.LogoutView.as_view(), name="logout"),
     path("password_change/", _auth.PasswordChangeView.as_view(), name="password_change"),
     path(
@@ -30,7 +36,7 @@ account_urls: list[URLPattern | URLResolver] = [
     path("sso/", include("allauth.socialaccount.providers.openid_connect.urls")),
     path("sso/", include("allauth.socialaccount.urls")),
     path("sso/inactive/", accounts.account_inactive, name="account_inactive"),
-    path("login/", _auth.LoginView.as_view(), name="account_login"),
+    path("login/", throttled(_auth.LoginView.as_view()), name="account_login"),
     path("logout/", _auth.LogoutView.as_view(), name="account_logout"),
     path("signup/", accounts.signup, name="account_signup"),
 ]
@@ -48,6 +54,8 @@ urlpatterns = [
     path("healthz", probes.healthz, name="healthz"),
     path("readyz", probes.readyz, name="readyz"),
     path("metrics", probes.metrics_view, name="metrics"),
+    # Before the admin's own route to its sign-in view, which this one throttles.
+    path("admin/login/", admin_login),
     path("admin/", admin.site.urls),
     path("accounts/", include(account_urls)),
     # The OpenAI-compatible API (chat/api/); its clients set base_url to .../v1.

@@ -157,3 +157,67 @@ def test_report_only_and_a_report_uri_are_settings():
         _settings_in_subprocess(CHAT_CSP_REPORT_ONLY="true", CHAT_CSP_REPORT_URI="/csp-reports")
         == "False True ['/csp-reports']"
     )
+
+
+def test_pages_say_nosniff_no_framing_and_a_referrer_policy(client):
+    response = client.get("/streaming-demo")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+    assert "Strict-Transport-Security" not in response.headers  # off unless configured
+
+
+def test_production_https_settings_redirect_and_send_hsts(settings):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 31_536_000
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    settings.SECURE_HSTS_PRELOAD = True
+    client = Client()
+    plain = client.get("/streaming-demo")
+    assert plain.status_code == 301 and plain["Location"] == "https://testserver/streaming-demo"
+    assert client.get("/healthz").status_code == 200  # the load balancer's probe is not moved
+    secure = client.get("/streaming-demo", secure=True)
+    assert secure.status_code == 200
+    assert secure.headers["Strict-Transport-Security"] == (
+        "max-age=31536000; includeSubDomains; preload"
+    )
+
+
+def test_behind_a_proxy_its_https_header_counts_once_trusted(settings):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert Client().get("/streaming-demo", HTTP_X_FORWARDED_PROTO="https").status_code == 200
+
+
+def test_the_production_settings_come_from_the_environment():
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'chatsite.settings'; "
+        "django.setup(); from django.conf import settings as s; "
+        "print(s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, "
+        "s.SECURE_HSTS_PRELOAD, s.SECURE_PROXY_SSL_HEADER, s.SESSION_COOKIE_SECURE, "
+        "s.CSRF_COOKIE_SECURE, s.SECURE_REFERRER_POLICY)"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SECURE_SSL_REDIRECT": "true",
+        "DJANGO_SECURE_HSTS_SECONDS": "63072000",
+        "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
+        "DJANGO_SECURE_HSTS_PRELOAD": "true",
+        "DJANGO_SECURE_PROXY_SSL_HEADER": "true",
+        "DJANGO_SECURE_COOKIES": "true",
+        "DJANGO_REFERRER_POLICY": "strict-origin-when-cross-origin",
+    }
+    output = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    assert output == (
+        "True 63072000 True True ('HTTP_X_FORWARDED_PROTO', 'https') True True "
+        "strict-origin-when-cross-origin"
+    )
