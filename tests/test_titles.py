@@ -6,7 +6,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat import services
-from chat.analytics import usage_summary
+from chat.analytics import Period, usage_summary
 from chat.models import Conversation, Message
 from chat.selectors import conversation_messages
 from chat.titles import TITLE_SYSTEM_PROMPT, clean_title
@@ -53,7 +53,7 @@ async def test_a_cheap_model_names_the_conversation_after_its_first_reply(
     shown = await sync_to_async(conversation_messages)(conversation)
     assert [m.pk for m in shown] == [started.user_message.pk, reply.pk]
     # The analytics count it as a reply of the title model, with its cost.
-    summary = await sync_to_async(usage_summary)(days=1)
+    summary = await sync_to_async(usage_summary)(period=Period.last(1))
     assert summary.replies == 2
     assert summary.cost_microusd == conversation.cost_microusd
     assert summary.input_tokens == conversation.input_tokens
