@@ -32,11 +32,11 @@ from chatsite.asgi import application
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(1200)]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-# In CI's SQLite run: 900 examples of ~9 frames each (~8,000 frames) and 3,000 posts. The
+# In CI's SQLite run: 1,000 examples of ~9 frames each (~8,500 frames) and 2,000 posts. The
 # PostgreSQL run (DATABASE_URL set) repeats a quarter of that, for NUL and friends there.
 _SHARE = 4 if os.environ.get("DATABASE_URL") else 1
-WS_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", (900 if IN_CI else 60) // _SHARE))
-POST_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", (3000 if IN_CI else 150) // _SHARE))
+WS_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", (1000 if IN_CI else 60) // _SHARE))
+POST_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", (2000 if IN_CI else 150) // _SHARE))
 FRAMES_PER_EXAMPLE = 16
 WAIT = 30  # seconds for an answer: generous, the machine may be busy
 MAX_CHARS = 300  # the limit under test, small so that too-long messages are generated often
