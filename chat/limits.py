@@ -27,6 +27,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 
+from chat import metrics
 from chat.errors import RateLimited, ServiceUnavailable
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ def _count(group: str, key: str, rate: str) -> int | None:
         # The cache (Redis) is down: refuse clearly rather than fail with a 500 or let
         # everything through unlimited.
         logger.warning("The rate limit cache failed: %s", exc)
+        metrics.redis_error("rate_limit")
         raise ServiceUnavailable() from exc
     if not usage or not usage["should_limit"]:
         return None

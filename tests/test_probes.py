@@ -142,6 +142,26 @@ async def test_redis_failures_are_counted_and_still_raised(settings):
     assert sample("chat_redis_errors_total", operation="read") == before + 1
 
 
+def test_a_failing_rate_limit_cache_counts_as_a_redis_error(client, settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+    settings.CHAT_RATE_LIMIT = "20/m"
+    before = sample("chat_redis_errors_total", operation="rate_limit")
+    client.get("/streaming-demo")
+    response = client.post(
+        "/streaming-demo/messages",
+        {"message": "hello", "model": "demo:demo", "conversation": ""},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 503
+    assert sample("chat_redis_errors_total", operation="rate_limit") == before + 1
+
+
 # --- Static files --------------------------------------------------------------------------------
 
 
