@@ -309,9 +309,15 @@ def main(argv: list[str]) -> int:
         required_settings(env)
         count = worker_count(env)
         nginx_binary()
-        deployment.prepare()
-        deployment.start_workers(count)
-        deployment.start_proxy()
+        # A stop asked for while starting is honoured between steps (and then drains as usual).
+        for step in (
+            deployment.prepare,
+            lambda: deployment.start_workers(count),
+            deployment.start_proxy,
+        ):
+            if deployment.stopping:
+                break
+            step()
         deployment.wait()
     except (StartupError, ChildExited) as exc:
         say(str(exc))
