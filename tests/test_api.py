@@ -497,6 +497,18 @@ async def test_bad_requests_are_400_naming_the_parameter(async_client, ada_key, 
     assert not await Conversation.objects.aexists()
 
 
+async def test_a_body_over_the_upload_limit_is_413_in_openais_shape(
+    async_client, settings, ada_key
+):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = {**HELLO, "messages": [{"role": "user", "content": "x" * 2000}]}
+
+    response = await post_completion(async_client, ada_key, body)
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
 async def test_an_ambiguous_bare_model_name_is_400_listing_the_choices(
     async_client, settings, ada_key
 ):

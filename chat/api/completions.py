@@ -17,12 +17,12 @@ def visitor_for(api_key: ApiKey, *, client_ip: str = "") -> Visitor:
 
 
 async def completion_start(
-    *, api_key: ApiKey, request: CompletionRequest, client_ip: str
+    *, api_key: ApiKey, visitor: Visitor, request: CompletionRequest
 ) -> services.ReplyStarted:
     """Start the reply a request asks for, through the same service as a page send: counted
     against the key's, the user's and the IP's rates, the streaming caps and the spending caps."""
     return await services.areply_start(
-        visitor=visitor_for(api_key, client_ip=client_ip),
+        visitor=visitor,
         api_key_id=api_key.pk,
         conversation_id=None,
         text=request.text,

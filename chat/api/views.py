@@ -14,6 +14,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -56,6 +57,15 @@ def api_view(*methods: str) -> Callable[[View], View]:
                         405, f"Method {request.method} is not allowed here.", code="method"
                     )
                 return await view(request, *args, **kwargs)
+            except RequestDataTooBig:
+                return _error_response(
+                    wire.WireError(
+                        413,
+                        "The request body is too large "
+                        f"(the limit is {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes).",
+                        code="request_too_large",
+                    )
+                )
             except wire.WireError as error:
                 return _error_response(error)
 
@@ -104,10 +114,9 @@ async def model_detail(request: HttpRequest, model_id: str) -> HttpResponseBase:
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     api_key = await _api_key(request)
     completion = wire.parse_completion_request(request.body)
+    visitor = visitor_for(api_key, client_ip=request_client_ip(request))
     try:
-        started = await completion_start(
-            api_key=api_key, request=completion, client_ip=request_client_ip(request)
-        )
+        started = await completion_start(api_key=api_key, visitor=visitor, request=completion)
     except services.SpendingCapReached as refused:
         raise wire.WireError(
             429,
@@ -145,7 +154,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         ) from None
     message = started.assistant_message
     if completion.stream:
-        return _streaming_response(request, started, include_usage=completion.include_usage)
+        return _streaming_response(
+            request, visitor, started, include_usage=completion.include_usage
+        )
     # A client that hangs up here cancels only this wait: the reply is a job and is saved.
     await services.reply_wait(message.pk, timeout=settings.CHAT_REPLY_TIMEOUT + 30)
     ended = await Message.objects.select_related("conversation").aget(pk=message.pk)
@@ -156,7 +167,11 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
 
 
 def _streaming_response(
-    request: HttpRequest, started: services.ReplyStarted, *, include_usage: bool
+    request: HttpRequest,
+    visitor: Visitor,
+    started: services.ReplyStarted,
+    *,
+    include_usage: bool,
 ) -> HttpResponseBase:
     message = started.assistant_message
     writer = wire.ChunkWriter(
@@ -167,9 +182,6 @@ def _streaming_response(
     )
     # A streaming response is a reader like the page's SSE: it takes a reader slot of the
     # person and the IP. Refused, the reply still runs and can be fetched by its id.
-    visitor = Visitor(
-        user=started.conversation.user, visitor_id="", client_ip=request_client_ip(request)
-    )
     try:
         slot = reader_acquire(visitor)
     except TooManyReaders as exc:
