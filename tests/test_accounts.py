@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import urllib.parse
 import uuid
 
 import pytest
@@ -17,6 +18,7 @@ from django.test import Client
 
 from chat import services
 from chat.models import Conversation
+from tests.fake_oidc import running_fake_issuer
 from tests.servers import REPO, app_env
 from tests.test_views import page_visitor
 
@@ -280,3 +282,76 @@ def test_the_sign_in_page_shows_the_single_sign_on_button_when_configured(client
     assert "Sign in with Keycloak" in html
     settings.CHAT_OIDC_ENABLED = False
     assert "Sign in with" not in client.get("/accounts/login/").content.decode()
+
+
+def test_single_sign_on_through_a_fake_oidc_issuer_signs_in_a_new_user_with_the_browsers_chats(
+    client, settings
+):
+    started = services.reply_start(
+        visitor=page_visitor(client), conversation_id=None, text="hi", model_choice="demo:demo"
+    )
+    with running_fake_issuer() as issuer:
+        settings.CHAT_OIDC_ENABLED = True
+        settings.SOCIALACCOUNT_PROVIDERS = {
+            "openid_connect": {
+                "APPS": [
+                    {
+                        "provider_id": "sso",
+                        "name": "Fake IdP",
+                        "client_id": "chatsite-client",
+                        "secret": "chatsite-secret",
+                        "settings": {"server_url": issuer.base_url},
+                    }
+                ]
+            }
+        }
+        # The sign-in button posts; the site sends the browser to the issuer.
+        response = client.post("/accounts/sso/oidc/sso/login/", {"next": "/streaming-demo"})
+        assert response.status_code == 302
+        authorize = urllib.parse.urlsplit(response["Location"])
+        assert f"{authorize.scheme}://{authorize.netloc}" == issuer.base_url
+        assert authorize.path == "/authorize"
+        query = dict(urllib.parse.parse_qsl(authorize.query))
+        assert query["client_id"] == "chatsite-client"
+        assert query["response_type"] == "code"
+        assert "openid" in query["scope"].split()
+
+        # The issuer sends the browser back with a code; the site exchanges it and asks who it is.
+        callback = urllib.parse.urlsplit(query["redirect_uri"])
+        assert callback.path == "/accounts/sso/oidc/sso/login/callback/"
+        response = client.get(callback.path, {"code": issuer.code, "state": query["state"]})
+
+    assert response.status_code == 302, response.content.decode()[:500]
+    assert response["Location"] == "/streaming-demo"
+    assert issuer.token_requests[0]["code"] == issuer.code
+    assert issuer.userinfo_requests == [f"Bearer {issuer.access_token}"]
+    user = User.objects.get(email="sso.user@example.com")
+    assert not user.is_staff and not user.is_superuser
+    assert client.get("/streaming-demo").context["user"] == user
+    assert Conversation.objects.get(pk=started.conversation.pk).user == user
+
+
+def test_single_sign_on_with_a_forged_state_is_refused_on_a_styled_page(client, settings):
+    with running_fake_issuer() as issuer:
+        settings.CHAT_OIDC_ENABLED = True
+        settings.SOCIALACCOUNT_PROVIDERS = {
+            "openid_connect": {
+                "APPS": [
+                    {
+                        "provider_id": "sso",
+                        "name": "Fake IdP",
+                        "client_id": "chatsite-client",
+                        "secret": "chatsite-secret",
+                        "settings": {"server_url": issuer.base_url},
+                    }
+                ]
+            }
+        }
+        client.post("/accounts/sso/oidc/sso/login/")
+        response = client.get(
+            "/accounts/sso/oidc/sso/login/callback/", {"code": issuer.code, "state": "forged"}
+        )
+    html = response.content.decode()
+    assert "Single sign-on did not work" in html
+    assert User.objects.count() == 0
+    assert issuer.token_requests == []
