@@ -19,7 +19,7 @@ from django.test import Client
 from chat import services
 from chat.models import Conversation
 from tests.fake_oidc import running_fake_issuer
-from tests.servers import REPO, app_env
+from tests.servers import REPO, app_env, free_port
 from tests.test_views import page_visitor
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -355,3 +355,35 @@ def test_single_sign_on_with_a_forged_state_is_refused_on_a_styled_page(client, 
     assert "Single sign-on did not work" in html
     assert User.objects.count() == 0
     assert issuer.token_requests == []
+
+
+def test_password_reset_mail_goes_out_through_a_real_smtp_server(client, settings):
+    """The reset email over SMTP to a local sink (aiosmtpd), as with EMAIL_URL=smtp://…"""
+    from aiosmtpd.controller import Controller
+
+    received: list[str] = []
+
+    class Sink:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+            received.append(envelope.content.decode())
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Sink(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        settings.CHAT_EMAIL_ENABLED = True
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST = "127.0.0.1"
+        settings.EMAIL_PORT = port
+        settings.EMAIL_USE_TLS = False
+        User.objects.create_user("ada", email="ada@example.com", password="old pass phrase 1")
+        response = client.post("/accounts/password_reset/", {"email": "ada@example.com"})
+    finally:
+        controller.stop()
+    assert response.status_code == 302
+    assert len(received) == 1
+    assert "To: ada@example.com" in received[0]
+    assert "Subject: Reset your chatsite password" in received[0]
+    link = re.search(r"http://testserver(/accounts/reset/\S+/)", received[0]).group(1)
+    assert "Choose a new password" in client.get(link, follow=True).content.decode()
