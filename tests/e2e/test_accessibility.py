@@ -88,7 +88,7 @@ def test_a_reply_is_announced_once_when_it_ends(page: Any) -> None:
     page.press("#message-input", "Enter")
     page.wait_for_selector(f"{ASSISTANT}[data-status='streaming']")
     page.wait_for_selector(f"{ASSISTANT}[data-status='complete']", timeout=20_000)
-    page.wait_for_function("window.__announced.length > 0")
+    page.wait_for_function("() => window.__announced.length > 0")
 
     announced = page.evaluate("window.__announced")
     assert len(announced) == 1, announced
