@@ -7,6 +7,7 @@ they frame what it yields.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from django.template.loader import render_to_string
 from chat.jobs import reply_reap_stale
 from chat.models import Message
 from chat.rendering import delta_fragment, message_fragment
-from chat.streams import StreamEntry, get_reply_stream
+from chat.streams import SHARED_STREAM_ERRORS, StreamEntry, get_reply_stream
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,26 +60,46 @@ async def _batches(
     CHAT_COALESCE_MS, and what arrives inside that window waits only until the window since the
     last send has passed, merged into one batch. The end goes out at once. (A trailing window,
     which sleeps after every first delta, would add the whole window to every token at ordinary
-    model speeds and still send them one by one.)"""
+    model speeds and still send them one by one.) With Redis the job already publishes a
+    window's deltas as one entry, so what one read returns is a fragment.
+
+    However long the reply is silent, this waits (each read is bounded well inside its socket's
+    timeout, chatsite/redis_options.py); if the shared stream fails, it reads the database
+    until the stream is back or the reply has ended, so a reader always gets the ending."""
     stream = get_reply_stream()
-    window = settings.CHAT_COALESCE_MS / 1000
+    window = 0.0 if stream.coalesces_on_write else settings.CHAT_COALESCE_MS / 1000
     loop = asyncio.get_running_loop()
     if not await _astill_streaming(message_id):
         yield []
         return
     last_sent = -math.inf
+    failures = 0
     while True:
-        entries = await stream.read(message_id, after=after, timeout=idle_seconds)
+        try:
+            entries = await stream.read(message_id, after=after, timeout=idle_seconds)
+            failures = 0
+        except SHARED_STREAM_ERRORS:
+            failures += 1
+            if failures == 1:
+                logger.warning("Reading reply %s failed; retrying", message_id, exc_info=True)
+            await asyncio.sleep(min(2.0, 0.1 * 2**failures))
+            entries = []
         if not entries:
             if not await _astill_streaming(message_id):
+                # Ended without an end marker we could see: reaped, Redis failed, or the log
+                # expired. The database has the ending and all the text.
                 yield []
                 return
-            yield None
+            if not failures:
+                yield None
             continue
         # Inside the window since the last send: gather until it has passed, unless the end
         # arrives first (it, and what came before it, go out at once).
         while entries[-1].kind != "end" and (wait := last_sent + window - loop.time()) > 0:
-            entries += await stream.read(message_id, after=entries[-1].seq, timeout=wait)
+            try:
+                entries += await stream.read(message_id, after=entries[-1].seq, timeout=wait)
+            except SHARED_STREAM_ERRORS:
+                break  # send what we have; the next read handles the failure
         yield entries
         if any(entry.kind == "delta" for entry in entries):
             last_sent = loop.time()

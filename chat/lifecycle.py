@@ -1,17 +1,23 @@
-"""Process lifecycle under Daphne: live replies end cleanly when the server stops.
+"""Process lifecycle under Daphne: the worker starts beating at start-up, and drains at shutdown.
 
-Daphne cancels its application instances at shutdown, but generation jobs are not application
-instances (they outlive connections on purpose), so without this hook they would vanish with the
-process and their replies would stay `streaming` until a reaper noticed. Instead, before the
-Twisted reactor shuts down, every live job is cancelled and awaited: each one saves its text and
-records `interrupted`.
+Daphne does not speak the ASGI lifespan protocol, so the hooks are Twisted's: once the reactor
+runs (under Daphne it runs the asyncio loop), the worker's heartbeat, sweeper and stop listener
+start (chat/workers.py), so a worker that has not run a job yet still ends the replies of a
+worker that died. On SIGTERM, before the reactor shuts down, the worker drains: it takes no new
+replies (sends get a 503 saying so), lets live ones finish for CHAT_SHUTDOWN_GRACE_SECONDS, then
+cancels the rest, and each saves its text and records `interrupted`. Generation jobs are not
+application instances (they outlive connections on purpose), so without this they would vanish
+with the process and stay `streaming` until another worker's sweeper noticed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def install_shutdown_hook() -> None:
@@ -19,9 +25,25 @@ def install_shutdown_hook() -> None:
         return  # not under Daphne (another ASGI server has its own lifecycle)
     from twisted.internet import defer, reactor
 
-    def interrupt_jobs() -> Any:
+    def start_worker() -> None:
+        from chat.workers import worker_start
+
+        try:
+            worker_start()
+        except Exception:
+            logger.exception("Starting this worker's heartbeat failed")
+
+    def drain() -> Any:
+        from django.conf import settings
+
         from chat.jobs import jobs_interrupt
+        from chat.workers import drain_begin
 
-        return defer.Deferred.fromFuture(asyncio.ensure_future(jobs_interrupt()))
+        drain_begin()
+        return defer.Deferred.fromFuture(
+            asyncio.ensure_future(jobs_interrupt(grace=settings.CHAT_SHUTDOWN_GRACE_SECONDS))
+        )
 
-    reactor.addSystemEventTrigger("before", "shutdown", interrupt_jobs)  # type: ignore[attr-defined,arg-type]
+    # Startup triggers fire before the asyncio loop runs; callLater runs inside it.
+    reactor.callWhenRunning(reactor.callLater, 0, start_worker)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", drain)  # type: ignore[attr-defined,arg-type]

@@ -405,7 +405,7 @@ def figures_from_rollups(
 def _day_closed_at(day: date) -> datetime:
     """When no reply of `day` can still be running: the next midnight plus the longest a reply may
     run and the time a dead worker's reply takes to be reaped."""
-    grace = settings.CHAT_REPLY_TIMEOUT + 2 * settings.CHAT_STALE_AFTER_SECONDS
+    grace = settings.CHAT_REPLY_TIMEOUT + 2 * settings.CHAT_WORKER_DEAD_AFTER_SECONDS
     midnight = datetime.combine(day + timedelta(days=1), time.min)
     return timezone.make_aware(midnight) + timedelta(seconds=grace)
 

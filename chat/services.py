@@ -32,12 +32,21 @@ from chat.selectors import (
     message_get,
     user_message_get,
 )
-from chat.streams import get_reply_stream
+from chat.streams import SHARED_STREAM_ERRORS, get_reply_stream
 from chat.text import has_visible, text_clean, title_clean
 from chat.titles import title_from_message
+from chat.workers import draining
 from chat.writer import writer_call, writer_serializes_starts
 
 RENAME_MAX_CHARS = 200  # Conversation.title's max_length
+
+REDIS_DOWN_MESSAGE = (
+    "Chat is briefly unavailable: its message service is not answering. "
+    "Your message was not sent; try again in a moment."
+)
+DRAINING_MESSAGE = (
+    "This server is restarting. Your message was not sent; send it again in a moment."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +377,16 @@ async def _launched(
     **kwargs: Any,
 ) -> ReplyStarted:
     """Run a write that starts a reply from async code, rate-limited, and launch its job."""
-    await sync_to_async(send_check)(visitor, api_key_id=api_key_id)
+    if draining():
+        raise ServiceUnavailable(DRAINING_MESSAGE, retry_after=2)
+    try:
+        await sync_to_async(send_check)(visitor, api_key_id=api_key_id)
+    except ServiceUnavailable as exc:
+        # The rate limiter's cache is Redis: down, it refuses (chat/limits.py); say so plainly.
+        raise ServiceUnavailable(REDIS_DOWN_MESSAGE) from exc
+    # A reply that no reader on another worker could follow must not start.
+    if not await get_reply_stream().available():
+        raise ServiceUnavailable(REDIS_DOWN_MESSAGE)
     if writer_serializes_starts():
         # On SQLite the start joins the reply path's one writer instead of waiting, asleep in
         # SQLite's busy handler, for the live replies' saves (chat/writer.py).
@@ -408,9 +426,17 @@ async def reply_stop(*, visitor: Visitor, conversation_id: str) -> Message | Non
     message = await sync_to_async(_streaming_reply_in)(visitor, conversation_id)
     if message is None:
         return None
-    await get_reply_stream().request_stop(message.pk)
-    # A reply whose worker died cannot hear the signal; end it here instead.
-    await sync_to_async(reply_reap_stale)(message_ids=[message.pk])
+    try:
+        await get_reply_stream().request_stop(message.pk)
+    except SHARED_STREAM_ERRORS as exc:
+        # The reply ends itself when Redis fails (as service_error); say why Stop did nothing.
+        raise ServiceUnavailable(
+            "Stop could not be delivered: the chat's message service is not answering. "
+            "The reply will end on its own shortly."
+        ) from exc
+    # A reply whose worker died cannot hear the signal; end it here instead (two missed beats
+    # are enough, since a live worker's Redis key still spares its replies).
+    await sync_to_async(reply_reap_stale)(message_ids=[message.pk], force=True)
     return message
 
 

@@ -1,31 +1,59 @@
 """The reply stream: a sequence-numbered log per assistant message that transports read.
 
-The generation job appends text deltas and, last, an end marker. Readers (the WebSocket consumer,
-the SSE view) read from any offset and block until more arrives, so a client that reconnects asks
-for the reply from the last sequence number it has and nothing is lost or shown twice.
+The generation job publishes text deltas and, last, an end marker. Readers (the WebSocket
+consumer, the SSE view) read from any offset and block until more arrives, so a client that
+reconnects asks for the reply from the last sequence number it has and nothing is lost or shown
+twice.
 
 Without REDIS_URL the log lives in this process's memory (the embedded, single-process setup).
-With REDIS_URL it is a Redis Stream whose entry ids are `0-<seq>`, so any worker can read what any
-other worker's job writes, and stop is a Redis key any worker can set.
+With REDIS_URL it is a Redis Stream, so any worker can read what any other worker's job writes:
+the job publishes the deltas of a short window as one entry whose id is `0-<last seq>` (readers
+drop what they already have, so resuming from any seq stays exact), and stop is published on a
+channel that each worker's one listener hands to its jobs, backed by a key for stops sent while a
+listener was not subscribed.
+
+The job never awaits redis-py itself where a cancellation matters: a cancel that lands inside a
+redis-py call can be swallowed (redis/redis-py#2028, #2551, #2665), which once let a stopped
+reply run to its end. Stop reaches a job as an asyncio.Event, and the calls a job must make run as
+separate tasks it waits for with a bound (`bounded`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
 import weakref
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from django.conf import settings
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from chat import metrics
+from chatsite.redis_options import MAX_BLOCK_SECONDS, cache_options, stream_client_options
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 EntryKind = Literal["delta", "end"]
+
+
+class StreamUnavailable(Exception):
+    """The shared stream (Redis) did not answer within its bound."""
+
+
+# What a failing shared stream raises: Redis errors, sockets that broke under them, no answer.
+SHARED_STREAM_ERRORS: tuple[type[Exception], ...] = (
+    RedisError,
+    OSError,
+    TimeoutError,
+    StreamUnavailable,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,17 +63,45 @@ class StreamEntry:
     text: str  # the delta, or the ended_reason for the end marker
 
 
+async def bounded(awaitable: Awaitable[T], *, timeout: float) -> T:
+    """Await `awaitable` as a task of its own, giving up after `timeout` seconds.
+
+    The caller waits on the task rather than inside it, so the caller's own cancellation and
+    this bound hold even if the call inside swallows a cancellation."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        raise StreamUnavailable(f"no answer within {timeout:g} s")
+    return task.result()
+
+
 class ReplyStream:
     """What every backend offers. Sequence numbers start at 1; `after=0` reads from the start."""
 
-    async def append(self, message_id: int, seq: int, text: str) -> None:
+    # True when the job already gathers a window's deltas into one entry, so a reader sends what
+    # one read returns instead of waiting to coalesce.
+    coalesces_on_write = False
+    # How long the job gathers deltas before publishing them (0: publish each at once).
+    publish_window = 0.0
+
+    async def publish(self, message_id: int, deltas: list[tuple[int, str]]) -> None:
+        """Append consecutive (seq, text) deltas."""
         raise NotImplementedError
+
+    async def append(self, message_id: int, seq: int, text: str) -> None:
+        await self.publish(message_id, [(seq, text)])
 
     async def finish(self, message_id: int, seq: int, ended_reason: str) -> None:
         raise NotImplementedError
 
     async def read(self, message_id: int, *, after: int, timeout: float) -> list[StreamEntry]:
-        """Entries after `after`, waiting up to `timeout` seconds for the first; [] if none."""
+        """Entries after `after`, waiting up to `timeout` seconds (at most MAX_BLOCK_SECONDS) for
+        the first; [] if none."""
         raise NotImplementedError
 
     async def request_stop(self, message_id: int) -> None:
@@ -54,6 +110,26 @@ class ReplyStream:
     async def wait_stop(self, message_id: int) -> None:
         """Return once someone, on any worker, asked this reply to stop."""
         raise NotImplementedError
+
+    async def available(self) -> bool:
+        """Whether the stream can take a new reply now."""
+        return True
+
+    async def beat(self, worker_id: str, message_ids: Iterable[int], *, ttl: float) -> None:
+        """Mark this worker and its live replies alive for `ttl` seconds (shared backends)."""
+
+    # Sync calls, for the reaper (it runs in database threads).
+
+    def live_elsewhere(self) -> set[int] | None:
+        """Replies some live worker says it runs; None when that cannot be known."""
+        return None
+
+    def tail(self, message_id: int, *, after: int) -> list[StreamEntry]:
+        """What the stream holds after `after` (the reaper rebuilds a dead job's text with it)."""
+        return []
+
+    def finish_sync(self, message_id: int, seq: int, ended_reason: str) -> None:
+        """Write the end marker for a reply whose job is gone."""
 
     def forget_idle(self) -> None:
         """Free what readers of replies that never ran left behind (Redis expires keys itself)."""
@@ -81,14 +157,19 @@ class MemoryReplyStream(ReplyStream):
     def _log(self, message_id: int) -> _Log:
         return self._logs.setdefault(message_id, _Log())
 
-    async def append(self, message_id: int, seq: int, text: str) -> None:
+    async def publish(self, message_id: int, deltas: list[tuple[int, str]]) -> None:
         log = self._log(message_id)
-        log.entries.append(StreamEntry(seq, "delta", text))
+        log.entries.extend(StreamEntry(seq, "delta", text) for seq, text in deltas)
         log.touched = time.monotonic()
         log.wake()
 
     async def finish(self, message_id: int, seq: int, ended_reason: str) -> None:
+        self._finish(message_id, seq, ended_reason)
+
+    def _finish(self, message_id: int, seq: int, ended_reason: str) -> None:
         log = self._log(message_id)
+        if log.entries and log.entries[-1].kind == "end":
+            return
         log.entries.append(StreamEntry(seq, "end", ended_reason))
         log.wake()
         # Keep the finished log a while for readers that are catching up, then free it.
@@ -102,7 +183,7 @@ class MemoryReplyStream(ReplyStream):
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             log.waiters.add(waiter)
             try:
-                await asyncio.wait_for(waiter, timeout)
+                await asyncio.wait_for(waiter, min(timeout, MAX_BLOCK_SECONDS))
             except TimeoutError:
                 pass
             finally:
@@ -129,81 +210,252 @@ def _entries_after(entries: list[StreamEntry], after: int) -> list[StreamEntry]:
     return entries[after:] if after >= 0 else list(entries)
 
 
+class _StopListener:
+    """One per worker (and event loop): a pub/sub subscription that hands stops to local jobs."""
+
+    # How often the listener also looks at the stop keys of its live jobs: a backstop for a stop
+    # published while the subscription was broken (pub/sub delivers at most once).
+    RECHECK_SECONDS = 2.0
+
+    def __init__(self, stream: RedisReplyStream) -> None:
+        self.stream = stream
+        self.events: dict[int, asyncio.Event] = {}
+        self.task = asyncio.get_running_loop().create_task(self._listen(), name="stop-listener")
+
+    def register(self, message_id: int) -> asyncio.Event:
+        return self.events.setdefault(message_id, asyncio.Event())
+
+    def unregister(self, message_id: int) -> None:
+        self.events.pop(message_id, None)
+
+    def _set(self, message_id: int) -> None:
+        if event := self.events.get(message_id):
+            event.set()
+
+    async def _recheck(self) -> None:
+        ids = list(self.events)
+        if not ids:
+            return
+        values = await self.stream.client().mget([self.stream.stop_key(i) for i in ids])
+        for message_id, value in zip(ids, values, strict=True):
+            if value:
+                self._set(message_id)
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = 0.1
+        failing = False
+        while True:
+            pubsub = self.stream.client().pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.stream.stop_channel)
+                await self._recheck()  # stops sent while we were not subscribed
+                if failing:
+                    logger.info("The stop channel is back")
+                backoff, failing = 0.1, False
+                checked = loop.time()
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message and message.get("type") == "message":
+                        with contextlib.suppress(ValueError):
+                            self._set(int(message["data"]))
+                    if loop.time() - checked >= self.RECHECK_SECONDS:
+                        await self._recheck()
+                        checked = loop.time()
+            except SHARED_STREAM_ERRORS:
+                metrics.redis_error("stop_listener")
+                if not failing:
+                    logger.warning("The stop channel failed; listening again", exc_info=True)
+                failing = True
+            finally:
+                with contextlib.suppress(Exception):
+                    await bounded(pubsub.aclose(), timeout=2)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+
 class RedisReplyStream(ReplyStream):
-    STOP_POLL_SECONDS = 0.25
+    coalesces_on_write = True
+    # Bound on one call a job or request makes (it has none of the blocking reads' length).
+    CALL_TIMEOUT_SECONDS = 5.0
 
     def __init__(self, *, url: str, retention_seconds: int, prefix: str = "chatsite") -> None:
         self.url = url
         self.retention_seconds = retention_seconds
         self.prefix = prefix
+        self.publish_window = settings.CHAT_REDIS_PUBLISH_MS / 1000
+        self.stop_channel = f"{prefix}:stops"
         # Connection pools belong to the event loop that opened them.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
+        self._listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StopListener] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._sync: Any = None
 
     def client(self) -> Any:
         import redis.asyncio as redis
 
         loop = asyncio.get_running_loop()
         if loop not in self._clients:
-            self._clients[loop] = redis.Redis.from_url(self.url, decode_responses=True)
+            self._clients[loop] = redis.Redis.from_url(
+                self.url, decode_responses=True, **stream_client_options()
+            )
         return self._clients[loop]
 
-    def _key(self, message_id: int) -> str:
+    def sync_client(self) -> Any:
+        import redis
+
+        if self._sync is None:
+            # Only quick calls (the reaper's), from request and database threads: fail fast.
+            options = {key: value for key, value in cache_options().items() if key != "retry"}
+            self._sync = redis.Redis.from_url(self.url, decode_responses=True, **options)
+        return self._sync
+
+    def key(self, message_id: int) -> str:
         return f"{self.prefix}:reply:{message_id}"
 
-    def _stop_key(self, message_id: int) -> str:
+    def stop_key(self, message_id: int) -> str:
         return f"{self.prefix}:stop:{message_id}"
 
-    @metrics.counts_redis_errors("append")
-    async def append(self, message_id: int, seq: int, text: str) -> None:
-        key = self._key(message_id)
-        client = self.client()
-        await client.xadd(key, {"k": "d", "t": text}, id=f"0-{seq}")
-        if seq == 1:
-            # A job that dies never writes its end marker; the log must not outlive it forever.
-            await client.expire(key, self.retention_seconds + int(settings.CHAT_REPLY_TIMEOUT))
+    def worker_key(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
+
+    @metrics.counts_redis_errors("publish")
+    async def publish(self, message_id: int, deltas: list[tuple[int, str]]) -> None:
+        if not deltas:
+            return
+        key = self.key(message_id)
+        first, last = deltas[0][0], deltas[-1][0]
+        fields: dict[str, Any]
+        if len(deltas) == 1:
+            fields = {"k": "d", "t": deltas[0][1]}
+        else:
+            # One entry for the window; its id is the last seq, and `s` the first.
+            fields = {"k": "d", "s": first, "t": json.dumps([text for _, text in deltas])}
+        async with self.client().pipeline(transaction=False) as pipe:
+            pipe.xadd(key, fields, id=f"0-{last}")
+            if first == 1:
+                # A job that dies never writes its end marker; the log must not outlive it.
+                pipe.expire(key, self.retention_seconds + int(settings.CHAT_REPLY_TIMEOUT))
+            _already_written(await pipe.execute(raise_on_error=False))
 
     @metrics.counts_redis_errors("finish")
     async def finish(self, message_id: int, seq: int, ended_reason: str) -> None:
-        key = self._key(message_id)
+        key = self.key(message_id)
         async with self.client().pipeline(transaction=False) as pipe:
             pipe.xadd(key, {"k": "end", "t": ended_reason}, id=f"0-{seq}")
             pipe.expire(key, self.retention_seconds)
-            pipe.delete(self._stop_key(message_id))
-            await pipe.execute()
+            _already_written(await pipe.execute(raise_on_error=False))
 
     @metrics.counts_redis_errors("read")
     async def read(self, message_id: int, *, after: int, timeout: float) -> list[StreamEntry]:
-        block = max(1, int(timeout * 1000)) if timeout > 0 else None
+        block = max(1, int(min(timeout, MAX_BLOCK_SECONDS) * 1000)) if timeout > 0 else None
         response = await self.client().xread(
-            {self._key(message_id): f"0-{after}"}, block=block, count=10_000
+            {self.key(message_id): f"0-{after}"}, block=block, count=10_000
         )
-        entries: list[StreamEntry] = []
-        for _key, items in response or []:
-            for entry_id, fields in items:
-                kind: EntryKind = "end" if fields.get("k") == "end" else "delta"
-                entries.append(StreamEntry(int(entry_id.split("-")[1]), kind, fields.get("t", "")))
-        return entries
+        return _decode(response, after)
 
     @metrics.counts_redis_errors("request_stop")
     async def request_stop(self, message_id: int) -> None:
-        await self.client().set(self._stop_key(message_id), "1", ex=self.retention_seconds)
+        # The key first: a job that starts listening later, or a listener that reconnects,
+        # finds it; the message wakes a listening job at once.
+        async with self.client().pipeline(transaction=False) as pipe:
+            pipe.set(self.stop_key(message_id), "1", ex=self.retention_seconds)
+            pipe.publish(self.stop_channel, str(message_id))
+            await bounded(pipe.execute(), timeout=self.CALL_TIMEOUT_SECONDS)
+
+    def _listener(self) -> _StopListener:
+        loop = asyncio.get_running_loop()
+        listener = self._listeners.get(loop)
+        if listener is None or listener.task.done():
+            listener = self._listeners[loop] = _StopListener(self)
+        return listener
 
     async def wait_stop(self, message_id: int) -> None:
-        # A poll of one key four times a second per live reply: cheap, and it needs no
-        # subscription that could miss a stop sent just before the job started listening.
-        client = self.client()
-        key = self._stop_key(message_id)
-        while True:
-            try:
-                if await client.exists(key):
+        listener = self._listener()
+        event = listener.register(message_id)
+        try:
+            # A stop sent before we registered is in the key; the listener also rechecks keys.
+            with contextlib.suppress(*SHARED_STREAM_ERRORS):
+                if await bounded(
+                    self.client().exists(self.stop_key(message_id)),
+                    timeout=self.CALL_TIMEOUT_SECONDS,
+                ):
                     return
-            except (RedisError, OSError):
-                metrics.redis_error("wait_stop")
-                # A Redis blip is not a stop: keep generating and look again.
-                logger.warning("Checking the stop signal of reply %s failed", message_id)
-            await asyncio.sleep(self.STOP_POLL_SECONDS)
+            await event.wait()
+        finally:
+            listener.unregister(message_id)
+
+    def start_listening(self) -> None:
+        """Subscribe to stops now (at worker start-up) rather than at the first job."""
+        self._listener()
+
+    async def available(self) -> bool:
+        try:
+            return bool(await bounded(self.client().ping(), timeout=2.0))
+        except SHARED_STREAM_ERRORS:
+            return False
+
+    async def beat(self, worker_id: str, message_ids: Iterable[int], *, ttl: float) -> None:
+        await self.client().set(
+            self.worker_key(worker_id), json.dumps(sorted(message_ids)), px=int(ttl * 1000)
+        )
+
+    def live_elsewhere(self) -> set[int] | None:
+        client = self.sync_client()
+        try:
+            keys = list(client.scan_iter(match=self.worker_key("*"), count=1000))
+            values = client.mget(keys) if keys else []
+        except SHARED_STREAM_ERRORS:
+            return None
+        live: set[int] = set()
+        for value in values:
+            with contextlib.suppress(TypeError, ValueError):
+                live.update(int(i) for i in json.loads(value))
+        return live
+
+    def tail(self, message_id: int, *, after: int) -> list[StreamEntry]:
+        items = self.sync_client().xrange(self.key(message_id), min=f"0-{after + 1}")
+        return _decode([(self.key(message_id), items)], after)
+
+    def finish_sync(self, message_id: int, seq: int, ended_reason: str) -> None:
+        key = self.key(message_id)
+        with self.sync_client().pipeline(transaction=False) as pipe:
+            pipe.xadd(key, {"k": "end", "t": ended_reason}, id=f"0-{seq}")
+            pipe.expire(key, self.retention_seconds)
+            _already_written(pipe.execute(raise_on_error=False))
+
+
+def _already_written(results: list[Any]) -> None:
+    """Raise the first error of a pipeline, except an XADD whose id is taken: a retried call
+    whose first try did arrive (or an end marker someone else wrote) is not a failure."""
+    for result in results:
+        if isinstance(result, ResponseError) and "equal or smaller" in str(result):
+            continue
+        if isinstance(result, Exception):
+            raise result
+
+
+def _decode(response: Any, after: int) -> list[StreamEntry]:
+    entries: list[StreamEntry] = []
+    for _key, items in response or []:
+        for entry_id, fields in items:
+            last = int(entry_id.split("-")[1])
+            if fields.get("k") == "end":
+                entries.append(StreamEntry(last, "end", fields.get("t", "")))
+            elif "s" in fields:
+                texts = json.loads(fields["t"])
+                first = int(fields["s"])
+                entries.extend(
+                    StreamEntry(seq, "delta", text)
+                    for seq, text in enumerate(texts, start=first)
+                    if seq > after
+                )
+            else:
+                entries.append(StreamEntry(last, "delta", fields.get("t", "")))
+    return entries
 
 
 _instance: ReplyStream | None = None

@@ -25,7 +25,7 @@ from django_htmx.middleware import HtmxDetails
 from chat import metrics, providers, services
 from chat.backpressure import ResponseConnection
 from chat.delivery import reply_updates
-from chat.errors import ChatInputError
+from chat.errors import ChatInputError, ServiceUnavailable
 from chat.feedback import FeedbackError, message_feedback_set
 from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
 from chat.models import Conversation
@@ -133,7 +133,10 @@ async def post_message(request: HtmxHttpRequest) -> HttpResponseBase:
     if request.POST.get("action") == "stop":
         if conversation_id is None:
             raise Http404("No such conversation.")
-        await services.reply_stop(visitor=visitor, conversation_id=conversation_id)
+        try:
+            await services.reply_stop(visitor=visitor, conversation_id=conversation_id)
+        except ServiceUnavailable as exc:
+            return _refused(HttpResponse(error_fragment(exc.message)), exc)
         if request.htmx:
             return HttpResponse(status=204)
         return redirect("chat:conversation", conversation_id=conversation_id)

@@ -132,21 +132,23 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
 
+# No channel layer: nothing sends to groups or channels (replies travel through the reply stream,
+# chat/streams.py). A Redis layer would hold a blocking read per WebSocket whose timeouts closed
+# idle sockets with 1011; without a layer a consumer has no such read at all.
+CHANNEL_LAYERS: dict[str, dict[str, object]] = {}
+
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
-        }
-    }
+    from chatsite.redis_options import cache_options
+
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
+            # Explicit timeouts: a Redis outage makes a send fail fast (503), never hang.
+            "OPTIONS": cache_options(),
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     # LocMem is per process: correct for the single-process default, which is the only
     # setup without REDIS_URL. With several workers, set REDIS_URL and these checks apply.
@@ -312,8 +314,13 @@ CHAT_REPLY_TIMEOUT = env.float("CHAT_REPLY_TIMEOUT", default=300.0)
 CHAT_IDLE_TIMEOUT = env.float("CHAT_IDLE_TIMEOUT", default=60.0)
 CHAT_COALESCE_MS = env.int("CHAT_COALESCE_MS", default=40)
 CHAT_FLUSH_SECONDS = env.float("CHAT_FLUSH_SECONDS", default=1.0)
-CHAT_HEARTBEAT_SECONDS = env.float("CHAT_HEARTBEAT_SECONDS", default=5.0)
-CHAT_STALE_AFTER_SECONDS = env.float("CHAT_STALE_AFTER_SECONDS", default=30.0)
+# Each worker marks its live replies alive (in Redis and the database) every quarter of this;
+# another worker ends the replies of a worker silent this long as `interrupted`.
+CHAT_WORKER_DEAD_AFTER_SECONDS = env.float("CHAT_WORKER_DEAD_AFTER_SECONDS", default=10.0)
+# On SIGTERM a worker takes no new replies and lets live ones finish for this long.
+CHAT_SHUTDOWN_GRACE_SECONDS = env.float("CHAT_SHUTDOWN_GRACE_SECONDS", default=8.0)
+# With Redis, a job publishes the deltas of this window in one command (the first at once).
+CHAT_REDIS_PUBLISH_MS = env.int("CHAT_REDIS_PUBLISH_MS", default=300)
 CHAT_JOB_DB_THREADS = env.int("CHAT_JOB_DB_THREADS", default=4)
 CHAT_SSE_PING_SECONDS = env.float("CHAT_SSE_PING_SECONDS", default=15.0)
 CHAT_STREAM_RETENTION_SECONDS = env.int("CHAT_STREAM_RETENTION_SECONDS", default=3600)

@@ -12,7 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from chat import analytics, jobs, services
+from chat import analytics, services, workers
 from chat.analytics import Period, usage_summary
 from chat.models import Conversation, Message, UsageDay
 from chat.rollups import bucket_value, histogram_key, percentile
@@ -345,7 +345,7 @@ def test_rollup_usage_command_builds_and_rebuilds(history):
 
 @time_machine.travel(NOW, tick=False)
 def test_workers_roll_up_yesterday_in_the_background(history):
-    jobs._rollup_yesterday()
+    workers._rollup_yesterday()
 
     assert list(UsageDay.objects.values_list("day", flat=True)) == [date(2026, 3, 14)]
 

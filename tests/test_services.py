@@ -409,7 +409,7 @@ async def test_readers_learn_the_end_even_if_recording_it_fails(visitor, monkeyp
     assert entries[-1].kind == "end"
 
 
-async def test_a_redis_blip_while_polling_stop_is_not_a_stop(visitor, settings, use_redis):
+async def test_a_redis_blip_while_checking_for_stop_is_not_a_stop(visitor, settings, use_redis):
     from chat.streams import get_reply_stream
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 100
@@ -428,7 +428,7 @@ async def test_a_redis_blip_while_polling_stop_is_not_a_stop(visitor, settings, 
 
     message = await run_job(started.assistant_message.pk)
 
-    assert len(calls) > 1
+    assert calls, "the job looked for a stop sent before it listened"
     assert message.ended_reason == Message.EndedReason.COMPLETED
     assert message.content == demo_reply("Redis blip")
 
@@ -506,10 +506,10 @@ def test_one_reply_that_cannot_be_ended_does_not_keep_the_others_streaming(visit
     )
     real_reap = jobs._reap
 
-    def broken_for_the_first(message_id, cutoff):
+    def broken_for_the_first(message_id, *args):
         if message_id == first.pk:
             raise RuntimeError("a bug")
-        return real_reap(message_id, cutoff)
+        return real_reap(message_id, *args)
 
     monkeypatch.setattr(jobs, "_reap", broken_for_the_first)
 

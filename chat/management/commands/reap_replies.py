@@ -10,8 +10,8 @@ from chat.jobs import reply_reap_stale
 class Command(BaseCommand):
     help = (
         "End replies left streaming by a worker that died (no heartbeat for "
-        "CHAT_STALE_AFTER_SECONDS) as interrupted, keeping their saved text. Running workers "
-        "do this on their own every CHAT_STALE_AFTER_SECONDS; this is for cron or after a crash."
+        "CHAT_WORKER_DEAD_AFTER_SECONDS) as interrupted, keeping the text they streamed. Running "
+        "workers do this on their own from start-up; this is for cron or after a crash."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -1,0 +1,138 @@
+"""This worker process: its identity, its heartbeat, its sweeper, and draining at shutdown.
+
+Every worker, from start-up (chat/lifecycle.py starts it under Daphne; the first job starts it
+elsewhere), beats every quarter of CHAT_WORKER_DEAD_AFTER_SECONDS: it marks its live replies alive
+in the database (one UPDATE for all of them) and, with Redis, writes its id and their ids under a
+key that expires after CHAT_WORKER_DEAD_AFTER_SECONDS. Each beat it also sweeps: replies whose
+worker fell silent that long are ended as `interrupted` (chat/jobs.py `reply_reap_stale`), their
+text rebuilt from the shared stream and their end marker written there, so readers on any worker
+get the ending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import os
+import secrets
+import socket
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from chat.models import Message
+from chat.rollups import rollups_build
+from chat.streams import SHARED_STREAM_ERRORS, RedisReplyStream, bounded
+from chat.streams import get_reply_stream as _get_reply_stream
+from chat.writer import writer_call
+
+logger = logging.getLogger(__name__)
+
+WORKER_ID = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+_runner: asyncio.Task[None] | None = None
+_draining = False
+# Set when this worker's live replies change, so the next beat lists a new reply at once.
+_changed: asyncio.Event | None = None
+
+
+def beat_seconds() -> float:
+    return settings.CHAT_WORKER_DEAD_AFTER_SECONDS / 4
+
+
+def worker_start() -> None:
+    """Start this worker's heartbeat and sweeper (and its stop listener) on the running loop,
+    once per process; later calls do nothing."""
+    global _runner, _changed
+    loop = asyncio.get_running_loop()
+    if _runner is None or _runner.done() or _runner.get_loop() is not loop:
+        _changed = asyncio.Event()
+        _runner = loop.create_task(
+            _beat_and_sweep_forever(), name="worker-heartbeat", context=contextvars.Context()
+        )
+        stream = _get_reply_stream()
+        if isinstance(stream, RedisReplyStream):
+            stream.start_listening()
+
+
+def beat_soon() -> None:
+    """Beat now rather than at the next interval (a reply started here)."""
+    if _changed is not None:
+        _changed.set()
+
+
+def draining() -> bool:
+    """True once this worker is shutting down: it takes no new replies."""
+    return _draining
+
+
+def drain_begin() -> None:
+    global _draining
+    _draining = True
+
+
+def drain_reset() -> None:
+    """For tests: a worker that takes replies again."""
+    global _draining
+    _draining = False
+
+
+async def _beat_and_sweep_forever() -> None:
+    from chat import jobs
+
+    sweeps = 0
+    while True:
+        try:
+            await beat_once()
+            await jobs._job_db(jobs.reply_reap_stale)
+            _get_reply_stream().forget_idle()
+            sweeps += 1
+            if sweeps % 60 == 1:
+                # Yesterday's analytics roll-up, once the day is over (a no-op until then).
+                await jobs._job_db(_rollup_yesterday)
+        except Exception:
+            logger.exception("This worker's heartbeat or sweep failed")
+        changed = _changed
+        if changed is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), beat_seconds())
+            changed.clear()
+        else:
+            await asyncio.sleep(beat_seconds())
+
+
+async def beat_once() -> None:
+    from chat import jobs
+
+    live = jobs.live_reply_ids()
+    stream = _get_reply_stream()
+    try:
+        await bounded(
+            stream.beat(WORKER_ID, live, ttl=settings.CHAT_WORKER_DEAD_AFTER_SECONDS),
+            timeout=beat_seconds(),
+        )
+    except SHARED_STREAM_ERRORS:
+        logger.warning("Marking this worker alive in Redis failed", exc_info=True)
+    if live:
+        # With the reply path's other writes (chat/writer.py): on SQLite writers exclude each other.
+        await writer_call(_beat_in_database, list(live))
+
+
+def _beat_in_database(message_ids: list[int]) -> None:
+    from chat.jobs import live_reply_ids
+
+    # Only replies still live now: one that ended while this beat waited for a thread stays
+    # ended (and its heartbeat is no longer ours to keep).
+    message_ids = [i for i in message_ids if i in live_reply_ids()]
+    if not message_ids:
+        return
+    Message.objects.filter(pk__in=message_ids, status=Message.Status.STREAMING).update(
+        heartbeat_at=timezone.now()
+    )
+
+
+def _rollup_yesterday() -> None:
+    rollups_build(days=[timezone.localdate() - timedelta(days=1)])
