@@ -24,6 +24,9 @@ STREAM_SOCKET_TIMEOUT = MAX_BLOCK_SECONDS + SOCKET_MARGIN_SECONDS
 CONNECT_TIMEOUT_SECONDS = 2.0
 # PING a connection that sat idle this long before using it, so a dead one is replaced up front.
 HEALTH_CHECK_SECONDS = 10
+# Each waiting reader holds a connection for its blocking read (redis-py's pool allows only 100
+# by default, then raises MaxConnectionsError); Redis itself allows 10,000 clients by default.
+MAX_CONNECTIONS = 5000
 # The Django cache (rate limits) only runs quick commands: fail fast so a send gets its 503 soon.
 CACHE_SOCKET_TIMEOUT = 2.0
 CACHE_CONNECT_TIMEOUT = 1.0
@@ -45,6 +48,7 @@ def stream_client_options() -> dict[str, Any]:
         "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "socket_keepalive": True,
         "health_check_interval": HEALTH_CHECK_SECONDS,
+        "max_connections": MAX_CONNECTIONS,
         "retry": _retry(2),
         "retry_on_error": [ConnectionError, TimeoutError],
     }

@@ -5,8 +5,10 @@ the SDKs' `base_url` at this server instead. It runs `http.server.ThreadingHTTPS
 background thread, so it works under any event loop (or none).
 
 Routes: `POST /v1/chat/completions` (OpenAI SSE chunks, `data: [DONE]`) and `POST /v1/messages`
-(Anthropic named SSE events). Every request is recorded. The reply is scripted with
-`FakeUpstream.script(...)` and stays in force for the rest of the test (or until re-scripted).
+(Anthropic named SSE events). Every request is recorded, with when it started and when it ended
+(or the client closed it). The reply is scripted with `FakeUpstream.script(...)` and stays in
+force for the rest of the test (or until re-scripted); `script_for(marker, ...)` scripts the
+replies to requests whose body contains `marker`, so concurrent requests can differ.
 
 Streams use chunked transfer encoding, so a socket closed before the terminating chunk is a
 protocol error the client notices (a `Connection: close` body would just look complete).
@@ -60,6 +62,10 @@ class Reply:
     error_event_after: int | None = None
     # After k text chunks, a chunk that is not valid JSON (a buggy or hostile upstream).
     malformed_after: int | None = None
+    first_delay: float = 0.0  # seconds before the first text chunk (a slow first token)
+    pause_after: int | None = None  # after k text chunks, go silent for `pause_seconds`
+    pause_seconds: float = 0.0
+    max_wait: float = MAX_STALL_SECONDS  # bound on any single wait of this reply
 
     def pieces(self) -> list[str]:
         """The text split into `chunks` near-equal pieces (fewer if the text is shorter)."""
@@ -79,6 +85,10 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]  # lower-cased names
     body: Any  # parsed JSON, or the raw text if it was not JSON
+    started_at: float = 0.0  # time.monotonic() when the request arrived
+    ended_at: float | None = None  # when the body was complete, or the client was seen gone
+    client_gone: bool = False  # the client closed the request before the body was complete
+    chunks_sent: int = 0  # text chunks written
 
 
 @dataclass
@@ -87,6 +97,7 @@ class FakeUpstream:
     port: int
     requests: list[RecordedRequest] = field(default_factory=list)
     reply: Reply = field(default_factory=Reply)
+    replies_for: dict[str, Reply] = field(default_factory=dict)
     # Set when a streaming client went away before the server finished its reply.
     client_disconnected: threading.Event = field(default_factory=threading.Event)
     # Set while a stalled reply is waiting; release() lets it carry on.
@@ -112,6 +123,14 @@ class FakeUpstream:
         self._release.clear()
         self.stalled.clear()
         return self.reply
+
+    def script_for(self, marker: str, **changes: Any) -> Reply:
+        """The reply for requests whose body contains `marker` (e.g. a word of the prompt)."""
+        self.replies_for[marker] = reply = Reply(**changes)
+        return reply
+
+    def request_with(self, marker: str) -> RecordedRequest | None:
+        return next((r for r in self.requests if marker in json.dumps(r.body)), None)
 
     def release(self) -> None:
         """Let a stalled reply continue with its remaining chunks."""
@@ -151,12 +170,18 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = raw
         fake = self.server.fake
-        fake.requests.append(
-            RecordedRequest(
-                "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
-            )
+        recorded = RecordedRequest(
+            "POST",
+            self.path,
+            {k.lower(): v for k, v in self.headers.items()},
+            body,
+            started_at=time.monotonic(),
         )
-        reply = fake.reply
+        fake.requests.append(recorded)
+        self.recorded = recorded
+        # The marker found last in the body: the newest message of the conversation picks it.
+        found = max(fake.replies_for, key=raw.rfind, default=None)
+        reply = fake.replies_for[found] if found and found in raw else fake.reply
         path = self.path.split("?", 1)[0]
         if path == "/v1/chat/completions":
             flavour = "openai"
@@ -181,8 +206,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._stream(fake, reply, events, error)
         except _ClientGone:
+            recorded.client_gone = True
             fake.client_disconnected.set()
             self.close_connection = True
+        finally:
+            recorded.ended_at = time.monotonic()
 
     def _send_json(self, status: int, payload: dict[str, Any]) -> None:
         data = json.dumps(payload).encode()
@@ -219,10 +247,15 @@ class _Handler(BaseHTTPRequestHandler):
                 if reply.stall_after == sent_text and not self._stall(fake):
                     self._drop()  # never released: give up rather than hold a thread forever
                     return
+                if kind == "text" and sent_text == 0 and reply.first_delay:
+                    self._wait(reply.first_delay, reply.max_wait)
+                if reply.pause_after == sent_text and kind == "text" and reply.pause_seconds:
+                    self._wait(reply.pause_seconds, reply.max_wait)
                 if kind == "text" and reply.delay:
                     self._wait(reply.delay)
             if kind == "text":
                 sent_text += 1
+                self.recorded.chunks_sent = sent_text
             self._write_chunk(payload)
         self._write_chunk(b"")  # terminating chunk: the body is complete
 
@@ -251,11 +284,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._wait(0.05)
         return True
 
-    def _wait(self, seconds: float) -> None:
+    def _wait(self, seconds: float, bound: float = MAX_STALL_SECONDS) -> None:
         """Sleep, but notice the client closing the socket (it has nothing left to send us)."""
-        deadline = time.monotonic() + min(seconds, MAX_STALL_SECONDS)
+        deadline = time.monotonic() + min(seconds, bound)
         while (left := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.02))
             if readable:
                 try:
                     if self.connection.recv(1, socket.MSG_PEEK) == b"":

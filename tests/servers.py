@@ -14,6 +14,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,6 +65,19 @@ def migrate(env: dict[str, str]) -> None:
 @contextlib.contextmanager
 def daphne(env: dict[str, str], log_path: Path) -> Iterator[str]:
     """Serve the app with Daphne on a free loopback port; yields its base URL."""
+    with daphne_worker(env, log_path) as worker:
+        yield worker.url
+
+
+@dataclass
+class Worker:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def daphne_worker(env: dict[str, str], log_path: Path) -> Iterator[Worker]:
+    """Like `daphne`, but yields the process too (tests kill or stop it themselves)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
@@ -88,7 +102,7 @@ def daphne(env: dict[str, str], log_path: Path) -> Iterator[str]:
                         f"daphne did not start: {log_path.read_text()[-3000:]}"
                     ) from None
                 time.sleep(0.1)
-        yield url
+        yield Worker(url, process)
     finally:
         process.terminate()
         try:
@@ -138,3 +152,92 @@ def read_event(response) -> dict[str, str]:
             continue
         field, _, value = line.partition(":")
         event[field] = event.get(field, "") + value.lstrip(" ")
+
+
+@contextlib.contextmanager
+def redis_server(
+    workdir: Path, port: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of the test's own (so it can be stopped and restarted); yields its URL and
+    process."""
+    import shutil
+
+    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    port = port or free_port()
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", process
+    finally:
+        process.kill()
+        process.wait(5)
+
+
+class SSEReader:
+    """One SSE reader of a reply: the deltas it got, and the final fragment."""
+
+    def __init__(self, browser: Browser, base_url: str, message_id: int, *, timeout: float) -> None:
+        host, port = urllib.parse.urlsplit(base_url).netloc.split(":")
+        self.connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        cookies = "; ".join(f"{c.name}={c.value}" for c in browser.jar)
+        self.connection.request(
+            "GET", f"/streaming-demo/replies/{message_id}/events", headers={"Cookie": cookies}
+        )
+        self.response = self.connection.getresponse()
+        self.pieces: list[tuple[int, str]] = []
+        self.final = ""
+        self.first_text_at: float | None = None
+
+    def read_to_end(self) -> SSEReader:
+        from tests.helpers import deltas
+
+        try:
+            while not self.final:
+                event = read_event(self.response)
+                data = event.get("data", "")
+                if "<article" in data:
+                    self.final = data
+                elif found := deltas(data):
+                    if self.first_text_at is None:
+                        self.first_text_at = time.monotonic()
+                    self.pieces.extend(found)
+        finally:
+            self.connection.close()
+        return self
+
+    @property
+    def text(self) -> str:
+        return "".join(text for _, text in self.pieces)
+
+
+def message_row(env: dict[str, str], message_id: int) -> dict[str, object]:
+    """The assistant message as the workers' database has it (SQLite file or PostgreSQL)."""
+    query = "SELECT status, ended_reason, content, stream_seq FROM chat_message WHERE id = %s"
+    if env.get("DATABASE_URL"):
+        import psycopg
+
+        with psycopg.connect(env["DATABASE_URL"]) as db:
+            row = db.execute(query, (message_id,)).fetchone()
+    else:
+        import sqlite3
+
+        with sqlite3.connect(Path(env["CHATSITE_DATA_DIR"]) / "db.sqlite3") as db:
+            row = db.execute(query.replace("%s", "?"), (message_id,)).fetchone()
+    assert row is not None
+    return dict(zip(["status", "ended_reason", "content", "stream_seq"], row, strict=True))

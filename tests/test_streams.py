@@ -67,3 +67,124 @@ async def test_redis_stream_is_shared_between_workers(use_redis):
 
     assert [e.text for e in await reader.read(11, after=0, timeout=0)] == ["from worker A"]
     await asyncio.wait_for(writer.wait_stop(11), 1)
+
+
+# --- Redis settings chosen with the blocking reads -----------------------------------------------
+
+
+async def test_no_blocking_read_can_outlive_its_socket(settings, use_redis):
+    from chatsite import redis_options
+
+    stream = get_reply_stream()
+    pool = stream.client().connection_pool.connection_kwargs
+    # A reader per waiting connection: many readers must not run out of the pool.
+    assert stream.client().connection_pool.max_connections >= 1000
+    # The longest read we ask Redis for, with room for the answer to travel back.
+    assert pool["socket_timeout"] == redis_options.STREAM_SOCKET_TIMEOUT
+    assert pool["socket_timeout"] >= redis_options.MAX_BLOCK_SECONDS + 5
+    assert pool["socket_connect_timeout"] and pool["health_check_interval"]
+    # Readers that want to wait longer (the SSE ping interval) are cut to the longest block.
+    assert redis_options.MAX_BLOCK_SECONDS <= settings.CHAT_SSE_PING_SECONDS
+    # The cache (rate limits) has explicit, short timeouts too.
+    from django.core.cache import caches
+    from django.test import override_settings
+
+    with override_settings(
+        CACHES={
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": use_redis,
+                "OPTIONS": redis_options.cache_options(),
+            }
+        }
+    ):
+        kwargs = caches["default"]._cache._pool_options
+        assert kwargs["socket_timeout"] == redis_options.CACHE_SOCKET_TIMEOUT
+
+
+async def test_a_reader_waits_through_a_silence_longer_than_redis_pys_default_timeout(use_redis):
+    # redis-py's default socket timeout is 5 s: a 15 s block used to raise after 5 s.
+    stream = get_reply_stream()
+    reader = asyncio.create_task(stream.read(12, after=0, timeout=15))
+    await asyncio.sleep(6.5)
+    assert not reader.done()
+
+    await stream.append(12, 1, "at last")
+
+    assert [e.text for e in await asyncio.wait_for(reader, 5)] == ["at last"]
+
+
+# --- Batches -----------------------------------------------------------------------------------
+
+
+async def test_a_batch_is_one_command_and_readers_resume_from_any_seq(use_redis):
+    import redis
+
+    stream = get_reply_stream()
+    admin = redis.Redis.from_url(use_redis)
+    admin.config_resetstat()
+
+    await stream.publish(13, [(1, "a"), (2, "b"), (3, "c")])
+    await stream.publish(14, [(1, "solo")])
+
+    assert admin.info("commandstats")["cmdstat_xadd"]["calls"] == 2
+    for after in range(4):
+        entries = await stream.read(13, after=after, timeout=0)
+        assert [(e.seq, e.text) for e in entries] == [(1, "a"), (2, "b"), (3, "c")][after:]
+    assert [e.text for e in await stream.read(14, after=0, timeout=0)] == ["solo"]
+
+
+async def test_a_retried_batch_or_a_second_end_marker_is_not_an_error(use_redis):
+    stream = get_reply_stream()
+    await stream.publish(15, [(1, "a"), (2, "b")])
+    await stream.publish(15, [(1, "a"), (2, "b")])  # a retry whose first try arrived
+    await stream.finish(15, 3, "completed")
+    stream.finish_sync(15, 3, "interrupted")  # a reaper that came too late
+
+    entries = await stream.read(15, after=0, timeout=0)
+    assert [(e.seq, e.kind, e.text) for e in entries][-1] == (3, "end", "completed")
+
+
+# --- Cancellation in bulk -----------------------------------------------------------------------
+
+
+async def test_cancelling_many_redis_waits_at_random_moments_never_loses_a_cancel(use_redis):
+    import random
+
+    stream = get_reply_stream()
+
+    async def reader(i: int) -> None:
+        await stream.read(1000 + i, after=0, timeout=10)
+
+    async def stop_waiter(i: int) -> None:
+        await stream.wait_stop(2000 + i)
+
+    tasks = [asyncio.create_task(reader(i)) for i in range(150)]
+    tasks += [asyncio.create_task(stop_waiter(i)) for i in range(150)]
+    for task in tasks:
+        await asyncio.sleep(random.uniform(0, 0.004))
+        task.cancel()
+
+    done, pending = await asyncio.wait(tasks, timeout=2)
+    assert not pending, f"{len(pending)} of {len(tasks)} cancellations were lost"
+    assert all(task.cancelled() for task in done)
+
+
+async def test_stop_reaches_a_job_through_the_channel_without_polling(use_redis):
+    import redis
+
+    stream = get_reply_stream()
+    admin = redis.Redis.from_url(use_redis)
+    waiter = asyncio.create_task(stream.wait_stop(16))
+    await asyncio.sleep(0.3)
+    admin.config_resetstat()
+    await asyncio.sleep(0.5)
+    # Waiting costs nothing per reply (no EXISTS poll); the listener's backstop is one MGET.
+    stats = admin.info("commandstats")
+    assert "cmdstat_exists" not in stats
+
+    other = RedisReplyStream(url=use_redis, retention_seconds=60)  # another worker
+    started = asyncio.get_running_loop().time()
+    await other.request_stop(16)
+    await asyncio.wait_for(waiter, 1)
+    assert asyncio.get_running_loop().time() - started < 0.5
