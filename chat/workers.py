@@ -12,7 +12,6 @@ get the ending.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import os
@@ -35,8 +34,8 @@ WORKER_ID = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 _runner: asyncio.Task[None] | None = None
 _draining = False
-# Set when this worker's live replies change, so the next beat lists a new reply at once.
-_changed: asyncio.Event | None = None
+# Beats started by beat_soon, held until done (the loop keeps only weak references).
+_extra_beats: set[asyncio.Task[None]] = set()
 
 
 def beat_seconds() -> float:
@@ -46,10 +45,9 @@ def beat_seconds() -> float:
 def worker_start() -> None:
     """Start this worker's heartbeat and sweeper (and its stop listener) on the running loop,
     once per process; later calls do nothing."""
-    global _runner, _changed
+    global _runner
     loop = asyncio.get_running_loop()
     if _runner is None or _runner.done() or _runner.get_loop() is not loop:
-        _changed = asyncio.Event()
         _runner = loop.create_task(
             _beat_and_sweep_forever(), name="worker-heartbeat", context=contextvars.Context()
         )
@@ -59,9 +57,18 @@ def worker_start() -> None:
 
 
 def beat_soon() -> None:
-    """Beat now rather than at the next interval (a reply started here)."""
-    if _changed is not None:
-        _changed.set()
+    """Beat now rather than at the next interval (a reply started here), so other workers'
+    reapers see at once that the reply lives here."""
+    task = asyncio.get_running_loop().create_task(_beat_logged(), name="worker-beat")
+    _extra_beats.add(task)
+    task.add_done_callback(_extra_beats.discard)
+
+
+async def _beat_logged() -> None:
+    try:
+        await beat_once()
+    except Exception:
+        logger.exception("This worker's heartbeat failed")
 
 
 def draining() -> bool:
@@ -95,13 +102,7 @@ async def _beat_and_sweep_forever() -> None:
                 await jobs._job_db(_rollup_yesterday)
         except Exception:
             logger.exception("This worker's heartbeat or sweep failed")
-        changed = _changed
-        if changed is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), beat_seconds())
-            changed.clear()
-        else:
-            await asyncio.sleep(beat_seconds())
+        await asyncio.sleep(beat_seconds())
 
 
 async def beat_once() -> None:
