@@ -68,7 +68,7 @@ class StreamEntry:
     text: str  # the delta, or the ended_reason for the end marker
 
 
-async def bounded(awaitable: Awaitable[T], *, timeout: float) -> T:
+async def bounded(awaitable: Awaitable[T], *, timeout: float | None) -> T:
     """Await `awaitable` as a task of its own, giving up after `timeout` seconds.
 
     The caller waits on the task rather than inside it, so the caller's own cancellation and
@@ -270,7 +270,9 @@ class _StopListener:
                     # Blocking, without a read timeout: a timeout that fires while a message
                     # is half read can lose it. A dead connection raises (keepalive, health
                     # checks), and the backstop covers the time until it does.
-                    message = await pubsub.get_message(timeout=None)
+                    # As a task of its own (`bounded`), so that cancelling the listener works
+                    # even if redis-py swallows it; the socket is then closed under the read.
+                    message = await bounded(pubsub.get_message(timeout=None), timeout=None)
                     if message and message.get("type") == "message":
                         with contextlib.suppress(ValueError):
                             self._set(int(message["data"]))
@@ -280,10 +282,17 @@ class _StopListener:
                     logger.warning("The stop channel failed; listening again", exc_info=True)
                 failing = True
             finally:
+                _abort_socket(pubsub)
                 with contextlib.suppress(Exception):
                     await bounded(pubsub.aclose(), timeout=2)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+
+def _abort_socket(pubsub: Any) -> None:
+    """Close a pub/sub connection's socket at once (no await), ending a read blocked on it."""
+    with contextlib.suppress(Exception):
+        pubsub.connection._writer.transport.abort()
 
 
 class RedisReplyStream(ReplyStream):
