@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
@@ -110,6 +110,15 @@ def conversation_list(request: HtmxHttpRequest) -> HttpResponse:
         after_group=request.GET.get("after", ""),
     )
     return render(request, "chat/partials/_conversation_list.html", {"sidebar": page})
+
+
+@require_GET
+def title(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    """The conversation's current name (the page asks after a generated title, CHAT_TITLE_MODEL)."""
+    if denied := _login_required(request):
+        return denied
+    conversation = conversation_get(_visitor(request), conversation_id)
+    return JsonResponse({"title": conversation.title or "New chat"})
 
 
 def _export(request: HttpRequest, conversation_id: uuid.UUID, kind: str) -> HttpResponse:

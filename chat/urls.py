@@ -48,6 +48,11 @@ urlpatterns = [
         name="delete",
     ),
     path(
+        "streaming-demo/c/<uuid:conversation_id>/title",
+        conversation_views.title,
+        name="conversation_title",
+    ),
+    path(
         "streaming-demo/c/<uuid:conversation_id>/export.md",
         conversation_views.export_markdown,
         name="export_markdown",

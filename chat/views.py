@@ -117,6 +117,8 @@ def _page_context(
         "selected_model": selected,
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         "transport": "sse" if request.GET.get("transport") == "sse" else "ws",
+        # The page asks for the generated name once a new conversation's first reply is done.
+        "title_model": bool(settings.CHAT_TITLE_MODEL),
         "api_enabled": settings.CHAT_API_ENABLED,
         **extra,
     }

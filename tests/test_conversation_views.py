@@ -350,3 +350,14 @@ def test_a_refused_reply_says_not_billed(client):
     html = client.get(f"/streaming-demo/c/{conversation.pk}").content.decode()
 
     assert "Not billed" in html and "(est.)" not in html
+
+
+def test_the_page_can_ask_for_a_generated_name_of_its_own_conversation_only(client, settings):
+    settings.CHAT_TITLE_MODEL = "openai:gpt-4.1-mini"
+    conversation = conversation_of(client, title="First words")
+    Conversation.objects.filter(pk=conversation.pk).update(title="A generated name")
+
+    assert "data-title-model" in client.get(f"/streaming-demo/c/{conversation.pk}").content.decode()
+    response = client.get(f"/streaming-demo/c/{conversation.pk}/title")
+    assert response.json() == {"title": "A generated name"}
+    assert Client().get(f"/streaming-demo/c/{conversation.pk}/title").status_code == 404

@@ -68,4 +68,36 @@
       field.form.requestSubmit();
     }
   });
+
+  // With CHAT_TITLE_MODEL, a cheap model names a conversation once its first reply is done:
+  // ask for the name a few times, then show it in the header, the sidebar and the tab.
+  const named = new Set();
+  const messages = document.getElementById("messages");
+  function askForName() {
+    if (!("titleModel" in document.body.dataset) || !messages) return;
+    const replies = messages.querySelectorAll("article[data-role='assistant']");
+    const id = document.getElementById("conversation-id")?.value;
+    if (!id || named.has(id) || replies.length !== 1 || replies[0].dataset.status !== "complete") return;
+    named.add(id);
+    const before = document.getElementById("conversation-title")?.textContent;
+    const attempt = async (left) => {
+      try {
+        const response = await fetch(`/streaming-demo/c/${id}/title`, { headers: { Accept: "application/json" } });
+        const { title } = response.ok ? await response.json() : {};
+        if (title && title !== before) {
+          const heading = document.getElementById("conversation-title");
+          const item = document.getElementById(`conversation-${id}`);
+          if (heading) heading.textContent = title;
+          if (item) item.textContent = title;
+          document.title = `${title} · chatsite`;
+          return;
+        }
+      } catch {
+        // The name waits for the next page load.
+      }
+      if (left > 0) setTimeout(() => attempt(left - 1), 2000);
+    };
+    setTimeout(() => attempt(4), 1000);
+  }
+  if (messages) new MutationObserver(askForName).observe(messages, { childList: true, subtree: true, attributes: true, attributeFilter: ["data-status"] });
 })();

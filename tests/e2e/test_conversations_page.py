@@ -6,9 +6,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.fake_upstream import running_fake_upstream
+from tests.servers import app_env, daphne, migrate
 
 pytestmark = pytest.mark.e2e
 
@@ -201,3 +208,40 @@ def test_rename_search_export_and_delete(chat: tuple[Any, Any]) -> None:
     assert page.request.get(conversation_url).status == 404
     page.locator("#search-input").fill("pastel")
     page.get_by_text("Nothing found").wait_for()
+
+
+@pytest.fixture(scope="module")
+def titled_server() -> Iterator[tuple[str, Any]]:
+    """The app with generated titles (CHAT_TITLE_MODEL) from the fake upstream."""
+    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-e2e-titles-"))
+    with running_fake_upstream() as upstream:
+        env = app_env(
+            data_dir,
+            OPENAI_API_KEY="sk-test",
+            OPENAI_BASE_URL=upstream.openai_base_url,
+            OPENAI_MODELS="gpt-4.1-mini",
+            CHAT_DEFAULT_MODEL="openai:gpt-4.1-mini",
+            CHAT_TITLE_MODEL="openai:gpt-4.1-nano",
+            CHAT_PROVIDER_MAX_RETRIES="0",
+        )
+        try:
+            migrate(env)
+            with daphne(env, data_dir / "server.log") as url:
+                yield url, upstream
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_a_generated_title_appears_without_a_reload(
+    new_page: Any, titled_server: tuple[str, Any]
+) -> None:
+    url, upstream = titled_server
+    page = new_page(base_url=url)
+    open_chat(page)
+    # The reply and the title request both get this text; the title is cleaned of its dot.
+    send(page, upstream, "I want to spend seven days in Lisbon, what should I see?", "Lisbon week.")
+
+    page.locator("#conversation-title", has_text="Lisbon week").wait_for(timeout=15_000)
+    assert page.locator(".conversation-item.active").inner_text() == "Lisbon week"
+    assert upstream.requests[-1].body["model"] == "gpt-4.1-nano"
+    assert page.title().startswith("Lisbon week")
