@@ -446,27 +446,43 @@ def _split(
 
 def _ratings(period: Period, usage_filter: UsageFilter) -> list[tuple[date, str, str, int, int]]:
     """Rated replies by day, provider, model and rating: few, and found through a partial index
-    on `day`, so read live (a rating may change any time after its day was rolled up)."""
+    on `day`, so read live (a rating may change any time after its day was rolled up). The
+    conversation's source and owner are checked here rather than in the query: with them in the
+    query, SQLite starts from the conversations (1.8 s for anonymous visitors at a million
+    replies) instead of the few rated replies."""
     rated = Message.objects.filter(
         day__gte=period.start,
         day__lte=period.end,
         feedback__isnull=False,
         role=Message.Role.ASSISTANT,
-    ).filter(usage_filter.message_q())
-    columns = ("day", "provider", "model", "feedback")
-    if not usage_filter.one_owner:
-        chunks = [rated]
-    else:
-        ids = owner_conversation_ids(usage_filter.owner)
-        chunks = [
-            rated.filter(conversation_id__in=ids[start : start + ID_CHUNK])
-            for start in range(0, len(ids), ID_CHUNK)
-        ]
-    return [
-        row
-        for chunk in chunks
-        for row in chunk.values_list(*columns).annotate(count=Count("id")).order_by()
-    ]
+    ).order_by()
+    if usage_filter.provider:
+        rated = rated.filter(provider=usage_filter.provider)
+    if usage_filter.model:
+        rated = rated.filter(model=usage_filter.model)
+    if usage_filter.one_owner:
+        ids = set(owner_conversation_ids(usage_filter.owner))
+    columns = (
+        "day",
+        "provider",
+        "model",
+        "feedback",
+        "conversation_id",
+        "conversation__source",
+        "conversation__user_id",
+    )
+    counts: Counter[tuple[date, str, str, int]] = Counter()
+    for day, provider, model, rating, conversation, source, user_id in rated.values_list(
+        *columns
+    ).iterator(chunk_size=5000):
+        if usage_filter.source and source != usage_filter.source:
+            continue
+        if usage_filter.anonymous is not None and (user_id is None) != usage_filter.anonymous:
+            continue
+        if usage_filter.one_owner and conversation not in ids:
+            continue
+        counts[day, provider, model, rating] += 1
+    return [(*key, count) for key, count in counts.items()]
 
 
 def _live_by_owner(live_figures: list[OwnerFigures]) -> dict[str, OwnerFigures]:
