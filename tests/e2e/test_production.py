@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import http.client
 import json
 import os
 import re
@@ -37,6 +38,7 @@ import pytest
 from chat.providers.demo import demo_reply
 from scripts.with_postgres import PostgresMissing, running_postgres
 from tests.conftest import IN_CI, free_port, need
+from tests.fake_upstream import FakeUpstream, running_fake_upstream
 from tests.helpers import deltas
 from tests.servers import REPO, Browser, app_env
 
@@ -94,6 +96,7 @@ class Deployment:
     database_url: str
     redis: RedisServer
     worker_ports: list[int] = field(default_factory=list)
+    silences: Silences | None = None
 
     @property
     def port(self) -> int:
@@ -134,6 +137,11 @@ def deployment_env(data_dir: Path, services: Services, workers: int) -> dict[str
         DATABASE_URL=services.database_url,
         REDIS_URL=services.redis.url,
         DJANGO_STATIC_ROOT=str(services.static_root),
+        OPENAI_API_KEY="sk-test",
+        OPENAI_BASE_URL=services.upstream.openai_base_url,
+        OPENAI_MODELS="gpt-4.1-mini",
+        CHAT_DEFAULT_MODEL="demo:demo",
+        CHAT_PROVIDER_MAX_RETRIES="0",
         CHAT_WORKERS=str(workers),
         CHAT_METRICS_TOKEN=METRICS_TOKEN,
         CHAT_DEMO_TOKENS_PER_SECOND=str(TOKENS_PER_SECOND),
@@ -147,6 +155,7 @@ class Services:
     database_url: str
     redis: RedisServer
     static_root: Path  # shared: the second deployment finds the static files up to date
+    upstream: FakeUpstream  # the OpenAI provider's, for replies with long silences
 
 
 @pytest.fixture(scope="module")
@@ -155,10 +164,10 @@ def services() -> Iterator[Services]:
     redis = RedisServer(workdir)
     need("nginx")
     try:
-        with running_postgres() as database_url:
+        with running_postgres() as database_url, running_fake_upstream() as upstream:
             redis.start()
             try:
-                yield Services(database_url, redis, workdir / "static")
+                yield Services(database_url, redis, workdir / "static", upstream)
             finally:
                 redis.stop()
     except PostgresMissing as exc:
@@ -196,9 +205,13 @@ def deployed(services: Services, *, workers: int) -> Iterator[Deployment]:
 
 @pytest.fixture(scope="module")
 def production(services: Services) -> Iterator[Deployment]:
-    """Two workers behind nginx; ended by the SIGTERM test."""
+    """Two workers behind nginx; ended by the SIGTERM test. A reply with long silences starts
+    with it and is read in the background while the other tests run."""
     with deployed(services, workers=2) as deployment:
+        deployment.silences = silences_start(deployment, services.upstream)
         yield deployment
+        for thread in deployment.silences.threads:
+            thread.join(90)
 
 
 @pytest.fixture(scope="module")
@@ -226,11 +239,13 @@ def metric(text: str, name: str, labels: str = "") -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def start_reply(browser: Browser, base_url: str, prompt: str) -> tuple[int, str]:
+def start_reply(
+    browser: Browser, base_url: str, prompt: str, model: str = "demo:demo"
+) -> tuple[int, str]:
     browser.get(f"{base_url}/streaming-demo")
     status, html = browser.post(
         f"{base_url}/streaming-demo/messages",
-        {"action": "send", "message": prompt, "model": "demo:demo"},
+        {"action": "send", "message": prompt, "model": model},
     )
     assert status == 200, html
     message_id = int(re.search(r'data-status="streaming" data-message-id="(\d+)"', html).group(1))
@@ -262,8 +277,16 @@ def next_event(response: Any) -> dict[str, str]:
         fields.setdefault(name, []).append(value[1:] if value.startswith(" ") else value)
 
 
-def read_sse(browser: Browser, base_url: str, message_id: int, reading: Reading) -> None:
-    connection, response = browser.events(base_url, f"/streaming-demo/replies/{message_id}/events")
+def read_sse(
+    browser: Browser, base_url: str, message_id: int, reading: Reading, timeout: float = 15
+) -> None:
+    host, port = urllib.parse.urlsplit(base_url).netloc.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    cookies = "; ".join(f"{c.name}={c.value}" for c in browser.jar)
+    connection.request(
+        "GET", f"/streaming-demo/replies/{message_id}/events", headers={"Cookie": cookies}
+    )
+    response = connection.getresponse()
     try:
         assert response.status == 200
         assert response.getheader("Content-Type", "").startswith("text/event-stream")
@@ -286,6 +309,102 @@ def assert_streamed_in_steps(reading: Reading, full: str) -> None:
     # At 25 tokens a second a demo reply takes about five seconds: a proxy that buffered it
     # would deliver the first text together with the last.
     assert reading.ended_at - reading.stamps[0] > 2.0, "the first text came with the end"
+
+
+# --- Long silences, read in the background -------------------------------------------------------
+
+SILENT_TEXT = "A reasoning model thinks first, then pauses mid-reply, and every word still arrives."
+
+
+@dataclass
+class Silences:
+    message_id: int = 0
+    threads: list[threading.Thread] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def run(self, name: str, target: Any, *args: Any) -> None:
+        def body() -> None:
+            try:
+                self.results[name] = target(*args)
+            except BaseException as exc:  # reported by the test that joins
+                self.errors.append(f"{name}: {exc!r}")
+
+        thread = threading.Thread(target=body, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+
+def ws_connect(browser: Browser, base_url: str) -> Any:
+    from websockets.sync.client import connect
+
+    cookies = "; ".join(f"{c.name}={c.value}" for c in browser.jar)
+    return connect(
+        base_url.replace("http://", "ws://") + "/ws/chat/",
+        origin=base_url,  # type: ignore[arg-type]
+        additional_headers={"Cookie": cookies},
+        open_timeout=15,
+    )
+
+
+def ws_read(browser: Browser, base_url: str, message_id: int, timeout: float) -> Reading:
+    reading = Reading()
+    with ws_connect(browser, base_url) as socket_:
+        socket_.send(json.dumps({"action": "watch", "message_id": message_id, "after": 0}))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            frame = socket_.recv(timeout=deadline - time.monotonic())
+            if pieces := deltas(frame):
+                reading.stamps.append(time.monotonic())
+                reading.text += "".join(text for _, text in pieces)
+            if "<article" in frame and 'data-status="streaming"' not in frame:
+                reading.ended_at, reading.final = time.monotonic(), frame
+                return reading
+    raise TimeoutError("the reply did not end over the WebSocket")
+
+
+def idle_socket_survives(browser: Browser, base_url: str, seconds: float) -> dict[str, Any]:
+    from websockets.exceptions import ConnectionClosed
+
+    opened = time.monotonic()
+    try:
+        with ws_connect(browser, base_url) as socket_:
+            try:
+                frame = socket_.recv(timeout=seconds)
+                return {"unexpected frame": frame}
+            except TimeoutError:
+                pass
+            pong = socket_.ping()
+            return {"open_for": time.monotonic() - opened, "pong": pong.wait(10)}
+    except ConnectionClosed as exc:
+        return {"closed": exc.rcvd.code if exc.rcvd else None, "after": time.monotonic() - opened}
+
+
+def sse_read(browser: Browser, base_url: str, message_id: int) -> Reading:
+    reading = Reading()
+    read_sse(browser, base_url, message_id, reading, timeout=90)
+    return reading
+
+
+def silences_start(deployment: Deployment, upstream: FakeUpstream) -> Silences:
+    """A reply whose first token takes 20 s and which then stalls 20 s — longer than any Redis
+    timeout — read through the proxy over SSE (twice: round robin puts one reader on each worker)
+    and WebSocket; and idle WebSockets that must stay open for a minute."""
+    silences = Silences()
+    upstream.script_for(
+        "slow-silence", text=SILENT_TEXT, chunks=8, first_delay=20, pause_after=4,
+        pause_seconds=20, max_wait=30,
+    )  # fmt: skip
+    browser = Browser()
+    silences.message_id, _ = start_reply(
+        browser, deployment.url, "slow-silence please", model="openai:gpt-4.1-mini"
+    )
+    for name in ("sse-1", "sse-2"):
+        silences.run(name, sse_read, browser, deployment.url, silences.message_id)
+    silences.run("ws", ws_read, browser, deployment.url, silences.message_id, 90)
+    for name in ("idle-1", "idle-2"):
+        silences.run(name, idle_socket_survives, browser, deployment.url, 60)
+    return silences
 
 
 # --- Tests --------------------------------------------------------------------------------------
@@ -401,6 +520,32 @@ def test_sse_through_the_proxy_streams_unbuffered_from_either_worker(production:
     assert post in events and len(set(events) - {post}) == 1, (
         "a reply started on one worker was read on the other"
     )
+
+
+def test_long_silences_through_the_proxy_are_read_exactly_and_idle_sockets_stay_open(
+    production: Deployment,
+):
+    silences = production.silences
+    assert silences is not None
+    for thread in silences.threads:
+        thread.join(120)
+    assert not silences.errors, silences.errors
+    for name in ("sse-1", "sse-2", "ws"):
+        reading = silences.results[name]
+        assert reading.text == SILENT_TEXT, name
+        assert 'data-status="complete"' in reading.final, name
+        # Text before the stall, the stall, text after it: the sockets lived through both waits.
+        assert reading.stamps[-1] - reading.stamps[0] > 15, (name, reading.stamps)
+    for name in ("idle-1", "idle-2"):
+        outcome = silences.results[name]
+        assert outcome.get("pong") is True and outcome["open_for"] >= 59, (name, outcome)
+    events = re.findall(
+        r"upstream=(\S+)",
+        "\n".join(
+            production.access_lines(rf'"GET /streaming-demo/replies/{silences.message_id}/events ')
+        ),
+    )
+    assert len(set(events)) == 2, f"the readers were not spread over both workers: {events}"
 
 
 def test_metrics_are_protected_and_count_replies_across_workers(production: Deployment):
