@@ -34,7 +34,9 @@ def _charset_refusal(request: HttpRequest) -> HttpResponse | None:
     )
 
 
-class FormCharsetMiddleware:
+class _Middleware:
+    """Works in both stacks: `before` may answer instead of the view, `after` sees the response."""
+
     async_capable = True
     sync_capable = True
 
@@ -43,34 +45,32 @@ class FormCharsetMiddleware:
         if iscoroutinefunction(self.get_response):
             markcoroutinefunction(self)
 
+    def before(self, request: HttpRequest) -> HttpResponse | None:
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> None:
+        pass
+
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if iscoroutinefunction(self.get_response):
             return self._acall(request)
-        return _charset_refusal(request) or self.get_response(request)
+        response = self.before(request) or self.get_response(request)
+        self.after(request, response)
+        return response
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
-        return _charset_refusal(request) or await self.get_response(request)
+        response = self.before(request) or await self.get_response(request)
+        self.after(request, response)
+        return response
 
 
-class VisitorCookieMiddleware:
+class FormCharsetMiddleware(_Middleware):
+    def before(self, request: HttpRequest) -> HttpResponse | None:
+        return _charset_refusal(request)
+
+
+class VisitorCookieMiddleware(_Middleware):
     """Sets (or drops) the anonymous visitor's signed cookie that chat.visitors asked for."""
 
-    async_capable = True
-    sync_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        if iscoroutinefunction(self.get_response):
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
-        if iscoroutinefunction(self.get_response):
-            return self._acall(request)
-        response = self.get_response(request)
+    def after(self, request: HttpRequest, response: HttpResponse) -> None:
         visitor_cookie_apply(request, response)
-        return response
-
-    async def _acall(self, request: HttpRequest) -> HttpResponse:
-        response = await self.get_response(request)
-        visitor_cookie_apply(request, response)
-        return response
