@@ -41,6 +41,7 @@ PAGE_PATH = "/streaming-demo"
 @dataclass
 class StreamResult:
     sent_ns: int = 0
+    started_ns: int | None = None  # chatsite: when the started fragment (the send's answer) came
     first_ns: int | None = None  # receive time of the first token
     added_ns: list[int] = field(default_factory=list)  # receive time minus stamp, per token
     seen: Counter[int] = field(default_factory=Counter)
@@ -394,6 +395,7 @@ class ChatsiteSocket:
                     self.ended.set_exception(RuntimeError(text[:300]))
                 return
             # As chat.js does once the started fragment is swapped in: follow the reply.
+            self.result.started_ns = received_ns
             self.watching = True
             self.socket.send_text(
                 json.dumps({"action": "watch", "message_id": started.group(1), "after": 0})
@@ -450,6 +452,7 @@ async def chatsite_sse(
         },
         form,
     )
+    result.started_ns = time.monotonic_ns()
     started = STARTED_REPLY.search(body.decode())
     if status != 200 or started is None:
         raise RuntimeError(f"send answered {status}: {body[:300]!r}")

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from benchmarks.relay import profile
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
 TRANSPORT_NAMES = {"ws": "WebSocket", "sse": "SSE"}
 
@@ -15,10 +17,12 @@ def line(r: dict[str, Any]) -> str:
     return (
         f"  {r['streams']:>4} streams: added p50 {_num(r['added_ms']['p50'])} / p99 "
         f"{_num(r['added_ms']['p99'])} / max {_num(r['added_ms']['max'])} ms, first token p50 "
-        f"{_num(r['first_token_ms']['p50'])} ms, lost {r['lost']}, doubled {r['doubled']}, "
+        f"{_num(r['first_token_ms']['p50'])} ms (send answered "
+        f"{_num((r.get('send_answered_ms') or {}).get('p50'))} ms), "
+        f"lost {r['lost']}, doubled {r['doubled']}, "
         f"frames/token {r['frames_per_token']}, CPU {r['server_cpu_ms_per_1000_tokens']} ms/1k "
         f"tokens ({_pct(r['server_cpu_busy'])} busy, "
-        f"{_pct(r.get('server_waiting_for_cpu'))} waiting for a CPU), "
+        f"{_pct(r.get('server_waiting_for_cpu'))} loop waiting for the CPU), "
         f"client core {_pct(r['client_core_busy'])}, "
         f"load {r['load_average_1m']}" + ("" if r["passes"] else "  ✗") + _errors(r)
     )
@@ -62,10 +66,11 @@ ROWS: list[tuple[str, str, str]] = [
     ("added per token, max", "added_ms.max", "ms"),
     ("first token after send, p50", "first_token_ms.p50", "ms"),
     ("first token after send, p99", "first_token_ms.p99", "ms"),
+    ("send answered (started fragment), p50", "send_answered_ms.p50", "ms"),
     ("frames per token", "frames_per_token", ""),
     ("server CPU per 1,000 tokens", "server_cpu_ms_per_1000_tokens", "ms"),
     ("server core busy", "server_cpu_busy", "%"),
-    ("server runnable but waiting for a CPU (other processes)", "server_waiting_for_cpu", "%"),
+    ("event loop runnable but waiting for the CPU", "server_waiting_for_cpu", "%"),
 ]
 
 
@@ -174,6 +179,14 @@ def markdown(output: dict[str, Any]) -> str:
             )
             parts.append(_table(f"{name}, {TRANSPORT_NAMES[transport]}", ours, theirs, columns))
     parts.append(_summary(results, ours_names, baseline))
+    for r in results:
+        if r.get("profile"):
+            parts.append(
+                f"py-spy profile of {r['server']} during the {r['streams']}-stream "
+                f"{TRANSPORT_NAMES[r['transport']]} run (share of the event loop's samples; for "
+                "a pool of threads, how many threads were inside the frame on average):\n\n"
+                + profile.markdown(r["profile"], top=10)
+            )
     return "\n\n".join(parts)
 
 

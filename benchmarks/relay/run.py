@@ -35,15 +35,12 @@ def rss_bytes(pid: int) -> int:
 
 
 def runqueue_wait_seconds(pid: int) -> float:
-    """Time the server's threads spent runnable but waiting for a CPU (held by another process:
-    on a shared machine this is the noise in the figures)."""
-    total = 0
-    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        try:
-            total += int(stat.read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # a thread that ended meanwhile
-    return total / 1e9
+    """Time the server's main thread (its event loop) spent runnable but waiting for the CPU,
+    held by another thread or process: on a shared machine, most of the noise in the figures."""
+    try:
+        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def load_average() -> float:
@@ -212,6 +209,7 @@ def summarize(
 ) -> dict[str, Any]:
     added = [ns for r in results for ns in r.added_ns]
     firsts = [r.first_ns - r.sent_ns for r in results if r.first_ns is not None]
+    answers = [r.started_ns - r.sent_ns for r in results if r.started_ns is not None]
     received = sum(len(r.seen) for r in results)
     lost = sum(sum(1 for index in range(load.tokens) if r.seen[index] == 0) for r in results)
     doubled = sum(count - 1 for r in results for count in r.seen.values() if count > 1)
@@ -236,6 +234,10 @@ def summarize(
             "p50": _ms(percentile(firsts, 50)),
             "p99": _ms(percentile(firsts, 99)),
             "max": _ms(max(firsts) if firsts else None),
+        },
+        "send_answered_ms": {
+            "p50": _ms(percentile(answers, 50)),
+            "p99": _ms(percentile(answers, 99)),
         },
         "tokens_expected": load.streams * load.tokens,
         "tokens_received": received,
