@@ -217,12 +217,12 @@ def _summary(results: list[dict[str, Any]], ours_names: list[str], baseline: str
                 continue
             cap, base_cap = _capacity(ours), _capacity(theirs) if theirs else None
             tried = max(r["streams"] for r in ours)
-            text = _num(cap) if cap is not None else "< 1"
+            text = str(cap) if cap is not None else "< 1"
             if cap == tried:
                 text = f"≥ {text}"
             if theirs:
                 base_tried = max(r["streams"] for r in theirs)
-                base_text = _num(base_cap) if base_cap is not None else "< 1"
+                base_text = str(base_cap) if base_cap is not None else "< 1"
                 if base_cap == base_tried:
                     base_text = f"≥ {base_text}"
                 text += f" vs {base_text}"
@@ -244,7 +244,7 @@ def _summary(results: list[dict[str, Any]], ours_names: list[str], baseline: str
         + " | ".join(cap_cells)
         + " |"
     )
-    lines.append("| RSS per idle socket (100 sockets) | " + " | ".join(idle_cells) + " |")
+    lines.append("| RSS per idle WebSocket (100 open) | " + " | ".join(idle_cells) + " |")
     lines.append("| RSS per active stream (100 streams) | " + " | ".join(active_cells) + " |")
     return "\n".join(lines)
 
