@@ -263,7 +263,12 @@ def write_docs(output: dict[str, Any]) -> None:
         f"Measured {output['date']} with `{output['command']}` "
         f"({output['duration_s']:.0f} s; {machine['cpus']} cores, Python {machine['python']}; "
         f"load average at the end {' / '.join(machine['load_average_at_end'])}). "
-        f"Cells are chatsite vs the baseline (ratio).\n\n{markdown(output)}\n{end}"
+        + (
+            "Cells are chatsite vs the baseline (ratio)."
+            if any(r["server"] == "baseline" for r in output["results"])
+            else "chatsite alone (no baseline in this run)."
+        )
+        + f"\n\n{markdown(output)}\n{end}"
     )
     text = DOC.read_text()
     if start in text and end in text:

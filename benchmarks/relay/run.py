@@ -95,12 +95,14 @@ async def measure(
     pid_list = server.pids
     port_of = [server.ports[i % len(server.ports)] for i in range(load.streams)]
     chatsite = server.name.startswith("chatsite")
-    rss_start = sum(rss_bytes(pid) for pid in pid_list)
     visitors: list[client.Visitor | None] = [None] * load.streams
     if chatsite:
         visitors = await _gather_limited(
             [client.visitor_open(port_of[i]) for i in range(load.streams)], 16
         )
+    # After the page loads (sessions, template caches): what follows is the sockets' own memory.
+    await asyncio.sleep(0.5)
+    rss_start = sum(rss_bytes(pid) for pid in pid_list)
     sockets: list[Any] = []
     if load.transport == "ws":
         if chatsite:
