@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -210,6 +211,8 @@ def main() -> None:
     if args.quick:
         args.streams = [1, 50]
         args.capacity = False
+    # A SIGTERM must still stop the servers it started (the context managers' exits).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     output = asyncio.run(_main(args))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(output, indent=1))
