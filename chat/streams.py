@@ -423,6 +423,7 @@ class RedisReplyStream(ReplyStream):
         try:
             return bool(await bounded(self.client().ping(), timeout=2.0))
         except SHARED_STREAM_ERRORS:
+            metrics.redis_error("ping")
             return False
 
     async def beat(self, worker_id: str, message_ids: Iterable[int], *, ttl: float) -> None:
@@ -436,6 +437,7 @@ class RedisReplyStream(ReplyStream):
             keys = list(client.scan_iter(match=self.worker_key("*"), count=1000))
             values = client.mget(keys) if keys else []
         except SHARED_STREAM_ERRORS:
+            metrics.redis_error("live_workers")
             return None
         live: set[int] = set()
         for value in values:

@@ -22,6 +22,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from chat import metrics
 from chat.models import Message
 from chat.rollups import rollups_build
 from chat.streams import SHARED_STREAM_ERRORS, RedisReplyStream, bounded
@@ -116,6 +117,7 @@ async def beat_once() -> None:
             timeout=beat_seconds(),
         )
     except SHARED_STREAM_ERRORS:
+        metrics.redis_error("worker_beat")
         logger.warning("Marking this worker alive in Redis failed", exc_info=True)
     if live:
         # With the reply path's other writes (chat/writer.py): on SQLite writers exclude each other.

@@ -162,6 +162,13 @@ def test_a_failing_rate_limit_cache_counts_as_a_redis_error(client, settings):
     assert sample("chat_redis_errors_total", operation="rate_limit") == before + 1
 
 
+async def test_an_unreachable_redis_is_counted_by_the_readiness_ping(settings):
+    stream = RedisReplyStream(url=f"redis://127.0.0.1:{free_port()}/0", retention_seconds=60)
+    before = sample("chat_redis_errors_total", operation="ping")
+    assert await stream.available() is False
+    assert sample("chat_redis_errors_total", operation="ping") == before + 1
+
+
 # --- Static files --------------------------------------------------------------------------------
 
 
