@@ -1,6 +1,7 @@
 """What the shared (Redis) path costs over the in-memory stream, at 20 concurrent streams.
 
     .venv/bin/python -m benchmarks.redis_path --streams 20 --rounds 3
+    .venv/bin/python -m benchmarks.redis_path --streams 20 --rounds 3 --ramp 4
 
 Runs one Daphne worker (SQLite, the demo model at 20 tokens/s) twice: with the in-memory reply
 stream, then with REDIS_URL pointing at a redis-server of its own. Each round opens `--streams`
@@ -48,7 +49,7 @@ def _one(base: str, n: int, results: list[dict[str, float]], text_of: dict[int, 
     text_of[message_id] = reader.text
 
 
-def _round(base: str, streams: int, offset: int) -> list[dict[str, float]]:
+def _round(base: str, streams: int, offset: int, ramp: float = 0.0) -> list[dict[str, float]]:
     results: list[dict[str, float]] = []
     texts: dict[int, str] = {}
     threads = [
@@ -57,6 +58,7 @@ def _round(base: str, streams: int, offset: int) -> list[dict[str, float]]:
     ]
     for thread in threads:
         thread.start()
+        time.sleep(ramp / streams)  # spread the sends: first text then measures the path
     for thread in threads:
         thread.join()
     if len(results) != streams:
@@ -64,7 +66,9 @@ def _round(base: str, streams: int, offset: int) -> list[dict[str, float]]:
     return results
 
 
-def _run(data_dir: Path, streams: int, rounds: int, redis_url: str = "") -> dict[str, object]:
+def _run(
+    data_dir: Path, streams: int, rounds: int, redis_url: str = "", ramp: float = 0.0
+) -> dict[str, object]:
     env = app_env(data_dir, CHAT_DEMO_TOKENS_PER_SECOND="20", REDIS_URL=redis_url)
     migrate(env)
     with daphne_worker(env, data_dir / "worker.log") as worker:
@@ -79,7 +83,7 @@ def _run(data_dir: Path, streams: int, rounds: int, redis_url: str = "") -> dict
         started = time.monotonic()
         results: list[dict[str, float]] = []
         for r in range(rounds):
-            results += _round(worker.url, streams, r * streams)
+            results += _round(worker.url, streams, r * streams, ramp)
         wall = time.monotonic() - started
         cpu, _ = _proc_stats(worker.process.pid)
         commands = {}
@@ -106,17 +110,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ramp", type=float, default=0.0, help="seconds over which to send")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="chatsite-redis-path-") as tmp:
         base = Path(tmp)
         (base / "memory").mkdir()
         (base / "redis").mkdir()
         (base / "redis-data").mkdir()
-        memory = _run(base / "memory", args.streams, args.rounds)
+        memory = _run(base / "memory", args.streams, args.rounds, ramp=args.ramp)
         with redis_server(base / "redis-data") as (url, _process):
-            shared = _run(base / "redis", args.streams, args.rounds, redis_url=url)
+            shared = _run(base / "redis", args.streams, args.rounds, redis_url=url, ramp=args.ramp)
 
-    print(f"{args.streams} concurrent streams x {args.rounds} rounds, demo model at 20 tokens/s")
+    print(
+        f"{args.streams} concurrent streams x {args.rounds} rounds (sent over {args.ramp:g} s), "
+        "demo model at 20 tokens/s"
+    )
     print(f"{'':28}{'memory':>12}{'redis':>12}")
     for label, key, unit in (
         ("first text, median", "first_ms_median", "ms"),

@@ -320,7 +320,7 @@ CHAT_WORKER_DEAD_AFTER_SECONDS = env.float("CHAT_WORKER_DEAD_AFTER_SECONDS", def
 # On SIGTERM a worker takes no new replies and lets live ones finish for this long.
 CHAT_SHUTDOWN_GRACE_SECONDS = env.float("CHAT_SHUTDOWN_GRACE_SECONDS", default=8.0)
 # With Redis, a job publishes the deltas of this window in one command (the first at once).
-CHAT_REDIS_PUBLISH_MS = env.int("CHAT_REDIS_PUBLISH_MS", default=300)
+CHAT_REDIS_PUBLISH_MS = env.int("CHAT_REDIS_PUBLISH_MS", default=350)
 CHAT_JOB_DB_THREADS = env.int("CHAT_JOB_DB_THREADS", default=4)
 CHAT_SSE_PING_SECONDS = env.float("CHAT_SSE_PING_SECONDS", default=15.0)
 CHAT_STREAM_RETENTION_SECONDS = env.int("CHAT_STREAM_RETENTION_SECONDS", default=3600)

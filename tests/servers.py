@@ -4,9 +4,11 @@ running server: the multi-worker test and the browser tests."""
 from __future__ import annotations
 
 import contextlib
+import html
 import http.client
 import http.cookiejar
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -189,6 +191,15 @@ def redis_server(
         process.wait(5)
 
 
+_SEQ_TEXT = re.compile(r'<span data-seq="(\d+)">(.*?)</span>', re.S)
+
+
+def _deltas(fragment: str) -> list[tuple[int, str]]:
+    """The (seq, text) pieces a delta fragment appends, unescaped (as tests.helpers.deltas, which
+    needs Django set up: benchmarks use this module without it)."""
+    return [(int(seq), html.unescape(text)) for seq, text in _SEQ_TEXT.findall(fragment)]
+
+
 class SSEReader:
     """One SSE reader of a reply: the deltas it got, and the final fragment."""
 
@@ -205,15 +216,13 @@ class SSEReader:
         self.first_text_at: float | None = None
 
     def read_to_end(self) -> SSEReader:
-        from tests.helpers import deltas
-
         try:
             while not self.final:
                 event = read_event(self.response)
                 data = event.get("data", "")
                 if "<article" in data:
                     self.final = data
-                elif found := deltas(data):
+                elif found := _deltas(data):
                     if self.first_text_at is None:
                         self.first_text_at = time.monotonic()
                     self.pieces.extend(found)
