@@ -271,6 +271,11 @@ class _Publisher:
                 self.failing_since = asyncio.get_running_loop().time()
                 logger.warning("Publishing reply %s failed", self.message_id, exc_info=True)
             return False
+        except BaseException:
+            # Cancelled mid-publish (a stop, a shutdown): the batch goes out with the final
+            # flush. If it did arrive after all, readers skip what they have by sequence number.
+            self.pending = batch + self.pending
+            raise
         self.failing_since = None
         return True
 

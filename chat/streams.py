@@ -469,6 +469,9 @@ def _already_written(results: list[Any]) -> None:
 
 def _decode(response: Any, after: int) -> list[StreamEntry]:
     entries: list[StreamEntry] = []
+    # A batch re-published after a cancelled publish that had arrived after all repeats
+    # sequence numbers of the entry before it: each one is read once.
+    seen = after
     for _key, items in response or []:
         for entry_id, fields in items:
             last = int(entry_id.split("-")[1])
@@ -480,10 +483,11 @@ def _decode(response: Any, after: int) -> list[StreamEntry]:
                 entries.extend(
                     StreamEntry(seq, "delta", text)
                     for seq, text in enumerate(texts, start=first)
-                    if seq > after
+                    if seq > seen
                 )
-            else:
+            elif last > seen:
                 entries.append(StreamEntry(last, "delta", fields.get("t", "")))
+            seen = max(seen, last)
     return entries
 
 

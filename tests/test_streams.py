@@ -188,3 +188,51 @@ async def test_stop_reaches_a_job_through_the_channel_without_polling(use_redis)
     await other.request_stop(16)
     await asyncio.wait_for(waiter, 1)
     assert asyncio.get_running_loop().time() - started < 0.5
+
+
+async def test_a_batch_whose_publish_is_cancelled_goes_out_with_the_final_flush(
+    use_redis, monkeypatch
+):
+    """A stop cancels the publisher mid-publish: that batch must not be lost (a reader got
+    "Redis " + "ny job" of "Redis streams let every worker read what any job" before)."""
+    from chat.jobs import _Publisher
+
+    stream = get_reply_stream()
+    real_publish = stream.publish
+    entered = asyncio.Event()
+
+    async def slow_publish(message_id, deltas):
+        entered.set()
+        await asyncio.sleep(10)
+        await real_publish(message_id, deltas)
+
+    publisher = _Publisher(stream, 9)
+    publisher.add(1, "a")
+    assert await publisher.flush()
+    for seq, text in [(2, "b"), (3, "c"), (4, "d")]:
+        publisher.add(seq, text)
+    monkeypatch.setattr(stream, "publish", slow_publish)
+    flushing = asyncio.create_task(publisher.flush())
+    await entered.wait()
+    flushing.cancel()  # the stop
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    monkeypatch.setattr(stream, "publish", real_publish)
+    publisher.add(5, "e")
+    assert await publisher.flush()  # the job's final flush
+
+    entries = await stream.read(9, after=0, timeout=0)
+    assert [(e.seq, e.text) for e in entries] == [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")]
+
+
+async def test_a_batch_published_twice_is_read_once(use_redis):
+    stream = get_reply_stream()
+    await stream.publish(7, [(1, "a")])
+    await stream.publish(7, [(2, "b"), (3, "c")])
+    # The same batch again, longer: its first try had arrived although the call was cancelled.
+    await stream.publish(7, [(2, "b"), (3, "c"), (4, "d")])
+
+    entries = await stream.read(7, after=0, timeout=0)
+    assert [(e.seq, e.text) for e in entries] == [(1, "a"), (2, "b"), (3, "c"), (4, "d")]
+    later = await stream.read(7, after=2, timeout=0)
+    assert [e.seq for e in later] == [3, 4]
