@@ -164,7 +164,10 @@ class MemoryReplyStream(ReplyStream):
 
     async def publish(self, message_id: int, deltas: list[tuple[int, str]]) -> None:
         log = self._log(message_id)
-        log.entries.extend(StreamEntry(seq, "delta", text) for seq, text in deltas)
+        # A batch published again (its first publish was cancelled after it arrived) adds only
+        # what is new: sequence numbers are the positions in the list.
+        last = log.entries[-1].seq if log.entries else 0
+        log.entries.extend(StreamEntry(seq, "delta", text) for seq, text in deltas if seq > last)
         log.touched = time.monotonic()
         log.wake()
 

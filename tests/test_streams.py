@@ -236,3 +236,12 @@ async def test_a_batch_published_twice_is_read_once(use_redis):
     assert [(e.seq, e.text) for e in entries] == [(1, "a"), (2, "b"), (3, "c"), (4, "d")]
     later = await stream.read(7, after=2, timeout=0)
     assert [e.seq for e in later] == [3, 4]
+
+
+async def test_the_memory_stream_also_reads_a_republished_batch_once():
+    stream = MemoryReplyStream(retention_seconds=60)
+    await stream.publish(3, [(1, "a"), (2, "b")])
+    await stream.publish(3, [(1, "a"), (2, "b"), (3, "c")])
+
+    entries = await stream.read(3, after=0, timeout=0)
+    assert [(e.seq, e.text) for e in entries] == [(1, "a"), (2, "b"), (3, "c")]
