@@ -206,9 +206,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             async for update in metrics.reading("ws", reply_updates(message_id, after=after)):
                 if update is None:
                     continue
+                # Remembered before the send: a reader replaced while its send is under way
+                # must not leave the next one to send the same fragment again.
+                self._remember(message_id, -1 if update.final else update.seq)
                 if not await self.deliver(update.html):
                     return
-                self._remember(message_id, -1 if update.final else update.seq)
         except asyncio.CancelledError:
             raise
         except Exception:

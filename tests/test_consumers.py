@@ -296,7 +296,10 @@ async def test_watch_frames_are_rate_limited_per_socket(settings):
     await read_reply(communicator)
     await send(communicator, action="watch", message_id=message_id, after=0)
     frame = await communicator.receive_from(5)
-    assert "Too many requests" in frame
+    while "Too many requests" not in frame:
+        # A reader replaced mid-send may have delivered the finished reply too.
+        assert "<article" in frame, frame
+        frame = await communicator.receive_from(5)
     await communicator.disconnect()
 
 
