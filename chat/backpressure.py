@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, StreamingHttpResponse
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -57,6 +57,17 @@ class BufferedBytesMiddleware:
                 if abort := getattr(transport, "abortConnection", None):
                     scope["chatsite.abort"] = abort
         await self.app(scope, receive, send)
+
+
+def event_stream_response(events: Any, *, release: Callable[[], None]) -> StreamingHttpResponse:
+    """An unbuffered text/event-stream response (the page's SSE and the API's stream).
+    `release` gives back the reader's slot: Django closes every response it sent, even one
+    whose stream never started, so it is called then at the latest."""
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response._resource_closers.append(release)  # type: ignore[attr-defined]
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx must not buffer the stream
+    return response
 
 
 class ResponseConnection:

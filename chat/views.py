@@ -15,7 +15,6 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBase,
-    StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -23,7 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from chat import metrics, providers, services
-from chat.backpressure import ResponseConnection
+from chat.backpressure import ResponseConnection, event_stream_response
 from chat.delivery import reply_updates
 from chat.errors import ChatInputError, ServiceUnavailable
 from chat.feedback import FeedbackError, message_feedback_set
@@ -247,16 +246,10 @@ async def reply_events(request: HttpRequest, message_id: int) -> HttpResponseBas
         slot = reader_acquire(visitor)
     except TooManyReaders as exc:
         return _refused(HttpResponse(error_fragment(exc.message)), exc)
-    response = StreamingHttpResponse(
+    return event_stream_response(
         _event_stream(message.pk, after, slot=slot, connection=ResponseConnection(request)),
-        content_type="text/event-stream",
+        release=slot.release,
     )
-    # Django closes every response it sent, even one whose stream never started: the slot is
-    # given back then at the latest.
-    response._resource_closers.append(slot.release)  # type: ignore[attr-defined]
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx must not buffer the stream
-    return response
 
 
 def _offset(value: str | None) -> int:

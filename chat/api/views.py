@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
-from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
 
@@ -24,7 +24,7 @@ from chat import metrics, providers, services
 from chat.api import wire
 from chat.api.completions import completion_get, completion_start, visitor_for
 from chat.api.keys import api_key_authenticate
-from chat.backpressure import ResponseConnection
+from chat.backpressure import ResponseConnection, event_stream_response
 from chat.delivery import reply_text_updates
 from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
 from chat.models import ApiKey, Message
@@ -117,32 +117,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     visitor = visitor_for(api_key, client_ip=request_client_ip(request))
     try:
         started = await completion_start(api_key=api_key, visitor=visitor, request=completion)
-    except services.SpendingCapReached as refused:
-        raise wire.WireError(
-            429,
-            refused.message,
-            type="insufficient_quota",
-            code="insufficient_quota",
-            retry_after=refused.retry_after,
-        ) from None
-    except services.RateLimited as refused:
-        raise wire.WireError(
-            429,
-            refused.message,
-            type="requests",
-            code="rate_limit_exceeded",
-            retry_after=refused.retry_after,
-        ) from None
-    except services.ServiceUnavailable as exc:
-        raise wire.WireError(
-            503,
-            exc.message,
-            type="server_error",
-            code="service_unavailable",
-            retry_after=exc.retry_after,
-        ) from None
     except services.ChatInputError as exc:
-        raise wire.invalid(exc.message, param="messages") from None
+        raise _wire_refusal(exc) from None
     except (DatabaseError, RedisError, OSError):
         logger.exception("Starting an API reply failed")
         raise wire.WireError(
@@ -164,6 +140,27 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     if failure is not None:
         raise failure
     return JsonResponse(wire.completion_object(ended, conversation_id=ended.conversation_id))
+
+
+# A refused start in OpenAI's words: (status, type, code), the most specific class first.
+_REFUSALS: tuple[tuple[type[services.ChatInputError], int, str, str], ...] = (
+    (services.SpendingCapReached, 429, "insufficient_quota", "insufficient_quota"),
+    (services.RateLimited, 429, "requests", "rate_limit_exceeded"),
+    (services.ServiceUnavailable, 503, "server_error", "service_unavailable"),
+)
+
+
+def _wire_refusal(exc: services.ChatInputError) -> wire.WireError:
+    for kind, status, error_type, code in _REFUSALS:
+        if isinstance(exc, kind):
+            return wire.WireError(
+                status,
+                exc.message,
+                type=error_type,
+                code=code,
+                retry_after=getattr(exc, "retry_after", None),
+            )
+    return wire.invalid(exc.message, param="messages")
 
 
 def _streaming_response(
@@ -192,15 +189,10 @@ def _streaming_response(
             code="rate_limit_exceeded",
             retry_after=exc.retry_after,
         ) from None
-    response = StreamingHttpResponse(
+    return event_stream_response(
         _chunks(message.pk, writer, slot=slot, connection=ResponseConnection(request)),
-        content_type="text/event-stream",
+        release=slot.release,
     )
-    # Django closes every response it sent, even one whose stream never started.
-    response._resource_closers.append(slot.release)  # type: ignore[attr-defined]
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx must not buffer the stream
-    return response
 
 
 async def _chunks(
