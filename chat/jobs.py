@@ -392,23 +392,30 @@ async def _consume_events(
     budget = context.budget
     # Cleaned here, once: readers are sent exactly the text the database stores.
     cleaner = DeltaCleaner()
+    # Read once: settings are a lazy object, and this loop runs for every token.
+    idle_timeout, max_chars = settings.CHAT_IDLE_TIMEOUT, settings.CHAT_MAX_REPLY_CHARS
     # aclosing: cancellation and timeouts close the provider's generator (and its HTTP stream).
     async with contextlib.aclosing(events), asyncio.timeout(None) as idle:
-        idle.reschedule(loop.time() + settings.CHAT_IDLE_TIMEOUT)
+        idle.reschedule(loop.time() + idle_timeout)
         async for event in events:
-            idle.reschedule(loop.time() + settings.CHAT_IDLE_TIMEOUT)
+            idle.reschedule(loop.time() + idle_timeout)
             if isinstance(event, TextDelta):
-                _emit(cleaner.clean(event.text), state, publisher, budget)
+                _emit(cleaner.clean(event.text), state, publisher, budget, max_chars)
             else:
                 state.usage = event
-        _emit(cleaner.flush(), state, publisher, budget)
+        _emit(cleaner.flush(), state, publisher, budget, max_chars)
         state.completed_with_usage = state.usage is not None
 
 
-def _emit(text: str, state: _ReplyState, publisher: _Publisher, budget: BudgetGuard | None) -> None:
+def _emit(
+    text: str,
+    state: _ReplyState,
+    publisher: _Publisher,
+    budget: BudgetGuard | None,
+    max_chars: int,
+) -> None:
     """Append one cleaned delta to the reply, within its size cap and its owner's budget. No
     await: the publisher sends it (and its neighbours) on its own task."""
-    max_chars = settings.CHAT_MAX_REPLY_CHARS
     too_long = state.chars + len(text) > max_chars
     if too_long:
         text = text[: max(0, max_chars - state.chars)]
