@@ -85,25 +85,38 @@ def live_server_url() -> Iterator[str]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def provider_server() -> Iterator[tuple[str, FakeUpstream]]:
-    """The app with the OpenAI provider pointed at a fake upstream the test scripts."""
-    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-e2e-provider-"))
+@contextlib.contextmanager
+def serving_with_upstream(
+    prefix: str, *, prepare: Callable[[dict[str, str]], None] | None = None, **overrides: str
+) -> Iterator[tuple[str, FakeUpstream]]:
+    """The app with the OpenAI provider pointed at a fake upstream the test scripts: (its URL,
+    the upstream). `prepare` runs against the migrated database before the server starts."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     with running_fake_upstream() as upstream:
-        env = app_env(
-            data_dir,
-            OPENAI_API_KEY="sk-test",
-            OPENAI_BASE_URL=upstream.openai_base_url,
-            OPENAI_MODELS="gpt-4.1-mini",
-            CHAT_DEFAULT_MODEL="openai:gpt-4.1-mini",
-            CHAT_PROVIDER_MAX_RETRIES="0",
-        )
+        settings = {
+            "OPENAI_API_KEY": "sk-test",
+            "OPENAI_BASE_URL": upstream.openai_base_url,
+            "OPENAI_MODELS": "gpt-4.1-mini",
+            "CHAT_DEFAULT_MODEL": "openai:gpt-4.1-mini",
+            "CHAT_PROVIDER_MAX_RETRIES": "0",
+            **overrides,
+        }
+        env = app_env(data_dir, **settings)
         try:
             migrate(env)
+            if prepare is not None:
+                prepare(env)
             with daphne(env, data_dir / "server.log") as url:
                 yield url, upstream
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def provider_server() -> Iterator[tuple[str, FakeUpstream]]:
+    """The app with the OpenAI provider pointed at a fake upstream the test scripts."""
+    with serving_with_upstream("chatsite-e2e-provider-") as served:
+        yield served
 
 
 # --- The browser ------------------------------------------------------------------------------

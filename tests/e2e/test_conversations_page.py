@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fake_upstream import running_fake_upstream
-from tests.servers import app_env, daphne, migrate
+from tests.e2e.conftest import serving_with_upstream
 
 pytestmark = pytest.mark.e2e
 
@@ -213,23 +209,10 @@ def test_rename_search_export_and_delete(chat: tuple[Any, Any]) -> None:
 @pytest.fixture(scope="module")
 def titled_server() -> Iterator[tuple[str, Any]]:
     """The app with generated titles (CHAT_TITLE_MODEL) from the fake upstream."""
-    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-e2e-titles-"))
-    with running_fake_upstream() as upstream:
-        env = app_env(
-            data_dir,
-            OPENAI_API_KEY="sk-test",
-            OPENAI_BASE_URL=upstream.openai_base_url,
-            OPENAI_MODELS="gpt-4.1-mini",
-            CHAT_DEFAULT_MODEL="openai:gpt-4.1-mini",
-            CHAT_TITLE_MODEL="openai:gpt-4.1-nano",
-            CHAT_PROVIDER_MAX_RETRIES="0",
-        )
-        try:
-            migrate(env)
-            with daphne(env, data_dir / "server.log") as url:
-                yield url, upstream
-        finally:
-            shutil.rmtree(data_dir, ignore_errors=True)
+    with serving_with_upstream(
+        "chatsite-e2e-titles-", CHAT_TITLE_MODEL="openai:gpt-4.1-nano"
+    ) as served:
+        yield served
 
 
 def test_a_generated_title_appears_without_a_reload(

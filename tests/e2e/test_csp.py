@@ -7,23 +7,20 @@ what "the model" writes), the demo model and a superuser for the admin.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.test_analytics_page import CHARTS, drawn
-from tests.fake_upstream import FakeUpstream, running_fake_upstream
-from tests.servers import REPO, app_env, daphne, migrate
+from tests.fake_upstream import FakeUpstream
+from tests.servers import REPO
 
-from .conftest import PageErrors
+from .conftest import PageErrors, serving_with_upstream
 
 pytestmark = pytest.mark.e2e
 
@@ -57,36 +54,28 @@ class Visit:
     dialogs: list[str] = field(default_factory=list)
 
 
+def _create_staff(env: dict[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "createsuperuser", "--noinput"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        timeout=120,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 @pytest.fixture(scope="module")
 def site() -> Iterator[tuple[str, FakeUpstream]]:
-    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-e2e-csp-"))
-    with running_fake_upstream() as upstream:
-        env = app_env(
-            data_dir,
-            OPENAI_API_KEY="sk-test",
-            OPENAI_BASE_URL=upstream.openai_base_url,
-            OPENAI_MODELS="gpt-4.1-mini",
-            CHAT_DEFAULT_MODEL="openai:gpt-4.1-mini",
-            CHAT_PROVIDER_MAX_RETRIES="0",
-            CHAT_DEMO_TOKENS_PER_SECOND="60",
-            DJANGO_SUPERUSER_USERNAME="staff",
-            DJANGO_SUPERUSER_EMAIL="staff@example.com",
-            DJANGO_SUPERUSER_PASSWORD=PASSWORD,
-        )
-        try:
-            migrate(env)
-            subprocess.run(
-                [sys.executable, "manage.py", "createsuperuser", "--noinput"],
-                cwd=REPO,
-                env=env,
-                check=True,
-                timeout=120,
-                stdout=subprocess.DEVNULL,
-            )
-            with daphne(env, data_dir / "server.log") as url:
-                yield url, upstream
-        finally:
-            shutil.rmtree(data_dir, ignore_errors=True)
+    with serving_with_upstream(
+        "chatsite-e2e-csp-",
+        prepare=_create_staff,
+        CHAT_DEMO_TOKENS_PER_SECOND="60",
+        DJANGO_SUPERUSER_USERNAME="staff",
+        DJANGO_SUPERUSER_EMAIL="staff@example.com",
+        DJANGO_SUPERUSER_PASSWORD=PASSWORD,
+    ) as served:
+        yield served
 
 
 @pytest.fixture
