@@ -145,9 +145,12 @@ class Browser:
 
 
 def read_event(response) -> dict[str, str]:
+    """The next SSE event; comment lines (the `: ping` heartbeat) are skipped, as a browser does."""
     event: dict[str, str] = {}
     while True:
         line = response.readline().decode().rstrip("\n")
+        if line.startswith(":"):
+            continue
         if not line:
             if event:
                 return event
