@@ -24,12 +24,12 @@ from collections import OrderedDict
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.http import Http404
 
 from chat import metrics, services
+from chat.db_threads import db_call
 from chat.delivery import reply_updates
 from chat.errors import ChatInputError
 from chat.limits import ReaderSlot, reader_acquire, scope_client_ip
@@ -74,9 +74,10 @@ def _text_field(frame: dict[str, Any], name: str) -> str:
 
 class ChatConsumer(AsyncWebsocketConsumer):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        # Each socket gets its own thread for its database work. Without this, every consumer
-        # of the process shares one thread, and one slow query stalls them all
-        # (django/channels#2132).
+        # Each socket gets its own thread for its other database work (sign-in, a send's checks,
+        # stop). Without this, every consumer of the process shares one thread, and one slow
+        # query stalls them all (django/channels#2132). A reply's reads use the shared reply
+        # database threads instead (chat/db_threads.py), which keep their connections.
         async with ThreadSensitiveContext():
             await super().__call__(scope, receive, send)
 
@@ -153,7 +154,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             system_prompt=_text_field(frame, "system_prompt"),
         )
         # The page then asks to watch the new streaming reply, the same way it resumes one.
-        await self.deliver(await database_sync_to_async(started_fragment)(started))
+        await self.deliver(await db_call(started_fragment, started))
 
     def _watch_allowed(self) -> bool:
         now = time.monotonic()
@@ -169,7 +170,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         message_pk = _small_int(message_id)
         if message_pk is None:
             raise Http404("No such reply.")
-        message = await database_sync_to_async(message_get)(self.visitor, message_pk)
+        message = await db_call(message_get, self.visitor, message_pk)
         delivered = self.delivered.get(message.pk)
         if delivered == -1:
             return  # its final fragment already went out on this socket

@@ -12,11 +12,11 @@ import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from chat.jobs import reply_reap_stale
+from chat.db_threads import db_call
+from chat.jobs import live_reply_ids, reply_reap_stale
 from chat.models import Message
 from chat.rendering import delta_fragment, message_fragment
 from chat.streams import SHARED_STREAM_ERRORS, StreamEntry, get_reply_stream
@@ -44,8 +44,16 @@ def _still_streaming(message_id: int) -> bool:
     return Message.objects.filter(pk=message_id).streaming().exists()
 
 
-_afinal_fragment = database_sync_to_async(_final_fragment)
-_astill_streaming = database_sync_to_async(_still_streaming)
+async def _afinal_fragment(message_id: int) -> str:
+    return await db_call(_final_fragment, message_id)
+
+
+async def _astill_streaming(message_id: int) -> bool:
+    if message_id in live_reply_ids():
+        # This process's job is generating it, so it is alive: no database read. (Its ending is
+        # published before the job leaves the set, and read from the database after.)
+        return True
+    return await db_call(_still_streaming, message_id)
 
 
 async def _batches(
@@ -144,7 +152,8 @@ def _saved_content(message_id: int) -> str:
     return Message.objects.values_list("content", flat=True).get(pk=message_id)
 
 
-_asaved_content = database_sync_to_async(_saved_content)
+async def _asaved_content(message_id: int) -> str:
+    return await db_call(_saved_content, message_id)
 
 
 async def reply_text_updates(

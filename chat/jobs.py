@@ -13,19 +13,18 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from chat import metrics, providers
 from chat.branches import Tree, history_turns
 from chat.budgets import BudgetGuard, budget_guard
+from chat.db_threads import db_call
 from chat.models import Message
 from chat.pricing import price_reply
 from chat.providers.base import (
@@ -49,8 +48,6 @@ from chat.writer import reply_progress_save, writer_call
 from chatsite.logs import log_context_bind
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # --- The generation job -----------------------------------------------------------------------
 
@@ -104,29 +101,6 @@ async def jobs_interrupt(*, grace: float = 0.0, timeout: float = 10.0) -> None:
         job.cancel()
     if jobs:
         await asyncio.wait(jobs, timeout=timeout)
-
-
-# Jobs reach the database through a small shared pool of threads: a few connections serve every
-# live reply of the process (each writes about once a second), rather than one per reply.
-_job_db_executor: ThreadPoolExecutor | None = None
-
-
-async def _job_db(function: Callable[..., T], *args: Any) -> T:
-    global _job_db_executor
-    if _job_db_executor is None:
-        _job_db_executor = ThreadPoolExecutor(
-            max_workers=settings.CHAT_JOB_DB_THREADS, thread_name_prefix="reply-db"
-        )
-
-    def call() -> T:
-        try:
-            return function(*args)
-        except DatabaseError:
-            # A broken connection must not stay in the pool thread: the next call reconnects.
-            connections.close_all()
-            raise
-
-    return await asyncio.get_running_loop().run_in_executor(_job_db_executor, call)
 
 
 @dataclass
@@ -239,6 +213,8 @@ class _Publisher:
         self.failing_since: float | None = None
 
     def add(self, seq: int, text: str) -> None:
+        if not self.pending and self.stream.publish_now(self.message_id, [(seq, text)]):
+            return  # published in place (the in-process stream): no task switch
         self.pending.append((seq, text))
         self.wake.set()
 
@@ -289,7 +265,7 @@ async def reply_generate(message_id: int) -> None:
     error_text = ""
     tasks: list[asyncio.Task[Any]] = []
     try:
-        context = await _job_db(_job_context, message_id)
+        context = await db_call(_job_context, message_id)
         state.estimated_input_tokens = context.estimated_input_tokens
         provider = providers.get_provider(context.provider)
         generate = asyncio.create_task(_consume(provider, context, state, publisher))

@@ -94,6 +94,12 @@ class ReplyStream:
     # How long the job gathers deltas before publishing them (0: publish each at once).
     publish_window = 0.0
 
+    def publish_now(self, message_id: int, deltas: list[tuple[int, str]]) -> bool:
+        """Append the deltas without awaiting, if this backend can (an in-process log can, a
+        network one cannot): then the job publishes each delta as it arrives rather than
+        through a publishing task, one task switch per token fewer. False: use `publish`."""
+        return False
+
     async def publish(self, message_id: int, deltas: list[tuple[int, str]]) -> None:
         """Append consecutive (seq, text) deltas."""
         raise NotImplementedError
@@ -163,6 +169,9 @@ class MemoryReplyStream(ReplyStream):
         return self._logs.setdefault(message_id, _Log())
 
     async def publish(self, message_id: int, deltas: list[tuple[int, str]]) -> None:
+        self.publish_now(message_id, deltas)
+
+    def publish_now(self, message_id: int, deltas: list[tuple[int, str]]) -> bool:
         log = self._log(message_id)
         # A batch published again (its first publish was cancelled after it arrived) adds only
         # what is new: sequence numbers are the positions in the list.
@@ -170,6 +179,7 @@ class MemoryReplyStream(ReplyStream):
         log.entries.extend(StreamEntry(seq, "delta", text) for seq, text in deltas if seq > last)
         log.touched = time.monotonic()
         log.wake()
+        return True
 
     async def finish(self, message_id: int, seq: int, ended_reason: str) -> None:
         self._finish(message_id, seq, ended_reason)
@@ -188,13 +198,16 @@ class MemoryReplyStream(ReplyStream):
     async def read(self, message_id: int, *, after: int, timeout: float) -> list[StreamEntry]:
         log = self._log(message_id)
         if not _entries_after(log.entries, after) and timeout > 0:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
             log.waiters.add(waiter)
+            # A timer that settles the waiter, rather than `asyncio.wait_for`, which wraps each
+            # wait in more futures and callbacks: this runs once per delta per reader.
+            timer = loop.call_later(min(timeout, MAX_BLOCK_SECONDS), _settle, waiter)
             try:
-                await asyncio.wait_for(waiter, min(timeout, MAX_BLOCK_SECONDS))
-            except TimeoutError:
-                pass
+                await waiter
             finally:
+                timer.cancel()
                 log.waiters.discard(waiter)
         return _entries_after(log.entries, after)
 
@@ -211,6 +224,11 @@ class MemoryReplyStream(ReplyStream):
         for message_id, log in list(self._logs.items()):
             if log.touched < cutoff and not log.waiters:
                 del self._logs[message_id]
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _entries_after(entries: list[StreamEntry], after: int) -> list[StreamEntry]:

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from chat import metrics
+from chat.db_threads import db_call
 from chat.models import Message
 from chat.rollups import rollups_build
 from chat.streams import SHARED_STREAM_ERRORS, RedisReplyStream, bounded
@@ -95,12 +96,12 @@ async def _beat_and_sweep_forever() -> None:
     while True:
         try:
             await beat_once()
-            await jobs._job_db(jobs.reply_reap_stale)
+            await db_call(jobs.reply_reap_stale)
             _get_reply_stream().forget_idle()
             sweeps += 1
             if sweeps % 60 == 1:
                 # Yesterday's analytics roll-up, once the day is over (a no-op until then).
-                await jobs._job_db(_rollup_yesterday)
+                await db_call(_rollup_yesterday)
         except Exception:
             logger.exception("This worker's heartbeat or sweep failed")
         await asyncio.sleep(beat_seconds())
