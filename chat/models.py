@@ -5,7 +5,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Count, Q, Sum
+from django.db.models import Q
 from django.utils import timezone
 
 from chat.money import MicroDollarsField
@@ -111,31 +111,52 @@ class Conversation(models.Model):
             "cost_microusd": self.cost_microusd,
         }
 
+    def count_new_messages(self, added: int, **also: Any) -> None:
+        """`added` chat messages were just created that change no other total (a user message
+        and a reply still streaming: no tokens, no cost, no ending yet). Cheaper than
+        `refresh_totals`, which recounts: this runs for every message sent."""
+        Conversation.objects.filter(pk=self.pk).update(
+            message_count=models.F("message_count") + added, **also
+        )
+        self.message_count += added
+
     def refresh_totals(self, **also: Any) -> None:
         """Recount the stored totals from the messages (call inside the transaction that
-        changed them), writing `also` (e.g. `updated_at`) in the same update."""
-        figures = self.messages.aggregate(
+        changed them), writing `also` (e.g. `updated_at`) in the same update.
+
+        One plain read of a few columns, summed here: an `aggregate()` with filtered counts plus
+        a DISTINCT read cost ~3 ms of Django's query building per reply's ending (the largest
+        item of the writer thread at 100 streams, docs/performance.md); a conversation's rows
+        are few."""
+        message_count = input_tokens = output_tokens = cost = unpriced = 0
+        reasons: set[str] = set()
+        rows = self.messages.order_by().values_list(
+            "kind", "role", "from_client", "status", "ended_reason",
+            "input_tokens", "output_tokens", "cost_microusd",
+        )  # fmt: skip
+        for kind, role, from_client, status, reason, tokens_in, tokens_out, micro in rows:
             # A generated title is usage, not a message of the conversation.
-            total_message_count=Count("id", filter=Q(kind=Message.Kind.CHAT)),
-            total_input_tokens=Sum("input_tokens"),
-            total_output_tokens=Sum("output_tokens"),
-            total_cost_microusd=Sum("cost_microusd"),
-            total_unpriced_replies=Count(
-                "id",
-                filter=Q(role=Message.Role.ASSISTANT, from_client=False, cost_microusd__isnull=True)
-                & ~Q(status=Message.Status.STREAMING),
-            ),
-        )
-        # order_by(): the default ordering would make DISTINCT apply to (reason, id) pairs.
-        reasons = (
-            self.messages.exclude(ended_reason="")
-            .order_by()
-            .values_list("ended_reason", flat=True)
-            .distinct()
-        )
+            if kind == Message.Kind.CHAT:
+                message_count += 1
+            input_tokens += tokens_in or 0
+            output_tokens += tokens_out or 0
+            cost += micro or 0
+            if (
+                micro is None
+                and role == Message.Role.ASSISTANT
+                and not from_client
+                and status != Message.Status.STREAMING
+            ):
+                unpriced += 1
+            if reason:
+                reasons.add(reason)
         Conversation.objects.filter(pk=self.pk).update(
             ended_reasons=",".join(sorted(reasons)),
-            **{key.removeprefix("total_"): value or 0 for key, value in figures.items()},
+            message_count=message_count,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_microusd=cost,
+            unpriced_replies=unpriced,
             **also,
         )
 

@@ -48,6 +48,10 @@ def price_override_for(
 
 def price_reply(*, provider: str, model: str, usage: Usage, on: date | None = None) -> Price:
     override = price_override_for(provider=provider, model=model, on=on)
+    return _priced(provider, model, usage, override)
+
+
+def _priced(provider: str, model: str, usage: Usage, override: PriceOverride | None) -> Price:
     if override is not None:
         return Price(_override_cost(override, usage), override_version(override))
     if provider == "demo":
@@ -102,12 +106,10 @@ def unit_prices(*, provider: str, model: str, on: date | None = None) -> tuple[i
     """Input and output price in micro-dollars per million tokens at ordinary prompt lengths (a
     hundred thousand tokens, below long-context tiers), or None when no price is known."""
     sample = 100_000
-    per_input = price_reply(
-        provider=provider, model=model, usage=Usage(sample, 0), on=on
-    ).cost_microusd
-    per_output = price_reply(
-        provider=provider, model=model, usage=Usage(0, sample), on=on
-    ).cost_microusd
+    # One lookup of the override for both prices: this runs for every message sent.
+    override = price_override_for(provider=provider, model=model, on=on)
+    per_input = _priced(provider, model, Usage(sample, 0), override).cost_microusd
+    per_output = _priced(provider, model, Usage(0, sample), override).cost_microusd
     if per_input is None or per_output is None:
         return None
     return per_input * (PER_MILLION // sample), per_output * (PER_MILLION // sample)

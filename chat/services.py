@@ -136,7 +136,8 @@ def reply_start(
             )
             # Only as many earlier turns as a reply is ever sent with: the rest is never read.
             # Each follows the one before, as the conversation's first branch.
-            for turn in history[-settings.CHAT_HISTORY_MAX_MESSAGES :] if history else []:
+            history_saved = history[-settings.CHAT_HISTORY_MAX_MESSAGES :] if history else []
+            for turn in history_saved:
                 parent_id = Message.objects.create(
                     conversation=conversation,
                     role=turn.role,
@@ -146,6 +147,7 @@ def reply_start(
                     parent_id=parent_id,
                 ).pk
         else:
+            history_saved = []
             conversation = _locked_idle(visitor, conversation_id)
             branch = _tree(conversation).branch(conversation.current_leaf_id)
             parent_id = branch[-1].pk if branch else None
@@ -169,7 +171,7 @@ def reply_start(
         )
         # Appended to the visible branch: no other message changes sides.
         conversation.current_leaf = assistant_message
-        conversation.refresh_totals(current_leaf=assistant_message)
+        conversation.count_new_messages(len(history_saved) + 2, current_leaf=assistant_message)
     return ReplyStarted(
         conversation=conversation,
         user_message=user_message,
