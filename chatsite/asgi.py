@@ -10,22 +10,30 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from chat.backpressure import BufferedBytesMiddleware  # noqa: E402
 from chat.lifecycle import install_shutdown_hook  # noqa: E402
 from chat.origins import SameOriginValidator  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from chatsite.request_threads import RequestThreads  # noqa: E402
 
 install_shutdown_hook()
 
 application = BufferedBytesMiddleware(
-    ProtocolTypeRouter(
-        {
-            # Static files are served by WhiteNoise inside Django (see chatsite/static.py).
-            "http": django_asgi_app,
-            # The Origin must be the site's own (scheme, host and port), as for a POST: see
-            # chat/origins.py for why Channels' host-only check is not enough.
-            "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-        }
+    # Each request's and socket's sync work on a thread of its own, reused once it is done.
+    RequestThreads(
+        ProtocolTypeRouter(
+            {
+                # Static files are served by WhiteNoise inside Django (see chatsite/static.py).
+                "http": django_asgi_app,
+                # The Origin must be the site's own (scheme, host and port), as for a POST: see
+                # chat/origins.py for why Channels' host-only check is not enough.
+                "websocket": SameOriginValidator(
+                    AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+                ),
+            }
+        ),
+        size=settings.CHAT_REQUEST_THREADS,
     )
 )
