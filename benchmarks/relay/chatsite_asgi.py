@@ -6,7 +6,8 @@ Every database connection gets an execute wrapper (Django's documented hook) tha
 statements (INSERT, UPDATE, DELETE) and the transactions that commit them: a write in autocommit
 mode is one transaction, writes inside `atomic()` count once when it commits. The benchmark
 reads the counts from `GET /__bench__/writes`, answered here without entering Django, so reading
-them writes nothing and costs the server almost nothing.
+them writes nothing and costs the server almost nothing. `GET /__bench__/threads` names the
+server's threads by OS thread id.
 """
 
 from __future__ import annotations
@@ -62,10 +63,17 @@ def _install(sender: Any, connection: Any, **kwargs: Any) -> None:
 connection_created.connect(_install)
 
 
+def _threads() -> dict[int, str]:
+    """The Python name of each thread by its OS id, so the benchmark can split the server's CPU
+    (read per OS thread from /proc) by kind of thread."""
+    return {thread.native_id: thread.name for thread in threading.enumerate() if thread.native_id}
+
+
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "http" and scope["path"] == "/__bench__/writes":
+    if scope["type"] == "http" and scope["path"] in ("/__bench__/writes", "/__bench__/threads"):
         with _lock:
-            body = json.dumps(counts).encode()
+            answer = counts if scope["path"].endswith("writes") else _threads()
+            body = json.dumps(answer).encode()
         await send(
             {
                 "type": "http.response.start",

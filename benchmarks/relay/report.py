@@ -24,8 +24,25 @@ def line(r: dict[str, Any]) -> str:
         f"tokens ({_pct(r['server_cpu_busy'])} busy, "
         f"{_pct(r.get('server_waiting_for_cpu'))} loop waiting for the CPU), "
         f"client core {_pct(r['client_core_busy'])}, "
-        f"load {r['load_average_1m']}" + ("" if r["passes"] else "  ✗") + _errors(r)
+        + (f"CPU ms/reply: {_kinds(r)}, " if _kinds(r) else "")
+        + f"load {r['load_average_1m']}"
+        + ("" if r["passes"] else "  ✗")
+        + _errors(r)
     )
+
+
+SHORT_KINDS = {
+    "event loop": "loop",
+    "writer": "writer",
+    "reply database threads": "db",
+    "request and socket threads": "request",
+    "other": "other",
+}
+
+
+def _kinds(r: dict[str, Any]) -> str:
+    by_kind = r.get("server_cpu_ms_per_reply_by_thread") or {}
+    return " · ".join(f"{SHORT_KINDS.get(k, k)} {_num(v)}" for k, v in by_kind.items() if v)
 
 
 def _errors(r: dict[str, Any]) -> str:
@@ -69,6 +86,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("send answered (started fragment), p50", "send_answered_ms.p50", "ms"),
     ("frames per token", "frames_per_token", ""),
     ("server CPU per 1,000 tokens", "server_cpu_ms_per_1000_tokens", "ms"),
+    ("server CPU per reply by thread (ms)", "server_cpu_ms_per_reply_by_thread", "kinds"),
     ("server core busy", "server_cpu_busy", "%"),
     ("event loop runnable but waiting for the CPU", "server_waiting_for_cpu", "%"),
 ]
@@ -79,16 +97,19 @@ def _cell(ours: dict[str, Any] | None, theirs: dict[str, Any] | None, field: str
         if r is None:
             return "—"
         value = _pick(r, field)
+        if unit == "kinds":
+            return _kinds(r) or "—"
         if unit == "%":
             return _pct(value)
         if field == "frames_per_token":
             return "—" if value is None else f"{value:.2f}"
         return _num(value)
 
+    plain = unit in ("%", "kinds")
     if theirs is None:
-        return fmt(ours) + (f" {unit}" if unit and unit != "%" and ours else "")
-    ratio = "" if unit == "%" else _ratio(_pick(ours or {}, field), _pick(theirs, field))
-    suffix = f" {unit}" if unit and unit != "%" else ""
+        return fmt(ours) + (f" {unit}" if unit and not plain and ours else "")
+    ratio = "" if plain else _ratio(_pick(ours or {}, field), _pick(theirs, field))
+    suffix = f" {unit}" if unit and not plain else ""
     return f"{fmt(ours)} vs {fmt(theirs)}{suffix}{ratio}"
 
 

@@ -27,6 +27,51 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
 
 
+# How the server's threads are named (Python names): the event loop, the reply writer, the
+# reply database threads, request and socket threads (chatsite/request_threads.py).
+THREAD_KINDS = (
+    ("MainThread", "event loop"),
+    ("reply-writer", "writer"),
+    ("reply-db", "reply database threads"),
+    ("request", "request and socket threads"),
+)
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds per OS thread of the process (utime + stime)."""
+    seconds = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+        seconds[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return seconds
+
+
+def thread_names(server: Server) -> dict[int, str]:
+    """OS thread id → Python thread name, from chatsite's benchmark endpoint (single worker)."""
+    if not server.counts_writes or len(server.ports) != 1:
+        return {}
+    with urllib.request.urlopen(  # noqa: S310 - loopback http only
+        f"http://127.0.0.1:{server.ports[0]}/__bench__/threads", timeout=30
+    ) as response:
+        return {int(tid): name for tid, name in json.load(response).items()}
+
+
+def cpu_by_thread_kind(
+    before: dict[int, float], after: dict[int, float], names: dict[int, str]
+) -> dict[str, float]:
+    """CPU seconds between two snapshots, per kind of thread (threads that ended meanwhile are
+    lost; threads without a known name count as "other")."""
+    kinds: dict[str, float] = {}
+    for tid, seconds in after.items():
+        name = names.get(tid, "")
+        kind = next((k for prefix, k in THREAD_KINDS if name.startswith(prefix)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + seconds - before.get(tid, 0.0)
+    return {kind: round(seconds, 3) for kind, seconds in sorted(kinds.items())}
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -118,6 +163,7 @@ async def measure(
 
     writes_before = db_writes(server)
     cpu_before = sum(cpu_seconds(pid) for pid in pid_list)
+    threads_before = thread_cpu_seconds(pid_list[0])
     waited_before = sum(runqueue_wait_seconds(pid) for pid in pid_list)
     upstream_cpu_before = cpu_seconds(upstream_pid)
     own_before = os.times()
@@ -170,6 +216,9 @@ async def measure(
     sampling = False
     await sampler
     cpu = sum(cpu_seconds(pid) for pid in pid_list) - cpu_before
+    threads_cpu = cpu_by_thread_kind(
+        threads_before, thread_cpu_seconds(pid_list[0]), thread_names(server)
+    )
     waited = sum(runqueue_wait_seconds(pid) for pid in pid_list) - waited_before
     upstream_cpu = cpu_seconds(upstream_pid) - upstream_cpu_before
     own_after = os.times()
@@ -184,6 +233,7 @@ async def measure(
         results,
         wall=wall,
         cpu=cpu,
+        threads_cpu=threads_cpu,
         client_cpu=own_cpu + upstream_cpu,
         waited=waited,
         rss=(rss_start, rss_idle, peak_rss),
@@ -203,6 +253,7 @@ def summarize(
     *,
     wall: float,
     cpu: float,
+    threads_cpu: dict[str, float],
     client_cpu: float,
     waited: float,
     rss: tuple[int, int, int],
@@ -254,6 +305,10 @@ def summarize(
         "server_cpu_ms_per_1000_tokens": round(cpu * 1000 / (received / 1000), 1)
         if received
         else None,
+        # Where a reply's CPU goes: per kind of thread, milliseconds per reply (one worker only).
+        "server_cpu_ms_per_reply_by_thread": {
+            kind: round(seconds * 1000 / load.streams, 1) for kind, seconds in threads_cpu.items()
+        },
         "server_waiting_for_cpu": round(waited / wall / len(server.pids), 3) if wall else None,
         "client_core_busy": round(client_cpu / wall, 3) if wall else None,
         "rss_mib": {

@@ -1,0 +1,157 @@
+"""What one request and one reply cost the server in CPU, piece by piece, in-process.
+
+    .venv/bin/python -m benchmarks.request_cost [--runs 200]
+
+The relay benchmark (`benchmarks/relay/`) measures the whole server under load; this one
+separates the fixed costs it cannot: a request through the full ASGI stack (Daphne's part
+excluded) and each database step of a reply, each run `--runs` times one after another on an
+otherwise idle process, as CPU time (`time.process_time`: every thread of the process). SQLite
+in a temporary directory, the demo model, limits off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+DATA_DIR = tempfile.mkdtemp(prefix="chatsite-request-cost-")
+os.environ.update(
+    CHATSITE_DATA_DIR=DATA_DIR,
+    DJANGO_SETTINGS_MODULE="chatsite.settings",
+    LOG_LEVEL="WARNING",
+    CHAT_RATE_LIMIT="",
+    CHAT_IP_RATE_LIMIT="",
+    CHAT_MAX_STREAMING_PER_IP="0",
+    CHAT_MAX_STREAMING_PER_PERSON="0",
+    CHAT_MAX_READERS_PER_IP="0",
+)
+
+
+def _scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"localhost:8000")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def _request(application: Any, path: str) -> int:
+    from asgiref.testing import ApplicationCommunicator
+
+    app = ApplicationCommunicator(application, _scope(path))
+    await app.send_input({"type": "http.request", "body": b"", "more_body": False})
+    start = await app.receive_output(5)
+    while (await app.receive_output(5)).get("more_body"):
+        pass
+    await app.wait(2)
+    return int(start["status"])
+
+
+def _cpu_ms(function: Callable[[], Any], runs: int) -> float:
+    function()  # warm: templates compiled, connections open
+    started = time.process_time()
+    for _ in range(runs):
+        function()
+    return (time.process_time() - started) / runs * 1000
+
+
+async def _acpu_ms(function: Callable[[], Any], runs: int) -> float:
+    await function()
+    started = time.process_time()
+    for _ in range(runs):
+        await function()
+    return (time.process_time() - started) / runs * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=200)
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    from django.contrib.auth.models import AnonymousUser
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from chat import delivery, jobs, selectors, services
+    from chat.rendering import started_fragment
+    from chatsite.asgi import application
+
+    rows: list[tuple[str, float]] = []
+    for path in ("/healthz", "/streaming-demo"):
+        if (status := asyncio.run(_request(application, path))) != 200:
+            raise SystemExit(f"GET {path} answered {status}")
+
+        async def request(path: str = path) -> int:
+            return await _request(application, path)
+
+        async def timed() -> float:
+            return await _acpu_ms(request, args.runs)
+
+        rows.append((f"GET {path} through the ASGI application", asyncio.run(timed())))
+
+    visitor = selectors.Visitor(
+        user=AnonymousUser(), visitor_id=uuid.uuid4().hex, client_ip="127.0.0.1"
+    )
+    started: list[services.ReplyStarted] = []
+
+    def start() -> None:
+        started.append(
+            services.reply_start(
+                visitor=visitor, conversation_id=None, text="hello there", model_choice="demo:demo"
+            )
+        )
+
+    rows.append(("reply_start (send: checks, 2 inserts, totals)", _cpu_ms(start, args.runs)))
+    latest = started[-1]
+    message_id = latest.assistant_message.pk
+    pending = iter(started)
+
+    def end() -> None:
+        state = jobs._ReplyState()
+        state.parts, state.seq, state.first_token_at = ["word " * 100], 100, time.monotonic()
+        jobs._record_ending(next(pending).assistant_message.pk, state, "completed", "")
+
+    runs = args.runs
+    steps: list[tuple[str, Callable[[], Any], int]] = [
+        ("started_fragment (the send's answer)", lambda: started_fragment(latest), args.runs),
+        (
+            "message_get (a watch's check)",
+            lambda: selectors.message_get(visitor, message_id),
+            args.runs,
+        ),
+        ("_job_context (history, budget, prices)", lambda: jobs._job_context(message_id), runs),
+        ("_record_ending (usage, price, totals)", end, min(args.runs, len(started) - 1)),
+        (
+            "_final_fragment (the finished message)",
+            lambda: delivery._final_fragment(message_id),
+            args.runs,
+        ),
+    ]
+    rows += [(label, _cpu_ms(function, runs)) for label, function, runs in steps]
+
+    print(f"\nCPU per call, {args.runs} calls each (Python {sys.version.split()[0]}):\n")
+    print("| step | CPU per call |\n|---|---|")
+    for label, ms in rows:
+        print(f"| {label} | {ms:.2f} ms |")
+    print(f"| **a reply's database steps, summed** | {sum(ms for label, ms in rows[2:]):.1f} ms |")
+
+
+if __name__ == "__main__":
+    main()
