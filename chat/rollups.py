@@ -3,72 +3,33 @@
 A day is rolled up once it is over (and no reply of it still streams) into per-model, per-model
 latency and per-owner rows (`UsageDay*`). Figures for days not rolled up yet are computed from the
 messages the same way, which the `day` column and its index keep cheap. Latencies are kept as
-histograms with buckets 2 % wide on a log scale, so percentiles merge across days and models and
-are exact to within 1 %.
+histograms (`chat.histograms`), so percentiles merge across days and models exact to within 1 %:
+per source and kind of owner for the pages filtered by those, and merged over them
+(`UsageDayLatencyTotal`) for the rest.
 """
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Min, Q, Sum
+from django.db.models import Min, Q
 from django.utils import timezone
 
+from chat.histograms import Histogram
 from chat.models import (
     Conversation,
     Message,
     UsageDay,
     UsageDayLatency,
+    UsageDayLatencyTotal,
     UsageDayModel,
     UsageDayOwner,
 )
-
-# --- Histograms and percentiles -------------------------------------------------------------
-
-
-# Buckets 2 % wide on a log scale: a bucket's middle is within 1 % of every value in it, and a
-# day's replies of one model fit in a few hundred buckets whatever their spread.
-BUCKET_RATIO = 1.02
-_LOG_RATIO = math.log(BUCKET_RATIO)
-ZERO_BUCKET = "z"
-
-
-def histogram_key(value: float) -> str:
-    """The value's bucket, as a JSON object key."""
-    if value <= 0:
-        return ZERO_BUCKET
-    return str(round(math.log(value) / _LOG_RATIO))
-
-
-def bucket_value(key: str) -> float:
-    return 0.0 if key == ZERO_BUCKET else BUCKET_RATIO ** int(key)
-
-
-def _bucket_order(key: str) -> float:
-    return -math.inf if key == ZERO_BUCKET else int(key)
-
-
-def percentile(histogram: Mapping[str, int], percent: float) -> float | None:
-    """Nearest-rank percentile: the smallest value with at least `percent` % of the values at or
-    below it (to within 1 %)."""
-    total = sum(histogram.values())
-    if not total:
-        return None
-    rank = max(1, math.ceil(percent / 100 * total))
-    seen = 0
-    for key in sorted(histogram, key=_bucket_order):
-        seen += histogram[key]
-        if seen >= rank:
-            return bucket_value(key)
-    return None  # pragma: no cover - unreachable: `seen` reaches `total`
-
 
 # --- Filters -------------------------------------------------------------------------------
 
@@ -99,6 +60,21 @@ class UsageFilter:
     @property
     def is_empty(self) -> bool:
         return not (self.provider or self.model or self.source or self.owner)
+
+    @property
+    def splits_latencies(self) -> bool:
+        """Whether the latency roll-ups must be read per source and kind of owner, rather than
+        merged over them (`UsageDayLatencyTotal`)."""
+        return bool(self.source or self.owner)
+
+    def model_q(self) -> Q:
+        """For `UsageDayLatencyTotal` rows."""
+        condition = Q()
+        if self.provider:
+            condition &= Q(provider=self.provider)
+        if self.model:
+            condition &= Q(model=self.model)
+        return condition
 
     def _dimensions(self) -> Q:
         condition = Q()
@@ -194,9 +170,14 @@ class LatencyFigures:
     model: str
     source: str
     anonymous: bool
-    ttft_histogram: Counter[str] = field(default_factory=Counter)
-    duration_histogram: Counter[str] = field(default_factory=Counter)
-    speed_histogram: Counter[str] = field(default_factory=Counter)
+    ttft_histogram: Histogram = field(default_factory=Histogram)
+    duration_histogram: Histogram = field(default_factory=Histogram)
+    speed_histogram: Histogram = field(default_factory=Histogram)
+
+    def merge(self, other: LatencyFigures) -> None:
+        self.ttft_histogram.merge(other.ttft_histogram)
+        self.duration_histogram.merge(other.duration_histogram)
+        self.speed_histogram.merge(other.speed_histogram)
 
 
 @dataclass
@@ -226,7 +207,8 @@ class DayFigures:
     owners: list[OwnerFigures]  # one per day, owner, provider, model and source
 
 
-def _ended_replies(days: Iterable[date]) -> Any:
+def ended_replies(days: Iterable[date]) -> Any:
+    """The replies of `days` that count in analytics."""
     # Replaced replies count: they were generated and paid for. Streaming ones have not ended.
     # order_by(): PostgreSQL would walk the primary key to serve a cursor in id order.
     return (
@@ -245,7 +227,7 @@ def owner_conversation_ids(owner: str) -> list[Any]:
 
 
 def _replies_of(days: list[date], usage_filter: UsageFilter) -> Iterator[Any]:
-    replies = _ended_replies(days).filter(usage_filter.message_q())
+    replies = ended_replies(days).filter(usage_filter.message_q())
     columns = (
         "day",
         "provider",
@@ -282,14 +264,6 @@ def _replies_of(days: list[date], usage_filter: UsageFilter) -> Iterator[Any]:
         for row in chunk.values_list(*columns).iterator(chunk_size=5000):
             if row[0] in wanted:
                 yield row
-
-
-OWNER_SUMS = {
-    "replies": Sum("replies"),
-    "input_tokens": Sum("input_tokens"),
-    "output_tokens": Sum("output_tokens"),
-    "cost_microusd": Sum("cost_microusd"),
-}
 
 
 def figures_from_messages(
@@ -340,11 +314,11 @@ def figures_from_messages(
         if latency is None:
             latency = latencies[key[:5]] = LatencyFigures(*key[:5])
         if ttft is not None:
-            latency.ttft_histogram[histogram_key(ttft)] += 1
+            latency.ttft_histogram.add_value(ttft)
         if duration is not None:
-            latency.duration_histogram[histogram_key(duration)] += 1
+            latency.duration_histogram.add_value(duration)
         if speed:
-            latency.speed_histogram[histogram_key(speed)] += 1
+            latency.speed_histogram.add_value(speed)
         owner = owner_key(user_id, visitor_id)
         owner_group = owners.get((day, owner, provider, model, source))
         if owner_group is None:
@@ -386,31 +360,47 @@ def figures_from_rollups(
     days: Iterable[date], usage_filter: UsageFilter = NO_FILTER, *, latencies: bool = True
 ) -> DayFigures:
     """The rolled-up days' models and latencies (owners are summed in the database instead: see
-    `chat.analytics`)."""
+    `chat.analytics`). Without a source or owner filter the latencies are those merged over
+    sources and owners, with the source and kind of owner left empty."""
     days = list(days)
     if not days:
         return DayFigures([], [], [])
     condition = usage_filter.rollup_q()
     rows = UsageDayModel.objects.filter(condition, usage_day__in=days).values_list(*MODEL_COLUMNS)
     models = [ModelDayFigures(*row) for row in rows]
-    latency_rows = []
-    if latencies:
+    if not latencies:
+        return DayFigures(models, [], [])
+    histograms = ("ttft_histogram", "duration_histogram", "speed_histogram")
+    from_json = Histogram.from_json
+    if usage_filter.splits_latencies:
+        split = UsageDayLatency.objects.filter(condition, usage_day__in=days).values_list(
+            "usage_day_id", "provider", "model", "source", "anonymous", *histograms
+        )
         latency_rows = [
-            LatencyFigures(day, provider, model, source, anonymous, *map(Counter, histograms))
-            for day, provider, model, source, anonymous, *histograms in (
-                UsageDayLatency.objects.filter(condition, usage_day__in=days).values_list(
-                    "usage_day_id",
-                    "provider",
-                    "model",
-                    "source",
-                    "anonymous",
-                    "ttft_histogram",
-                    "duration_histogram",
-                    "speed_histogram",
-                )
-            )
+            LatencyFigures(day, provider, model, source, anonymous, *map(from_json, stored))
+            for day, provider, model, source, anonymous, *stored in split
+        ]
+    else:
+        merged = UsageDayLatencyTotal.objects.filter(
+            usage_filter.model_q(), usage_day__in=days
+        ).values_list("usage_day_id", "provider", "model", *histograms)
+        latency_rows = [
+            LatencyFigures(day, provider, model, "", False, *map(from_json, stored))
+            for day, provider, model, *stored in merged
         ]
     return DayFigures(models, latency_rows, [])
+
+
+def latency_totals(latencies: Iterable[LatencyFigures]) -> list[LatencyFigures]:
+    """Latencies merged over sources and kinds of owner, per day and model (those left empty)."""
+    totals: dict[tuple[date, str, str], LatencyFigures] = {}
+    for latency in latencies:
+        key = (latency.day, latency.provider, latency.model)
+        total = totals.get(key)
+        if total is None:
+            total = totals[key] = LatencyFigures(*key, source="", anonymous=False)
+        total.merge(latency)
+    return list(totals.values())
 
 
 # --- Roll-ups --------------------------------------------------------------------------------
@@ -466,6 +456,10 @@ def _rollup_day(day: date) -> bool:
                 UsageDayLatency(usage_day=usage_day, **_columns(latency))
                 for latency in figures.latencies
             )
+            UsageDayLatencyTotal.objects.bulk_create(
+                UsageDayLatencyTotal(usage_day=usage_day, **_columns(total, "source", "anonymous"))
+                for total in latency_totals(figures.latencies)
+            )
             UsageDayOwner.objects.bulk_create(
                 (
                     UsageDayOwner(usage_day=usage_day, **_columns(owner, "label"))
@@ -480,12 +474,12 @@ def _rollup_day(day: date) -> bool:
 
 def _columns(figures: Any, *leave_out: str) -> dict[str, Any]:
     """A figures dataclass as the fields of its roll-up row (the day is the row's `usage_day`)."""
-    # Not `asdict`: it would rebuild each Counter from its (key, count) pairs, counting those.
-    return {
-        column.name: getattr(figures, column.name)
-        for column in fields(figures)
-        if column.name != "day" and column.name not in leave_out
-    }
+    columns = {}
+    for column in fields(figures):
+        if column.name != "day" and column.name not in leave_out:
+            value = getattr(figures, column.name)
+            columns[column.name] = value.to_json() if isinstance(value, Histogram) else value
+    return columns
 
 
 def rollup_invalidate(day: date) -> None:

@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from chat import analytics, services, workers
 from chat.analytics import Period, usage_summary
+from chat.histograms import Histogram, bucket_of, bucket_value
 from chat.models import Conversation, Message, UsageDay
-from chat.rollups import bucket_value, histogram_key, percentile
 
 pytestmark = pytest.mark.django_db
 
@@ -235,18 +235,18 @@ def test_a_day_with_a_reply_still_streaming_is_not_rolled_up(history):
 
 @pytest.mark.parametrize("value", [0.37, 1, 7, 42.5, 99, 100, 101, 999, 1234, 98_765, 300_000])
 def test_histogram_buckets_keep_values_within_one_percent(value):
-    assert bucket_value(histogram_key(value)) == pytest.approx(value, rel=0.01)
-    assert bucket_value(histogram_key(0)) == 0
+    assert bucket_value(bucket_of(value)) == pytest.approx(value, rel=0.01)
+    assert bucket_value(bucket_of(0)) == 0
 
 
 def test_percentiles_are_nearest_rank():
-    histogram = {histogram_key(100): 5, histogram_key(200): 3, histogram_key(1000): 2, "z": 0}
-    assert percentile(histogram, 50) == pytest.approx(100, rel=0.01)
-    assert percentile(histogram, 51) == pytest.approx(200, rel=0.01)
-    assert percentile(histogram, 80) == pytest.approx(200, rel=0.01)
-    assert percentile(histogram, 95) == pytest.approx(1000, rel=0.01)
-    assert percentile({}, 50) is None
-    assert percentile({"z": 3, histogram_key(5): 1}, 50) == 0
+    histogram = Histogram.of([100] * 5 + [200] * 3 + [1000] * 2)
+    assert histogram.percentile(50) == pytest.approx(100, rel=0.01)
+    assert histogram.percentile(51) == pytest.approx(200, rel=0.01)
+    assert histogram.percentile(80) == pytest.approx(200, rel=0.01)
+    assert histogram.percentile(95) == pytest.approx(1000, rel=0.01)
+    assert Histogram().percentile(50) is None
+    assert Histogram.of([0, 0, 0, 5]).percentile(50) == 0
 
 
 # --- The admin page ----------------------------------------------------------------------------

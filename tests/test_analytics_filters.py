@@ -162,6 +162,41 @@ def test_satisfaction_per_model_and_per_day(rated):
     assert week().feedback_up == 1
 
 
+@pytest.mark.parametrize(
+    ("filters", "ratings"),
+    [
+        ({}, (2, 1)),
+        ({"model": "gpt-4o"}, (1, 1)),
+        ({"provider": "anthropic"}, (1, 0)),
+        ({"source": "page"}, (2, 1)),
+        ({"source": "api"}, (0, 0)),
+        ({"owner": "signed-in"}, (2, 0)),
+        ({"owner": "anonymous"}, (0, 1)),
+        ({"owner": "anonymous", "source": "page", "model": "gpt-4o"}, (0, 1)),
+        ({"owner": "ada"}, (2, 0)),
+        ({"owner": "v1"}, (0, 1)),
+    ],
+)
+@time_machine.travel(NOW, tick=False)
+def test_ratings_are_counted_with_every_filter(rated, filters, ratings):
+    owners = {
+        "ada": f"user:{rated['ada'].pk}",
+        "v1": f"visitor:{rated['visitor_chat'].visitor_id}",
+    }
+    if "owner" in filters:
+        filters = {**filters, "owner": owners.get(filters["owner"], filters["owner"])}
+    summary = week(**filters)
+
+    assert (summary.feedback_up, summary.feedback_down) == ratings
+    assert sum(row.feedback_up for row in summary.days) == ratings[0]
+    assert sum(model.feedback_down for model in summary.models) == ratings[1]
+    # Before the period: nothing rated.
+    assert summary.previous.ratings == 0
+    assert usage_summary(
+        period=Period(date(2026, 3, 11), TODAY), usage_filter=UsageFilter(**filters)
+    ).ratings == sum(ratings) - (1 if ratings[1] else 0)  # 10 March's bad rating is left out
+
+
 @time_machine.travel(NOW, tick=False)
 def test_latency_percentiles_of_first_token_and_duration_per_model_and_day(rated):
     summary = week()
