@@ -107,6 +107,21 @@ def test_one_owner_is_read_from_their_own_replies(rated):
     assert week(owner="user:999999").replies == 0
 
 
+@time_machine.travel(NOW, tick=False)
+def test_one_owners_page_compares_with_their_own_previous_period(rated):
+    ada = week(owner=f"user:{rated['ada'].pk}")
+
+    # 2–8 March: Ada's one gpt-4o reply on 8 March, $0.10; this week $0.0085 in four.
+    assert ada.previous.period == Period(date(2026, 3, 2), date(2026, 3, 8))
+    previous = ada.previous
+    assert (previous.replies, previous.cost_microusd, previous.active_owners) == (1, 100_000, 1)
+    assert ada.changes()["cost"].text == "−91.5 %"
+    assert ada.changes()["replies"].text == "+300.0 %"
+    visitor = week(owner=f"visitor:{rated['visitor_chat'].visitor_id}")
+    assert (visitor.previous.replies, visitor.previous.active_owners) == (0, 0)
+    assert visitor.replies == 3
+
+
 @pytest.mark.parametrize(
     "filters",
     [{}, {"model": "gpt-4o"}, {"source": "api"}, {"owner": "anonymous"}, {"provider": "openai"}],
