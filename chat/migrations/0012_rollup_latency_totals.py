@@ -39,7 +39,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='message',
-            index=models.Index(condition=models.Q(('feedback__isnull', False)), fields=['day', 'provider', 'model', 'feedback'], name='msg_feedback_day_model'),
+            index=models.Index(condition=models.Q(('feedback__isnull', False)), fields=['day', 'provider', 'model', 'feedback', 'role', 'conversation'], name='msg_feedback_day_model'),
         ),
         migrations.AddIndex(
             model_name='usagedayowner',
