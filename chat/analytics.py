@@ -37,7 +37,6 @@ from django.utils.text import capfirst
 from chat.histograms import Histogram
 from chat.models import Conversation, Message, UsageDay, UsageDayOwner
 from chat.rollups import (
-    ID_CHUNK,
     NO_FILTER,
     DayFigures,
     ModelDayFigures,
@@ -46,7 +45,6 @@ from chat.rollups import (
     ended_replies,
     figures_from_messages,
     figures_from_rollups,
-    owner_conversation_ids,
     rollups_build,
 )
 
@@ -385,16 +383,21 @@ def usage_summary(
     period_days = [day for day in period.days if day <= today]
     rolled_up, live_days = _split(period_days, usage_filter, today)
     rolled = figures_from_rollups(rolled_up, usage_filter)
-    previous_live = None
+    previous_live = previous_ratings = None
     if usage_filter.one_owner and compare:
         # One owner's replies are read all at once, whatever their day (see `chat.rollups`):
-        # once for both periods rather than once each.
-        previous_days = [day for day in period.previous().days if day <= today]
+        # once for both periods rather than once each, and their ratings too.
+        previous = period.previous()
+        previous_days = [day for day in previous.days if day <= today]
         both = figures_from_messages([*live_days, *previous_days], usage_filter)
         live, previous_live = both.of_days(live_days), both.of_days(previous_days)
+        both_ratings = _ratings(Period(previous.start, period.end), usage_filter)
+        ratings = [rating for rating in both_ratings if rating[0] >= period.start]
+        previous_ratings = [rating for rating in both_ratings if rating[0] < period.start]
     else:
         # With days rolled up, the owners are ranked in the database, today's replies included.
         live = figures_from_messages(live_days, usage_filter, with_owners=not rolled_up)
+        ratings = _ratings(period, usage_filter)
 
     by_day = {day: DayRow(day=day) for day in period.days}
     by_model: dict[tuple[str, str], ModelRow] = {}
@@ -420,7 +423,7 @@ def usage_summary(
         model.ttft_histogram.merge(latency.ttft_histogram)
         model.duration_histogram.merge(latency.duration_histogram)
         model.speed_histogram.merge(latency.speed_histogram)
-    for day, provider, model_name, rating, count in _ratings(period, usage_filter):
+    for day, provider, model_name, rating, count in ratings:
         for totals in (summary, by_day[day], model_row(provider, model_name)):
             totals.add_feedback(rating, count)
 
@@ -433,16 +436,25 @@ def usage_summary(
     summary.top_conversations = _top_conversations(period, usage_filter)
     if compare:
         summary.previous = usage_totals(
-            period=period.previous(), usage_filter=usage_filter, today=today, live=previous_live
+            period=period.previous(),
+            usage_filter=usage_filter,
+            today=today,
+            live=previous_live,
+            ratings=previous_ratings,
         )
     return summary
 
 
 def usage_totals(
-    *, period: Period, usage_filter: UsageFilter, today: date, live: DayFigures | None = None
+    *,
+    period: Period,
+    usage_filter: UsageFilter,
+    today: date,
+    live: DayFigures | None = None,
+    ratings: list[tuple[date, str, str, int, int]] | None = None,
 ) -> UsageTotals:
     """The cards' figures alone (no latencies, tables or charts): for the previous period.
-    `live`: one owner's figures of the period, already read."""
+    `live` and `ratings`: one owner's figures and ratings of the period, already read."""
     period_days = [day for day in period.days if day <= today]
     rolled_up: list[date]
     if live is not None and usage_filter.one_owner:
@@ -454,7 +466,9 @@ def usage_totals(
     totals = UsageTotals(period=period)
     for figures in (*rolled.models, *live.models):
         totals.add(figures)
-    for *_, rating, count in _ratings(period, usage_filter):
+    if ratings is None:
+        ratings = _ratings(period, usage_filter)
+    for *_, rating, count in ratings:
         totals.add_feedback(rating, count)
     _, totals.active_owners = _owners(rolled_up, live_days, live.owners, usage_filter, top=0)
     return totals
@@ -495,26 +509,20 @@ def _ratings(period: Period, usage_filter: UsageFilter) -> list[tuple[date, str,
             Q(conversation__user__isnull=True), output_field=BooleanField()
         )
     if usage_filter.one_owner:
-        # The day is checked here too: in the query, SQLite would read the period by the day
-        # index once per chunk of conversations.
-        ids = owner_conversation_ids(usage_filter.owner)
-        chunks = [
-            rated.filter(conversation_id__in=ids[start : start + ID_CHUNK])
-            for start in range(0, len(ids), ID_CHUNK)
-        ]
+        # The day is checked here: in the query, SQLite would read the period by the day index.
+        rated = rated.filter(usage_filter.one_owner_message_q())
     else:
-        chunks = [rated.filter(day__gte=period.start, day__lte=period.end)]
+        rated = rated.filter(day__gte=period.start, day__lte=period.end)
     counts: Counter[tuple[date, str, str, int]] = Counter()
-    for chunk in chunks:
-        for row in chunk.values(*columns, **expressions).annotate(count=Count("*")):
-            if usage_filter.source and row["conversation__source"] != usage_filter.source:
-                continue
-            anonymous = usage_filter.anonymous
-            if anonymous is not None and bool(row["anonymous_owner"]) != anonymous:
-                continue
-            if not period.start <= row["day"] <= period.end:
-                continue
-            counts[row["day"], row["provider"], row["model"], row["feedback"]] += row["count"]
+    for row in rated.values(*columns, **expressions).annotate(count=Count("*")):
+        if usage_filter.source and row["conversation__source"] != usage_filter.source:
+            continue
+        anonymous = usage_filter.anonymous
+        if anonymous is not None and bool(row["anonymous_owner"]) != anonymous:
+            continue
+        if not period.start <= row["day"] <= period.end:
+            continue
+        counts[row["day"], row["provider"], row["model"], row["feedback"]] += row["count"]
     return [(*key, count) for key, count in counts.items()]
 
 
