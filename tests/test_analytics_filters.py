@@ -89,6 +89,29 @@ def test_filters_narrow_every_figure(rated, filters, replies, cost, errors, acti
         assert {model.model for model in summary.models} <= {filters["model"]}
 
 
+@pytest.mark.parametrize(
+    ("filters", "titles"),
+    [
+        ({}, ["Ada's", "Visitor's", "Ada's API"]),
+        ({"model": "gpt-4o"}, ["Ada's"]),
+        ({"provider": "openai"}, ["Ada's", "Ada's API"]),
+        ({"source": "api"}, ["Ada's API"]),
+        ({"owner": "anonymous"}, ["Visitor's"]),
+        ({"owner": "signed-in"}, ["Ada's", "Ada's API"]),
+        ({"owner": "signed-in", "source": "page"}, ["Ada's"]),
+        ({"model": "nothing-like-it"}, []),
+    ],
+)
+@time_machine.travel(NOW, tick=False)
+def test_the_costliest_conversations_follow_the_filters(rated, filters, titles):
+    assert [c.title for c in week(**filters).top_conversations] == titles
+    # Not active in the period: none.
+    earlier = usage_summary(
+        period=Period(date(2026, 3, 1), date(2026, 3, 7)), usage_filter=UsageFilter(**filters)
+    )
+    assert earlier.top_conversations == []
+
+
 @time_machine.travel(NOW, tick=False)
 def test_one_owner_is_read_from_their_own_replies(rated):
     ada = rated["ada"]
