@@ -32,7 +32,7 @@ from chat import metrics, services
 from chat.db_threads import db_call
 from chat.delivery import reply_updates
 from chat.errors import ChatInputError
-from chat.limits import ReaderSlot, reader_acquire, scope_client_ip
+from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, scope_client_ip
 from chat.rendering import error_fragment, started_fragment
 from chat.selectors import Visitor, message_get
 from chat.visitors import visitor_id_from_scope
@@ -153,8 +153,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             model_choice=_text_field(frame, "model"),
             system_prompt=_text_field(frame, "system_prompt"),
         )
-        # The page then asks to watch the new streaming reply, the same way it resumes one.
-        await self.deliver(await db_call(started_fragment, started))
+        if not await self.deliver(await db_call(started_fragment, started)):
+            return
+        # Followed at once rather than when the page's `watch` arrives (it sends one for every
+        # streaming reply it shows, and finds this one followed): the first token is not held
+        # up by that round trip and its query.
+        with contextlib.suppress(TooManyReaders):  # the page's watch then says so
+            self._follow(started.assistant_message.pk, 0)
 
     def _watch_allowed(self) -> bool:
         now = time.monotonic()
@@ -174,11 +179,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         delivered = self.delivered.get(message.pk)
         if delivered == -1:
             return  # its final fragment already went out on this socket
-        offset = max(_small_int(after) or 0, delivered or 0)
+        running = self.readers.get(message.pk)
+        if running is not None and not running.done():
+            return  # already followed from where this socket is (e.g. since its send)
+        self._follow(message.pk, max(_small_int(after) or 0, delivered or 0))
+
+    def _follow(self, message_id: int, offset: int) -> None:
+        """Read the reply from `offset` to its end on its own task (raises TooManyReaders)."""
         slot = reader_acquire(self.visitor)
-        if previous := self.readers.pop(message.pk, None):
+        if previous := self.readers.pop(message_id, None):
             previous.cancel()
-        self.readers[message.pk] = asyncio.create_task(self.forward(message.pk, offset, slot))
+        self.readers[message_id] = asyncio.create_task(self.forward(message_id, offset, slot))
 
     def _remember(self, message_id: int, seq: int) -> None:
         self.delivered[message_id] = seq

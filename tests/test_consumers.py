@@ -79,6 +79,26 @@ async def test_send_then_watch_streams_escaped_fragments_and_the_final_message(s
     await communicator.disconnect()
 
 
+async def test_the_socket_that_sent_gets_the_reply_without_waiting_for_its_watch(settings):
+    # The first token is not held up by the page's watch round trip; the watch the page then
+    # sends finds the reply followed and sends nothing twice.
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 300
+    cookie, _ = await anonymous_session()
+    communicator = await connect(cookie)
+    message_id = await start_reply(communicator, "no watch needed")
+    first = deltas(await communicator.receive_from(5))  # before any watch
+    assert first, "text arrives without a watch"
+
+    await send(communicator, action="watch", message_id=message_id, after=0)
+    pieces, final = await read_reply(communicator)
+
+    seqs = [seq for seq, _ in first + pieces]
+    assert seqs == sorted(set(seqs)), "nothing sent twice"
+    assert "".join(text for _, text in first + pieces) == demo_reply("no watch needed")
+    assert 'data-status="complete"' in final
+    await communicator.disconnect()
+
+
 async def test_tokens_are_html_escaped_on_the_wire(settings):
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 300
     cookie, _ = await anonymous_session()
@@ -236,12 +256,16 @@ async def test_a_reply_whose_worker_died_is_shown_as_interrupted(settings):
         heartbeat_at=timezone.now() - timedelta(minutes=2),
     )
 
-    await send(communicator, action="watch", message_id=message_id, after=3)
-    frame = await communicator.receive_from(5)
+    await communicator.disconnect()
+
+    # The visitor comes back (a reload: a new socket) and the page asks to follow the reply.
+    again = await connect(cookie)
+    await send(again, action="watch", message_id=message_id, after=3)
+    frame = await again.receive_from(5)
 
     assert 'data-status="error"' in frame and "Interrupted" in frame
     assert "saved before the crash" in frame
-    await communicator.disconnect()
+    await again.disconnect()
 
 
 # --- Hostile frames (issue 7) -------------------------------------------------------------------
