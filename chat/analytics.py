@@ -27,6 +27,7 @@ from django.db.models import (
     ExpressionWrapper,
     Func,
     Q,
+    Sum,
     Value,
     When,
 )
@@ -35,7 +36,8 @@ from django.utils import timezone
 from django.utils.text import capfirst
 
 from chat.histograms import Histogram
-from chat.models import Conversation, Message, UsageDay, UsageDayOwner
+from chat.models import Conversation, Message, UsageDay, UsageDayOwner, UsageDayRating
+from chat.rollup_ratings import ratings_refresh
 from chat.rollups import (
     NO_FILTER,
     DayFigures,
@@ -397,7 +399,7 @@ def usage_summary(
     else:
         # With days rolled up, the owners are ranked in the database, today's replies included.
         live = figures_from_messages(live_days, usage_filter, with_owners=not rolled_up)
-        ratings = _ratings(period, usage_filter)
+        ratings = _ratings(period, usage_filter, rolled_up)
 
     by_day = {day: DayRow(day=day) for day in period.days}
     by_model: dict[tuple[str, str], ModelRow] = {}
@@ -467,7 +469,7 @@ def usage_totals(
     for figures in (*rolled.models, *live.models):
         totals.add(figures)
     if ratings is None:
-        ratings = _ratings(period, usage_filter)
+        ratings = _ratings(period, usage_filter, rolled_up)
     for *_, rating, count in ratings:
         totals.add_feedback(rating, count)
     _, totals.active_owners = _owners(rolled_up, live_days, live.owners, usage_filter, top=0)
@@ -482,19 +484,38 @@ def _split(
     if usage_filter.one_owner:
         return [], period_days
     rollups_build(today=today, days=period_days)
-    done = set(
-        UsageDay.objects.filter(day__in=period_days, stale=False).values_list("day", flat=True)
-    )
+    done, stale_ratings = set(), []
+    rolled = UsageDay.objects.filter(day__in=period_days, stale=False)
+    for day, ratings_stale in rolled.values_list("day", "ratings_stale"):
+        done.add(day)
+        if ratings_stale:
+            stale_ratings.append(day)
+    ratings_refresh(stale_ratings)
     return sorted(done), [day for day in period_days if day not in done]
 
 
-def _ratings(period: Period, usage_filter: UsageFilter) -> list[tuple[date, str, str, int, int]]:
-    """Rated replies by day, provider, model and rating, counted in the database: read live (a
-    rating may change any time after its day was rolled up) through a partial index that holds
-    all those columns. The conversations are joined only for a source or kind-of-owner filter,
-    and counted by those, checked here rather than in the query: with them in the query, SQLite
-    starts from the conversations (1.8 s for anonymous visitors at a million replies) instead of
-    the rated replies. One owner's are found through their conversations."""
+def _ratings(
+    period: Period, usage_filter: UsageFilter, rolled_up: list[date] | None = None
+) -> list[tuple[date, str, str, int, int]]:
+    """Rated replies by day, provider, model and rating: the rolled-up days' from their rating
+    roll-ups (`chat.rollup_ratings`, counted again when a rating changed), the other days'
+    counted from the replies through a partial index that holds all those columns. The
+    conversations are joined only for a source or kind-of-owner filter, and counted by those,
+    checked here rather than in the query: with them in the query, SQLite starts from the
+    conversations (1.8 s for anonymous visitors at a million replies) instead of the rated
+    replies. One owner's are found through their conversations."""
+    counts: Counter[tuple[date, str, str, int]] = Counter()
+    rolled = set(rolled_up or ())
+    if rolled:
+        summed = (
+            UsageDayRating.objects.filter(usage_filter.rollup_q(), usage_day__in=sorted(rolled))
+            .values_list("usage_day_id", "provider", "model", "rating")
+            .annotate(total=Sum("replies"))
+        )
+        for day, provider, model, rating, total in summed:
+            counts[day, provider, model, rating] += int(total)  # numeric on PostgreSQL
+        if all(day in rolled for day in period.days if day <= timezone.localdate()):
+            return [(*key, count) for key, count in counts.items()]
     rated = Message.objects.filter(feedback__isnull=False, role=Message.Role.ASSISTANT).order_by()
     if usage_filter.provider:
         rated = rated.filter(provider=usage_filter.provider)
@@ -511,16 +532,17 @@ def _ratings(period: Period, usage_filter: UsageFilter) -> list[tuple[date, str,
     if usage_filter.one_owner:
         # The day is checked here: in the query, SQLite would read the period by the day index.
         rated = rated.filter(usage_filter.one_owner_message_q())
+    elif rolled:
+        rated = rated.filter(day__in=[day for day in period.days if day not in rolled])
     else:
         rated = rated.filter(day__gte=period.start, day__lte=period.end)
-    counts: Counter[tuple[date, str, str, int]] = Counter()
     for row in rated.values(*columns, **expressions).annotate(count=Count("*")):
         if usage_filter.source and row["conversation__source"] != usage_filter.source:
             continue
         anonymous = usage_filter.anonymous
         if anonymous is not None and bool(row["anonymous_owner"]) != anonymous:
             continue
-        if not period.start <= row["day"] <= period.end:
+        if not period.start <= row["day"] <= period.end or row["day"] in rolled:
             continue
         counts[row["day"], row["provider"], row["model"], row["feedback"]] += row["count"]
     return [(*key, count) for key, count in counts.items()]

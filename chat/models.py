@@ -424,6 +424,9 @@ class UsageDay(models.Model):
     # Marked with an upsert rather than deleted: on PostgreSQL an upsert waits for a roll-up of
     # the day being built in a concurrent transaction, so a late reply is never missed.
     stale = models.BooleanField(default=False)
+    # A rating of one of the day's replies changed since its ratings were counted: the next view
+    # counts them again (`UsageDayRating`), the rest of the roll-up stays.
+    ratings_stale = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return str(self.day)
@@ -489,6 +492,23 @@ class UsageDayLatencyTotal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.usage_day_id} {self.provider}:{self.model} (all)"
+
+
+class UsageDayRating(models.Model):
+    """Rated replies of one day, provider, model, source, kind of owner and rating."""
+
+    usage_day = models.ForeignKey(
+        UsageDay, on_delete=models.CASCADE, db_column="day", related_name="ratings"
+    )
+    provider = models.CharField(max_length=32)
+    model = models.CharField(max_length=100)
+    source = models.CharField(max_length=8, default=Conversation.Source.PAGE)
+    anonymous = models.BooleanField(default=False)
+    rating = models.SmallIntegerField(choices=Message.Feedback.choices)
+    replies = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.usage_day_id} {self.provider}:{self.model} {self.rating}"
 
 
 class UsageDayOwner(models.Model):

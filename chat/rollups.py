@@ -28,7 +28,9 @@ from chat.models import (
     UsageDayLatencyTotal,
     UsageDayModel,
     UsageDayOwner,
+    UsageDayRating,
 )
+from chat.rollup_ratings import ratings_rows
 
 # --- Filters -------------------------------------------------------------------------------
 
@@ -481,6 +483,7 @@ def _rollup_day(day: date) -> bool:
                 UsageDayLatencyTotal(usage_day=usage_day, **_columns(total, "source", "anonymous"))
                 for total in latency_totals(figures.latencies)
             )
+            UsageDayRating.objects.bulk_create(ratings_rows(usage_day))
             UsageDayOwner.objects.bulk_create(
                 (
                     UsageDayOwner(usage_day=usage_day, **_columns(owner, "label"))

@@ -1,6 +1,7 @@
 """What the daily roll-ups store and which of their rows a page reads: latency histograms per
-source and kind of owner and merged over them, a stale day rebuilt, and the per-owner rows summed
-with today's replies into the top owners and the count of active ones."""
+source and kind of owner and merged over them, a stale day rebuilt, the per-owner rows summed
+with today's replies into the top owners and the count of active ones, and ratings counted again
+when one changes after its day was rolled up."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from chat import analytics
 from chat.analytics import Period, usage_summary
+from chat.feedback import message_feedback_set
 from chat.histograms import Histogram
 from chat.models import (
     Conversation,
@@ -21,8 +23,11 @@ from chat.models import (
     UsageDay,
     UsageDayLatency,
     UsageDayLatencyTotal,
+    UsageDayModel,
+    UsageDayRating,
 )
 from chat.rollups import UsageFilter, owner_key, rollup_invalidate
+from chat.selectors import Visitor
 from tests.test_analytics import NOW, TODAY, figures, reply
 from tests.test_analytics import history as history  # noqa: F401 - a fixture
 from tests.test_analytics_filters import WEEK, week
@@ -184,3 +189,68 @@ def test_the_previous_period_counts_the_owners_of_its_days(many_owners):
     assert summary.previous.active_owners == 1
     # 14–15 March: the twelve, "late", "both" and the visitor.
     assert summary.active_owners == 15
+
+
+@time_machine.travel(NOW, tick=False)
+def test_rating_rows_count_each_rolled_up_days_rated_replies(rated):
+    week()  # rolls up 9–14 March
+    rows = {
+        (row.usage_day_id, row.provider, row.model, row.source, row.anonymous, row.rating): (
+            row.replies
+        )
+        for row in UsageDayRating.objects.all()
+    }
+    # 14 March: Ada's claude-x reply, rated good; 10 March: the visitor's gpt-4o one, bad. The
+    # good rating of 15 March is today's, not rolled up.
+    assert rows == {
+        (date(2026, 3, 14), "anthropic", "claude-x", "page", False, 1): 1,
+        (date(2026, 3, 10), "openai", "gpt-4o", "page", True, -1): 1,
+    }
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_rating_changed_after_its_day_was_rolled_up_recounts_that_days_ratings_only(rated):
+    week()
+    tenth = date(2026, 3, 10)
+    built_at = UsageDay.objects.get(day=tenth).built_at
+    models_before = list(UsageDayModel.objects.filter(usage_day=tenth).values_list("pk", flat=True))
+    reply_10 = Message.objects.get(day=tenth, role="assistant", superseded=False)
+    visitor = Visitor(user=None, visitor_id=rated["visitor_chat"].visitor_id)
+
+    message_feedback_set(visitor=visitor, message_id=reply_10.pk, rating="up")
+
+    day = UsageDay.objects.get(day=tenth)
+    assert day.ratings_stale and not day.stale
+    summary = week()
+    assert (summary.feedback_up, summary.feedback_down) == (3, 0)
+    assert next(row for row in summary.days if row.day == tenth).feedback_up == 1
+    day = UsageDay.objects.get(day=tenth)
+    assert not day.ratings_stale and day.built_at == built_at
+    assert list(UsageDayModel.objects.filter(usage_day=tenth).values_list("pk", flat=True)) == (
+        models_before
+    )
+    assert list(
+        UsageDayRating.objects.filter(usage_day=tenth).values_list("rating", "replies")
+    ) == [(1, 1)]
+    assert week(owner="anonymous").satisfaction == 1.0
+
+    message_feedback_set(visitor=visitor, message_id=reply_10.pk, rating="none")
+    assert week().ratings == 2
+    assert not UsageDayRating.objects.filter(usage_day=tenth).exists()
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_rating_of_a_day_not_rolled_up_yet_leaves_it_to_be_rolled_up(rated):
+    eighth = date(2026, 3, 8)
+    reply_8 = Message.objects.get(day=eighth, role="assistant")
+    ada = Visitor(user=rated["ada"], visitor_id="")
+
+    message_feedback_set(visitor=ada, message_id=reply_8.pk, rating="down")
+
+    assert UsageDay.objects.get(day=eighth).stale
+    summary = usage_summary(period=Period(eighth, eighth))
+    assert UsageDay.objects.filter(day=eighth, stale=False, ratings_stale=False).exists()
+    assert (summary.replies, summary.feedback_down) == (1, 1)
+    assert list(UsageDayRating.objects.filter(usage_day=eighth).values_list("model", "rating")) == [
+        ("gpt-4o", -1)
+    ]
