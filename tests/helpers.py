@@ -35,3 +35,21 @@ def client_visitor_id(client) -> str:
     from chat.visitors import VISITOR_COOKIE, _unsigned
 
     return _unsigned(client.cookies[VISITOR_COOKIE].value)
+
+
+def http_scope(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict:
+    """An ASGI HTTP GET scope for `path` (with its query string), as Daphne builds it for a
+    browser on the local address."""
+    path, _, query = path.partition("?")
+    return {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "headers": [(b"host", b"127.0.0.1:8000"), *(headers or [])],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }

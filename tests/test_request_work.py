@@ -16,29 +16,14 @@ from django.test import AsyncClient
 
 from chat.models import Conversation, Message
 from chatsite.asgi import application
-from tests.helpers import anonymous_session
+from tests.helpers import anonymous_session, http_scope
 from tests.test_consumers import connect, read_reply, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _scope(path: str) -> dict:
-    return {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"host", b"127.0.0.1:8000")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-
-
 async def _get(path: str) -> int:
-    app = ApplicationCommunicator(application, _scope(path))
+    app = ApplicationCommunicator(application, http_scope(path))
     await app.send_input({"type": "http.request", "body": b"", "more_body": False})
     start = await app.receive_output(5)
     while (await app.receive_output(5)).get("more_body"):
