@@ -3,7 +3,8 @@
 Under ASGI, Django runs each `process_request` and `process_response` of a `MiddlewareMixin`
 middleware in a worker thread (`sync_to_async`), in case it blocks. That is ~17 thread hops per
 request for this middleware list: a trivial view cost 3.5 ms of CPU under ASGI against 0.3 ms
-through the test client, most of it in hops (docs/performance.md, "Per-request work").
+through the test client, most of it in hops and thread starts (docs/performance.md, the
+second pass on the hot path).
 
 The hooks below do no I/O: they read and set headers and cookies, resolve URLs and build lazy
 objects. So they run inline. Two keep their thread where they may touch the database:

@@ -1,6 +1,6 @@
 """What a request, a socket and a reply cost the server beyond their own work: thread starts,
-thread hops and database connections (docs/performance.md, "Per-request work"). Counted, not
-timed: each of these failed before the change it guards."""
+thread hops and database connections (docs/performance.md, the second pass on the hot path).
+Counted, not timed: each of these failed before the change it guards."""
 
 from __future__ import annotations
 
