@@ -420,8 +420,10 @@ def test_background_tab_drops_the_socket_and_resumes_without_loss(page: Any) -> 
     wait_for_streamed_text(page, 60)
 
     page.evaluate(_SET_HIDDEN, True)
+    # A function, not a bare expression: Playwright evaluates an expression that is not yet true
+    # with eval() in the page, which the page's CSP (rightly) refuses.
     page.wait_for_function(
-        "document.getElementById('connection-state').dataset.state === 'reconnecting'"
+        "() => document.getElementById('connection-state').dataset.state === 'reconnecting'"
     )
     paused = reply_state(page)
     time.sleep(1.0)
