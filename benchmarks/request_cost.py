@@ -34,25 +34,12 @@ os.environ.update(
 )
 
 
-def _scope(path: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"host", b"localhost:8000")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-
-
 async def _request(application: Any, path: str) -> int:
     from asgiref.testing import ApplicationCommunicator
 
-    app = ApplicationCommunicator(application, _scope(path))
+    from tests.helpers import http_scope
+
+    app = ApplicationCommunicator(application, http_scope(path))
     await app.send_input({"type": "http.request", "body": b"", "more_body": False})
     start = await app.receive_output(5)
     while (await app.receive_output(5)).get("more_body"):
