@@ -399,11 +399,16 @@ def silences_start(deployment: Deployment, upstream: FakeUpstream) -> Silences:
     silences.message_id, _ = start_reply(
         browser, deployment.url, "slow-silence please", model="openai:gpt-4.1-mini"
     )
-    for name in ("sse-1", "sse-2"):
-        silences.run(name, sse_read, browser, deployment.url, silences.message_id)
+    # The sockets first, then the two SSE readers one after the other with nothing in between:
+    # round robin (its state shared by nginx's processes) then gives them different workers.
+    # Started together, a socket's upgrade could come between them and put both on one.
     silences.run("ws", ws_read, browser, deployment.url, silences.message_id, 90)
     for name in ("idle-1", "idle-2"):
         silences.run(name, idle_socket_survives, browser, deployment.url, 60)
+    time.sleep(2)  # the first token is 20 s away: every reader is in place long before it
+    for name in ("sse-1", "sse-2"):
+        silences.run(name, sse_read, browser, deployment.url, silences.message_id)
+        time.sleep(1)
     return silences
 
 
