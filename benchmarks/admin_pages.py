@@ -87,6 +87,22 @@ def measure(client: Client, label: str, url: str, runs: int) -> Timing:
     )
 
 
+def heaviest_user() -> int:
+    """The user with the most conversations: the heaviest "one user" page (0: none)."""
+    from django.db.models import Count
+
+    from chat.models import Conversation
+
+    return (
+        Conversation.objects.filter(user__isnull=False)
+        .values("user")
+        .annotate(n=Count("id"))
+        .order_by("-n")
+        .values_list("user", flat=True)
+        .first()
+    ) or 0
+
+
 def database_size() -> str:
     from django.conf import settings
     from django.db import connection
@@ -177,7 +193,6 @@ def main() -> None:
     django.setup()
     from django.contrib.auth import get_user_model
     from django.db import connection
-    from django.db.models import Count
     from django.test import Client
 
     from chat.models import Conversation, Message
@@ -213,15 +228,7 @@ def main() -> None:
     )
     print(f"Python {platform.python_version()}, {os.cpu_count()} cores, {args.runs} warm runs\n")
 
-    # The user with the most conversations: the heaviest "one user" page.
-    heavy_user = (
-        Conversation.objects.filter(user__isnull=False)
-        .values("user")
-        .annotate(n=Count("id"))
-        .order_by("-n")
-        .values_list("user", flat=True)
-        .first()
-    ) or 0
+    heavy_user = heaviest_user()
     results = [
         measure(client, label, url, args.runs) for label, url in pages(conversation, heavy_user)
     ]

@@ -24,7 +24,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from benchmarks.admin_pages import BENCH_DIR
+from benchmarks.admin_pages import BENCH_DIR, heaviest_user
 
 os.environ["CHATSITE_DATA_DIR"] = str(BENCH_DIR)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
@@ -53,23 +53,14 @@ def main() -> None:
 
     django.setup()
     from django.db import connection
-    from django.db.models import Count
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
     from chat import analytics
     from chat.analytics import Period, usage_summary
-    from chat.models import Conversation
     from chat.rollups import UsageFilter
 
-    heavy_user = (
-        Conversation.objects.filter(user__isnull=False)
-        .values("user")
-        .annotate(n=Count("id"))
-        .order_by("-n")
-        .values_list("user", flat=True)
-        .first()
-    )
+    heavy_user = heaviest_user()
     today = timezone.localdate()
     cases = {
         "7": (Period.last(7), UsageFilter()),

@@ -35,17 +35,9 @@ os.environ.update(
 
 
 async def _request(application: Any, path: str) -> int:
-    from asgiref.testing import ApplicationCommunicator
+    from tests.helpers import asgi_get
 
-    from tests.helpers import http_scope
-
-    app = ApplicationCommunicator(application, http_scope(path))
-    await app.send_input({"type": "http.request", "body": b"", "more_body": False})
-    start = await app.receive_output(5)
-    while (await app.receive_output(5)).get("more_body"):
-        pass
-    await app.wait(2)
-    return int(start["status"])
+    return await asgi_get(application, path)
 
 
 def _cpu_ms(function: Callable[[], Any], runs: int) -> float:

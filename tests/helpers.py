@@ -53,3 +53,16 @@ def http_scope(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> d
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }
+
+
+async def asgi_get(application: object, path: str) -> int:
+    """GET `path` from the ASGI application in-process, read the whole body; its status."""
+    from asgiref.testing import ApplicationCommunicator
+
+    app = ApplicationCommunicator(application, http_scope(path))
+    await app.send_input({"type": "http.request", "body": b"", "more_body": False})
+    start = await app.receive_output(5)
+    while (await app.receive_output(5)).get("more_body"):
+        pass
+    await app.wait(2)
+    return int(start["status"])

@@ -10,26 +10,19 @@ import threading
 
 import pytest
 from asgiref.sync import SyncToAsync
-from asgiref.testing import ApplicationCommunicator
 from django.core.signals import request_started
 from django.test import AsyncClient
 
 from chat.models import Conversation, Message
 from chatsite.asgi import application
-from tests.helpers import anonymous_session, http_scope
+from tests.helpers import anonymous_session, asgi_get
 from tests.test_consumers import connect, read_reply, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def _get(path: str) -> int:
-    app = ApplicationCommunicator(application, http_scope(path))
-    await app.send_input({"type": "http.request", "body": b"", "more_body": False})
-    start = await app.receive_output(5)
-    while (await app.receive_output(5)).get("more_body"):
-        pass
-    await app.wait(2)
-    return start["status"]
+    return await asgi_get(application, path)
 
 
 class _Threads:
