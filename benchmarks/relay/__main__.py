@@ -108,10 +108,14 @@ async def _series(
         if streams == args.profile and server.name.startswith("chatsite"):
             profile_to = args.json.parent / f"profile-{transport}-{streams}.txt"
         result = await measure(
-            server, load(streams), upstream_pid=upstream_pid, profile_to=profile_to
+            server,
+            load(streams),
+            upstream_pid=upstream_pid,
+            profile_to=profile_to,
+            profile_gil=args.profile_gil,
         )
         if profile_to is not None and profile_to.exists():
-            result["profile"] = profile.summarize(profile_to)
+            result["profile"] = profile.summarize(profile_to, gil=args.profile_gil)
             print(profile.markdown(result["profile"]), flush=True)
         result["passes"] = passes(result)
         results.append(result)
@@ -177,6 +181,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             "ramp_seconds": args.ramp,
             "server_core": servers.SERVER_CORE,
             "client_core": servers.CLIENT_CORE,
+            "event_loop": args.event_loop,
         },
         "duration_s": round(time.monotonic() - started, 1),
         "results": results,
@@ -202,12 +207,24 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=int, default=0, metavar="K", help="py-spy chatsite during the K run"
     )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="sample the thread holding the GIL (where the CPU goes) rather than every thread",
+    )
+    parser.add_argument(
+        "--event-loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="both servers' event loop (CHAT_EVENT_LOOP)",
+    )
     parser.add_argument("--json", type=Path, default=Path("var/bench/relay.json"))
     parser.add_argument("--write-docs", action="store_true", help="update docs/performance.md")
     args = parser.parse_args()
     args.targets = args.targets.split(",")
     args.transports = args.transports.split(",")
     args.streams = [int(k) for k in args.streams.split(",")]
+    os.environ["CHAT_EVENT_LOOP"] = args.event_loop  # the servers inherit it
     if args.quick:
         args.streams = [1, 50]
         args.capacity = False

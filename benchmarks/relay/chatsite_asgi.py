@@ -7,12 +7,14 @@ statements (INSERT, UPDATE, DELETE) and the transactions that commit them: a wri
 mode is one transaction, writes inside `atomic()` count once when it commits. The benchmark
 reads the counts from `GET /__bench__/writes`, answered here without entering Django, so reading
 them writes nothing and costs the server almost nothing. `GET /__bench__/threads` names the
-server's threads by OS thread id.
+server's threads by OS thread id. With BENCH_CPROFILE=<file>, the event loop's thread is
+profiled with cProfile and the stats written to that file at exit.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from typing import Any
 
@@ -84,3 +86,14 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": body})
         return
     await chatsite_application(scope, receive, send)
+
+
+if profile_path := os.environ.get("BENCH_CPROFILE"):
+    # A deterministic profile of the event loop's thread for the server's whole life (call
+    # counts: per token or per reply?), written when Daphne exits. Slows the server ~2x.
+    import atexit
+    import cProfile
+
+    _profiler = cProfile.Profile()
+    _profiler.enable()
+    atexit.register(lambda: (_profiler.disable(), _profiler.dump_stats(profile_path)))

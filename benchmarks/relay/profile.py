@@ -25,12 +25,15 @@ FRAME = re.compile(r"^(?P<function>.+?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 PLUMBING = {
     "<module>", "CommandLineInterface.entrypoint", "CommandLineInterface.run", "Server.run",
     "AsyncioSelectorReactor.run", "BaseEventLoop.run_forever", "BaseEventLoop._run_once",
+    # Under chatsite.server (uvloop), the loop itself is C: an idle loop's stack ends here.
+    "_run_module_as_main", "_run_code", "main",
     "Handle._run", "Thread._bootstrap", "Thread._bootstrap_inner", "Thread.run", "_worker",
     "_WorkItem.run", "Task.__step", "Task.__wakeup",
 }  # fmt: skip
 KINDS = {
     "MainThread": "event loop",
     "reply-db": "job database threads",
+    "reply-writer": "writer thread",
     "ThreadPoolExecutor": "sync_to_async threads",
 }
 
@@ -44,12 +47,14 @@ def py_spy() -> str | None:
 
 
 @contextlib.contextmanager
-def recording(pid: int, output: Path, seconds: float) -> Iterator[None]:
+def recording(pid: int, output: Path, seconds: float, *, gil: bool = False) -> Iterator[None]:
+    """`gil`: sample only the thread holding the GIL (where the process's CPU goes, across its
+    threads) instead of every thread, waits included."""
     tool = py_spy()
     if tool is None:
         raise RuntimeError("py-spy is not installed: pip install py-spy")
     process = subprocess.Popen(  # noqa: S603 - our own command
-        [tool, "record", "--idle", "--threads", "-r", "100", "-f", "raw", "-d"]
+        [tool, "record", "--gil" if gil else "--idle", "--threads", "-r", "100", "-f", "raw", "-d"]
         + [str(int(seconds) + 1), "-o", str(output), "--pid", str(pid), "--nonblocking"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
@@ -63,19 +68,22 @@ def recording(pid: int, output: Path, seconds: float) -> Iterator[None]:
             process.terminate()
 
 
-def summarize(raw: Path, top: int = 20) -> dict[str, list[tuple[str, float]]]:
+def summarize(raw: Path, top: int = 20, *, gil: bool = False) -> dict[str, list[tuple[str, float]]]:
     """Per thread kind, the frames on the stack, as a share of the event loop's samples: for the
     loop that is the share of the time it spent inside the frame; for a pool of threads it is
-    how many threads were inside it on average (150 % = one and a half)."""
+    how many threads were inside it on average (150 % = one and a half). From a `gil` recording
+    (only the thread holding the GIL is sampled), shares are of all samples: where the process's
+    CPU went, with "all threads" summing the kinds."""
     inclusive: dict[str, Counter[str]] = {}
     leaves: Counter[str] = Counter()
-    loop_samples = 0
+    loop_samples = total_samples = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         thread = THREAD.match(stack)
         if thread is None or not count_text.isdigit():
             continue
         count = int(count_text)
+        total_samples += count
         name = thread.group("name")
         kind = next((k for prefix, k in KINDS.items() if name.startswith(prefix)), "other")
         labels = []
@@ -87,10 +95,12 @@ def summarize(raw: Path, top: int = 20) -> dict[str, list[tuple[str, float]]]:
             loop_samples += count
             if labels:
                 leaves[labels[-1]] += count
-        counter = inclusive.setdefault(kind, Counter())
-        for label in dict.fromkeys(labels):
-            counter[label] += count
-    scale = 100 / max(1, loop_samples)
+        kinds = [kind, "all threads"] if gil else [kind]
+        for counted in kinds:
+            counter = inclusive.setdefault(counted, Counter())
+            for label in dict.fromkeys(labels):
+                counter[label] += count
+    scale = 100 / max(1, total_samples if gil else loop_samples)
     summary = {
         kind: [(label, round(n * scale, 1)) for label, n in counter.most_common(top)]
         for kind, counter in inclusive.items()
@@ -109,9 +119,11 @@ def _short(file: str) -> str:
 def markdown(summary: dict[str, list[tuple[str, float]]], top: int = 12) -> str:
     lines = []
     for kind in (
+        "all threads",
         "event loop",
         "event loop, innermost frame",
         "job database threads",
+        "writer thread",
         "sync_to_async threads",
     ):
         rows = summary.get(kind, [])[:top]

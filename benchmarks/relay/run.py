@@ -133,7 +133,12 @@ async def _gather_limited(coroutines: list[Any], limit: int) -> list[Any]:
 
 
 async def measure(
-    server: Server, load: Load, *, upstream_pid: int, profile_to: Path | None = None
+    server: Server,
+    load: Load,
+    *,
+    upstream_pid: int,
+    profile_to: Path | None = None,
+    profile_gil: bool = False,
 ) -> dict[str, Any]:
     """Open the visitors (and sockets), send K messages spread over the ramp, read every reply to
     its end, and measure the server while it does."""
@@ -210,7 +215,9 @@ async def measure(
     with contextlib.ExitStack() as stack:
         if profile_to is not None:
             seconds = load.ramp + load.tokens / load.rate
-            stack.enter_context(profile.recording(pid_list[0], profile_to, seconds))
+            stack.enter_context(
+                profile.recording(pid_list[0], profile_to, seconds, gil=profile_gil)
+            )
         results = await asyncio.gather(*(one(i) for i in range(load.streams)))
         wall = time.monotonic() - wall_start
     sampling = False

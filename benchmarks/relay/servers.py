@@ -19,7 +19,6 @@ from pathlib import Path
 from tests.servers import app_env, migrate
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 SERVER_CORE = 0
 CLIENT_CORE = 1
 MODEL = "gpt-4.1-mini"
@@ -90,7 +89,10 @@ def upstream(workdir: Path, *, tokens: int, rate: float) -> Iterator[tuple[int, 
 
 
 def _daphne(port: int, app: str) -> list[str]:
-    return pinned(SERVER_CORE, [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), app])
+    # Both servers through chatsite's launcher, so both run Daphne on the same event loop
+    # (uvloop unless CHAT_EVENT_LOOP=asyncio: the benchmark's --event-loop).
+    command = [sys.executable, "-m", "chatsite.server", "-b", "127.0.0.1", "-p", str(port), app]
+    return pinned(SERVER_CORE, command)
 
 
 @contextlib.contextmanager

@@ -13,11 +13,13 @@ import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
+import aiohttp
 import anthropic
 import anyio
 import httpx2
 
 from chat.providers.base import ChatTurn, Event, ProviderError, TextDelta, Usage
+from chat.providers.transport import connection_failed
 
 if TYPE_CHECKING:
     from anthropic.types import MessageParam
@@ -37,8 +39,13 @@ class AnthropicProvider:
     name = "anthropic"
 
     def __init__(self, *, api_key: str, base_url: str | None, max_retries: int) -> None:
+        # The SDK's aiohttp transport (`anthropic[aiohttp]`), as for OpenAI: the SDK builds,
+        # authenticates and retries requests; aiohttp reads the body for less CPU per token.
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=max_retries
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=max_retries,
+            http_client=anthropic.DefaultAioHttpClient(),
         )
 
     async def aclose(self) -> None:
@@ -81,10 +88,13 @@ class AnthropicProvider:
         except anthropic.APIError as exc:
             raise _provider_error(exc, model) from exc
         except httpx2.TimeoutException as exc:
+            if connection_failed(exc):
+                raise ProviderError(_DROPPED) from exc
             raise ProviderError("Anthropic stopped sending the reply (timed out).") from exc
-        except (httpx2.TransportError, ssl.SSLError, anyio.EndOfStream) as exc:
+        except (httpx2.TransportError, ssl.SSLError, anyio.EndOfStream, aiohttp.ClientError) as exc:
             # Unlike OpenAI's, this SDK lets errors reading the body through unwrapped; the TLS
-            # ones are those httpx2 leaves unmapped (the OpenAI SDK wraps the same three).
+            # ones are those httpx2 leaves unmapped (the OpenAI SDK wraps the same three), and
+            # aiohttp's those its transport does not translate.
             raise ProviderError(_DROPPED) from exc
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             # A chunk that is not JSON, or not shaped like an event: the upstream is broken.
@@ -110,7 +120,7 @@ def _usage(usage: AnthropicUsage, *, output_tokens: int) -> Usage:
 
 def _provider_error(exc: anthropic.APIError, model: str) -> ProviderError:
     """Word an SDK error so the person chatting knows what went wrong and what to do."""
-    if isinstance(exc, anthropic.APITimeoutError):
+    if isinstance(exc, anthropic.APITimeoutError) and not connection_failed(exc):
         return ProviderError("Anthropic did not respond in time. Try again.")
     if isinstance(exc, anthropic.APIConnectionError):
         # Raised before any reply (connect failures); drops mid-body surface as transport errors.

@@ -6,10 +6,13 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
+import aiohttp
 import httpx2
 import openai
 
 from chat.providers.base import ChatTurn, Event, ProviderError, TextDelta, Usage
+from chat.providers.sse import sse_data
+from chat.providers.transport import connection_failed
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
@@ -27,8 +30,15 @@ class OpenAIProvider:
     name = "openai"
 
     def __init__(self, *, api_key: str, base_url: str | None, max_retries: int) -> None:
+        # The SDK's aiohttp transport (`openai[aiohttp]`): the SDK still builds, authenticates
+        # and retries each request, while aiohttp's C parser reads the body. Reading a token
+        # through it costs about a third of what httpx2's default transport does
+        # (docs/performance.md, the third pass).
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=max_retries
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=max_retries,
+            http_client=openai.DefaultAioHttpClient(),
         )
 
     async def aclose(self) -> None:
@@ -51,9 +61,9 @@ class OpenAIProvider:
             else:
                 messages.append({"role": "assistant", "content": turn.content})
         # The raw streaming response: the SDK still builds the request (auth, base_url), retries
-        # it and turns an error status into its typed exception, but the body's chunks are read
-        # as plain JSON. Its typed parsing of every chunk (pydantic models built per token) was
-        # the largest busy item on the event loop (docs/performance.md).
+        # it and turns an error status into its typed exception, but the body's events are read
+        # from its bytes as plain JSON. Its typed parsing of every chunk (pydantic models built
+        # per token) was the largest busy item on the event loop (docs/performance.md).
         request = self._client.chat.completions.with_streaming_response.create(
             model=model,
             messages=messages,
@@ -67,8 +77,8 @@ class OpenAIProvider:
             # the consuming task being cancelled (Stop / timeout), which must abort the request.
             async with request as response:
                 try:
-                    async for data in _sse_data(response.iter_lines()):
-                        if data == "[DONE]":
+                    async for data in sse_data(response.http_response.aiter_bytes()):
+                        if data == b"[DONE]":
                             break
                         chunk = json.loads(data)
                         if error := chunk.get("error"):
@@ -94,8 +104,12 @@ class OpenAIProvider:
                             )
                 # The body is read with httpx2 directly, so its errors arrive unwrapped.
                 except httpx2.TimeoutException as exc:
+                    if connection_failed(exc):
+                        raise ProviderError(_DROPPED) from exc
                     raise ProviderError("OpenAI stopped sending the reply (timed out).") from exc
-                except httpx2.TransportError as exc:
+                except (httpx2.TransportError, aiohttp.ClientError) as exc:
+                    # aiohttp's errors the SDK's transport does not translate come through as
+                    # they are.
                     raise ProviderError(_DROPPED) from exc
         except openai.APIError as exc:
             raise _provider_error(exc, model) from exc
@@ -107,29 +121,15 @@ class OpenAIProvider:
             raise ProviderError(_DROPPED)
 
 
-async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The data of each server-sent event (its `data:` lines joined by newlines)."""
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-        elif line.startswith("data:"):
-            data.append(line[6:] if line.startswith("data: ") else line[5:])
-    if data:
-        yield "\n".join(data)
-
-
 _DROPPED = "The connection to OpenAI dropped before the reply finished."
 _UNREADABLE = "{name} sent a part of the reply that could not be read, so the reply was ended."
 
 
 def _provider_error(exc: openai.APIError, model: str) -> ProviderError:
     """Word an SDK error so the person chatting knows what went wrong and what to do."""
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) and not connection_failed(exc):
         return ProviderError("OpenAI did not respond in time. Try again.")
-    if isinstance(exc, openai.APIConnectionError):
+    if isinstance(exc, openai.APIConnectionError):  # a timeout that was a failed connection, too
         return ProviderError("Could not connect to OpenAI. Check the server's network access.")
     if not isinstance(exc, openai.APIStatusError):
         # An error object inside an otherwise successful stream.

@@ -1,0 +1,50 @@
+"""chatsite/server.py: Daphne's command line, on uvloop unless told otherwise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.servers import REPO
+
+
+def _loop_of(event_loop: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        "import asyncio; from chatsite.server import event_loop_install; "
+        "print(event_loop_install(), type(asyncio.new_event_loop()).__module__)"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={"CHAT_EVENT_LOOP": event_loop, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("event_loop", "expected"), [("", "uvloop uvloop"), ("asyncio", "asyncio asyncio.unix_events")]
+)
+def test_the_server_runs_daphne_on_uvloop_unless_told_otherwise(
+    event_loop: str, expected: str
+) -> None:
+    result = _loop_of(event_loop)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == expected.split()
+
+
+def test_an_unknown_event_loop_is_refused_in_words() -> None:
+    result = _loop_of("trio")
+    assert result.returncode == 1
+    assert "CHAT_EVENT_LOOP must be 'uvloop' or 'asyncio'" in result.stderr
+
+
+def test_every_way_of_serving_goes_through_the_launcher() -> None:
+    # make run, make run-prod (its supervisor) and the suite's servers: what is measured is
+    # what runs.
+    assert "-m chatsite.server" in (REPO / "Makefile").read_text()
+    assert '"-m", "chatsite.server"' in (REPO / "scripts/run_prod.py").read_text()
+    assert '"-m", "chatsite.server"' in (REPO / "tests/servers.py").read_text()
