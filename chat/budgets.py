@@ -193,3 +193,27 @@ def budget_guard(
     if allowance is None:
         return None
     return BudgetGuard(allowance.remaining_microusd, *prices, message=allowance.reached())
+
+
+@dataclass(frozen=True, slots=True)
+class SendBudget:
+    """A send's budget, read once: the exhausted cap that refuses it, or what is left of it for
+    its reply's job (None: no cap applies, or the model cannot spend one)."""
+
+    refusal: Allowance | None
+    guard: BudgetGuard | None
+
+
+def send_budget(
+    *, user_id: int | None, visitor_id: str, provider: str, model: str, client_key: str = ""
+) -> SendBudget:
+    """`refusal_for` and `budget_guard` in one read, for a send that starts a reply now."""
+    prices = _billed(provider, model)
+    if prices is None:
+        return SendBudget(None, None)
+    allowance = allowance_for(user_id=user_id, visitor_id=visitor_id, client_key=client_key)
+    if allowance is None:
+        return SendBudget(None, None)
+    if allowance.exhausted:
+        return SendBudget(allowance, None)
+    return SendBudget(None, BudgetGuard(allowance.remaining_microusd, *prices, allowance.reached()))

@@ -175,13 +175,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         message_pk = _small_int(message_id)
         if message_pk is None:
             raise Http404("No such reply.")
+        # A reply this socket follows or has finished sending was this visitor's when it did:
+        # nothing to check or do (the page watches every streaming reply it shows, including
+        # the one this socket follows since its send).
+        if self.delivered.get(message_pk) == -1:
+            return  # its final fragment already went out on this socket
+        running = self.readers.get(message_pk)
+        if running is not None and not running.done():
+            return  # already followed from where this socket is
         message = await db_call(message_get, self.visitor, message_pk)
         delivered = self.delivered.get(message.pk)
-        if delivered == -1:
-            return  # its final fragment already went out on this socket
-        running = self.readers.get(message.pk)
-        if running is not None and not running.done():
-            return  # already followed from where this socket is (e.g. since its send)
         self._follow(message.pk, max(_small_int(after) or 0, delivered or 0))
 
     def _follow(self, message_id: int, offset: int) -> None:

@@ -13,12 +13,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.template.loader import render_to_string
 
 from chat.db_threads import db_call
 from chat.jobs import live_reply_ids, reply_reap_stale
 from chat.models import Message
-from chat.rendering import delta_fragment, message_fragment
+from chat.rendering import delta_fragment, final_fragment
 from chat.streams import SHARED_STREAM_ERRORS, StreamEntry, get_reply_stream
 
 logger = logging.getLogger(__name__)
@@ -32,11 +31,7 @@ class Update:
 
 
 def _final_fragment(message_id: int) -> str:
-    message = Message.objects.select_related("conversation").get(pk=message_id)
-    totals = message.conversation.totals()
-    return message_fragment(message) + render_to_string(
-        "chat/partials/_totals.html", {"totals": totals, "oob": True}
-    )
+    return final_fragment(Message.objects.select_related("conversation").get(pk=message_id))
 
 
 def _still_streaming(message_id: int) -> bool:
@@ -138,7 +133,10 @@ async def reply_updates(
             yield Update(delta_seq, delta_fragment(message_id, delta_seq, text))
         after = entries[-1].seq
         if entries[-1].kind == "end":
-            yield Update(after, await _afinal_fragment(message_id), final=True)
+            # The job rendered the finished message once, for every reader; a reader of a
+            # reply ended elsewhere (the reaper) renders it from the database.
+            html = entries[-1].html or await _afinal_fragment(message_id)
+            yield Update(after, html, final=True)
             return
 
 

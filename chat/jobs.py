@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from chat import metrics, providers
 from chat.branches import Tree, history_turns
 from chat.budgets import BudgetGuard, budget_guard
 from chat.db_threads import db_call
-from chat.models import Message
+from chat.models import Conversation, Message
 from chat.pricing import price_reply
 from chat.providers.base import (
     ChatTurn,
@@ -35,6 +36,7 @@ from chat.providers.base import (
     estimate_tokens,
     estimate_tokens_for_chars,
 )
+from chat.rendering import final_fragment
 from chat.rollups import rollup_invalidate
 from chat.streams import (
     SHARED_STREAM_ERRORS,
@@ -61,7 +63,9 @@ def live_reply_ids() -> frozenset[int]:
     return _live_ids
 
 
-def job_launch(message_id: int) -> asyncio.Task[None]:
+def job_launch(message_id: int, context: JobContext | None = None) -> asyncio.Task[None]:
+    """Run the reply's generation as a task of this process. `context`: what the send already
+    knows (its history, its budget), so the job need not read it again."""
     global _live_ids
     from chat.workers import beat_soon, worker_start
 
@@ -69,7 +73,7 @@ def job_launch(message_id: int) -> asyncio.Task[None]:
     # A fresh context: the job must not inherit the launching request's (or consumer's)
     # thread-sensitive context, which ends long before the reply does.
     task = asyncio.get_running_loop().create_task(
-        _job_run(message_id), name=f"reply-{message_id}", context=contextvars.Context()
+        _job_run(message_id, context), name=f"reply-{message_id}", context=contextvars.Context()
     )
     # The loop keeps only weak references to tasks; hold them until they finish.
     _jobs.add(task)
@@ -80,9 +84,9 @@ def job_launch(message_id: int) -> asyncio.Task[None]:
     return task
 
 
-async def _job_run(message_id: int) -> None:
+async def _job_run(message_id: int, context: JobContext | None) -> None:
     log_context_bind(reply_id=message_id)
-    await reply_generate(message_id)
+    await reply_generate(message_id, context)
 
 
 def _job_done(message_id: int, task: asyncio.Task[None]) -> None:
@@ -132,7 +136,9 @@ class ReplyTooLong(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _JobContext:
+class JobContext:
+    """What a reply is generated from: its model, its history and its owner's budget."""
+
     provider: str
     model: str
     system_prompt: str
@@ -155,37 +161,49 @@ class _JobContext:
         return min(caps)
 
 
-def _job_context(message_id: int, *, with_budget: bool = True) -> _JobContext:
-    message = Message.objects.select_related("conversation").get(pk=message_id)
-    conversation = message.conversation
-    # The history is the branch above this reply — never another version's, whatever the page
-    # shows meanwhile.
-    tree = Tree(conversation.messages.filter(kind=Message.Kind.CHAT))
-    turns = history_turns(tree.path_to(message.parent_id))
+def job_context_build(
+    message: Message,
+    conversation: Conversation,
+    path: Sequence[Message],
+    *,
+    budget: BudgetGuard | None,
+) -> JobContext:
+    """The context of reply `message` whose ancestors are `path` (root first, ending with the
+    question). The history is that branch only — never another version's, whatever the page
+    shows meanwhile."""
+    turns = history_turns(path)
     turns = turns[-settings.CHAT_HISTORY_MAX_MESSAGES :]
     while turns and turns[0].role != "user":
         turns.pop(0)
     prompt_chars = len(conversation.system_prompt) + sum(len(turn.content) for turn in turns)
-    return _JobContext(
+    return JobContext(
         message.provider,
         message.model,
         conversation.system_prompt,
         turns,
         estimated_input_tokens=estimate_tokens_for_chars(prompt_chars),
-        budget=(
-            budget_guard(
-                user_id=conversation.user_id,
-                visitor_id=conversation.visitor_id,
-                provider=message.provider,
-                model=message.model,
-                on=message.day,
-                client_key=message.client_key,
-            )
-            if with_budget
-            else None
-        ),
+        budget=budget,
         requested_max_tokens=message.max_output_tokens,
     )
+
+
+def _job_context(message_id: int, *, with_budget: bool = True) -> JobContext:
+    message = Message.objects.select_related("conversation").get(pk=message_id)
+    conversation = message.conversation
+    tree = Tree(conversation.messages.filter(kind=Message.Kind.CHAT))
+    budget = (
+        budget_guard(
+            user_id=conversation.user_id,
+            visitor_id=conversation.visitor_id,
+            provider=message.provider,
+            model=message.model,
+            on=message.day,
+            client_key=message.client_key,
+        )
+        if with_budget
+        else None
+    )
+    return job_context_build(message, conversation, tree.path_to(message.parent_id), budget=budget)
 
 
 class SharedStreamDown(Exception):
@@ -256,8 +274,9 @@ class _Publisher:
         return True
 
 
-async def reply_generate(message_id: int) -> None:
-    """Run one reply to its end, whatever the end is, and record it."""
+async def reply_generate(message_id: int, context: JobContext | None = None) -> None:
+    """Run one reply to its end, whatever the end is, and record it. Without `context`, the job
+    reads it from the database first."""
     stream = get_reply_stream()
     state = _ReplyState()
     publisher = _Publisher(stream, message_id)
@@ -265,7 +284,8 @@ async def reply_generate(message_id: int) -> None:
     error_text = ""
     tasks: list[asyncio.Task[Any]] = []
     try:
-        context = await db_call(_job_context, message_id)
+        if context is None:
+            context = await db_call(_job_context, message_id)
         state.estimated_input_tokens = context.estimated_input_tokens
         provider = providers.get_provider(context.provider)
         generate = asyncio.create_task(_consume(provider, context, state, publisher))
@@ -341,7 +361,7 @@ def _ending_of(generate: asyncio.Task[None]) -> tuple[str, str]:
 
 
 async def _consume(
-    provider: providers.Provider, context: _JobContext, state: _ReplyState, publisher: _Publisher
+    provider: providers.Provider, context: JobContext, state: _ReplyState, publisher: _Publisher
 ) -> None:
     budget = context.budget
     if budget is not None and context.max_output_tokens <= 0:
@@ -362,7 +382,7 @@ async def _consume(
 
 
 async def _consume_events(
-    events: Any, context: _JobContext, state: _ReplyState, publisher: _Publisher
+    events: Any, context: JobContext, state: _ReplyState, publisher: _Publisher
 ) -> None:
     loop = asyncio.get_running_loop()
     budget = context.budget
@@ -445,10 +465,12 @@ async def _finish(
     # Readers get every delta before the ending, so the recorded text is what they were sent.
     # If the shared stream failed, they find the ending (and all the text) in the database.
     await publisher.flush(timeout=FINISH_BOUND_SECONDS)
+    html = ""
     try:
         for attempt in range(3):
             try:
-                await writer_call(_record_ending, message_id, state, ended, error_text)
+                recorded = await writer_call(_record_ending, message_id, state, ended, error_text)
+                html = await _final_html(recorded)
                 break
             except DatabaseError:
                 if attempt == 2:
@@ -461,7 +483,7 @@ async def _finish(
         # so a Redis outage cannot hang the job (readers then learn it from the database).
         try:
             await bounded(
-                get_reply_stream().finish(message_id, state.seq + 1, ended),
+                get_reply_stream().finish(message_id, state.seq + 1, ended, html),
                 timeout=FINISH_BOUND_SECONDS,
             )
         except SHARED_STREAM_ERRORS:
@@ -476,7 +498,23 @@ _STATUS_FOR_ENDING = {
 }
 
 
-def _record_ending(message_id: int, state: _ReplyState, ended: str, error_text: str) -> None:
+async def _final_html(message: Message | None) -> str:
+    """The finished message as the page's readers get it, rendered once for all of them and
+    carried by the end marker ("": readers render it from the database). An API client reads
+    text, not HTML."""
+    if message is None or message.conversation.source == Conversation.Source.API:
+        return ""
+    try:
+        return await db_call(final_fragment, message)
+    except Exception:
+        logger.exception("Rendering the end of reply %s failed", message.pk)
+        return ""
+
+
+def _record_ending(
+    message_id: int, state: _ReplyState, ended: str, error_text: str
+) -> Message | None:
+    """Save how the reply ended; returns it as saved (None: it was already recorded)."""
     finished = time.monotonic()
     with transaction.atomic():
         # Only the message row: a send locks the conversation first, then reaps its replies.
@@ -487,7 +525,7 @@ def _record_ending(message_id: int, state: _ReplyState, ended: str, error_text: 
         )
         reaped = message.ended_reason == Message.EndedReason.INTERRUPTED
         if message.status != Message.Status.STREAMING and not reaped:
-            return  # already recorded
+            return None  # already recorded
         # A reply the reaper wrongly took for dead (its saves were failing) is still recorded
         # by the job, which knows how it really ended and has all of its text.
         text = state.text
@@ -508,6 +546,7 @@ def _record_ending(message_id: int, state: _ReplyState, ended: str, error_text: 
         metrics.reply_ended(
             provider=message.provider, reason=ended, output_tokens=usage.output_tokens
         )
+    return message
 
 
 def _ending_save(message: Message, **conversation_fields: Any) -> None:

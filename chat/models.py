@@ -150,15 +150,18 @@ class Conversation(models.Model):
                 unpriced += 1
             if reason:
                 reasons.add(reason)
-        Conversation.objects.filter(pk=self.pk).update(
-            ended_reasons=",".join(sorted(reasons)),
-            message_count=message_count,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_microusd=cost,
-            unpriced_replies=unpriced,
+        totals = {
+            "ended_reasons": ",".join(sorted(reasons)),
+            "message_count": message_count,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cost_microusd": cost,
+            "unpriced_replies": unpriced,
             **also,
-        )
+        }
+        Conversation.objects.filter(pk=self.pk).update(**totals)
+        for name, value in totals.items():  # this instance shows them too (the finished reply)
+            setattr(self, name, value)
 
 
 class MessageQuerySet(models.QuerySet["Message"]):

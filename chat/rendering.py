@@ -152,6 +152,14 @@ def message_fragment(message: Any, *, oob: str = "outerHTML") -> str:
     return render_to_string("chat/partials/_message.html", {"m": message, "oob": oob})
 
 
+def final_fragment(message: Any) -> str:
+    """A reply that has ended, replacing its streaming bubble, with its conversation's totals
+    (`message.conversation` as its ending left it)."""
+    return message_fragment(message) + render_to_string(
+        "chat/partials/_totals.html", {"totals": message.conversation.totals(), "oob": True}
+    )
+
+
 def message_list_fragment(conversation: Any) -> str:
     """The whole visible branch, replacing the page's message list (after a version switch,
     an edit, a new version or a deleted turn), with the conversation's totals."""

@@ -19,9 +19,17 @@ from django.utils import timezone
 
 from chat import providers
 from chat.branches import Tree
-from chat.budgets import refusing_allowance
+from chat.budgets import BudgetGuard, refusing_allowance, send_budget
 from chat.errors import ChatInputError, RateLimited, ServiceUnavailable, SpendingCapReached
-from chat.jobs import job_launch, jobs_interrupt, reply_generate, reply_reap_stale, reply_wait
+from chat.jobs import (
+    JobContext,
+    job_context_build,
+    job_launch,
+    jobs_interrupt,
+    reply_generate,
+    reply_reap_stale,
+    reply_wait,
+)
 from chat.limits import client_key, send_check, streaming_check
 from chat.models import Conversation, Message
 from chat.providers.base import ChatTurn
@@ -58,6 +66,8 @@ class ReplyStarted:
     superseded_message_id: int | None = None
     # The visible branch changed (a new version or an edit): the page redraws the message list.
     branch_changed: bool = False
+    # What the reply's job is generated from, when the send already had it at hand.
+    job_context: JobContext | None = None
 
 
 # --- Starting --------------------------------------------------------------------------------
@@ -118,12 +128,13 @@ def reply_start(
         if not providers.available_models():
             raise ChatInputError("No model is configured on this server.")
         raise ChatInputError("That model is not available here. Pick one from the list.")
-    _refuse_over_budget(visitor, provider=option.provider, model=option.model)
+    budget = _budget_for_send(visitor, provider=option.provider, model=option.model)
 
     with transaction.atomic():
         streaming_check(visitor)
         created = not conversation_id
         parent_id: int | None = None
+        path: list[Message] = []  # the new message's ancestors, root first
         if created:
             conversation = Conversation.objects.create(
                 user=visitor.user if visitor.is_authenticated else None,
@@ -138,19 +149,21 @@ def reply_start(
             # Each follows the one before, as the conversation's first branch.
             history_saved = history[-settings.CHAT_HISTORY_MAX_MESSAGES :] if history else []
             for turn in history_saved:
-                parent_id = Message.objects.create(
+                earlier = Message.objects.create(
                     conversation=conversation,
                     role=turn.role,
                     content=turn.content,
                     from_client=True,
                     client_key=client_key(visitor.client_ip),
                     parent_id=parent_id,
-                ).pk
+                )
+                path.append(earlier)
+                parent_id = earlier.pk
         else:
             history_saved = []
             conversation = _locked_idle(visitor, conversation_id)
-            branch = _tree(conversation).branch(conversation.current_leaf_id)
-            parent_id = branch[-1].pk if branch else None
+            path = _tree(conversation).branch(conversation.current_leaf_id)
+            parent_id = path[-1].pk if path else None
             conversation.provider, conversation.model = option.provider, option.model
             conversation.system_prompt = system_prompt
             conversation.updated_at = timezone.now()
@@ -177,6 +190,10 @@ def reply_start(
         user_message=user_message,
         assistant_message=assistant_message,
         created_conversation=created,
+        # Built from what this send read and wrote: the job starts without reading it again.
+        job_context=job_context_build(
+            assistant_message, conversation, [*path, user_message], budget=budget
+        ),
     )
 
 
@@ -336,6 +353,23 @@ def conversation_delete(*, visitor: Visitor, conversation_id: Any) -> None:
             Conversation.objects.filter(pk=conversation.pk).update(deleted_at=timezone.now())
 
 
+def _budget_for_send(visitor: Visitor, *, provider: str, model: str) -> BudgetGuard | None:
+    """Refuse a send over the person's spending cap before anything reaches the provider;
+    otherwise what is left of it, which bounds the reply."""
+    budget = send_budget(
+        user_id=visitor.user.pk if visitor.is_authenticated else None,
+        visitor_id=visitor.visitor_id,
+        client_key=client_key(visitor.client_ip),
+        provider=provider,
+        model=model,
+    )
+    if budget.refusal is not None:
+        raise SpendingCapReached(
+            budget.refusal.refusal(), retry_after=budget.refusal.seconds_until_reset()
+        )
+    return budget.guard
+
+
 def _refuse_over_budget(visitor: Visitor, *, provider: str, model: str) -> None:
     """A send over the person's spending cap is refused before anything reaches the provider."""
     allowance = refusing_allowance(
@@ -395,7 +429,7 @@ async def _launched(
         started = await writer_call(functools.partial(write, visitor=visitor, **kwargs))
     else:
         started = await sync_to_async(write)(visitor=visitor, **kwargs)
-    job_launch(started.assistant_message.pk)
+    job_launch(started.assistant_message.pk, started.job_context)
     return started
 
 

@@ -66,6 +66,8 @@ class StreamEntry:
     seq: int
     kind: EntryKind
     text: str  # the delta, or the ended_reason for the end marker
+    # The end marker's finished message as HTML readers send (empty: they render it themselves).
+    html: str = ""
 
 
 async def bounded(awaitable: Awaitable[T], *, timeout: float | None) -> T:
@@ -107,7 +109,9 @@ class ReplyStream:
     async def append(self, message_id: int, seq: int, text: str) -> None:
         await self.publish(message_id, [(seq, text)])
 
-    async def finish(self, message_id: int, seq: int, ended_reason: str) -> None:
+    async def finish(self, message_id: int, seq: int, ended_reason: str, html: str = "") -> None:
+        """Write the end marker; `html`, the finished message's fragment, saves each reader
+        rendering it from the database."""
         raise NotImplementedError
 
     async def read(self, message_id: int, *, after: int, timeout: float) -> list[StreamEntry]:
@@ -181,14 +185,14 @@ class MemoryReplyStream(ReplyStream):
         log.wake()
         return True
 
-    async def finish(self, message_id: int, seq: int, ended_reason: str) -> None:
-        self._finish(message_id, seq, ended_reason)
+    async def finish(self, message_id: int, seq: int, ended_reason: str, html: str = "") -> None:
+        self._finish(message_id, seq, ended_reason, html)
 
-    def _finish(self, message_id: int, seq: int, ended_reason: str) -> None:
+    def _finish(self, message_id: int, seq: int, ended_reason: str, html: str = "") -> None:
         log = self._log(message_id)
         if log.entries and log.entries[-1].kind == "end":
             return
-        log.entries.append(StreamEntry(seq, "end", ended_reason))
+        log.entries.append(StreamEntry(seq, "end", ended_reason, html))
         log.wake()
         # Keep the finished log a while for readers that are catching up, then free it.
         asyncio.get_running_loop().call_later(
@@ -384,10 +388,13 @@ class RedisReplyStream(ReplyStream):
             _already_written(await pipe.execute(raise_on_error=False))
 
     @metrics.counts_redis_errors("finish")
-    async def finish(self, message_id: int, seq: int, ended_reason: str) -> None:
+    async def finish(self, message_id: int, seq: int, ended_reason: str, html: str = "") -> None:
         key = self.key(message_id)
+        fields = {"k": "end", "t": ended_reason}
+        if html:
+            fields["h"] = html
         async with self.client().pipeline(transaction=False) as pipe:
-            pipe.xadd(key, {"k": "end", "t": ended_reason}, id=f"0-{seq}")
+            pipe.xadd(key, fields, id=f"0-{seq}")
             pipe.expire(key, self.retention_seconds)
             _already_written(await pipe.execute(raise_on_error=False))
 
@@ -497,7 +504,7 @@ def _decode(response: Any, after: int) -> list[StreamEntry]:
         for entry_id, fields in items:
             last = int(entry_id.split("-")[1])
             if fields.get("k") == "end":
-                entries.append(StreamEntry(last, "end", fields.get("t", "")))
+                entries.append(StreamEntry(last, "end", fields.get("t", ""), fields.get("h", "")))
             elif "s" in fields:
                 texts = json.loads(fields["t"])
                 first = int(fields["s"])

@@ -99,6 +99,39 @@ async def test_the_socket_that_sent_gets_the_reply_without_waiting_for_its_watch
     await communicator.disconnect()
 
 
+async def test_the_pages_watch_of_the_reply_its_socket_follows_reads_nothing(settings, monkeypatch):
+    # The page watches every streaming reply it shows, the one this socket sent included: that
+    # socket already follows it, so the watch costs no database read.
+    from chat import consumers
+
+    checked: list[int] = []
+    real_message_get = consumers.message_get
+
+    def counting_message_get(visitor, message_id):
+        checked.append(message_id)
+        return real_message_get(visitor, message_id)
+
+    monkeypatch.setattr(consumers, "message_get", counting_message_get)
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 300
+    cookie, _ = await anonymous_session()
+    communicator = await connect(cookie)
+    message_id = await start_reply(communicator, "watched twice")
+    await send(communicator, action="watch", message_id=message_id, after=0)
+    pieces, final = await read_reply(communicator)
+    await send(communicator, action="watch", message_id=message_id, after=0)  # after its end
+
+    assert "".join(text for _, text in pieces) == demo_reply("watched twice")
+    assert 'data-status="complete"' in final
+    assert checked == []
+    # Another socket of the same visitor (a reload) has not followed it: it checks.
+    other = await connect(cookie)
+    await send(other, action="watch", message_id=message_id, after=0)
+    assert 'data-status="complete"' in await other.receive_from(5)
+    assert checked == [message_id]
+    await communicator.disconnect()
+    await other.disconnect()
+
+
 async def test_tokens_are_html_escaped_on_the_wire(settings):
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 300
     cookie, _ = await anonymous_session()

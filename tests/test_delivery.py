@@ -134,3 +134,42 @@ async def test_resuming_from_any_fragment_gives_the_rest_exactly_once(settings, 
     seqs = [seq for seq, _text in received]
     assert seqs == sorted(set(seqs)) and seqs[-1] == len(words)
     assert len(received) < len(words), "no burst was ever merged"
+
+
+async def test_readers_get_the_finished_message_the_job_rendered(settings, visitor, monkeypatch):
+    # Rendered once by the job, for every reader, rather than read and rendered by each.
+    from chat import delivery
+
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 500
+    started = await services.areply_start(
+        visitor=visitor, conversation_id=None, text="Render me once", model_choice="demo:demo"
+    )
+    message_id = started.assistant_message.pk
+    rendered: list[int] = []
+    real_final_fragment = delivery._final_fragment
+    monkeypatch.setattr(
+        delivery,
+        "_final_fragment",
+        lambda pk: rendered.append(pk) or real_final_fragment(pk),
+    )
+    readers = [reply_updates(message_id, after=0) for _ in range(3)]
+
+    async def last(updates) -> Update:
+        async for update in updates:
+            if update is not None and update.final:
+                return update
+        raise AssertionError("no final update")
+
+    finals = await asyncio.wait_for(asyncio.gather(*(last(r) for r in readers)), PROMPT_SECONDS)
+
+    assert rendered == []
+    for final in finals:
+        assert f'id="msg-{message_id}"' in final.html
+        assert 'data-status="complete"' in final.html
+        assert 'id="conversation-totals"' in final.html
+    # Came later than the log is kept: read and rendered from the database, the same.
+    settings.CHAT_STREAM_RETENTION_SECONDS = 0
+    get_reply_stream()._logs.pop(message_id, None)
+    late = await last(reply_updates(message_id, after=0))
+    assert rendered == [message_id]
+    assert late.html == finals[0].html

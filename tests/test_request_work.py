@@ -93,12 +93,12 @@ async def test_a_session_that_changed_is_still_saved(django_user_model):
 
 
 async def test_a_replys_reads_run_on_the_reply_database_threads(settings, monkeypatch):
-    """A watch, the first liveness check and the finished message read the database on the
-    shared reply threads, which keep their connections. On the socket's own thread, through
-    `database_sync_to_async`, each call closed its connection afterwards (CONN_MAX_AGE = 0) and
-    the next opened a new one: a file open and pragmas on SQLite, a login on PostgreSQL, two or
-    three times per reply."""
-    from chat import consumers, delivery
+    """The send's answer, the first liveness check, the finished message the job renders for its
+    readers and another socket's watch read the database on the shared reply threads, which
+    keep their connections. On the socket's own thread, through `database_sync_to_async`, each
+    call closed its connection afterwards (CONN_MAX_AGE = 0) and the next opened a new one: a
+    file open and pragmas on SQLite, a login on PostgreSQL, two or three times per reply."""
+    from chat import consumers, delivery, jobs
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 400
     threads: dict[str, set[str]] = {}
@@ -114,18 +114,25 @@ async def test_a_replys_reads_run_on_the_reply_database_threads(settings, monkey
 
     spy(consumers, "message_get")
     spy(consumers, "started_fragment")
-    spy(delivery, "_final_fragment")
+    spy(jobs, "final_fragment")
     spy(delivery, "_still_streaming")
     monkeypatch.setattr(delivery, "live_reply_ids", frozenset)  # so the check reads the database
     cookie, _ = await anonymous_session()
     socket = await connect(cookie)
+    other = await connect(cookie)  # a second tab: its watch checks the reply is theirs
     try:
         for index in range(3):
             assert 'data-status="complete"' in await _ask(socket, f"question {index}")
+        message_id = (
+            await Message.objects.filter(role="assistant").values_list("pk", flat=True).alast()
+        )
+        await send(other, action="watch", message_id=message_id, after=0)
+        assert 'data-status="complete"' in await other.receive_from(5)
     finally:
         await socket.disconnect()
+        await other.disconnect()
 
-    read = {"message_get", "started_fragment", "_final_fragment", "_still_streaming"}
+    read = {"message_get", "started_fragment", "final_fragment", "_still_streaming"}
     assert set(threads) == read
     names = {name for seen in threads.values() for name in seen}
     assert all(name.startswith("reply-db") for name in names), threads

@@ -93,6 +93,62 @@ def test_rate_limit_refuses_a_burst(visitor, settings):
     assert 1 <= refused.value.retry_after <= 60
 
 
+def _same_context(started: services.ReplyStarted) -> None:
+    """The context a send hands its job is what the job would read from the database."""
+    assert started.job_context == jobs._job_context(started.assistant_message.pk)
+
+
+def test_a_send_gives_its_job_the_context_the_database_holds(visitor, settings):
+    from chat.models import PriceOverride, SpendingCap
+
+    # Billed and capped, so the context carries a budget too.
+    PriceOverride.objects.create(
+        provider="demo", model="demo", input_per_mtok=1_000_000, output_per_mtok=1_000_000
+    )
+    SpendingCap.objects.create(scope=SpendingCap.Scope.EVERYONE, daily_cap=5_000_000)
+    first = start(visitor, text="First question", system_prompt="Be terse.")
+    assert first.job_context is not None and first.job_context.budget is not None
+    _same_context(first)
+    Message.objects.filter(pk=first.assistant_message.pk).update(
+        status=Message.Status.COMPLETE, content="First answer.", cost_microusd=1_000
+    )
+    # A follow-up: the branch shown, with the earlier turn and what it cost.
+    second = start(visitor, text="Second", conversation_id=str(first.conversation.pk))
+    _same_context(second)
+    assert [turn.content for turn in second.job_context.turns] == [
+        "First question",
+        "First answer.",
+        "Second",
+    ]
+    assert second.job_context.budget.remaining_microusd == 5_000_000 - 1_000
+
+
+def test_an_api_send_gives_its_job_the_turns_the_client_sent(visitor):
+    from chat.providers.base import ChatTurn
+
+    history = [ChatTurn("user", "Earlier"), ChatTurn("assistant", "Reply"), ChatTurn("user", "Q")]
+    started = start(visitor, text="Now", history=history, max_output_tokens=50)
+    _same_context(started)
+    assert started.job_context.requested_max_tokens == 50
+
+
+async def test_a_sent_reply_streams_without_reading_its_context_again(visitor, monkeypatch):
+    def no_read(*args, **kwargs):
+        raise AssertionError("the job read its context again")
+
+    monkeypatch.setattr(jobs, "_job_context", no_read)
+    started = await services.areply_start(
+        visitor=visitor, conversation_id=None, text="Quick", model_choice="demo:demo"
+    )
+    for _ in range(200):
+        message = await Message.objects.aget(pk=started.assistant_message.pk)
+        if message.status != Message.Status.STREAMING:
+            break
+        await asyncio.sleep(0.05)
+    assert message.ended_reason == Message.EndedReason.COMPLETED
+    assert message.content == demo_reply("Quick")
+
+
 # --- The job -----------------------------------------------------------------------------------
 
 

@@ -33,6 +33,16 @@ async def test_read_returns_entries_after_the_offset(reply_stream):
     assert [e.seq for e in tail] == [3, 4]
 
 
+async def test_the_end_marker_carries_the_finished_message(reply_stream):
+    html = '<article id="msg-9" data-status="complete">Done — «fin»</article>'
+    await reply_stream.append(9, 1, "Done")
+    await reply_stream.finish(9, 2, "completed", html)
+    await reply_stream.finish(10, 1, "stopped")  # a reaper's: no HTML
+
+    assert (await reply_stream.read(9, after=1, timeout=0))[-1].html == html
+    assert (await reply_stream.read(10, after=0, timeout=0))[-1].html == ""
+
+
 async def test_a_blocked_reader_wakes_when_text_arrives(reply_stream):
     reader = asyncio.create_task(reply_stream.read(8, after=0, timeout=5))
     await asyncio.sleep(0.05)
