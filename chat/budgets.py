@@ -18,6 +18,7 @@ from django.utils.formats import date_format
 from chat.models import Message, SpendingCap
 from chat.money import format_usd
 from chat.pricing import unit_prices
+from chat.staff_config import spending_caps
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +54,7 @@ class Allowance:
 def spending_cap_for(*, user_id: int | None) -> SpendingCap | None:
     """A user's own cap replaces the defaults; anonymous visitors get the anonymous default or,
     failing that, the default for everyone."""
-    caps = SpendingCap.objects.filter(
-        Q(user_id=user_id) if user_id is not None else Q(scope=SpendingCap.Scope.ANONYMOUS)
-    ) | SpendingCap.objects.filter(scope=SpendingCap.Scope.EVERYONE)
-    by_scope = {cap.scope: cap for cap in caps}
+    by_scope = spending_caps(user_id)  # through a short in-process cache
     if user_id is not None:
         return by_scope.get(SpendingCap.Scope.USER) or by_scope.get(SpendingCap.Scope.EVERYONE)
     return by_scope.get(SpendingCap.Scope.ANONYMOUS) or by_scope.get(SpendingCap.Scope.EVERYONE)

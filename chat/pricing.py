@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from importlib.metadata import version
 
 import genai_prices
@@ -20,6 +21,7 @@ from django.utils import timezone
 from chat.models import PriceOverride
 from chat.money import micro_to_dollars
 from chat.providers.base import Usage
+from chat.staff_config import price_override_on
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +38,9 @@ class Price:
 def price_override_for(
     *, provider: str, model: str, on: date | None = None
 ) -> PriceOverride | None:
-    """The override in force on `on` (today by default): the latest valid from then or before."""
-    return (
-        PriceOverride.objects.filter(
-            provider=provider, model=model, valid_from__lte=on or timezone.localdate()
-        )
-        .order_by("-valid_from")
-        .first()
-    )
+    """The override in force on `on` (today by default): the latest valid from then or before.
+    Read through the staff configuration's short in-process cache (chat/staff_config.py)."""
+    return price_override_on(provider, model, on or timezone.localdate())
 
 
 def price_reply(*, provider: str, model: str, usage: Usage, on: date | None = None) -> Price:
@@ -105,11 +102,25 @@ def _override_cost(override: PriceOverride, usage: Usage) -> int:
 def unit_prices(*, provider: str, model: str, on: date | None = None) -> tuple[int, int] | None:
     """Input and output price in micro-dollars per million tokens at ordinary prompt lengths (a
     hundred thousand tokens, below long-context tiers), or None when no price is known."""
-    sample = 100_000
     # One lookup of the override for both prices: this runs for every message sent.
     override = price_override_for(provider=provider, model=model, on=on)
+    if override is not None:
+        return _sample_prices(provider, model, override)
+    return _library_unit_prices(provider, model)
+
+
+def _sample_prices(
+    provider: str, model: str, override: PriceOverride | None
+) -> tuple[int, int] | None:
+    sample = 100_000
     per_input = _priced(provider, model, Usage(sample, 0), override).cost_microusd
     per_output = _priced(provider, model, Usage(0, sample), override).cost_microusd
     if per_input is None or per_output is None:
         return None
     return per_input * (PER_MILLION // sample), per_output * (PER_MILLION // sample)
+
+
+@lru_cache(maxsize=512)
+def _library_unit_prices(provider: str, model: str) -> tuple[int, int] | None:
+    # genai-prices' figures change only with the package: two calculations per send saved.
+    return _sample_prices(provider, model, None)

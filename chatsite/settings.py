@@ -324,6 +324,9 @@ CHAT_SHUTDOWN_GRACE_SECONDS = env.float("CHAT_SHUTDOWN_GRACE_SECONDS", default=8
 # With Redis, a job publishes the deltas of this window in one command (the first at once).
 CHAT_REDIS_PUBLISH_MS = env.int("CHAT_REDIS_PUBLISH_MS", default=350)
 CHAT_JOB_DB_THREADS = env.int("CHAT_JOB_DB_THREADS", default=4)
+# How long a worker keeps the price overrides and spending caps it read (chat/staff_config.py);
+# an edit in the admin reaches the worker that made it at once, the others within this time.
+CHAT_STAFF_CONFIG_SECONDS = env.float("CHAT_STAFF_CONFIG_SECONDS", default=5.0)
 # Idle threads kept for HTTP requests' synchronous work (chatsite/request_threads.py); a request
 # never shares one with another in flight, so more concurrent requests start more.
 CHAT_REQUEST_THREADS = env.int("CHAT_REQUEST_THREADS", default=32)

@@ -13,6 +13,7 @@ import pytest
 from django.contrib.auth.models import AnonymousUser
 
 from chat.selectors import Visitor
+from chat.staff_config import staff_config_forget
 from chat.streams import reset_reply_stream
 from tests.fake_upstream import fake_upstream  # noqa: F401 - a fixture
 
@@ -56,8 +57,11 @@ def chat_settings(settings):
     settings.CHAT_PROVIDER_MAX_RETRIES = 0
     settings.REDIS_URL = ""
     reset_reply_stream()
+    # Each test's database starts empty (or rolls back): no prices or caps of another test's.
+    staff_config_forget()
     yield settings
     reset_reply_stream()
+    staff_config_forget()
 
 
 @pytest.fixture
