@@ -549,10 +549,19 @@ def _record_ending(
     return message
 
 
+# What an ending (the job's or the reaper's) writes to the reply: the rest of the row does not
+# change, and saving only these is a shorter UPDATE and less of Django's query building.
+ENDING_FIELDS = [
+    "content", "stream_seq", "status", "ended_reason", "error_text", "finished_at",
+    "duration_ms", "ttft_ms", "input_tokens", "output_tokens", "cached_input_tokens",
+    "usage_source", "cost_microusd", "price_version", "tokens_per_second",
+]  # fmt: skip
+
+
 def _ending_save(message: Message, **conversation_fields: Any) -> None:
     """Save an ended reply with what depends on it: its conversation's totals, and its day's
     roll-up if the day is over."""
-    message.save()
+    message.save(update_fields=ENDING_FIELDS)
     message.conversation.refresh_totals(**conversation_fields)
     rollup_invalidate(message.day)
 

@@ -36,8 +36,10 @@ WORKER_ID = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 _runner: asyncio.Task[None] | None = None
 _draining = False
-# Beats started by beat_soon, held until done (the loop keeps only weak references).
-_extra_beats: set[asyncio.Task[None]] = set()
+# The beat beat_soon started, held until done (the loop keeps only weak references), and whether
+# another reply started since it read the live replies.
+_extra_beat: asyncio.Task[None] | None = None
+_extra_beat_wanted = False
 
 
 def beat_seconds() -> float:
@@ -59,18 +61,29 @@ def worker_start() -> None:
 
 
 def beat_soon() -> None:
-    """Beat now rather than at the next interval (a reply started here), so other workers'
-    reapers see at once that the reply lives here."""
-    task = asyncio.get_running_loop().create_task(_beat_logged(), name="worker-beat")
-    _extra_beats.add(task)
-    task.add_done_callback(_extra_beats.discard)
+    """List this worker's live replies in Redis now rather than at the next interval (a reply
+    started here), so other workers see at once that it lives here. Only the shared key: the new
+    reply's heartbeat was written with it, and the database beat of every live reply per start
+    cost the writer a statement over all of them (O(N²) writes while N replies start). One beat
+    at a time, covering every reply started before it read the list."""
+    global _extra_beat, _extra_beat_wanted
+    if not isinstance(_get_reply_stream(), RedisReplyStream):
+        return  # one process: nobody else reaps
+    _extra_beat_wanted = True
+    if _extra_beat is None or _extra_beat.done():
+        _extra_beat = asyncio.get_running_loop().create_task(
+            _shared_beats(), name="worker-beat", context=contextvars.Context()
+        )
 
 
-async def _beat_logged() -> None:
-    try:
-        await beat_once()
-    except Exception:
-        logger.exception("This worker's heartbeat failed")
+async def _shared_beats() -> None:
+    global _extra_beat_wanted
+    while _extra_beat_wanted:
+        _extra_beat_wanted = False
+        try:
+            await _beat_shared()
+        except Exception:
+            logger.exception("This worker's heartbeat failed")
 
 
 def draining() -> bool:
@@ -111,18 +124,25 @@ async def beat_once() -> None:
     from chat import jobs
 
     live = jobs.live_reply_ids()
-    stream = _get_reply_stream()
+    await _beat_shared(live)
+    if live:
+        # With the reply path's other writes (chat/writer.py): on SQLite writers exclude each other.
+        await writer_call(_beat_in_database, list(live))
+
+
+async def _beat_shared(live: frozenset[int] | None = None) -> None:
+    """This worker and its live replies, alive in the shared stream (Redis) for a while."""
+    from chat import jobs
+
+    live = jobs.live_reply_ids() if live is None else live
     try:
         await bounded(
-            stream.beat(WORKER_ID, live, ttl=settings.CHAT_WORKER_DEAD_AFTER_SECONDS),
+            _get_reply_stream().beat(WORKER_ID, live, ttl=settings.CHAT_WORKER_DEAD_AFTER_SECONDS),
             timeout=beat_seconds(),
         )
     except SHARED_STREAM_ERRORS:
         metrics.redis_error("worker_beat")
         logger.warning("Marking this worker alive in Redis failed", exc_info=True)
-    if live:
-        # With the reply path's other writes (chat/writer.py): on SQLite writers exclude each other.
-        await writer_call(_beat_in_database, list(live))
 
 
 def _beat_in_database(message_ids: list[int]) -> None:

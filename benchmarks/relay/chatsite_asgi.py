@@ -8,7 +8,8 @@ mode is one transaction, writes inside `atomic()` count once when it commits. Th
 reads the counts from `GET /__bench__/writes`, answered here without entering Django, so reading
 them writes nothing and costs the server almost nothing. `GET /__bench__/threads` names the
 server's threads by OS thread id. With BENCH_CPROFILE=<file>, the event loop's thread is
-profiled with cProfile and the stats written to that file at exit.
+profiled with cProfile and the stats written to that file at exit; with BENCH_STEP_STATS=<file>,
+the CPU time of each database step (benchmarks/relay/step_stats.py).
 """
 
 from __future__ import annotations
@@ -97,3 +98,8 @@ if profile_path := os.environ.get("BENCH_CPROFILE"):
     _profiler = cProfile.Profile()
     _profiler.enable()
     atexit.register(lambda: (_profiler.disable(), _profiler.dump_stats(profile_path)))
+
+if stats_path := os.environ.get("BENCH_STEP_STATS"):
+    from benchmarks.relay import step_stats
+
+    step_stats.install(stats_path)
