@@ -1,4 +1,4 @@
-"""Where the analytics page's time goes: `chat.analytics.usage_summary` in-process, for the
+"""Where the analytics page's time goes: `chat.analytics.summary.usage_summary` in-process, for the
 periods and filters `benchmarks/admin_pages.py` measures, on the database that benchmark seeded.
 
     .venv/bin/python -m benchmarks.admin_pages --replies 1000000      # seed once
@@ -56,9 +56,9 @@ def main() -> None:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from chat import analytics
-    from chat.analytics import Period, usage_summary
-    from chat.rollups import UsageFilter
+    from chat.analytics import summary as analytics
+    from chat.analytics.rollups import UsageFilter
+    from chat.analytics.summary import Period, usage_summary
 
     heavy_user = heaviest_user()
     today = timezone.localdate()

@@ -68,8 +68,9 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from chat import delivery, jobs, selectors, services
+    from chat import selectors, services
     from chat.rendering import started_fragment
+    from chat.replies import delivery, jobs
     from chatsite.asgi import application
 
     rows: list[tuple[str, float]] = []

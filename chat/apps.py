@@ -20,11 +20,6 @@ class ChatConfig(AppConfig):
     def ready(self) -> None:
         from django.db.backends.signals import connection_created
 
-        from chat import (
-            signals,  # noqa: F401 - connects the login hand-over
-            staff_config,  # noqa: F401 - forgets cached prices and caps on edits
-        )
-
         connection_created.connect(_sqlite_pragmas, dispatch_uid="chat_sqlite_pragmas")
         # Import the configured SDKs now: importing one lazily inside the event loop on the first
         # reply would stall every stream of the process for most of a second.

@@ -29,11 +29,11 @@ from django.conf import settings
 from django.http import Http404
 
 from chat import metrics, services
-from chat.db_threads import db_call
-from chat.delivery import reply_updates
 from chat.errors import ChatInputError
 from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, scope_client_ip
 from chat.rendering import error_fragment, started_fragment
+from chat.replies.db_threads import db_call
+from chat.replies.delivery import reply_updates
 from chat.selectors import Visitor, message_get
 from chat.visitors import visitor_id_from_scope
 
@@ -77,7 +77,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Each socket gets its own thread for its other database work (sign-in, a send's checks,
         # stop). Without this, every consumer of the process shares one thread, and one slow
         # query stalls them all (django/channels#2132). A reply's reads use the shared reply
-        # database threads instead (chat/db_threads.py), which keep their connections.
+        # database threads instead (chat/replies/db_threads.py), which keep their connections.
         async with ThreadSensitiveContext():
             await super().__call__(scope, receive, send)
 

@@ -4,7 +4,7 @@ may change.
 The conversation keeps counts of its rated replies (`feedback_up`, `feedback_down`,
 `feedback_comments`), so staff filter the conversation list by feedback without reading the
 message table; the analytics page reads the ratings of rolled-up days from their roll-up, which a
-change marks to be counted again (`chat.rollup_ratings`), and today's from the replies.
+change marks to be counted again (`chat.analytics.rollup_ratings`), and today's from the replies.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from chat.analytics.rollup_ratings import rollup_ratings_invalidate
 from chat.models import Conversation, Message
-from chat.rollup_ratings import rollup_ratings_invalidate
 from chat.selectors import Visitor, message_get
 
 COMMENT_MAX_CHARS = 2000

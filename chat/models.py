@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from chat.money import MicroDollarsField
+from chat.costs.money import MicroDollarsField
 
 
 class ConversationQuerySet(models.QuerySet["Conversation"]):
@@ -462,7 +462,8 @@ class UsageDayModel(models.Model):
 
 class UsageDayLatency(models.Model):
     """How fast one model answered on one day for one source and kind of owner, as histograms
-    (`chat.histograms`: counts by bucket, buckets 2 % wide on a log scale), so percentiles merge
+    (`chat.analytics.histograms`: counts by bucket, buckets 2 % wide on a log scale), so
+    percentiles merge
     across days and models exact to within 1 %."""
 
     usage_day = models.ForeignKey(

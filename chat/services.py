@@ -1,7 +1,7 @@
 """Writes: starting, stopping and regenerating replies.
 
 A reply is a job, not a connection. `reply_start` saves the user's message and an assistant
-message with status `streaming`, and `job_launch` (in `chat.jobs`) runs its generation as an
+message with status `streaming`, and `job_launch` (in `chat.replies.jobs`) runs its generation as an
 asyncio task of this process. Stop is a signal the job hears, wherever it runs.
 """
 
@@ -19,9 +19,12 @@ from django.utils import timezone
 
 from chat import providers
 from chat.branches import Tree
-from chat.budgets import BudgetGuard, refusing_allowance, send_budget
+from chat.costs.budgets import BudgetGuard, refusing_allowance, send_budget
 from chat.errors import ChatInputError, RateLimited, ServiceUnavailable, SpendingCapReached
-from chat.jobs import (
+from chat.limits import client_key, send_check, streaming_check
+from chat.models import Conversation, Message
+from chat.providers.base import ChatTurn
+from chat.replies.jobs import (
     JobContext,
     job_context_build,
     job_launch,
@@ -30,9 +33,10 @@ from chat.jobs import (
     reply_reap_stale,
     reply_wait,
 )
-from chat.limits import client_key, send_check, streaming_check
-from chat.models import Conversation, Message
-from chat.providers.base import ChatTurn
+from chat.replies.streams import SHARED_STREAM_ERRORS, get_reply_stream
+from chat.replies.titles import title_from_message
+from chat.replies.workers import draining
+from chat.replies.writer import writer_call, writer_serializes_starts
 from chat.selectors import (
     Visitor,
     chat_message_get,
@@ -40,11 +44,7 @@ from chat.selectors import (
     message_get,
     user_message_get,
 )
-from chat.streams import SHARED_STREAM_ERRORS, get_reply_stream
 from chat.text import has_visible, text_clean, title_clean
-from chat.titles import title_from_message
-from chat.workers import draining
-from chat.writer import writer_call, writer_serializes_starts
 
 RENAME_MAX_CHARS = 200  # Conversation.title's max_length
 
@@ -425,7 +425,7 @@ async def _launched(
         raise ServiceUnavailable(REDIS_DOWN_MESSAGE)
     if writer_serializes_starts():
         # On SQLite the start joins the reply path's one writer instead of waiting, asleep in
-        # SQLite's busy handler, for the live replies' saves (chat/writer.py).
+        # SQLite's busy handler, for the live replies' saves (chat/replies/writer.py).
         started = await writer_call(functools.partial(write, visitor=visitor, **kwargs))
     else:
         started = await sync_to_async(write)(visitor=visitor, **kwargs)

@@ -23,12 +23,12 @@ from django_htmx.middleware import HtmxDetails
 
 from chat import metrics, providers, services
 from chat.backpressure import ResponseConnection, event_stream_response
-from chat.delivery import reply_updates
 from chat.errors import ChatInputError, ServiceUnavailable
 from chat.feedback import FeedbackError, message_feedback_set
 from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
 from chat.models import Conversation
 from chat.rendering import error_fragment, started_fragment
+from chat.replies.delivery import reply_updates
 from chat.selectors import (
     Visitor,
     chat_message_get,

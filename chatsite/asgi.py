@@ -13,8 +13,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chat.backpressure import BufferedBytesMiddleware  # noqa: E402
-from chat.lifecycle import install_shutdown_hook  # noqa: E402
 from chat.origins import SameOriginValidator  # noqa: E402
+from chat.replies.lifecycle import install_shutdown_hook  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chatsite.request_threads import RequestThreads  # noqa: E402
 

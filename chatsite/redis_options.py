@@ -7,7 +7,8 @@ read asks Redis to wait at most MAX_BLOCK_SECONDS, and the socket gives up only
 SOCKET_MARGIN_SECONDS after that, so no read can outlive its socket, however long the silence:
 readers just read again. tests/test_streams.py asserts the relationship.
 
-No Django imports: chatsite/settings.py uses these for the cache, chat/streams.py for the reply
+No Django imports: chatsite/settings.py uses these for the cache, chat/replies/streams.py for the
+reply
 stream.
 """
 

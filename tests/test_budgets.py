@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from chat import services
-from chat.budgets import allowance_for, spending_cap_for
+from chat.costs.budgets import allowance_for, spending_cap_for
 from chat.models import Conversation, Message, PriceOverride, SpendingCap
 from chat.providers.demo import demo_reply
 from chat.selectors import Visitor

@@ -9,9 +9,9 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
-from chat import jobs
 from chat.models import Message
 from chat.providers.demo import demo_reply
+from chat.replies import jobs
 from chatsite.asgi import application
 from tests.helpers import anonymous_session, deltas
 

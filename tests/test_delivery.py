@@ -13,8 +13,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat import services
-from chat.delivery import Update, reply_updates
-from chat.streams import get_reply_stream
+from chat.replies.delivery import Update, reply_updates
+from chat.replies.streams import get_reply_stream
 from tests.helpers import deltas
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -138,7 +138,7 @@ async def test_resuming_from_any_fragment_gives_the_rest_exactly_once(settings, 
 
 async def test_readers_get_the_finished_message_the_job_rendered(settings, visitor, monkeypatch):
     # Rendered once by the job, for every reader, rather than read and rendered by each.
-    from chat import delivery
+    from chat.replies import delivery
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 500
     started = await services.areply_start(

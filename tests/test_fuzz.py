@@ -227,7 +227,7 @@ async def test_websocket_frames_never_break_the_socket_or_lose_a_message(
     await communicator.disconnect()
     assert closed in (None, 4400)
     # Replies are jobs: wait for them so the next example starts clean.
-    from chat.jobs import _jobs
+    from chat.replies.jobs import _jobs
 
     for job in list(_jobs):
         await job
@@ -287,7 +287,7 @@ async def test_form_posts_never_500_and_keep_every_accepted_message(post, fuzz_s
         assert stored == [text_clean(fields["message"]).strip()]
     else:
         assert stored == []
-    from chat.jobs import _jobs
+    from chat.replies.jobs import _jobs
 
     for job in list(_jobs):
         await job

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from chat.histograms import Histogram, bucket_of, bucket_value
+from chat.analytics.histograms import Histogram, bucket_of, bucket_value
 
 
 def test_merging_histograms_gives_the_histogram_of_all_their_values():

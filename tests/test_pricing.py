@@ -10,9 +10,9 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from chat import services
+from chat.costs.money import DollarsFormField, dollars_text, format_usd
+from chat.costs.pricing import PRICE_DATA_VERSION, Price, price_reply, unit_prices
 from chat.models import Message, PriceOverride
-from chat.money import DollarsFormField, dollars_text, format_usd
-from chat.pricing import PRICE_DATA_VERSION, Price, price_reply, unit_prices
 from chat.providers.base import Usage
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,10 +8,11 @@ import pytest
 from django.test import AsyncClient
 from prometheus_client import REGISTRY
 
-from chat import jobs, metrics, services
+from chat import metrics, services
 from chat.models import Message
 from chat.providers.demo import demo_reply, tokenize
-from chat.streams import RedisReplyStream
+from chat.replies import jobs
+from chat.replies.streams import RedisReplyStream
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -121,7 +122,7 @@ async def test_metrics_count_readers_while_they_follow_a_reply(visitor, settings
         visitor=visitor, conversation_id=None, text="Readers", model_choice="demo:demo"
     )
     message_id = started.assistant_message.pk
-    from chat.delivery import reply_updates
+    from chat.replies.delivery import reply_updates
 
     updates = metrics.reading("sse", reply_updates(message_id, after=0))
     first = await anext(updates)

@@ -98,7 +98,8 @@ async def test_a_replys_reads_run_on_the_reply_database_threads(settings, monkey
     keep their connections. On the socket's own thread, through `database_sync_to_async`, each
     call closed its connection afterwards (CONN_MAX_AGE = 0) and the next opened a new one: a
     file open and pragmas on SQLite, a login on PostgreSQL, two or three times per reply."""
-    from chat import consumers, delivery, jobs
+    from chat import consumers
+    from chat.replies import delivery, jobs
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 400
     threads: dict[str, set[str]] = {}
@@ -139,7 +140,7 @@ async def test_a_replys_reads_run_on_the_reply_database_threads(settings, monkey
 
 
 async def test_a_reply_of_this_process_is_known_alive_without_a_query(settings, monkeypatch):
-    from chat import delivery
+    from chat.replies import delivery
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 400
     checked: list[int] = []

@@ -13,10 +13,11 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from chat import analytics
-from chat.analytics import Period, usage_summary
+from chat.analytics import summary as analytics
+from chat.analytics.histograms import Histogram
+from chat.analytics.rollups import UsageFilter, owner_key, rollup_invalidate
+from chat.analytics.summary import Period, usage_summary
 from chat.feedback import message_feedback_set
-from chat.histograms import Histogram
 from chat.models import (
     Conversation,
     Message,
@@ -26,7 +27,6 @@ from chat.models import (
     UsageDayModel,
     UsageDayRating,
 )
-from chat.rollups import UsageFilter, owner_key, rollup_invalidate
 from chat.selectors import Visitor
 from tests.test_analytics import NOW, TODAY, figures, reply
 from tests.test_analytics import history as history  # noqa: F401 - a fixture

@@ -10,10 +10,10 @@ from django.core.management import CommandError, call_command
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from chat.analytics.seeding import ENDINGS
+from chat.costs.pricing import override_version, price_reply
 from chat.models import Conversation, Message, PriceOverride, UsageDay
-from chat.pricing import override_version, price_reply
 from chat.providers.base import Usage
-from chat.seeding import ENDINGS
 
 pytestmark = pytest.mark.django_db
 

@@ -8,11 +8,12 @@ from asgiref.sync import sync_to_async
 from django.http import Http404
 from django.utils import timezone
 
-from chat import jobs, limits, services, writer
+from chat import limits, services
+from chat.costs.pricing import PRICE_DATA_VERSION
 from chat.models import Conversation, Message
-from chat.pricing import PRICE_DATA_VERSION
 from chat.providers.demo import demo_reply, tokenize
-from chat.titles import TITLE_MAX_CHARS
+from chat.replies import jobs, writer
+from chat.replies.titles import TITLE_MAX_CHARS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -451,7 +452,7 @@ async def test_a_reply_reaped_while_alive_stops_and_keeps_all_its_text(visitor, 
 
 
 async def test_readers_learn_the_end_even_if_recording_it_fails(visitor, monkeypatch):
-    from chat.streams import get_reply_stream
+    from chat.replies.streams import get_reply_stream
 
     def broken(*args):
         raise RuntimeError("database gone")
@@ -466,7 +467,7 @@ async def test_readers_learn_the_end_even_if_recording_it_fails(visitor, monkeyp
 
 
 async def test_a_redis_blip_while_checking_for_stop_is_not_a_stop(visitor, settings, use_redis):
-    from chat.streams import get_reply_stream
+    from chat.replies.streams import get_reply_stream
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 100
     client = get_reply_stream().client()
@@ -503,7 +504,7 @@ def test_a_dead_workers_reply_does_not_block_the_next_message(visitor):
 
 
 def test_a_reaped_reply_gets_an_estimate_and_a_cost(visitor, openai_upstream):
-    from chat.pricing import price_reply
+    from chat.costs.pricing import price_reply
     from chat.providers.base import Usage
 
     started = start(visitor, text="x" * 400, model="openai:gpt-4.1-mini")

@@ -9,9 +9,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from chat import services
-from chat.budgets import spending_cap_for
+from chat.costs.budgets import spending_cap_for
+from chat.costs.pricing import unit_prices
 from chat.models import PriceOverride, SpendingCap
-from chat.pricing import unit_prices
 
 pytestmark = pytest.mark.django_db
 

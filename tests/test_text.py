@@ -85,7 +85,7 @@ async def test_an_oversized_reply_ends_as_too_long_with_its_text_kept(
     assert message.content == "x" * 300 + "y" * 700
     assert "size limit of 1,000 characters" in message.error_text
     # The stream holds no more than the cap either.
-    from chat.streams import get_reply_stream
+    from chat.replies.streams import get_reply_stream
 
     entries = await get_reply_stream().read(message.pk, after=0, timeout=0)
     assert sum(len(e.text) for e in entries if e.kind == "delta") == 1000

@@ -6,10 +6,10 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat import services
-from chat.analytics import Period, usage_summary
+from chat.analytics.summary import Period, usage_summary
 from chat.models import Conversation, Message
+from chat.replies.titles import TITLE_SYSTEM_PROMPT, clean_title
 from chat.selectors import conversation_messages
-from chat.titles import TITLE_SYSTEM_PROMPT, clean_title
 from tests.test_services import run_job
 
 pytestmark = pytest.mark.django_db(transaction=True)

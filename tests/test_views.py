@@ -8,9 +8,10 @@ from channels.testing import ApplicationCommunicator
 from django.contrib.auth.models import AnonymousUser, User
 from django.test import Client
 
-from chat import jobs, services
+from chat import services
 from chat.models import Conversation, Message
 from chat.providers.demo import demo_reply
+from chat.replies import jobs
 from chat.selectors import Visitor
 from chatsite.asgi import application
 from tests.helpers import anonymous_session, client_visitor_id, deltas, http_scope

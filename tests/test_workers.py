@@ -1,4 +1,4 @@
-"""chat/workers.py: what a reply's start makes this worker write about itself."""
+"""chat/replies/workers.py: what a reply's start makes this worker write about itself."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import jobs, services, workers
-from chat.streams import get_reply_stream
+from chat import services
+from chat.replies import jobs, workers
+from chat.replies.streams import get_reply_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

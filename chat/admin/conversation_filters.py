@@ -18,8 +18,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import capfirst
 
+from chat.analytics.rollups import owner_key
 from chat.models import Conversation, Message
-from chat.rollups import owner_key
 
 SIGNED_IN = "signed-in"
 ANONYMOUS = "anonymous"

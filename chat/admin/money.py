@@ -16,10 +16,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from chat.admin.analytics import models_seen
+from chat.analytics.rollups import rollups_build
+from chat.costs.money import format_usd
+from chat.costs.pricing import unit_prices
 from chat.models import Message, PriceOverride, SpendingCap, UsageDay, UsageDayModel
-from chat.money import format_usd
-from chat.pricing import unit_prices
-from chat.rollups import rollups_build
 
 UNPRICED_DAYS = 90
 

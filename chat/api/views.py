@@ -25,9 +25,9 @@ from chat.api import wire
 from chat.api.completions import completion_get, completion_start, visitor_for
 from chat.api.keys import api_key_authenticate
 from chat.backpressure import ResponseConnection, event_stream_response
-from chat.delivery import reply_text_updates
 from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
 from chat.models import ApiKey, Message
+from chat.replies.delivery import reply_text_updates
 from chat.selectors import Visitor
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 
 def drop_rollups(apps, schema_editor):
-    # Histograms are now stored as runs of counts (chat.histograms), and each day gains rows
+    # Histograms are now stored as runs of counts (chat.analytics.histograms), and each day gains rows
     # merged over sources and owners: the roll-ups are rebuilt from the messages on the next
     # view (or `manage.py rollup_usage`).
     apps.get_model("chat", "UsageDay").objects.all().delete()

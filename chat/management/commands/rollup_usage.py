@@ -5,8 +5,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from chat.analytics.rollups import rollups_build
 from chat.models import UsageDay
-from chat.rollups import rollups_build
 
 
 class Command(BaseCommand):

@@ -3,7 +3,7 @@
     python manage.py seed_usage --replies 1000000
     python manage.py seed_usage --replies 300 --days 30 --seed 7 --clear
 
-The generator lives in `chat.seeding`.
+The generator lives in `chat.analytics.seeding`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.db.models import Max, Min, Q
 
+from chat.analytics.rollups import rollups_build
+from chat.analytics.seeding import SEED_USER_PREFIX, SEED_VISITOR_PREFIX, Seeder
 from chat.models import Conversation, Message, UsageDay
-from chat.rollups import rollups_build
-from chat.seeding import SEED_USER_PREFIX, SEED_VISITOR_PREFIX, Seeder
 
 
 class Command(BaseCommand):

@@ -3,7 +3,8 @@
 `job_launch` runs `reply_generate` as an asyncio task of this process. The job publishes deltas to
 the reply stream (which transports read), saves the text to the database every
 CHAT_FLUSH_SECONDS and at every ending, and records why it ended, with its usage and cost. A
-reaper (run by every worker's sweeper, chat/workers.py) ends the replies of workers that died.
+reaper (run by every worker's sweeper, chat/replies/workers.py) ends the replies of workers that
+died.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from chat import metrics, providers
+from chat.analytics.rollups import rollup_invalidate
 from chat.branches import Tree, history_turns
-from chat.budgets import BudgetGuard, budget_guard
-from chat.db_threads import db_call
+from chat.costs.budgets import BudgetGuard, budget_guard
+from chat.costs.pricing import price_reply
 from chat.models import Conversation, Message
-from chat.pricing import price_reply
 from chat.providers.base import (
     ChatTurn,
     ProviderError,
@@ -37,16 +38,16 @@ from chat.providers.base import (
     estimate_tokens_for_chars,
 )
 from chat.rendering import final_fragment
-from chat.rollups import rollup_invalidate
-from chat.streams import (
+from chat.replies.db_threads import db_call
+from chat.replies.streams import (
     SHARED_STREAM_ERRORS,
     ReplyStream,
     bounded,
     get_reply_stream,
 )
+from chat.replies.titles import title_generate
+from chat.replies.writer import reply_progress_save, writer_call
 from chat.text import DeltaCleaner
-from chat.titles import title_generate
-from chat.writer import reply_progress_save, writer_call
 from chatsite.logs import log_context_bind
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def job_launch(message_id: int, context: JobContext | None = None) -> asyncio.Ta
     """Run the reply's generation as a task of this process. `context`: what the send already
     knows (its history, its budget), so the job need not read it again."""
     global _live_ids
-    from chat.workers import beat_soon, worker_start
+    from chat.replies.workers import beat_soon, worker_start
 
     worker_start()
     # A fresh context: the job must not inherit the launching request's (or consumer's)
@@ -447,7 +448,7 @@ async def _flush_periodically(message_id: int, state: _ReplyState) -> None:
         # always agree (a page rendered from them resumes the stream right after).
         seq, text = state.seq, state.text
         try:
-            # With every other live reply's, in one transaction (chat/writer.py).
+            # With every other live reply's, in one transaction (chat/replies/writer.py).
             saved = await reply_progress_save(
                 message_id=message_id, text=text, seq=seq, usage=state.usage
             )

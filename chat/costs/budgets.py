@@ -15,10 +15,10 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 from django.utils.formats import date_format
 
+from chat.costs.money import format_usd
+from chat.costs.pricing import unit_prices
+from chat.costs.staff_config import spending_caps
 from chat.models import Message, SpendingCap
-from chat.money import format_usd
-from chat.pricing import unit_prices
-from chat.staff_config import spending_caps
 
 
 @dataclass(frozen=True, slots=True)

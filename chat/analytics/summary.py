@@ -2,7 +2,8 @@
 it, per day, model and owner, over any period, narrowed by provider, model, source and owner, and
 compared with the period of the same length before it.
 
-It reads the daily roll-ups (`chat.rollups`) of the period's finished days, summing the per-owner
+It reads the daily roll-ups (`chat.analytics.rollups`) of the period's finished days, summing the
+per-owner
 rows in the database, plus the replies of days not rolled up yet (today), so a 90-day view of a
 million replies reads a few thousand rows. One owner's figures come from their own replies.
 """
@@ -35,10 +36,9 @@ from django.db.models.functions import Cast, Coalesce, Concat
 from django.utils import timezone
 from django.utils.text import capfirst
 
-from chat.histograms import Histogram
-from chat.models import Conversation, Message, UsageDay, UsageDayOwner, UsageDayRating
-from chat.rollup_ratings import ratings_refresh
-from chat.rollups import (
+from chat.analytics.histograms import Histogram
+from chat.analytics.rollup_ratings import ratings_refresh
+from chat.analytics.rollups import (
     NO_FILTER,
     DayFigures,
     ModelDayFigures,
@@ -49,6 +49,7 @@ from chat.rollups import (
     figures_from_rollups,
     rollups_build,
 )
+from chat.models import Conversation, Message, UsageDay, UsageDayOwner, UsageDayRating
 
 PRESETS = (7, 30, 90)
 MAX_PERIOD_DAYS = 366
@@ -387,7 +388,8 @@ def usage_summary(
     rolled = figures_from_rollups(rolled_up, usage_filter)
     previous_live = previous_ratings = None
     if usage_filter.one_owner and compare:
-        # One owner's replies are read all at once, whatever their day (see `chat.rollups`):
+        # One owner's replies are read all at once, whatever their day (see
+        # `chat.analytics.rollups`):
         # once for both periods rather than once each, and their ratings too.
         previous = period.previous()
         previous_days = [day for day in previous.days if day <= today]
@@ -498,7 +500,7 @@ def _ratings(
     period: Period, usage_filter: UsageFilter, rolled_up: list[date] | None = None
 ) -> list[tuple[date, str, str, int, int]]:
     """Rated replies by day, provider, model and rating: the rolled-up days' from their rating
-    roll-ups (`chat.rollup_ratings`, counted again when a rating changed), the other days'
+    roll-ups (`chat.analytics.rollup_ratings`, counted again when a rating changed), the other days'
     counted from the replies through a partial index that holds all those columns. The
     conversations are joined only for a source or kind-of-owner filter, and counted by those,
     checked here rather than in the query: with them in the query, SQLite starts from the
@@ -555,7 +557,8 @@ def _live_by_owner(live_figures: list[OwnerFigures]) -> dict[str, OwnerFigures]:
     return live
 
 
-# "user:<id>" or "visitor:<visitor id>", as `chat.rollups.owner_key` writes it in roll-ups.
+# "user:<id>" or "visitor:<visitor id>", as `chat.analytics.rollups.owner_key` writes it in
+# roll-ups.
 REPLY_OWNER = Case(
     When(
         conversation__user__isnull=True,

@@ -1,10 +1,12 @@
 """This worker process: its identity, its heartbeat, its sweeper, and draining at shutdown.
 
-Every worker, from start-up (chat/lifecycle.py starts it under Daphne; the first job starts it
+Every worker, from start-up (chat/replies/lifecycle.py starts it under Daphne; the first job starts
+it
 elsewhere), beats every quarter of CHAT_WORKER_DEAD_AFTER_SECONDS: it marks its live replies alive
 in the database (one UPDATE for all of them) and, with Redis, writes its id and their ids under a
 key that expires after CHAT_WORKER_DEAD_AFTER_SECONDS. Each beat it also sweeps: replies whose
-worker fell silent that long are ended as `interrupted` (chat/jobs.py `reply_reap_stale`), their
+worker fell silent that long are ended as `interrupted` (chat/replies/jobs.py `reply_reap_stale`),
+their
 text rebuilt from the shared stream and their end marker written there, so readers on any worker
 get the ending.
 """
@@ -23,12 +25,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from chat import metrics
-from chat.db_threads import db_call
+from chat.analytics.rollups import rollups_build
 from chat.models import Message
-from chat.rollups import rollups_build
-from chat.streams import SHARED_STREAM_ERRORS, RedisReplyStream, bounded
-from chat.streams import get_reply_stream as _get_reply_stream
-from chat.writer import writer_call
+from chat.replies.db_threads import db_call
+from chat.replies.streams import SHARED_STREAM_ERRORS, RedisReplyStream, bounded
+from chat.replies.streams import get_reply_stream as _get_reply_stream
+from chat.replies.writer import writer_call
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +105,7 @@ def drain_reset() -> None:
 
 
 async def _beat_and_sweep_forever() -> None:
-    from chat import jobs
+    from chat.replies import jobs
 
     sweeps = 0
     while True:
@@ -121,18 +123,19 @@ async def _beat_and_sweep_forever() -> None:
 
 
 async def beat_once() -> None:
-    from chat import jobs
+    from chat.replies import jobs
 
     live = jobs.live_reply_ids()
     await _beat_shared(live)
     if live:
-        # With the reply path's other writes (chat/writer.py): on SQLite writers exclude each other.
+        # With the reply path's other writes (chat/replies/writer.py): on SQLite writers exclude
+        # each other.
         await writer_call(_beat_in_database, list(live))
 
 
 async def _beat_shared(live: frozenset[int] | None = None) -> None:
     """This worker and its live replies, alive in the shared stream (Redis) for a while."""
-    from chat import jobs
+    from chat.replies import jobs
 
     live = jobs.live_reply_ids() if live is None else live
     try:
@@ -146,7 +149,7 @@ async def _beat_shared(live: frozenset[int] | None = None) -> None:
 
 
 def _beat_in_database(message_ids: list[int]) -> None:
-    from chat.jobs import live_reply_ids
+    from chat.replies.jobs import live_reply_ids
 
     # Only replies still live now: one that ended while this beat waited for a thread stays
     # ended (and its heartbeat is no longer ours to keep).

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from chat.db_threads import db_call
-from chat.jobs import live_reply_ids, reply_reap_stale
 from chat.models import Message
 from chat.rendering import delta_fragment, final_fragment
-from chat.streams import SHARED_STREAM_ERRORS, StreamEntry, get_reply_stream
+from chat.replies.db_threads import db_call
+from chat.replies.jobs import live_reply_ids, reply_reap_stale
+from chat.replies.streams import SHARED_STREAM_ERRORS, StreamEntry, get_reply_stream
 
 logger = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat import providers
+from chat.analytics.rollups import rollup_invalidate
+from chat.costs.pricing import price_reply
 from chat.models import Conversation, Message
-from chat.pricing import price_reply
 from chat.providers.base import ChatTurn, ProviderError, TextDelta, Usage, estimate_tokens
-from chat.rollups import rollup_invalidate
 from chat.text import title_clean
 
 logger = logging.getLogger(__name__)

@@ -18,10 +18,10 @@ from importlib.metadata import version
 import genai_prices
 from django.utils import timezone
 
+from chat.costs.money import micro_to_dollars
+from chat.costs.staff_config import price_override_on
 from chat.models import PriceOverride
-from chat.money import micro_to_dollars
 from chat.providers.base import Usage
-from chat.staff_config import price_override_on
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def price_override_for(
     *, provider: str, model: str, on: date | None = None
 ) -> PriceOverride | None:
     """The override in force on `on` (today by default): the latest valid from then or before.
-    Read through the staff configuration's short in-process cache (chat/staff_config.py)."""
+    Read through the staff configuration's short in-process cache (chat/costs/staff_config.py)."""
     return price_override_on(provider, model, on or timezone.localdate())
 
 

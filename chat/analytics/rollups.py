@@ -3,7 +3,8 @@
 A day is rolled up once it is over (and no reply of it still streams) into per-model, per-model
 latency and per-owner rows (`UsageDay*`). Figures for days not rolled up yet are computed from the
 messages the same way, which the `day` column and its index keep cheap. Latencies are kept as
-histograms (`chat.histograms`), so percentiles merge across days and models exact to within 1 %:
+histograms (`chat.analytics.histograms`), so percentiles merge across days and models exact to
+within 1 %:
 per source and kind of owner for the pages filtered by those, and merged over them
 (`UsageDayLatencyTotal`) for the rest.
 """
@@ -20,7 +21,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Min, Q, Sum
 from django.utils import timezone
 
-from chat.histograms import Histogram
+from chat.analytics.histograms import Histogram
+from chat.analytics.rollup_ratings import ratings_rows
 from chat.models import (
     Message,
     UsageDay,
@@ -30,7 +32,6 @@ from chat.models import (
     UsageDayOwner,
     UsageDayRating,
 )
-from chat.rollup_ratings import ratings_rows
 
 # --- Filters -------------------------------------------------------------------------------
 
@@ -368,7 +369,8 @@ def figures_from_rollups(
     days: Iterable[date], usage_filter: UsageFilter = NO_FILTER, *, latencies: bool = True
 ) -> DayFigures:
     """The rolled-up days' models and latencies (owners are summed in the database instead: see
-    `chat.analytics`). Without a source or owner filter both are merged over sources and kinds
+    `chat.analytics.summary`). Without a source or owner filter both are merged over sources and
+    kinds
     of owner, which are left empty."""
     days = list(days)
     if not days:

@@ -2,7 +2,7 @@
 
 Daphne does not speak the ASGI lifespan protocol, so the hooks are Twisted's: once the reactor
 runs (under Daphne it runs the asyncio loop), the worker's heartbeat, sweeper and stop listener
-start (chat/workers.py), so a worker that has not run a job yet still ends the replies of a
+start (chat/replies/workers.py), so a worker that has not run a job yet still ends the replies of a
 worker that died. On SIGTERM, before the reactor shuts down, the worker drains: it takes no new
 replies (sends get a 503 saying so), lets live ones finish for CHAT_SHUTDOWN_GRACE_SECONDS, then
 cancels the rest, and each saves its text and records `interrupted`. Generation jobs are not
@@ -26,7 +26,7 @@ def install_shutdown_hook() -> None:
     from twisted.internet import defer, reactor
 
     def start_worker() -> None:
-        from chat.workers import worker_start
+        from chat.replies.workers import worker_start
 
         try:
             worker_start()
@@ -36,8 +36,8 @@ def install_shutdown_hook() -> None:
     def drain() -> Any:
         from django.conf import settings
 
-        from chat.jobs import jobs_interrupt
-        from chat.workers import drain_begin
+        from chat.replies.jobs import jobs_interrupt
+        from chat.replies.workers import drain_begin
 
         drain_begin()
         return defer.Deferred.fromFuture(

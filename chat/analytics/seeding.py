@@ -3,7 +3,8 @@ analytics can be measured and tried out.
 
 Everything it writes is marked: users are named `seed-user-NNNN` and anonymous visitors' ids start
 with `seed-`, which is how `seed_usage --clear` finds them again. Costs come from
-`chat.pricing.price_reply`, as for real replies; only the arithmetic is done here, from unit prices
+`chat.costs.pricing.price_reply`, as for real replies; only the arithmetic is done here, from unit
+prices
 read once per model.
 """
 
@@ -27,8 +28,8 @@ from django.core.management.base import CommandError
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from chat.costs.pricing import Price, price_reply
 from chat.models import Conversation, Message, PriceOverride, UsageDay
-from chat.pricing import Price, price_reply
 from chat.providers.base import Usage
 
 SEED_USER_PREFIX = "seed-user-"
