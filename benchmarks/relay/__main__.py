@@ -116,6 +116,7 @@ async def _series(
         )
         if profile_to is not None and profile_to.exists():
             result["profile"] = profile.summarize(profile_to, gil=args.profile_gil)
+            result["profile_gil"] = args.profile_gil
             print(profile.markdown(result["profile"]), flush=True)
         result["passes"] = passes(result)
         results.append(result)

@@ -202,10 +202,16 @@ def markdown(output: dict[str, Any]) -> str:
     parts.append(_summary(results, ours_names, baseline))
     for r in results:
         if r.get("profile"):
+            shares = (
+                "only the thread holding the GIL sampled: share of all samples, i.e. of the "
+                "process's CPU"
+                if r.get("profile_gil")
+                else "share of the event loop's samples; for a pool of threads, how many threads "
+                "were inside the frame on average"
+            )
             parts.append(
                 f"py-spy profile of {r['server']} during the {r['streams']}-stream "
-                f"{TRANSPORT_NAMES[r['transport']]} run (share of the event loop's samples; for "
-                "a pool of threads, how many threads were inside the frame on average):\n\n"
+                f"{TRANSPORT_NAMES[r['transport']]} run ({shares}):\n\n"
                 + profile.markdown(r["profile"], top=10)
             )
     return "\n\n".join(parts)
@@ -282,7 +288,8 @@ def write_docs(output: dict[str, Any]) -> None:
     block = (
         f"{start}\n"
         f"Measured {output['date']} with `{output['command']}` "
-        f"({output['duration_s']:.0f} s; {machine['cpus']} cores, Python {machine['python']}; "
+        f"({output['duration_s']:.0f} s; {machine['cpus']} cores, Python {machine['python']}, "
+        f"{output['settings'].get('event_loop', 'asyncio')} under Daphne for both servers; "
         f"load average at the end {' / '.join(machine['load_average_at_end'])}). "
         + (
             "Cells are chatsite vs the baseline (ratio)."
