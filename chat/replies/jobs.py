@@ -392,10 +392,17 @@ async def _consume_events(
     # Read once: settings are a lazy object, and this loop runs for every token.
     idle_timeout, max_chars = settings.CHAT_IDLE_TIMEOUT, settings.CHAT_MAX_REPLY_CHARS
     # aclosing: cancellation and timeouts close the provider's generator (and its HTTP stream).
+    # The idle timer moves at most every `slack` seconds rather than at every token (each move
+    # replaces a timer in the loop's heap), so it fires between `idle_timeout` and
+    # `idle_timeout + slack` after the last event.
+    slack = min(1.0, idle_timeout / 4)
     async with contextlib.aclosing(events), asyncio.timeout(None) as idle:
-        idle.reschedule(loop.time() + idle_timeout)
+        moved_at = loop.time()
+        idle.reschedule(moved_at + idle_timeout + slack)
         async for event in events:
-            idle.reschedule(loop.time() + idle_timeout)
+            if (now := loop.time()) - moved_at >= slack:
+                moved_at = now
+                idle.reschedule(now + idle_timeout + slack)
             if isinstance(event, TextDelta):
                 _emit(cleaner.clean(event.text), state, publisher, budget, max_chars)
             else:
