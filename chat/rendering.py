@@ -174,10 +174,11 @@ def error_fragment(text: str) -> str:
     return render_to_string("chat/partials/_composer_error.html", {"error": text, "oob": True})
 
 
-def started_fragment(started: Any) -> str:
+def started_fragment(started: Any, *, streamed: bool = False) -> str:
     """What the page needs once a reply has started: the new bubbles, the conversation id for
-    the next message, and the conversation in the sidebar if it is new."""
-    context: dict[str, Any] = {"started": started}
+    the next message, and the conversation in the sidebar if it is new. `streamed`: the reply
+    follows in the same response, so its bubble says the page need not ask for it."""
+    context: dict[str, Any] = {"started": started, "reply_streamed": streamed}
     if started.branch_changed:
         context["messages"] = conversation_messages(started.conversation)
     return render_to_string("chat/partials/_started.html", context)

@@ -154,6 +154,8 @@ async def post_message(request: HtmxHttpRequest) -> HttpResponseBase:
             return _refused(HttpResponse(error_fragment(exc.message)), exc)
         page = await sync_to_async(_page_with_error)(request, visitor, conversation_id, exc)
         return _refused(page, exc)
+    if request.htmx and request.POST.get("stream") == "1":
+        return await _started_stream(request, visitor, started)
     return await _started_response(request, started)
 
 
@@ -179,6 +181,27 @@ async def _started_response(
         return HttpResponse(await sync_to_async(started_fragment)(started))
     await services.reply_wait(started.assistant_message.pk, timeout=settings.CHAT_REPLY_TIMEOUT)
     return redirect("chat:conversation", conversation_id=started.conversation.pk)
+
+
+async def _started_stream(
+    request: HttpRequest, visitor: Visitor, started: services.ReplyStarted
+) -> HttpResponseBase:
+    """The SSE page's send in one request: the new bubbles as the first event, then the reply
+    itself, as its events view sends it. htmx's hx-sse reads an event stream from any request."""
+    html = await sync_to_async(started_fragment)(started, streamed=True)
+    try:
+        slot = reader_acquire(visitor)
+    except TooManyReaders:
+        # The reply has started all the same: the page follows it over GET, which says why
+        # it cannot (as after a socket's send).
+        return HttpResponse(await sync_to_async(started_fragment)(started))
+    # `hx:release` frees the form for its next request (Stop) while the reply streams on.
+    lead = f"{_event_data(html)}\nevent: hx:release\n\n"
+    connection = ResponseConnection(request)
+    return event_stream_response(
+        _event_stream(started.assistant_message.pk, 0, slot=slot, connection=connection, lead=lead),
+        release=slot.release,
+    )
 
 
 def _page_with_error(
@@ -262,14 +285,27 @@ def _offset(value: str | None) -> int:
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
+def _event_data(html: str) -> str:
+    # One data: line per line of HTML (SSE ends a line at \r, \n or \r\n); the client joins
+    # them with newlines again.
+    return "".join(f"data: {line}\n" for line in _LINE_BREAK.split(html))
+
+
 async def _event_stream(
-    message_id: int, after: int, *, slot: ReaderSlot, connection: ResponseConnection
+    message_id: int,
+    after: int,
+    *,
+    slot: ReaderSlot,
+    connection: ResponseConnection,
+    lead: str = "",
 ) -> AsyncIterator[str]:
+    """The reply's updates from `after` as SSE events, after `lead` (what a streamed send
+    says first)."""
     # Under ASGI, a client that goes away cancels this generator (CancelledError): only the
     # reader slot is ours to give back, because the reply is a job that does not depend on us.
     cap = settings.CHAT_MAX_CONNECTION_BUFFER_BYTES
     try:
-        yield "retry: 1000\n\n"
+        yield f"{lead}retry: 1000\n\n"
         updates = reply_updates(
             message_id, after=after, idle_seconds=settings.CHAT_SSE_PING_SECONDS
         )
@@ -282,10 +318,7 @@ async def _event_stream(
             if update is None:
                 yield ": ping\n\n"
                 continue
-            # One data: line per line of HTML (SSE ends a line at \r, \n or \r\n); the client
-            # joins them with newlines again.
-            data = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(update.html))
-            yield f"id: {update.seq}\n{data}\n"
+            yield f"id: {update.seq}\n{_event_data(update.html)}\n"
         # Keep the reader's slot until the client has taken what was sent (the last fragment
         # can be the whole reply): otherwise one visitor could leave any number of finished
         # responses queued here. One that is not taken in time is dropped.

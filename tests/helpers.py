@@ -37,14 +37,16 @@ def client_visitor_id(client) -> str:
     return _unsigned(client.cookies[VISITOR_COOKIE].value)
 
 
-def http_scope(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict:
-    """An ASGI HTTP GET scope for `path` (with its query string), as Daphne builds it for a
-    browser on the local address."""
+def http_scope(
+    path: str, headers: list[tuple[bytes, bytes]] | None = None, method: str = "GET"
+) -> dict:
+    """An ASGI HTTP scope (GET unless told) for `path` (with its query string), as Daphne
+    builds it for a browser on the local address."""
     path, _, query = path.partition("?")
     return {
         "type": "http",
         "http_version": "1.1",
-        "method": "GET",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),

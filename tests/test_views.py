@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from urllib.parse import urlencode
 
 import pytest
 from channels.testing import ApplicationCommunicator
@@ -9,6 +10,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.test import Client
 
 from chat import services
+from chat.limits import reader_acquire, reader_slots
 from chat.models import Conversation, Message
 from chat.providers.demo import demo_reply
 from chat.replies import jobs
@@ -171,6 +173,7 @@ async def test_htmx_post_returns_the_new_bubbles(async_client):
     html = response.content.decode()
     conversation = await Conversation.objects.aget()
     assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
     assert 'hx-swap-oob="beforeend:#messages"' in html
     assert 'data-role="user"' in html and "Over SSE" in html
     assert 'data-role="assistant" data-status="streaming"' in html
@@ -179,6 +182,8 @@ async def test_htmx_post_returns_the_new_bubbles(async_client):
     # The new conversation's ⋯ menu (rename, export, delete) arrives with it.
     assert 'id="conversation-actions" class="conversation-actions-slot" hx-swap-oob="true"' in html
     assert f"/streaming-demo/c/{conversation.pk}/rename" in html
+    # Nothing follows in this response: the page asks for the reply itself.
+    assert "data-streamed" not in html
     await _wait_idle()
 
 
@@ -288,18 +293,38 @@ async def _wait_idle():
 # --- The SSE transport --------------------------------------------------------------------------
 
 
-class SSE:
-    """Reads an SSE response from the ASGI app chunk by chunk, as a browser does."""
+# A CSRF secret (32 letters and digits) for the cookie and the header of an ASGI POST.
+CSRF_TOKEN = "ssetest0" * 4
 
-    def __init__(self, path: str, cookie: str, last_event_id: str | None = None):
+
+class SSE:
+    """Reads an SSE response from the ASGI app chunk by chunk, as a browser does: a GET, or
+    the composer's htmx POST of `form`."""
+
+    def __init__(
+        self,
+        path: str,
+        cookie: str,
+        last_event_id: str | None = None,
+        form: dict[str, str] | None = None,
+    ):
         headers = [(b"cookie", cookie.encode())]
         if last_event_id is not None:
             headers.append((b"last-event-id", last_event_id.encode()))
-        self.app = ApplicationCommunicator(application, http_scope(path, headers))
+        self.body = urlencode(form).encode() if form is not None else b""
+        if form is not None:
+            headers = [
+                (b"cookie", f"{cookie}; csrftoken={CSRF_TOKEN}".encode()),
+                (b"x-csrftoken", CSRF_TOKEN.encode()),
+                (b"hx-request", b"true"),
+                (b"content-type", b"application/x-www-form-urlencoded"),
+            ]
+        method = "GET" if form is None else "POST"
+        self.app = ApplicationCommunicator(application, http_scope(path, headers, method))
         self.buffer = ""
 
     async def open(self) -> dict:
-        await self.app.send_input({"type": "http.request", "body": b"", "more_body": False})
+        await self.app.send_input({"type": "http.request", "body": self.body, "more_body": False})
         return await self.app.receive_output(5)
 
     async def event(self, timeout: float = 5) -> dict[str, str]:
@@ -431,6 +456,119 @@ async def test_sse_client_going_away_does_not_stop_the_reply(settings):
     message = await Message.objects.aget(pk=message_id)
     assert message.status == Message.Status.COMPLETE
     assert message.content == demo_reply("keep going")
+
+
+def _send_form(text: str) -> dict[str, str]:
+    """The SSE page's composer form: a send whose answer streams the reply."""
+    return {"action": "send", "message": text, "model": "demo:demo", "stream": "1"}
+
+
+async def test_a_streamed_send_answers_with_its_bubbles_then_the_reply(settings):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 300
+    cookie, _visitor_id = await anonymous_session()
+    sse = SSE("/streaming-demo/messages", cookie, form=_send_form("one request"))
+
+    start = await sse.open()
+    headers = {name.lower(): value for name, value in start["headers"]}
+    started = await sse.event()
+    released = await sse.event()
+    assert (await sse.event()) == {"retry": "1000"}
+    ids, pieces, final = [], [], None
+    while final is None:
+        event = await sse.event()
+        ids.append(int(event["id"]))
+        if "<article" in event["data"]:
+            final = event
+        else:
+            pieces += deltas(event["data"])
+    await sse.close()
+
+    assert start["status"] == 200
+    assert headers[b"content-type"] == b"text/event-stream", headers
+    assert headers[b"x-accel-buffering"] == b"no"
+    # First the new bubbles (the same fragment as without `stream`), the reply's marked as
+    # followed by this response so that the page does not ask for it again.
+    assert set(started) == {"data"}
+    assert 'data-role="user"' in started["data"] and "one request" in started["data"]
+    assert 'hx-swap-oob="afterend:#group-today"' in started["data"]
+    assert re.search(r'<article [^>]*data-role="assistant"[^>]*data-streamed', started["data"])
+    assert started["data"].count("data-streamed") == 1
+    # Then the form is released (Stop can be sent), then the reply as the events view sends it.
+    assert released == {"event": "hx:release"}
+    assert ids == sorted(set(ids)) and len(pieces) > 1
+    assert "".join(t for _, t in pieces) == demo_reply("one request")
+    assert 'data-status="complete"' in final["data"]
+
+
+@pytest.mark.parametrize("refusal", ["bad input", "streaming cap"])
+async def test_a_refused_streamed_send_is_answered_as_any_refused_send(
+    async_client, settings, refusal
+):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 40
+    visitor = await apage_visitor(async_client)
+    form = _send_form("refused")
+    if refusal == "bad input":
+        form["message"] = "x" * 9000
+    else:
+        settings.CHAT_MAX_STREAMING_PER_PERSON = 1
+        started = await services.areply_start(
+            visitor=visitor, conversation_id=None, text="busy", model_choice="demo:demo"
+        )
+
+    streamed = await async_client.post("/streaming-demo/messages", form, headers=HTMX)
+    del form["stream"]
+    plain = await async_client.post("/streaming-demo/messages", form, headers=HTMX)
+    if refusal == "streaming cap":
+        await services.reply_stop(visitor=visitor, conversation_id=str(started.conversation.pk))
+    await _wait_idle()
+
+    assert streamed.status_code == plain.status_code == {"bad input": 400}.get(refusal, 429)
+    assert streamed["Content-Type"] == plain["Content-Type"]
+    assert streamed.get("Retry-After") == plain.get("Retry-After")
+    assert streamed.content == plain.content and b'id="composer-error"' in streamed.content
+
+
+async def test_a_streamed_send_whose_client_goes_away_leaves_the_reply_running(settings):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 100
+    cookie, visitor_id = await anonymous_session()
+    visitor = Visitor(user=AnonymousUser(), visitor_id=visitor_id)
+    sse = SSE("/streaming-demo/messages", cookie, form=_send_form("keep going alone"))
+    await sse.open()
+    for _ in range(3):  # the bubbles, the release, the retry
+        await sse.event()
+    assert deltas((await sse.event())["data"])
+    assert reader_slots.count(visitor.key) == 1  # the response is the reply's reader
+
+    await sse.close()
+
+    assert reader_slots.count(visitor.key) == 0
+    await _wait_idle()
+    message = await Message.objects.aget(role=Message.Role.ASSISTANT)
+    assert message.status == Message.Status.COMPLETE
+    assert message.content == demo_reply("keep going alone")
+
+
+async def test_a_streamed_send_without_a_free_reader_slot_sends_the_bubbles_alone(
+    async_client, settings
+):
+    # The reply has started all the same: the page follows it over GET, as after a send
+    # without `stream`, and that request says why it has to wait.
+    settings.CHAT_MAX_READERS_PER_PERSON = 1
+    visitor = await apage_visitor(async_client)
+    other_tab = reader_acquire(visitor)
+    try:
+        response = await async_client.post(
+            "/streaming-demo/messages", _send_form("no slot"), headers=HTMX
+        )
+    finally:
+        other_tab.release()
+    await _wait_idle()
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    assert 'data-role="assistant" data-status="streaming"' in html
+    assert "data-streamed" not in html
 
 
 async def test_regenerate_someone_elses_reply_is_404(async_client, other_visitor):
