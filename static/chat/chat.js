@@ -58,6 +58,11 @@
     form.removeAttribute("hx-ws:send");
     form.setAttribute("hx-post", old.getAttribute("action"));
     form.setAttribute("hx-swap", "none");
+    // The server answers a send with an event stream carrying the reply too (one request);
+    // hx-sse reads it and swaps each event's fragments into the page.
+    const stream = document.createElement("input");
+    Object.assign(stream, { type: "hidden", name: "stream", value: "1" });
+    form.append(stream);
     old.replaceWith(form);
     bindComposer(form);
     htmx.process(form);
@@ -101,6 +106,13 @@
   document.addEventListener("htmx:sse:after:connection", () => {
     if (transport === "sse") setState("sse", forced ? "Server-sent events" : "SSE fallback");
   });
+  document.addEventListener("htmx:sse:close", (event) => {
+    // The send's own stream has ended: a reply it left unfinished (the connection dropped) is
+    // followed over GET from the offset the page has.
+    if (event.target.id !== "composer") return;
+    messages.querySelectorAll("[data-streamed]").forEach((reply) => reply.removeAttribute("data-streamed"));
+    followAll();
+  });
 
   // --- Following streaming replies ------------------------------------------------------------
 
@@ -113,7 +125,7 @@
   function follow(reply) {
     const id = reply.dataset.messageId;
     const text = reply.querySelector(".msg-text.streaming");
-    if (!text) return;
+    if (!text || reply.hasAttribute("data-streamed")) return; // the send's response carries it
     if (transport === "ws") {
       const socket = wsConnection?.socket;
       if (!socket || socket.readyState !== WebSocket.OPEN || followed.has(id)) return;

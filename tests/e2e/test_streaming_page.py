@@ -189,7 +189,8 @@ def test_reply_streams_over_sse_when_websocket_is_blocked(page: Any) -> None:
     state_badge.wait_for(timeout=6_000)
     assert state_badge.inner_text().strip() == "SSE fallback"
 
-    with page.expect_response(re.compile(r"/replies/\d+/events")) as events:
+    # The send's own response streams the reply.
+    with page.expect_response(re.compile(r"/streaming-demo/messages$")) as events:
         send(page, prompt)
     assert events.value.headers["content-type"].startswith("text/event-stream")
     lengths, state = watch_stream(page, full)
@@ -202,13 +203,25 @@ def test_reply_streams_over_sse_when_websocket_is_blocked(page: Any) -> None:
     assert_conversation_url(page)
 
 
+def requests_of(page: Any) -> list[str]:
+    """The paths (with queries) of the requests the page makes from now on."""
+    paths: list[str] = []
+    page.on("request", lambda request: paths.append(re.sub(r"^https?://[^/]+", "", request.url)))
+    return paths
+
+
+def open_sse_chat(page: Any) -> None:
+    page.goto("/streaming-demo?transport=sse")
+    page.locator("#connection-state[data-state='sse']").get_by_text("Server-sent events").wait_for()
+
+
 def test_reply_streams_over_sse_when_asked_to(page: Any) -> None:
     prompt = "Show me server-sent events"
     full = demo_reply(prompt)
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
-    page.goto("/streaming-demo?transport=sse")
-    page.locator("#connection-state[data-state='sse']").get_by_text("Server-sent events").wait_for()
+    open_sse_chat(page)
+    requests = requests_of(page)
 
     send(page, prompt)
     lengths, state = watch_stream(page, full)
@@ -216,6 +229,8 @@ def test_reply_streams_over_sse_when_asked_to(page: Any) -> None:
     assert len(lengths) >= 5, f"the reply did not arrive in steps: {lengths}"
     assert state["status"] == "complete"
     assert_rendered_reply(page, full)
+    # One request carries the send and the whole reply: nothing asks for the reply again.
+    assert [path for path in requests if "/static/" not in path] == ["/streaming-demo/messages"]
     assert sockets == [], "the page opened a WebSocket although SSE was asked for"
     assert_conversation_url(page)
     assert page.url.endswith("?transport=sse")  # the conversation URL keeps the choice
@@ -255,6 +270,57 @@ def test_stop_mid_reply_keeps_partial_text_after_reload(page: Any) -> None:
     # A stopped reply stays stopped: no more text arrives.
     page.wait_for_timeout(500)
     assert reloaded.locator(".msg-text.markdown").inner_text() == stopped_text
+
+
+def test_stop_mid_reply_over_sse_keeps_partial_text(page: Any) -> None:
+    # Stop is a second POST of the composer while the send's response still streams the reply.
+    prompt = "Stop me over SSE"
+    full = demo_reply(prompt)
+    open_sse_chat(page)
+    requests = requests_of(page)
+    send(page, prompt)
+    wait_for_streamed_text(page, 80)  # past the prompt, which the reply has in bold
+
+    started = time.monotonic()
+    page.locator("#stop-button").click()
+    wait_for_status(page, "stopped", timeout=3_000)
+    assert time.monotonic() - started < 2.0, "stopping took too long"
+
+    article = page.locator(ASSISTANT).last
+    stopped_text = article.locator(".msg-text.markdown").inner_text()
+    assert stopped_text.strip(), "the partial text was lost"
+    assert unmarkdown(full).startswith(squash(stopped_text)), stopped_text
+    assert len(squash(stopped_text)) < len(unmarkdown(full)), "the reply was not stopped"
+    assert article.locator(".badge-stopped").inner_text().strip() == "Stopped by user"
+    assert page.locator("#send-button").is_visible()
+    assert [path for path in requests if "/static/" not in path] == ["/streaming-demo/messages"] * 2
+
+
+def test_a_dropped_sse_send_resumes_over_get_without_loss(
+    page: Any, page_errors: PageErrors
+) -> None:
+    # htmx logs the dropped stream's network error.
+    page_errors.allow(r"htmx:sse:error")
+    prompt = "What if the connection drops while the reply streams over SSE?"
+    full = demo_reply(prompt)
+    open_sse_chat(page)
+    requests = requests_of(page)
+    send(page, prompt)
+    wait_for_streamed_text(page, 60)
+
+    # window.stop() aborts the page's fetches: the send's response ends as a dropped connection.
+    with page.expect_response(re.compile(r"/replies/\d+/events\?after=[1-9]\d*$")) as resumed:
+        page.evaluate("() => window.stop()")
+    lengths, state = watch_stream(page, full)
+
+    assert resumed.value.headers["content-type"].startswith("text/event-stream")
+    assert len(lengths) >= 3, f"the reply did not continue live after the drop: {lengths}"
+    assert state["status"] == "complete" and state["count"] == 1
+    assert_rendered_reply(page, full)
+    assert [path for path in requests if "/events" in path] == [
+        re.sub(r"^https?://[^/]+", "", resumed.value.url)
+    ]
+    assert page.locator("#connection-state").inner_text() == "Server-sent events"
 
 
 def test_reload_mid_reply_resumes_and_finishes_once(page: Any, page_errors: PageErrors) -> None:
