@@ -8,8 +8,9 @@ the bytes arrive (`data_received`), before any parsing.
   session and CSRF cookies), the socket opened; at the send time a `send` frame, then, once the
   started fragment names the new reply, a `watch` frame from seq 0, then fragments until the
   finished message (`<article`).
-- chatsite over SSE, as the page's fallback does: the htmx POST of the composer, then
-  `GET /streaming-demo/replies/<id>/events?after=0`, events until the finished message.
+- chatsite over SSE, as the page's fallback does: the htmx POST of the composer with
+  `stream=1`, whose event stream brings the started fragment and then the reply, events until
+  the finished message.
 - the baseline: `{"message": ...}` on its socket, or `GET /events?message=...`.
 
 Each token's text carries the upstream's send time (`t<index>@<monotonic ns>`); the client
@@ -291,8 +292,10 @@ class EventStreamClient(asyncio.Protocol):
             if head_end < 0:
                 return
             head = self.buffer[:head_end].decode("latin-1").lower()
-            if " 200 " not in head.split("\r\n")[0] and not self.done.done():
-                self.done.set_exception(ConnectionError(head.split("\r\n")[0]))
+            status = head.split("\r\n")[0]
+            # A refused send is answered with an HTML fragment (4xx/5xx), not a stream.
+            if (" 200 " not in status or "text/event-stream" not in head) and not self.done.done():
+                self.done.set_exception(ConnectionError(status))
                 return
             self.chunked = "transfer-encoding: chunked" in head
             self.buffer = self.buffer[head_end + 4 :]
@@ -342,18 +345,28 @@ class EventStreamClient(asyncio.Protocol):
 
 
 async def event_stream(
-    port: int, path: str, on_event: Callable[[str, int], bool], cookie: str = ""
+    port: int,
+    path: str,
+    on_event: Callable[[str, int], bool],
+    cookie: str = "",
+    *,
+    form: bytes = b"",
+    headers: dict[str, str] | None = None,
 ) -> None:
+    """GET `path`'s event stream, or POST `form` to it (with `headers`) when one is given."""
     loop = asyncio.get_running_loop()
     transport, client = await loop.create_connection(
         lambda: EventStreamClient(on_event), "127.0.0.1", port
     )
+    method = "POST" if form else "GET"
     request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
         + (f"Cookie: {cookie}\r\n" if cookie else "")
+        + "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        + (f"Content-Length: {len(form)}\r\n" if form else "")
         + "\r\n"
     )
-    transport.write(request.encode())
+    transport.write(request.encode() + form)
     try:
         await client.done
     finally:
@@ -438,26 +451,14 @@ async def chatsite_sse(
 ) -> StreamResult:
     result.sent_ns = time.monotonic_ns()
     form = urllib.parse.urlencode(
-        {"action": "send", "message": prompt, "model": model, "system_prompt": ""}
+        {"action": "send", "message": prompt, "model": model, "system_prompt": "", "stream": "1"}
     ).encode()
-    status, _headers, body = await http_request(
-        port,
-        "POST",
-        f"{PAGE_PATH}/messages",
-        {
-            "Cookie": visitor.cookie_header,
-            "X-CSRFToken": visitor.cookies.get("csrftoken", ""),
-            "HX-Request": "true",
-            "Content-Type": "application/x-www-form-urlencoded",
-        },
-        form,
-    )
-    result.started_ns = time.monotonic_ns()
-    started = STARTED_REPLY.search(body.decode())
-    if status != 200 or started is None:
-        raise RuntimeError(f"send answered {status}: {body[:300]!r}")
 
     def on_event(data: str, received_ns: int) -> bool:
+        if result.started_ns is None:
+            # The send's answer, the first event: the new bubbles. The reply follows.
+            result.started_ns = received_ns
+            return False
         if "<article" in data:
             result.end(data, received_ns)
             return True
@@ -466,9 +467,15 @@ async def chatsite_sse(
 
     await event_stream(
         port,
-        f"{PAGE_PATH}/replies/{started.group(1)}/events?after=0",
+        f"{PAGE_PATH}/messages",
         on_event,
         visitor.cookie_header,
+        form=form,
+        headers={
+            "X-CSRFToken": visitor.cookies.get("csrftoken", ""),
+            "HX-Request": "true",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
     )
     return result
 
