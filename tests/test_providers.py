@@ -410,30 +410,3 @@ def test_both_sdks_read_through_their_aiohttp_transport(
 
     assert isinstance(openai_provider._client._client, openai.DefaultAioHttpClient)
     assert isinstance(anthropic_provider._client._client, anthropic.DefaultAioHttpClient)
-
-
-async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
-    for part in parts:
-        yield part
-
-
-async def _events(*parts: bytes) -> list[bytes]:
-    from chat.providers.sse import sse_data
-
-    return [data async for data in sse_data(_chunks(*parts))]
-
-
-async def test_sse_events_split_anywhere_in_the_body_arrive_whole() -> None:
-    body = b'data: {"a": 1}\n\ndata: {"b": 2}\n\ndata: [DONE]\n\n'
-    expected = [b'{"a": 1}', b'{"b": 2}', b"[DONE]"]
-    for cut in range(1, len(body)):
-        assert await _events(body[:cut], body[cut:]) == expected, cut
-    assert await _events(*(body[i : i + 1] for i in range(len(body)))) == expected
-
-
-async def test_sse_lines_ending_in_crlf_multiline_data_and_other_fields() -> None:
-    body = (
-        b": a comment\r\nevent: delta\r\nid: 7\r\ndata: first\r\ndata:second\r\n\r\n"
-        b"retry: 10\n\ndata: last"  # an event with no data, then one the body ends inside
-    )
-    assert await _events(body) == [b"first\nsecond", b"last"]

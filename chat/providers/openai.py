@@ -11,7 +11,6 @@ import httpx2
 import openai
 
 from chat.providers.base import ChatTurn, Event, ProviderError, TextDelta, Usage
-from chat.providers.sse import sse_data
 from chat.providers.transport import connection_failed
 
 if TYPE_CHECKING:
@@ -61,9 +60,9 @@ class OpenAIProvider:
             else:
                 messages.append({"role": "assistant", "content": turn.content})
         # The raw streaming response: the SDK still builds the request (auth, base_url), retries
-        # it and turns an error status into its typed exception, but the body's events are read
-        # from its bytes as plain JSON. Its typed parsing of every chunk (pydantic models built
-        # per token) was the largest busy item on the event loop (docs/performance.md).
+        # it and turns an error status into its typed exception, but the body's chunks are read
+        # as plain JSON. Its typed parsing of every chunk (pydantic models built per token) was
+        # the largest busy item on the event loop (docs/performance.md).
         request = self._client.chat.completions.with_streaming_response.create(
             model=model,
             messages=messages,
@@ -77,8 +76,8 @@ class OpenAIProvider:
             # the consuming task being cancelled (Stop / timeout), which must abort the request.
             async with request as response:
                 try:
-                    async for data in sse_data(response.http_response.aiter_bytes()):
-                        if data == b"[DONE]":
+                    async for data in _sse_data(response.iter_lines()):
+                        if data == "[DONE]":
                             break
                         chunk = json.loads(data)
                         if error := chunk.get("error"):
@@ -119,6 +118,20 @@ class OpenAIProvider:
             raise ProviderError(_UNREADABLE.format(name="OpenAI")) from exc
         if not finished:
             raise ProviderError(_DROPPED)
+
+
+async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The data of each server-sent event (its `data:` lines joined by newlines)."""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+        elif line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
+    if data:
+        yield "\n".join(data)
 
 
 _DROPPED = "The connection to OpenAI dropped before the reply finished."
