@@ -9,7 +9,8 @@ reads the counts from `GET /__bench__/writes`, answered here without entering Dj
 them writes nothing and costs the server almost nothing. `GET /__bench__/threads` names the
 server's threads by OS thread id. With BENCH_CPROFILE=<file>, the event loop's thread is
 profiled with cProfile and the stats written to that file at exit; with BENCH_STEP_STATS=<file>,
-the CPU time of each database step (benchmarks/relay/step_stats.py).
+the CPU time of each database step (benchmarks/relay/step_stats.py); with BENCH_GC_STATS=<file>,
+every garbage collection's generation and pause.
 """
 
 from __future__ import annotations
@@ -103,3 +104,24 @@ if stats_path := os.environ.get("BENCH_STEP_STATS"):
     from benchmarks.relay import step_stats
 
     step_stats.install(stats_path)
+
+if gc_path := os.environ.get("BENCH_GC_STATS"):
+    import atexit
+    import gc
+    import time
+
+    _gc_started: list[float] = [0.0]
+    _gc_pauses: list[tuple[int, float]] = []
+
+    def _gc_callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            _gc_started[0] = time.perf_counter()
+        else:
+            _gc_pauses.append((info["generation"], time.perf_counter() - _gc_started[0]))
+
+    gc.callbacks.append(_gc_callback)
+    atexit.register(
+        lambda: open(gc_path, "w").write(  # noqa: SIM115 - at exit
+            json.dumps({"pauses": _gc_pauses, "objects": len(gc.get_objects())})
+        )
+    )

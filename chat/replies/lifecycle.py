@@ -13,11 +13,14 @@ with the process and stay `streaming` until another worker's sweeper noticed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+WARM_FREEZE_SECONDS = 60
 
 
 def install_shutdown_hook() -> None:
@@ -46,4 +49,8 @@ def install_shutdown_hook() -> None:
 
     # Startup triggers fire before the asyncio loop runs; callLater runs inside it.
     reactor.callWhenRunning(reactor.callLater, 0, start_worker)  # type: ignore[attr-defined]
+    # What the first minute of serving built and kept (compiled templates, connections, pools)
+    # lives as long as the process too: freeze it as chatsite/asgi.py froze what importing did,
+    # so a full collection walks only what is new since (its pauses stall every stream).
+    reactor.callWhenRunning(reactor.callLater, WARM_FREEZE_SECONDS, gc.freeze)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", drain)  # type: ignore[attr-defined,arg-type]
