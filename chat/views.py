@@ -22,7 +22,11 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from chat import metrics, providers, services
-from chat.backpressure import ResponseConnection, event_stream_response
+from chat.backpressure import (
+    ResponseConnection,
+    event_stream_response,
+    request_connections_release,
+)
 from chat.errors import ChatInputError, ServiceUnavailable
 from chat.feedback import FeedbackError, message_feedback_set
 from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
@@ -305,6 +309,7 @@ async def _event_stream(
     # reader slot is ours to give back, because the reply is a job that does not depend on us.
     cap = settings.CHAT_MAX_CONNECTION_BUFFER_BYTES
     try:
+        await request_connections_release()
         yield f"{lead}retry: 1000\n\n"
         updates = reply_updates(
             message_id, after=after, idle_seconds=settings.CHAT_SSE_PING_SECONDS

@@ -683,3 +683,55 @@ def test_a_forged_visitor_cookie_is_not_believed(client, other_visitor):
     )
     client.cookies[VISITOR_COOKIE] = other_visitor.visitor_id  # unsigned: a guess
     assert client.get(f"/streaming-demo/c/{theirs.conversation.pk}").status_code == 404
+
+
+class _OpenConnections:
+    """Every database connection the app opens, by the thread that opened it, so a test can ask
+    which are still open."""
+
+    def __init__(self) -> None:
+        import weakref
+
+        self.opened: list[tuple[str, weakref.ref]] = []
+
+    def __call__(self, sender, connection, **kwargs) -> None:
+        import threading
+        import weakref
+
+        self.opened.append((threading.current_thread().name, weakref.ref(connection)))
+
+    def held_by_requests(self) -> list[str]:
+        return [
+            name
+            for name, ref in self.opened
+            if name.startswith("request") and (wrapper := ref()) and wrapper.connection is not None
+        ]
+
+
+@pytest.mark.parametrize("streamed_send", [False, True])
+async def test_an_event_stream_holds_no_database_connection_while_it_lasts(
+    settings, streamed_send
+):
+    # A stream lasts as long as its reply; its request's connection would sit idle all that
+    # time (with 100 SSE readers, PostgreSQL's 100 connections were used up).
+    from django.db.backends.signals import connection_created
+
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 20
+    opened = _OpenConnections()
+    connection_created.connect(opened)
+    try:
+        if streamed_send:
+            cookie, _visitor_id = await anonymous_session()
+            sse = SSE("/streaming-demo/messages", cookie, form=_send_form("hold nothing"))
+        else:
+            cookie, message_id = await _start_reply("hold nothing")
+            sse = SSE(f"/streaming-demo/replies/{message_id}/events", cookie)
+        await sse.open()
+        await sse.event()
+        await sse.event()  # streaming now: the request's checks are done
+        assert opened.opened, "the request read the database"
+        assert opened.held_by_requests() == []
+        await sse.close()
+    finally:
+        connection_created.disconnect(opened)
+    await _wait_idle()

@@ -24,7 +24,11 @@ from chat import metrics, providers, services
 from chat.api import wire
 from chat.api.completions import completion_get, completion_start, visitor_for
 from chat.api.keys import api_key_authenticate
-from chat.backpressure import ResponseConnection, event_stream_response
+from chat.backpressure import (
+    ResponseConnection,
+    event_stream_response,
+    request_connections_release,
+)
 from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
 from chat.models import ApiKey, Message
 from chat.replies.delivery import reply_text_updates
@@ -201,6 +205,7 @@ async def _chunks(
     # Under ASGI a client that goes away cancels this generator: the reply is a job that does
     # not depend on us, so it carries on and is saved. Only the reader slot is ours to give back.
     try:
+        await request_connections_release()
         async for event in _chunk_events(message_id, writer):
             if connection.buffered() > settings.CHAT_MAX_CONNECTION_BUFFER_BYTES:
                 # The client is not reading: drop it rather than queue the reply for it. The
