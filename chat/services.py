@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from chat import providers
 from chat.branches import Tree
-from chat.costs.budgets import BudgetGuard, refusing_allowance, send_budget
+from chat.costs.budgets import BudgetGuard, send_budget
 from chat.errors import ChatInputError, RateLimited, ServiceUnavailable, SpendingCapReached
 from chat.limits import client_key, send_check, streaming_check
 from chat.models import Conversation, Message
@@ -204,7 +204,7 @@ def reply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted
     that version's branch."""
     message = message_get(visitor, message_id)
     conversation = message.conversation
-    _refuse_over_budget(visitor, provider=conversation.provider, model=conversation.model)
+    _budget_for_send(visitor, provider=conversation.provider, model=conversation.model)
     with transaction.atomic():
         streaming_check(visitor)
         conversation = _locked_idle(visitor, conversation.pk)
@@ -226,7 +226,7 @@ def message_edit(*, visitor: Visitor, message_id: int | str, text: str) -> Reply
     original = user_message_get(visitor, message_id)
     text = _validated_text(text)
     conversation = original.conversation
-    _refuse_over_budget(visitor, provider=conversation.provider, model=conversation.model)
+    _budget_for_send(visitor, provider=conversation.provider, model=conversation.model)
     with transaction.atomic():
         streaming_check(visitor)
         conversation = _locked_idle(visitor, conversation.pk)
@@ -368,19 +368,6 @@ def _budget_for_send(visitor: Visitor, *, provider: str, model: str) -> BudgetGu
             budget.refusal.refusal(), retry_after=budget.refusal.seconds_until_reset()
         )
     return budget.guard
-
-
-def _refuse_over_budget(visitor: Visitor, *, provider: str, model: str) -> None:
-    """A send over the person's spending cap is refused before anything reaches the provider."""
-    allowance = refusing_allowance(
-        user_id=visitor.user.pk if visitor.is_authenticated else None,
-        visitor_id=visitor.visitor_id,
-        client_key=client_key(visitor.client_ip),
-        provider=provider,
-        model=model,
-    )
-    if allowance is not None:
-        raise SpendingCapReached(allowance.refusal(), retry_after=allowance.seconds_until_reset())
 
 
 def _assistant_create(

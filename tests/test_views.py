@@ -709,9 +709,7 @@ class _OpenConnections:
 
 
 @pytest.mark.parametrize("streamed_send", [False, True])
-async def test_an_event_stream_holds_no_database_connection_while_it_lasts(
-    settings, streamed_send
-):
+async def test_an_event_stream_holds_no_database_connection_while_it_lasts(settings, streamed_send):
     # A stream lasts as long as its reply; its request's connection would sit idle all that
     # time (with 100 SSE readers, PostgreSQL's 100 connections were used up).
     from django.db.backends.signals import connection_created

@@ -127,32 +127,6 @@ def _billed(provider: str, model: str, on: date | None = None) -> tuple[int, int
     return None if prices is None or prices == (0, 0) else prices
 
 
-def refusing_allowance(
-    *, user_id: int | None, visitor_id: str, provider: str, model: str, client_key: str = ""
-) -> Allowance | None:
-    """The exhausted cap that refuses a send to this model before it starts, or None."""
-    if _billed(provider, model) is None:
-        return None
-    allowance = allowance_for(user_id=user_id, visitor_id=visitor_id, client_key=client_key)
-    if allowance is not None and allowance.exhausted:
-        return allowance
-    return None
-
-
-def refusal_for(
-    *, user_id: int | None, visitor_id: str, provider: str, model: str, client_key: str = ""
-) -> str | None:
-    """Why a send to this model must be refused before it starts, or None."""
-    allowance = refusing_allowance(
-        user_id=user_id,
-        visitor_id=visitor_id,
-        provider=provider,
-        model=model,
-        client_key=client_key,
-    )
-    return allowance.refusal() if allowance else None
-
-
 @dataclass(frozen=True, slots=True)
 class BudgetGuard:
     """What is left of a reply's owner's cap when it starts, and the model's prices, so the job can
@@ -205,7 +179,8 @@ class SendBudget:
 def send_budget(
     *, user_id: int | None, visitor_id: str, provider: str, model: str, client_key: str = ""
 ) -> SendBudget:
-    """`refusal_for` and `budget_guard` in one read, for a send that starts a reply now."""
+    """Whether a send to this model is refused (its cap is spent) and, if not, what is left of
+    the cap for its reply's job (`budget_guard`), from one read."""
     prices = _billed(provider, model)
     if prices is None:
         return SendBudget(None, None)

@@ -236,15 +236,9 @@ def test_reply_streams_over_sse_when_asked_to(page: Any) -> None:
     assert page.url.endswith("?transport=sse")  # the conversation URL keeps the choice
 
 
-def test_stop_mid_reply_keeps_partial_text_after_reload(page: Any) -> None:
-    prompt = "Tell me something long enough to interrupt"
-    full = demo_reply(prompt)
-    open_chat(page)
-    send(page, prompt)
-    wait_for_streamed_text(page, 40)
-    assert page.locator("#stop-button").is_visible()
-    assert not page.locator("#send-button").is_visible()
-
+def stop_and_check_partial_text(page: Any, full: str) -> tuple[Any, str]:
+    """Press Stop mid-reply: it ends within 2 s as "stopped by user", keeping a beginning of
+    the reply; returns the reply's article and its text."""
     started = time.monotonic()
     page.locator("#stop-button").click()
     wait_for_status(page, "stopped", timeout=3_000)
@@ -257,6 +251,19 @@ def test_stop_mid_reply_keeps_partial_text_after_reload(page: Any) -> None:
     assert len(squash(stopped_text)) < len(unmarkdown(full)), "the reply was not stopped"
     assert article.locator(".badge-stopped").inner_text().strip() == "Stopped by user"
     assert page.locator("#send-button").is_visible()
+    return article, stopped_text
+
+
+def test_stop_mid_reply_keeps_partial_text_after_reload(page: Any) -> None:
+    prompt = "Tell me something long enough to interrupt"
+    full = demo_reply(prompt)
+    open_chat(page)
+    send(page, prompt)
+    wait_for_streamed_text(page, 40)
+    assert page.locator("#stop-button").is_visible()
+    assert not page.locator("#send-button").is_visible()
+
+    article, stopped_text = stop_and_check_partial_text(page, full)
     assert not page.locator("#stop-button").is_visible()
     message_id = article.get_attribute("id")
     assert_conversation_url(page)
@@ -281,18 +288,7 @@ def test_stop_mid_reply_over_sse_keeps_partial_text(page: Any) -> None:
     send(page, prompt)
     wait_for_streamed_text(page, 80)  # past the prompt, which the reply has in bold
 
-    started = time.monotonic()
-    page.locator("#stop-button").click()
-    wait_for_status(page, "stopped", timeout=3_000)
-    assert time.monotonic() - started < 2.0, "stopping took too long"
-
-    article = page.locator(ASSISTANT).last
-    stopped_text = article.locator(".msg-text.markdown").inner_text()
-    assert stopped_text.strip(), "the partial text was lost"
-    assert unmarkdown(full).startswith(squash(stopped_text)), stopped_text
-    assert len(squash(stopped_text)) < len(unmarkdown(full)), "the reply was not stopped"
-    assert article.locator(".badge-stopped").inner_text().strip() == "Stopped by user"
-    assert page.locator("#send-button").is_visible()
+    stop_and_check_partial_text(page, full)
     assert [path for path in requests if "/static/" not in path] == ["/streaming-demo/messages"] * 2
 
 
