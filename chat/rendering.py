@@ -148,7 +148,8 @@ def delta_fragment(message_id: int, seq: int, text: str) -> str:
 
 
 def message_fragment(message: Any, *, oob: str = "outerHTML") -> str:
-    message = message_with_versions(message)
+    if getattr(message, "versions", None) is None:  # not known yet: read its siblings
+        message = message_with_versions(message)
     return render_to_string("chat/partials/_message.html", {"m": message, "oob": oob})
 
 

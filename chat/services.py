@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat import providers
-from chat.branches import Tree
+from chat.branches import Tree, Versions
 from chat.costs.budgets import BudgetGuard, send_budget
 from chat.errors import ChatInputError, RateLimited, ServiceUnavailable, SpendingCapReached
 from chat.limits import client_key, send_check, streaming_check
@@ -192,7 +192,12 @@ def reply_start(
         created_conversation=created,
         # Built from what this send read and wrote: the job starts without reading it again.
         job_context=job_context_build(
-            assistant_message, conversation, [*path, user_message], budget=budget
+            assistant_message,
+            conversation,
+            [*path, user_message],
+            budget=budget,
+            # The only reply to a message sent just now.
+            versions=Versions(index=1, count=1, previous_id=None, next_id=None),
         ),
     )
 

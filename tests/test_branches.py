@@ -3,11 +3,13 @@ the fake upstream received), versions, failed turns, and the totals and usage fi
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.apps import apps
+from django.urls import reverse
 
 from chat import services
 from chat.branches import Tree, history_turns
@@ -168,6 +170,49 @@ async def test_regenerate_keeps_every_version_and_switches_between_them(visitor,
     assert (await shown(conversation_id))[-1] == ("assistant", "First take.")
     # Staff see which versions are off the visible branch.
     assert await Message.objects.filter(pk=again.assistant_message.pk, superseded=True).aexists()
+
+
+async def test_a_finished_reply_is_numbered_among_its_versions_without_a_query(
+    visitor, openai_upstream, monkeypatch
+):
+    """No version can be added beside a reply while it streams (a send, a regenerate and an
+    edit need the conversation idle), so the job numbers the finished message it hands its
+    readers from what it knew at the start: 1 of 1 after a send, 2 of 2 after a regenerate,
+    without reading the siblings again."""
+    from chat import rendering
+    from chat.replies.streams import get_reply_stream
+
+    read: list[int] = []
+    original = rendering.message_with_versions
+    monkeypatch.setattr(
+        rendering, "message_with_versions", lambda m: read.append(m.pk) or original(m)
+    )
+
+    async def finished_html(message_id: int) -> str:
+        entries = await get_reply_stream().read(message_id, after=0, timeout=0)
+        assert entries[-1].kind == "end"
+        return entries[-1].html
+
+    openai_upstream.script(text="First take.")
+    first = await sync_to_async(services.reply_start)(
+        visitor=visitor, conversation_id=None, text="Tell me a joke", model_choice=MODEL
+    )
+    # As a send launches it: with the context the send built.
+    await asyncio.wait_for(
+        services.reply_generate(first.assistant_message.pk, first.job_context), 10
+    )
+    html = await finished_html(first.assistant_message.pk)
+    assert "First take." in html and 'class="versions"' not in html
+
+    openai_upstream.script(text="Second take.")
+    again = await sync_to_async(services.reply_regenerate)(
+        visitor=visitor, message_id=first.assistant_message.pk
+    )
+    await run_job(again.assistant_message.pk)  # its context read from the database
+    html = await finished_html(again.assistant_message.pk)
+    assert '<span class="version-count">2/2</span>' in html
+    assert reverse("chat:show_version", args=[first.assistant_message.pk]) in html
+    assert read == []
 
 
 async def test_retry_works_on_an_earlier_failed_reply(visitor, openai_upstream):

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from chat import metrics, providers
 from chat.analytics.rollups import rollup_invalidate
-from chat.branches import Tree, history_turns
+from chat.branches import Tree, Versions, history_turns
 from chat.costs.budgets import BudgetGuard, budget_guard
 from chat.costs.pricing import price_reply
 from chat.models import Conversation, Message
@@ -147,6 +147,10 @@ class JobContext:
     estimated_input_tokens: int
     budget: BudgetGuard | None = None
     requested_max_tokens: int | None = None
+    # Where the reply stands among its siblings (‹ 1/2 ›). No sibling can be added while it
+    # streams (a send, a regenerate and an edit need the conversation idle), so what was true
+    # at its start is true at its end, and its finished fragment needs no query for it.
+    versions: Versions | None = None
 
     @property
     def max_output_tokens(self) -> int:
@@ -168,6 +172,7 @@ def job_context_build(
     path: Sequence[Message],
     *,
     budget: BudgetGuard | None,
+    versions: Versions | None = None,
 ) -> JobContext:
     """The context of reply `message` whose ancestors are `path` (root first, ending with the
     question). The history is that branch only — never another version's, whatever the page
@@ -185,6 +190,7 @@ def job_context_build(
         estimated_input_tokens=estimate_tokens_for_chars(prompt_chars),
         budget=budget,
         requested_max_tokens=message.max_output_tokens,
+        versions=versions,
     )
 
 
@@ -204,7 +210,13 @@ def _job_context(message_id: int, *, with_budget: bool = True) -> JobContext:
         if with_budget
         else None
     )
-    return job_context_build(message, conversation, tree.path_to(message.parent_id), budget=budget)
+    return job_context_build(
+        message,
+        conversation,
+        tree.path_to(message.parent_id),
+        budget=budget,
+        versions=tree.versions(message),
+    )
 
 
 class SharedStreamDown(Exception):
@@ -335,7 +347,8 @@ async def reply_generate(message_id: int, context: JobContext | None = None) -> 
         if tasks:
             await asyncio.wait(tasks, timeout=FINISH_BOUND_SECONDS)
         # Shielded: a shutdown that cancels this job must still save the partial text.
-        await asyncio.shield(_finish(message_id, state, publisher, ended, error_text))
+        versions = context.versions if context is not None else None
+        await asyncio.shield(_finish(message_id, state, publisher, ended, error_text, versions))
     # Readers already have the whole reply; naming the conversation (CHAT_TITLE_MODEL) after
     # its first reply happens in the same job, without delaying them.
     if ended == Message.EndedReason.COMPLETED and settings.CHAT_TITLE_MODEL:
@@ -468,7 +481,12 @@ async def _flush_periodically(message_id: int, state: _ReplyState) -> None:
 
 
 async def _finish(
-    message_id: int, state: _ReplyState, publisher: _Publisher, ended: str, error_text: str
+    message_id: int,
+    state: _ReplyState,
+    publisher: _Publisher,
+    ended: str,
+    error_text: str,
+    versions: Versions | None = None,
 ) -> None:
     # Readers get every delta before the ending, so the recorded text is what they were sent.
     # If the shared stream failed, they find the ending (and all the text) in the database.
@@ -477,7 +495,9 @@ async def _finish(
     try:
         for attempt in range(3):
             try:
-                recorded = await writer_call(_record_ending, message_id, state, ended, error_text)
+                recorded = await writer_call(
+                    _record_ending, message_id, state, ended, error_text, versions
+                )
                 html = await _final_html(recorded)
                 break
             except DatabaseError:
@@ -520,9 +540,14 @@ async def _final_html(message: Message | None) -> str:
 
 
 def _record_ending(
-    message_id: int, state: _ReplyState, ended: str, error_text: str
+    message_id: int,
+    state: _ReplyState,
+    ended: str,
+    error_text: str,
+    versions: Versions | None = None,
 ) -> Message | None:
-    """Save how the reply ended; returns it as saved (None: it was already recorded)."""
+    """Save how the reply ended; returns it as saved (None: it was already recorded), with its
+    `versions` when the job knew them."""
     finished = time.monotonic()
     with transaction.atomic():
         # Only the message row: a send locks the conversation first, then reaps its replies.
@@ -551,6 +576,9 @@ def _record_ending(
         _usage_record(message, usage, source)
         message.tokens_per_second = _output_speed(state, usage.output_tokens)
         _ending_save(message, updated_at=timezone.now())
+        if versions is not None and not reaped:
+            # Reaped, the conversation was idle meanwhile and may have a new version beside it.
+            message.versions = versions  # type: ignore[attr-defined]
         metrics.reply_ended(
             provider=message.provider, reason=ended, output_tokens=usage.output_tokens
         )
