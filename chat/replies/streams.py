@@ -170,7 +170,12 @@ class MemoryReplyStream(ReplyStream):
         self._logs: dict[int, _Log] = {}
 
     def _log(self, message_id: int) -> _Log:
-        return self._logs.setdefault(message_id, _Log())
+        # Not `setdefault(message_id, _Log())`, which builds a log (and its Event) on every
+        # call: this runs for every delta, once to publish it and once per reader.
+        log = self._logs.get(message_id)
+        if log is None:
+            log = self._logs[message_id] = _Log()
+        return log
 
     async def publish(self, message_id: int, deltas: list[tuple[int, str]]) -> None:
         self.publish_now(message_id, deltas)
