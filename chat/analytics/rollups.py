@@ -78,11 +78,7 @@ class UsageFilter:
         return condition
 
     def _dimensions(self) -> Q:
-        condition = Q()
-        if self.provider:
-            condition &= Q(provider=self.provider)
-        if self.model:
-            condition &= Q(model=self.model)
+        condition = self.model_q()
         if self.source:
             condition &= Q(source=self.source)
         return condition
