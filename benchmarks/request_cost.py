@@ -116,16 +116,15 @@ def main() -> None:
     pending = iter(started)
     ended: list[Any] = []
 
-    def _end(reply: services.ReplyStarted, state: Any) -> Any:
-        # As the job records it: with the versions its send knew.
-        context = reply.job_context
-        versions = context.versions if context is not None else None
-        return jobs._record_ending(reply.assistant_message.pk, state, "completed", "", versions)
-
     def end() -> None:
+        reply = next(pending)
         state = jobs._ReplyState()
         state.parts, state.seq, state.first_token_at = ["word " * 100], 100, time.monotonic()
-        ended.append(_end(next(pending), state))
+        # As the job records it: with the versions its send knew.
+        versions = reply.job_context.versions if reply.job_context else None
+        ended.append(
+            jobs._record_ending(reply.assistant_message.pk, state, "completed", "", versions)
+        )
 
     runs = args.runs
     # Every reply: its send, the send's answer, its ending, the finished message the job renders.

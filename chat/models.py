@@ -463,8 +463,7 @@ class UsageDayModel(models.Model):
 class UsageDayLatency(models.Model):
     """How fast one model answered on one day for one source and kind of owner, as histograms
     (`chat.analytics.histograms`: counts by bucket, buckets 2 % wide on a log scale), so
-    percentiles merge
-    across days and models exact to within 1 %."""
+    percentiles merge across days and models exact to within 1 %."""
 
     usage_day = models.ForeignKey(
         UsageDay, on_delete=models.CASCADE, db_column="day", related_name="latencies"

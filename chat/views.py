@@ -192,6 +192,8 @@ async def _started_stream(
 ) -> HttpResponseBase:
     """The SSE page's send in one request: the new bubbles as the first event, then the reply
     itself, as its events view sends it. htmx's hx-sse reads an event stream from any request."""
+    # Rendered before a reader slot is taken, so that a failure here (the database down) holds
+    # none; a refused slot then renders it again without the streamed mark (rare).
     html = await sync_to_async(started_fragment)(started, streamed=True)
     try:
         slot = reader_acquire(visitor)

@@ -8,8 +8,7 @@ SOCKET_MARGIN_SECONDS after that, so no read can outlive its socket, however lon
 readers just read again. tests/test_streams.py asserts the relationship.
 
 No Django imports: chatsite/settings.py uses these for the cache, chat/replies/streams.py for the
-reply
-stream.
+reply stream.
 """
 
 from __future__ import annotations

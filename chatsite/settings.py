@@ -136,8 +136,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 
 # No channel layer: nothing sends to groups or channels (replies travel through the reply stream,
 # chat/replies/streams.py). A Redis layer would hold a blocking read per WebSocket whose timeouts
-# closed
-# idle sockets with 1011; without a layer a consumer has no such read at all.
+# closed idle sockets with 1011; without a layer a consumer has no such read at all.
 CHANNEL_LAYERS: dict[str, dict[str, object]] = {}
 
 if REDIS_URL:
@@ -326,8 +325,8 @@ CHAT_SHUTDOWN_GRACE_SECONDS = env.float("CHAT_SHUTDOWN_GRACE_SECONDS", default=8
 CHAT_REDIS_PUBLISH_MS = env.int("CHAT_REDIS_PUBLISH_MS", default=350)
 CHAT_JOB_DB_THREADS = env.int("CHAT_JOB_DB_THREADS", default=4)
 # How long a worker keeps the price overrides and spending caps it read
-# (chat/costs/staff_config.py);
-# an edit in the admin reaches the worker that made it at once, the others within this time.
+# (chat/costs/staff_config.py); an edit in the admin reaches the worker that made it at once, the
+# others within this time.
 CHAT_STAFF_CONFIG_SECONDS = env.float("CHAT_STAFF_CONFIG_SECONDS", default=5.0)
 # Idle threads kept for HTTP requests' synchronous work (chatsite/request_threads.py); a request
 # never shares one with another in flight, so more concurrent requests start more.

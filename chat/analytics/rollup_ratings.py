@@ -68,8 +68,7 @@ def ratings_refresh(days: Iterable[date]) -> None:
 def rollup_ratings_invalidate(day: date) -> None:
     """A rating of a reply of `day` changed: if the day is rolled up, its ratings are counted
     again by the next view. An upsert, as `chat.analytics.rollups.rollup_invalidate`; a day not
-    rolled up
-    yet is inserted stale (the next view rolls it up, as it would)."""
+    rolled up yet is inserted stale (the next view rolls it up, as it would)."""
     if day < timezone.localdate():
         UsageDay.objects.bulk_create(
             [UsageDay(day=day, stale=True, ratings_stale=True)],

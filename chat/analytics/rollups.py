@@ -366,8 +366,7 @@ def figures_from_rollups(
 ) -> DayFigures:
     """The rolled-up days' models and latencies (owners are summed in the database instead: see
     `chat.analytics.summary`). Without a source or owner filter both are merged over sources and
-    kinds
-    of owner, which are left empty."""
+    kinds of owner, which are left empty."""
     days = list(days)
     if not days:
         return DayFigures([], [], [])

@@ -3,9 +3,8 @@ analytics can be measured and tried out.
 
 Everything it writes is marked: users are named `seed-user-NNNN` and anonymous visitors' ids start
 with `seed-`, which is how `seed_usage --clear` finds them again. Costs come from
-`chat.costs.pricing.price_reply`, as for real replies; only the arithmetic is done here, from unit
-prices
-read once per model.
+`chat.costs.pricing.price_reply`, as for real replies; only the arithmetic is done here, from
+unit prices read once per model.
 """
 
 from __future__ import annotations

@@ -1,14 +1,12 @@
 """This worker process: its identity, its heartbeat, its sweeper, and draining at shutdown.
 
-Every worker, from start-up (chat/replies/lifecycle.py starts it under Daphne; the first job starts
-it
-elsewhere), beats every quarter of CHAT_WORKER_DEAD_AFTER_SECONDS: it marks its live replies alive
-in the database (one UPDATE for all of them) and, with Redis, writes its id and their ids under a
-key that expires after CHAT_WORKER_DEAD_AFTER_SECONDS. Each beat it also sweeps: replies whose
-worker fell silent that long are ended as `interrupted` (chat/replies/jobs.py `reply_reap_stale`),
-their
-text rebuilt from the shared stream and their end marker written there, so readers on any worker
-get the ending.
+Every worker, from start-up (chat/replies/lifecycle.py starts it under Daphne; the first job
+starts it elsewhere), beats every quarter of CHAT_WORKER_DEAD_AFTER_SECONDS: it marks its live
+replies alive in the database (one UPDATE for all of them) and, with Redis, writes its id and their
+ids under a key that expires after CHAT_WORKER_DEAD_AFTER_SECONDS. Each beat it also sweeps:
+replies whose worker fell silent that long are ended as `interrupted` (chat/replies/jobs.py
+`reply_reap_stale`), their text rebuilt from the shared stream and their end marker written there,
+so readers on any worker get the ending.
 """
 
 from __future__ import annotations
