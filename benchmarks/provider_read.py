@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from chatsite.server import event_loop_install
+    from chatsite.serving.server import event_loop_install
 
     event_loop_install(args.event_loop)
     with contextlib.suppress(AttributeError, OSError):

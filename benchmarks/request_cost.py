@@ -72,9 +72,10 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from chat import selectors, services
-    from chat.rendering import final_fragment, started_fragment
+    from chat.conversations import reads as selectors
     from chat.replies import delivery, jobs
+    from chat.replies import start as services
+    from chat.web.rendering import final_fragment, started_fragment
     from chatsite.asgi import application
 
     rows: list[tuple[str, float]] = []

@@ -21,6 +21,11 @@ class ChatConfig(AppConfig):
         from django.db.backends.signals import connection_created
 
         connection_created.connect(_sqlite_pragmas, dispatch_uid="chat_sqlite_pragmas")
+        # Sign-in claims a visitor's conversations and sign-out forgets the visitor: connected
+        # here, because nothing a serving process imports would otherwise import the receivers.
+        from chat.web import receivers
+
+        receivers.connect()
         # Import the configured SDKs now: importing one lazily inside the event loop on the first
         # reply would stall every stream of the process for most of a second.
         from django.conf import settings

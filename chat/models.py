@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from chat.costs.money import MicroDollarsField
+from chat.money import MicroDollarsField
 
 
 class ConversationQuerySet(models.QuerySet["Conversation"]):
@@ -51,7 +51,7 @@ class Conversation(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField("last activity", default=timezone.now, db_index=True)
 
-    # The last message of the branch the owner sees (see chat/branches.py); set whenever a
+    # The last message of the branch the owner sees (see chat/conversations/tree.py); set whenever a
     # message is added, a version is chosen or a failed turn is deleted.
     current_leaf = models.ForeignKey(
         "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -168,7 +168,8 @@ class MessageQuerySet(models.QuerySet["Message"]):
     def visible(self) -> MessageQuerySet:
         """The messages of the branch the owner sees: other versions (Retry, Regenerate, an
         edited message) are marked `superseded`, deleted failed turns and title jobs drop out.
-        The branch itself is the path to `Conversation.current_leaf` (chat/branches.py)."""
+        The branch itself is the path to `Conversation.current_leaf`
+        (chat/conversations/tree.py)."""
         return self.filter(superseded=False, deleted_at__isnull=True, kind=Message.Kind.CHAT)
 
     def chat(self) -> MessageQuerySet:

@@ -13,11 +13,11 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from chat.backpressure import BufferedBytesMiddleware  # noqa: E402
-from chat.origins import SameOriginValidator  # noqa: E402
-from chat.replies.lifecycle import install_shutdown_hook  # noqa: E402
-from chat.routing import websocket_urlpatterns  # noqa: E402
-from chatsite.request_threads import RequestThreads  # noqa: E402
+from chat.web.backpressure import BufferedBytesMiddleware  # noqa: E402
+from chat.web.origins import SameOriginValidator  # noqa: E402
+from chat.web.routing import websocket_urlpatterns  # noqa: E402
+from chatsite.serving.lifecycle import install_shutdown_hook  # noqa: E402
+from chatsite.serving.request_threads import RequestThreads  # noqa: E402
 
 install_shutdown_hook()
 
@@ -26,10 +26,10 @@ application = BufferedBytesMiddleware(
     RequestThreads(
         ProtocolTypeRouter(
             {
-                # Static files are served by WhiteNoise inside Django (see chatsite/static.py).
+                # Static files are served by WhiteNoise inside Django (chatsite/serving/static.py).
                 "http": django_asgi_app,
                 # The Origin must be the site's own (scheme, host and port), as for a POST: see
-                # chat/origins.py for why Channels' host-only check is not enough.
+                # chat/web/origins.py for why Channels' host-only check is not enough.
                 "websocket": SameOriginValidator(
                     AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
                 ),

@@ -70,7 +70,7 @@ INSTALLED_APPS = [
     "csp",
     "django_htmx",
     "chat",
-    # Single sign-on through OpenID Connect (used only when CHAT_OIDC_* is set; chat/accounts.py).
+    # Single sign-on through OpenID Connect (only when CHAT_OIDC_* is set; chat/web/accounts.py).
     "allauth",
     "allauth.account",
     "allauth.socialaccount",
@@ -79,21 +79,22 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # Django's and django-csp's middleware, their hooks run on the event loop rather than in a
-    # thread per hook (chatsite/inline_middleware.py): ~10 fewer thread hops per request.
-    "chatsite.inline_middleware.InlineSecurityMiddleware",
+    # thread per hook (chatsite/serving/inline_middleware.py): ~10 fewer thread hops per request.
+    "chatsite.serving.inline_middleware.InlineSecurityMiddleware",
     # Right after SecurityMiddleware, so static files get its headers (nosniff) and nothing else
-    # runs for them. An async-capable subclass of WhiteNoise's middleware (see chatsite/static.py).
-    "chatsite.static.AsyncWhiteNoiseMiddleware",
-    "chatsite.logs.RequestIdMiddleware",
-    "chatsite.inline_middleware.InlineCSPMiddleware",
-    "chat.middleware.FormCharsetMiddleware",
-    "chatsite.inline_middleware.InlineSessionMiddleware",
-    "chatsite.inline_middleware.InlineCommonMiddleware",
-    "chatsite.inline_middleware.InlineCsrfViewMiddleware",
-    "chatsite.inline_middleware.InlineAuthenticationMiddleware",
-    "chat.middleware.VisitorCookieMiddleware",
+    # runs for them. An async-capable subclass of WhiteNoise's middleware
+    # (chatsite/serving/static.py).
+    "chatsite.serving.static.AsyncWhiteNoiseMiddleware",
+    "chatsite.ops.logs.RequestIdMiddleware",
+    "chatsite.serving.inline_middleware.InlineCSPMiddleware",
+    "chat.web.middleware.FormCharsetMiddleware",
+    "chatsite.serving.inline_middleware.InlineSessionMiddleware",
+    "chatsite.serving.inline_middleware.InlineCommonMiddleware",
+    "chatsite.serving.inline_middleware.InlineCsrfViewMiddleware",
+    "chatsite.serving.inline_middleware.InlineAuthenticationMiddleware",
+    "chat.web.middleware.VisitorCookieMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "chatsite.inline_middleware.InlineXFrameOptionsMiddleware",
+    "chatsite.serving.inline_middleware.InlineXFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
 ]
@@ -111,7 +112,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "chat.accounts.account_options",
+                "chat.web.accounts.account_options",
             ],
         },
     },
@@ -140,7 +141,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 CHANNEL_LAYERS: dict[str, dict[str, object]] = {}
 
 if REDIS_URL:
-    from chatsite.redis_options import cache_options
+    from chat.replies.redis_options import cache_options
 
     CACHES = {
         "default": {
@@ -190,7 +191,7 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:home"
 LOGOUT_REDIRECT_URL = "chat:home"
 
-# --- Accounts (chat/accounts.py; README "Accounts") --------------------------------------------
+# --- Accounts (chat/web/accounts.py; README "Accounts") -------------------------------------------
 # Self sign-up at /accounts/signup/: anyone may create a normal account (off: the page is a 404).
 CHAT_SIGNUP = env.bool("CHAT_SIGNUP", default=False)
 CHAT_SIGNUP_RATE_LIMIT = env.str("CHAT_SIGNUP_RATE_LIMIT", default="5/h")  # per client IP
@@ -217,8 +218,8 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "allauth.account.auth_backends.AuthenticationBackend",
 ]
-ACCOUNT_ADAPTER = "chat.accounts.AccountAdapter"
-SOCIALACCOUNT_ADAPTER = "chat.accounts.SocialAccountAdapter"
+ACCOUNT_ADAPTER = "chat.web.accounts.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "chat.web.accounts.SocialAccountAdapter"
 ACCOUNT_EMAIL_VERIFICATION = "none"
 SOCIALACCOUNT_EMAIL_VERIFICATION = "none"
 SOCIALACCOUNT_AUTO_SIGNUP = True
@@ -263,7 +264,7 @@ STATIC_MANIFEST = env.bool("DJANGO_STATIC_MANIFEST", default=False)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
-        "BACKEND": "chatsite.static.ManifestStaticFilesStorage"
+        "BACKEND": "chatsite.serving.static.ManifestStaticFilesStorage"
         if STATIC_MANIFEST
         else "whitenoise.storage.CompressedStaticFilesStorage"
     },
@@ -279,7 +280,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "json": {"()": "chatsite.logs.JsonFormatter"},
+        "json": {"()": "chatsite.ops.logs.JsonFormatter"},
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "handlers": {
@@ -292,7 +293,7 @@ LOGGING = {
     "loggers": {"chat": {"level": LOG_LEVEL}},
 }
 
-# --- Chat -------------------------------------------------------------------------------------
+# --- Chat -----------------------------------------------------------------------------------------
 CHAT_DEMO_ENABLED = env.bool("CHAT_DEMO_ENABLED", default=True)
 CHAT_DEMO_TOKENS_PER_SECOND = env.float("CHAT_DEMO_TOKENS_PER_SECOND", default=30.0)
 
@@ -328,8 +329,8 @@ CHAT_JOB_DB_THREADS = env.int("CHAT_JOB_DB_THREADS", default=4)
 # (chat/costs/staff_config.py); an edit in the admin reaches the worker that made it at once, the
 # others within this time.
 CHAT_STAFF_CONFIG_SECONDS = env.float("CHAT_STAFF_CONFIG_SECONDS", default=5.0)
-# Idle threads kept for HTTP requests' synchronous work (chatsite/request_threads.py); a request
-# never shares one with another in flight, so more concurrent requests start more.
+# Idle threads kept for HTTP requests' synchronous work (chatsite/serving/request_threads.py);
+# a request never shares one with another in flight, so more concurrent requests start more.
 CHAT_REQUEST_THREADS = env.int("CHAT_REQUEST_THREADS", default=32)
 CHAT_SSE_PING_SECONDS = env.float("CHAT_SSE_PING_SECONDS", default=15.0)
 CHAT_STREAM_RETENTION_SECONDS = env.int("CHAT_STREAM_RETENTION_SECONDS", default=3600)
@@ -340,7 +341,7 @@ CHAT_RATE_LIMIT = env.str("CHAT_RATE_LIMIT", default="20/m")
 CHAT_LOGIN_RATE_LIMIT = env.str("CHAT_LOGIN_RATE_LIMIT", default="10/15m")
 CHAT_LOGIN_IP_RATE_LIMIT = env.str("CHAT_LOGIN_IP_RATE_LIMIT", default="50/15m")
 
-# --- Limits (chat/limits.py; README "Security") ------------------------------------------------
+# --- Limits (chat/conversations/limits.py; README "Security") -------------------------------------
 # Sends per person (user or anonymous visitor) and per client IP, shared through the cache.
 CHAT_IP_RATE_LIMIT = env.str("CHAT_IP_RATE_LIMIT", default="60/m")
 # Replies streaming at once, per person and per client IP (0: no cap).

@@ -6,13 +6,13 @@ from django.http import HttpRequest, HttpResponsePermanentRedirect
 from django.templatetags.static import static
 from django.urls import URLPattern, URLResolver, include, path
 
-from chat import accounts
-from chat.auth_views import admin_login, throttled
-from chatsite import probes
+from chat.web import accounts
+from chat.web.auth_views import admin_login, throttled
+from chatsite.ops import probes
 
 _auth = auth_views
 account_urls: list[URLPattern | URLResolver] = [
-    # Both sign-in forms count failed attempts (chat/auth_views.py).
+    # Both sign-in forms count failed attempts (chat/web/auth_views.py).
     path(
         "login/",
         throttled(_auth.LoginView.as_view(redirect_authenticated_user=True)),
@@ -25,7 +25,7 @@ account_urls: list[URLPattern | URLResolver] = [
         _auth.PasswordChangeDoneView.as_view(),
         name="password_change_done",
     ),
-    # Password reset exists only with EMAIL_URL (a 404 otherwise; chat/accounts.py).
+    # Password reset exists only with EMAIL_URL (a 404 otherwise; chat/web/accounts.py).
     path("password_reset/", accounts.password_reset, name="password_reset"),
     path("password_reset/done/", accounts.password_reset_done, name="password_reset_done"),
     path("reset/<uidb64>/<token>/", accounts.password_reset_confirm, name="password_reset_confirm"),
@@ -60,5 +60,5 @@ urlpatterns = [
     path("accounts/", include(account_urls)),
     # The OpenAI-compatible API (chat/api/); its clients set base_url to .../v1.
     path("v1/", include("chat.api.urls")),
-    path("", include("chat.urls")),
+    path("", include("chat.web.urls")),
 ]

@@ -187,7 +187,7 @@ class Deployment:
             port = sock.getsockname()[1]
             worker_env = {**self.env, "CHAT_WORKER": str(index + 1)}
             command = [
-                sys.executable, "-m", "chatsite.server",  # Daphne on uvloop
+                sys.executable, "-m", "chatsite.serving.server",  # Daphne on uvloop
                 "--fd", str(sock.fileno()),
                 # The proxy's client address is in X-Forwarded-For, which the app reads itself
                 # from CHAT_TRUSTED_PROXIES only; Daphne must not believe it for everyone.

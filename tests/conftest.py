@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 from django.contrib.auth.models import AnonymousUser
 
+from chat.conversations.reads import Visitor
 from chat.costs.staff_config import staff_config_forget
 from chat.replies.streams import reset_reply_stream
-from chat.selectors import Visitor
 from tests.fake_upstream import fake_upstream  # noqa: F401 - a fixture
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

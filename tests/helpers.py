@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
 
-from chat.signals import VISITOR_SESSION_KEY
+from chat.web.visitors import VISITOR_SESSION_KEY
 
 SEQ_TEXT = re.compile(r'<span data-seq="(\d+)">(.*?)</span>', re.S)
 
@@ -32,7 +32,7 @@ def deltas(fragment: str) -> list[tuple[int, str]]:
 
 def client_visitor_id(client) -> str:
     """The anonymous visitor id a test client's page visit was given (a signed cookie)."""
-    from chat.visitors import VISITOR_COOKIE, _unsigned
+    from chat.web.visitors import VISITOR_COOKIE, _unsigned
 
     return _unsigned(client.cookies[VISITOR_COOKIE].value)
 

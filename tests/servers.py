@@ -83,7 +83,15 @@ def daphne_worker(env: dict[str, str], log_path: Path) -> Iterator[Worker]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
-        command = [sys.executable, "-m", "chatsite.server", "-b", "127.0.0.1", "-p", str(port)]
+        command = [
+            sys.executable,
+            "-m",
+            "chatsite.serving.server",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ]
         process = subprocess.Popen(
             [*command, "chatsite.asgi:application"],
             cwd=REPO,

@@ -16,8 +16,8 @@ from django.core import mail
 from django.core.cache import cache
 from django.test import Client
 
-from chat import services
 from chat.models import Conversation
+from chat.replies import start as services
 from tests.fake_oidc import running_fake_issuer
 from tests.servers import REPO, app_env, free_port
 from tests.test_views import page_visitor
@@ -215,7 +215,7 @@ call_command("migrate", verbosity=0)
 from django.conf import settings
 from django.test import RequestFactory
 from allauth.socialaccount.adapter import get_adapter
-from chat.accounts import account_options
+from chat.web.accounts import account_options
 apps = get_adapter().list_apps(RequestFactory().get("/"), provider="openid_connect")
 print(json.dumps({
     "apps": [{"provider_id": a.provider_id, "name": a.name, "client_id": a.client_id,

@@ -12,11 +12,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from chat import services
 from chat.analytics import summary as analytics
 from chat.analytics.histograms import Histogram, bucket_of, bucket_value
 from chat.analytics.summary import Period, usage_summary
 from chat.models import Conversation, Message, UsageDay
+from chat.replies import start as services
 from chat.replies import workers
 
 pytestmark = pytest.mark.django_db

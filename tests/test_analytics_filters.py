@@ -14,9 +14,9 @@ import time_machine
 from chat.analytics import summary as analytics
 from chat.analytics.rollups import UsageFilter
 from chat.analytics.summary import Period, usage_summary
-from chat.feedback import message_feedback_set
+from chat.conversations.feedback import message_feedback_set
+from chat.conversations.reads import Visitor
 from chat.models import Conversation, Message, UsageDay
-from chat.selectors import Visitor
 from tests.test_analytics import NOW, TODAY, URL, figures, reply
 from tests.test_analytics import history as history  # noqa: F401 - a fixture
 

@@ -25,11 +25,11 @@ from django.contrib.sessions.models import Session
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from chat import services
 from chat.api.keys import api_key_authenticate, api_key_create
+from chat.conversations.reads import Visitor
 from chat.models import ApiKey, Conversation, Message, SpendingCap
 from chat.providers.demo import demo_reply
-from chat.selectors import Visitor
+from chat.replies import start as services
 from tests.fake_upstream import FakeUpstream, running_fake_upstream
 from tests.servers import app_env, daphne
 

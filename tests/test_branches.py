@@ -11,11 +11,11 @@ from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.urls import reverse
 
-from chat import services
-from chat.branches import Tree, history_turns
+from chat.conversations.reads import conversation_messages
+from chat.conversations.tree import Tree, history_turns
 from chat.models import Conversation, Message
 from chat.providers.base import ChatTurn
-from chat.selectors import conversation_messages
+from chat.replies import start as services
 from tests.test_services import run_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -179,8 +179,8 @@ async def test_a_finished_reply_is_numbered_among_its_versions_without_a_query(
     edit need the conversation idle), so the job numbers the finished message it hands its
     readers from what it knew at the start: 1 of 1 after a send, 2 of 2 after a regenerate,
     without reading the siblings again."""
-    from chat import rendering
     from chat.replies.streams import get_reply_stream
+    from chat.web import rendering
 
     read: list[int] = []
     original = rendering.message_with_versions

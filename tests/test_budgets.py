@@ -10,11 +10,11 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from chat import services
+from chat.conversations.reads import Visitor
 from chat.costs.budgets import allowance_for, spending_cap_for
 from chat.models import Conversation, Message, PriceOverride, SpendingCap
 from chat.providers.demo import demo_reply
-from chat.selectors import Visitor
+from chat.replies import start as services
 from tests.test_views import HTMX, apage_visitor
 
 pytestmark = pytest.mark.django_db(transaction=True)

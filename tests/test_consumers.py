@@ -102,7 +102,7 @@ async def test_the_socket_that_sent_gets_the_reply_without_waiting_for_its_watch
 async def test_the_pages_watch_of_the_reply_its_socket_follows_reads_nothing(settings, monkeypatch):
     # The page watches every streaming reply it shows, the one this socket sent included: that
     # socket already follows it, so the watch costs no database read.
-    from chat import consumers
+    from chat.web import consumers
 
     checked: list[int] = []
     real_message_get = consumers.message_get

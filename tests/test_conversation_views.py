@@ -11,8 +11,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from chat import services
 from chat.models import Conversation, Message
+from chat.replies import start as services
 from tests.test_views import HTMX, page_visitor
 
 pytestmark = pytest.mark.django_db(transaction=True)

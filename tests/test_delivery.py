@@ -12,7 +12,7 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import services
+from chat.replies import start as services
 from chat.replies.delivery import Update, reply_updates
 from chat.replies.streams import get_reply_stream
 from tests.helpers import deltas

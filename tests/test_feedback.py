@@ -7,10 +7,10 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import Http404
 
-from chat import services
-from chat.feedback import message_feedback_set
+from chat.conversations.feedback import message_feedback_set
+from chat.conversations.reads import Visitor
 from chat.models import Conversation, Message
-from chat.selectors import Visitor
+from chat.replies import start as services
 from tests.helpers import client_visitor_id
 
 pytestmark = pytest.mark.django_db

@@ -23,9 +23,9 @@ from django.test import AsyncClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chat.conversations.text import has_visible, text_clean
 from chat.models import Message
-from chat.signals import VISITOR_SESSION_KEY
-from chat.text import has_visible, text_clean
+from chat.web.visitors import VISITOR_SESSION_KEY
 from chatsite.asgi import application
 
 # Thousands of examples make one test: the suite's 120 s per-test limit is for ordinary tests.

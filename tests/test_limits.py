@@ -14,10 +14,11 @@ from django.contrib.auth.models import AnonymousUser
 from django.test import AsyncClient, Client
 from django.utils import timezone
 
-from chat import limits, services
-from chat.limits import client_ip_from, client_key
+from chat.conversations import limits
+from chat.conversations.limits import client_ip_from, client_key
+from chat.conversations.reads import Visitor
 from chat.models import Conversation, Message, SpendingCap
-from chat.selectors import Visitor
+from chat.replies import start as services
 from chatsite.asgi import application
 from tests.helpers import anonymous_session
 

@@ -12,7 +12,8 @@ import sys
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
 
-from chatsite.logs import JsonFormatter, RequestIdMiddleware, log_context_bind
+from chat.telemetry.log_context import log_context_bind
+from chatsite.ops.logs import JsonFormatter, RequestIdMiddleware
 from tests.servers import REPO, app_env
 
 

@@ -9,11 +9,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from chat import services
-from chat.costs.money import DollarsFormField, dollars_text, format_usd
 from chat.costs.pricing import PRICE_DATA_VERSION, Price, price_reply, unit_prices
 from chat.models import Message, PriceOverride
+from chat.money import DollarsFormField, dollars_text, format_usd
 from chat.providers.base import Usage
+from chat.replies import start as services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

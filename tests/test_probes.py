@@ -8,11 +8,12 @@ import pytest
 from django.test import AsyncClient
 from prometheus_client import REGISTRY
 
-from chat import metrics, services
 from chat.models import Message
 from chat.providers.demo import demo_reply, tokenize
 from chat.replies import jobs
+from chat.replies import start as services
 from chat.replies.streams import RedisReplyStream
+from chat.telemetry import metrics
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from chat.rendering import delta_fragment, render_markdown
 from chat.templatetags.chat_tags import usd
+from chat.web.rendering import delta_fragment, render_markdown
 
 
 @pytest.mark.parametrize(

@@ -98,8 +98,8 @@ async def test_a_replys_reads_run_on_the_reply_database_threads(settings, monkey
     keep their connections. On the socket's own thread, through `database_sync_to_async`, each
     call closed its connection afterwards (CONN_MAX_AGE = 0) and the next opened a new one: a
     file open and pragmas on SQLite, a login on PostgreSQL, two or three times per reply."""
-    from chat import consumers
     from chat.replies import delivery, jobs
+    from chat.web import consumers
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 400
     threads: dict[str, set[str]] = {}

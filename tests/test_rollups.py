@@ -17,7 +17,8 @@ from chat.analytics import summary as analytics
 from chat.analytics.histograms import Histogram
 from chat.analytics.rollups import UsageFilter, owner_key, rollup_invalidate
 from chat.analytics.summary import Period, usage_summary
-from chat.feedback import message_feedback_set
+from chat.conversations.feedback import message_feedback_set
+from chat.conversations.reads import Visitor
 from chat.models import (
     Conversation,
     Message,
@@ -27,7 +28,6 @@ from chat.models import (
     UsageDayModel,
     UsageDayRating,
 )
-from chat.selectors import Visitor
 from tests.test_analytics import NOW, TODAY, figures, reply
 from tests.test_analytics import history as history  # noqa: F401 - a fixture
 from tests.test_analytics_filters import WEEK, week

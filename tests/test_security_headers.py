@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from chat.models import Conversation, Message
-from chat.signals import VISITOR_SESSION_KEY
+from chat.web.visitors import VISITOR_SESSION_KEY
 from tests.servers import REPO
 
 pytestmark = pytest.mark.django_db

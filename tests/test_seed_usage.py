@@ -10,8 +10,8 @@ from django.core.management import CommandError, call_command
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from chat.analytics.seeding import ENDINGS
 from chat.costs.pricing import override_version, price_reply
+from chat.management.seeding import ENDINGS
 from chat.models import Conversation, Message, PriceOverride, UsageDay
 from chat.providers.base import Usage
 

@@ -11,14 +11,14 @@ from django.http import Http404
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from chat.models import Conversation, Message
-from chat.selectors import (
+from chat.conversations.reads import (
     Visitor,
     chat_message_get,
     conversation_get,
     conversations_for,
     message_get,
 )
+from chat.models import Conversation, Message
 
 pytestmark = pytest.mark.django_db
 

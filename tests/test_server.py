@@ -1,4 +1,4 @@
-"""chatsite/server.py: Daphne's command line, on uvloop unless told otherwise."""
+"""chatsite/serving/server.py: Daphne's command line, on uvloop unless told otherwise."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tests.servers import REPO
 
 def _loop_of(event_loop: str) -> subprocess.CompletedProcess[str]:
     code = (
-        "import asyncio; from chatsite.server import event_loop_install; "
+        "import asyncio; from chatsite.serving.server import event_loop_install; "
         "print(event_loop_install(), type(asyncio.new_event_loop()).__module__)"
     )
     return subprocess.run(
@@ -45,9 +45,9 @@ def test_an_unknown_event_loop_is_refused_in_words() -> None:
 def test_every_way_of_serving_goes_through_the_launcher() -> None:
     # make run, make run-prod (its supervisor) and the suite's servers: what is measured is
     # what runs.
-    assert "-m chatsite.server" in (REPO / "Makefile").read_text()
-    assert '"-m", "chatsite.server"' in (REPO / "scripts/run_prod.py").read_text()
-    assert '"-m", "chatsite.server"' in (REPO / "tests/servers.py").read_text()
+    assert "-m chatsite.serving.server" in (REPO / "Makefile").read_text()
+    assert '"-m", "chatsite.serving.server"' in (REPO / "scripts/run_prod.py").read_text()
+    assert '"-m", "chatsite.serving.server"' in (REPO / "tests/servers.py").read_text()
 
 
 def test_what_importing_the_application_built_is_frozen_for_the_garbage_collector() -> None:

@@ -8,11 +8,12 @@ from asgiref.sync import sync_to_async
 from django.http import Http404
 from django.utils import timezone
 
-from chat import limits, services
+from chat.conversations import limits
 from chat.costs.pricing import PRICE_DATA_VERSION
 from chat.models import Conversation, Message
 from chat.providers.demo import demo_reply, tokenize
 from chat.replies import jobs, writer
+from chat.replies import start as services
 from chat.replies.titles import TITLE_MAX_CHARS
 
 pytestmark = pytest.mark.django_db(transaction=True)

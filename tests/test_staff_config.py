@@ -8,10 +8,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from chat import services
 from chat.costs.budgets import spending_cap_for
 from chat.costs.pricing import unit_prices
 from chat.models import PriceOverride, SpendingCap
+from chat.replies import start as services
 
 pytestmark = pytest.mark.django_db
 

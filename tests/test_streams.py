@@ -83,7 +83,7 @@ async def test_redis_stream_is_shared_between_workers(use_redis):
 
 
 async def test_no_blocking_read_can_outlive_its_socket(settings, use_redis):
-    from chatsite import redis_options
+    from chat.replies import redis_options
 
     stream = get_reply_stream()
     pool = stream.client().connection_pool.connection_kwargs

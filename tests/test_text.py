@@ -8,9 +8,9 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import services
+from chat.conversations.text import DeltaCleaner, has_visible, text_clean, title_clean
 from chat.models import Conversation, Message
-from chat.text import DeltaCleaner, has_visible, text_clean, title_clean
+from chat.replies import start as services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

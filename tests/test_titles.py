@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import services
 from chat.analytics.summary import Period, usage_summary
+from chat.conversations.reads import conversation_messages
 from chat.models import Conversation, Message
+from chat.replies import start as services
 from chat.replies.titles import TITLE_SYSTEM_PROMPT, clean_title
-from chat.selectors import conversation_messages
 from tests.test_services import run_job
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,12 +9,12 @@ from channels.testing import ApplicationCommunicator
 from django.contrib.auth.models import AnonymousUser, User
 from django.test import Client
 
-from chat import services
-from chat.limits import reader_acquire, reader_slots
+from chat.conversations.limits import reader_acquire, reader_slots
+from chat.conversations.reads import Visitor
 from chat.models import Conversation, Message
 from chat.providers.demo import demo_reply
 from chat.replies import jobs
-from chat.selectors import Visitor
+from chat.replies import start as services
 from chatsite.asgi import application
 from tests.helpers import anonymous_session, client_visitor_id, deltas, http_scope
 
@@ -588,8 +588,8 @@ async def test_regenerate_someone_elses_reply_is_404(async_client, other_visitor
 
 async def test_carriage_returns_cannot_break_sse_framing(openai_upstream):
     # A model can be steered into emitting "\r"; on SSE it would end a line and could forge
-    # `id:` or `event:` fields. Carriage returns become line breaks (chat.text), so none reaches
-    # the stream, and the text arrives as the saved reply has it.
+    # `id:` or `event:` fields. Carriage returns become line breaks (chat.conversations.text),
+    # so none reaches the stream, and the text arrives as the saved reply has it.
     text = "line one\rid: 0\rlost words\revent: done\r\nend"
     openai_upstream.script(text=text, chunks=3, delay=0.05)
     cookie, message_id = await _start_reply("cr", "openai:gpt-4.1-mini")
@@ -676,7 +676,7 @@ def test_viewing_the_page_writes_no_session_row(client):
 
 
 def test_a_forged_visitor_cookie_is_not_believed(client, other_visitor):
-    from chat.visitors import VISITOR_COOKIE
+    from chat.web.visitors import VISITOR_COOKIE
 
     theirs = services.reply_start(
         visitor=other_visitor, conversation_id=None, text="private", model_choice="demo:demo"

@@ -8,8 +8,8 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import services
 from chat.replies import jobs, workers
+from chat.replies import start as services
 from chat.replies.streams import get_reply_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)

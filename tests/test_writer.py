@@ -9,10 +9,10 @@ import threading
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import services
 from chat.models import Message
 from chat.providers.demo import demo_reply
 from chat.replies import jobs, writer
+from chat.replies import start as services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

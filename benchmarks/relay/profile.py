@@ -25,7 +25,7 @@ FRAME = re.compile(r"^(?P<function>.+?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 PLUMBING = {
     "<module>", "CommandLineInterface.entrypoint", "CommandLineInterface.run", "Server.run",
     "AsyncioSelectorReactor.run", "BaseEventLoop.run_forever", "BaseEventLoop._run_once",
-    # Under chatsite.server (uvloop), the loop itself is C: an idle loop's stack ends here.
+    # Under chatsite.serving.server (uvloop), the loop itself is C: an idle loop's stack ends here.
     "_run_module_as_main", "_run_code", "main",
     "Handle._run", "Thread._bootstrap", "Thread._bootstrap_inner", "Thread.run", "_worker",
     "_WorkItem.run", "Task.__step", "Task.__wakeup",

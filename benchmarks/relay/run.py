@@ -28,7 +28,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 # How the server's threads are named (Python names): the event loop, the reply writer, the
-# reply database threads, request and socket threads (chatsite/request_threads.py).
+# reply database threads, request and socket threads (chatsite/serving/request_threads.py).
 THREAD_KINDS = (
     ("MainThread", "event loop"),
     ("reply-writer", "writer"),

@@ -91,7 +91,16 @@ def upstream(workdir: Path, *, tokens: int, rate: float) -> Iterator[tuple[int, 
 def _daphne(port: int, app: str) -> list[str]:
     # Both servers through chatsite's launcher, so both run Daphne on the same event loop
     # (uvloop unless CHAT_EVENT_LOOP=asyncio: the benchmark's --event-loop).
-    command = [sys.executable, "-m", "chatsite.server", "-b", "127.0.0.1", "-p", str(port), app]
+    command = [
+        sys.executable,
+        "-m",
+        "chatsite.serving.server",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        app,
+    ]
     return pinned(SERVER_CORE, command)
 
 

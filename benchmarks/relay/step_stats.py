@@ -41,10 +41,10 @@ def _timed(label: str, function: Callable[..., Any], *args: Any) -> Any:
 
 
 def install(path: str) -> None:
-    import chat.consumers
     import chat.replies.delivery
     import chat.replies.jobs
     import chat.replies.workers
+    import chat.web.consumers
     from chat.replies import db_threads, writer
 
     guarded = writer.ReplyWriter._guarded
@@ -58,7 +58,12 @@ def install(path: str) -> None:
     async def timed_db_call(function: Callable[..., Any], *args: Any) -> Any:
         return await db_call(_timed, f"reply-db: {_name(function)}", function, *args)
 
-    for module in (chat.consumers, chat.replies.delivery, chat.replies.jobs, chat.replies.workers):
+    for module in (
+        chat.web.consumers,
+        chat.replies.delivery,
+        chat.replies.jobs,
+        chat.replies.workers,
+    ):
         module.db_call = timed_db_call  # type: ignore[attr-defined]
 
     def write() -> None:

@@ -26,8 +26,8 @@ from chat.admin.exports import Echo, attachment
 from chat.analytics.rollups import ANONYMOUS, SIGNED_IN, UsageFilter
 from chat.analytics.summary import MAX_PERIOD_DAYS, PRESETS, Period, UsageSummary, usage_summary
 from chat.costs.budgets import spending_cap_for, spent_microusd
-from chat.costs.money import dollars_text
 from chat.models import Conversation, UsageDayModel, UsageReport
+from chat.money import dollars_text
 
 DEFAULT_PERIOD = 30
 DATE_HELP = "Enter a date as YYYY-MM-DD, like 2026-11-21."

@@ -39,8 +39,8 @@ from chat.admin.exports import (
     ended_reasons,
     jsonl_chunks,
 )
-from chat.costs.money import format_usd
 from chat.models import Conversation, Message
+from chat.money import format_usd
 
 # --- The admin -------------------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
-from chat.costs.money import dollars_text
 from chat.models import Conversation, Message
+from chat.money import dollars_text
 
 EXPORT_CHUNK_SIZE = 200  # conversations per prefetch of their messages
 

@@ -17,9 +17,9 @@ from django.utils.safestring import SafeString
 
 from chat.admin.analytics import models_seen
 from chat.analytics.rollups import rollups_build
-from chat.costs.money import format_usd
 from chat.costs.pricing import unit_prices
 from chat.models import Message, PriceOverride, SpendingCap, UsageDay, UsageDayModel
+from chat.money import format_usd
 
 UNPRICED_DAYS = 90
 

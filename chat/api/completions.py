@@ -1,15 +1,15 @@
 """Writes and reads behind the API: a completion is a conversation (source=api) whose reply
-job is started by `chat.services` exactly as the page starts one."""
+job is started by `chat.replies.start` exactly as the page starts one."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from chat import services
 from chat.api.wire import CompletionRequest
+from chat.conversations.reads import Visitor
 from chat.models import ApiKey, Conversation, Message
-from chat.selectors import Visitor
+from chat.replies import start as services
 
 
 def visitor_for(api_key: ApiKey, *, client_ip: str = "") -> Visitor:

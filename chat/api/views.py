@@ -1,5 +1,5 @@
 """The API's HTTP layer: bearer-key auth, OpenAI's error shape, and the reply as a completion or
-as `chat.completion.chunk` events. Thin: `completions` and `chat.services` do the work.
+as `chat.completion.chunk` events. Thin: `completions` and `chat.replies.start` do the work.
 
 No cookies and no session: these views never touch `request.session` or `request.user`, so
 no session row is created, and they are exempt from CSRF (there is no cookie to forge).
@@ -20,19 +20,21 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
 
-from chat import metrics, providers, services
+from chat import providers
 from chat.api import wire
 from chat.api.completions import completion_get, completion_start, visitor_for
 from chat.api.keys import api_key_authenticate
-from chat.backpressure import (
+from chat.conversations.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
+from chat.conversations.reads import Visitor
+from chat.models import ApiKey, Message
+from chat.replies import start as services
+from chat.replies.delivery import reply_text_updates
+from chat.telemetry import metrics
+from chat.web.backpressure import (
     ResponseConnection,
     event_stream_response,
     request_connections_release,
 )
-from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
-from chat.models import ApiKey, Message
-from chat.replies.delivery import reply_text_updates
-from chat.selectors import Visitor
 
 logger = logging.getLogger(__name__)
 

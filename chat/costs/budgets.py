@@ -1,7 +1,8 @@
 """Spending caps: how much of a person's daily and monthly cap their replies have used.
 
-Reads only; `chat.services` refuses a send that is over budget and ends a reply that crosses the
-cap mid-stream. Spending counts every priced reply, replaced ones included (they were paid for).
+Reads only; `chat.replies.start` refuses a send that is over budget and the job ends a reply
+that crosses the cap mid-stream. Spending counts every priced reply, replaced ones included
+(they were paid for).
 Replies with no known price, or free ones, cannot count against a cap, so they are never refused.
 """
 
@@ -15,10 +16,10 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 from django.utils.formats import date_format
 
-from chat.costs.money import format_usd
 from chat.costs.pricing import unit_prices
 from chat.costs.staff_config import spending_caps
 from chat.models import Message, SpendingCap
+from chat.money import format_usd
 
 
 @dataclass(frozen=True, slots=True)

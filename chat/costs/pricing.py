@@ -18,9 +18,9 @@ from importlib.metadata import version
 import genai_prices
 from django.utils import timezone
 
-from chat.costs.money import micro_to_dollars
 from chat.costs.staff_config import price_override_on
 from chat.models import PriceOverride
+from chat.money import micro_to_dollars
 from chat.providers.base import Usage
 
 logger = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from chat.models import Message
-from chat.rendering import delta_fragment, final_fragment
 from chat.replies.db_threads import db_call
 from chat.replies.jobs import live_reply_ids, reply_reap_stale
 from chat.replies.streams import SHARED_STREAM_ERRORS, StreamEntry, get_reply_stream
+from chat.web.rendering import delta_fragment, final_fragment
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ async def _batches(
     window's deltas as one entry, so what one read returns is a fragment.
 
     However long the reply is silent, this waits (each read is bounded well inside its socket's
-    timeout, chatsite/redis_options.py); if the shared stream fails, it reads the database
+    timeout, chat/replies/redis_options.py); if the shared stream fails, it reads the database
     until the stream is back or the reply has ended, so a reader always gets the ending."""
     stream = get_reply_stream()
     window = 0.0 if stream.coalesces_on_write else settings.CHAT_COALESCE_MS / 1000

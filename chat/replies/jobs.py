@@ -23,9 +23,10 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from chat import metrics, providers
+from chat import providers
 from chat.analytics.rollups import rollup_invalidate
-from chat.branches import Tree, Versions, history_turns
+from chat.conversations.text import DeltaCleaner
+from chat.conversations.tree import Tree, Versions, history_turns
 from chat.costs.budgets import BudgetGuard, budget_guard
 from chat.costs.pricing import price_reply
 from chat.models import Conversation, Message
@@ -37,7 +38,6 @@ from chat.providers.base import (
     estimate_tokens,
     estimate_tokens_for_chars,
 )
-from chat.rendering import final_fragment
 from chat.replies.db_threads import db_call
 from chat.replies.streams import (
     SHARED_STREAM_ERRORS,
@@ -47,8 +47,9 @@ from chat.replies.streams import (
 )
 from chat.replies.titles import title_generate
 from chat.replies.writer import reply_progress_save, writer_call
-from chat.text import DeltaCleaner
-from chatsite.logs import log_context_bind
+from chat.telemetry import metrics
+from chat.telemetry.log_context import log_context_bind
+from chat.web.rendering import final_fragment
 
 logger = logging.getLogger(__name__)
 

@@ -33,13 +33,13 @@ from typing import Any, Literal, TypeVar
 from django.conf import settings
 from redis.exceptions import RedisError, ResponseError
 
-from chat import metrics
-from chatsite.redis_options import (
+from chat.replies.redis_options import (
     MAX_BLOCK_SECONDS,
     STREAM_SOCKET_TIMEOUT,
     cache_options,
     stream_client_options,
 )
+from chat.telemetry import metrics
 
 logger = logging.getLogger(__name__)
 

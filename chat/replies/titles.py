@@ -24,10 +24,10 @@ from django.utils import timezone
 
 from chat import providers
 from chat.analytics.rollups import rollup_invalidate
+from chat.conversations.text import title_clean
 from chat.costs.pricing import price_reply
 from chat.models import Conversation, Message
 from chat.providers.base import ChatTurn, ProviderError, TextDelta, Usage, estimate_tokens
-from chat.text import title_clean
 
 logger = logging.getLogger(__name__)
 

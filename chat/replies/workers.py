@@ -1,6 +1,6 @@
 """This worker process: its identity, its heartbeat, its sweeper, and draining at shutdown.
 
-Every worker, from start-up (chat/replies/lifecycle.py starts it under Daphne; the first job
+Every worker, from start-up (chatsite/serving/lifecycle.py starts it under Daphne; the first job
 starts it elsewhere), beats every quarter of CHAT_WORKER_DEAD_AFTER_SECONDS: it marks its live
 replies alive in the database (one UPDATE for all of them) and, with Redis, writes its id and their
 ids under a key that expires after CHAT_WORKER_DEAD_AFTER_SECONDS. Each beat it also sweeps:
@@ -22,13 +22,13 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from chat import metrics
 from chat.analytics.rollups import rollups_build
 from chat.models import Message
 from chat.replies.db_threads import db_call
 from chat.replies.streams import SHARED_STREAM_ERRORS, RedisReplyStream, bounded
 from chat.replies.streams import get_reply_stream as _get_reply_stream
 from chat.replies.writer import writer_call
+from chat.telemetry import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 from django import template
 from django.utils.safestring import SafeString, mark_safe
 
-from chat.costs.money import format_usd
-from chat.rendering import render_markdown
+from chat.money import format_usd
+from chat.web.rendering import render_markdown
 
 register = template.Library()
 

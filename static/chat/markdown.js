@@ -1,6 +1,6 @@
 // Markdown on the page: the live preview of a streaming reply, and KaTeX for the math of every
 // reply. The server renders the finished reply with markdown-it-py and the Python ports of the
-// same plugins (chat/rendering.py); this file mirrors its options rule for rule, so the live and
+// same plugins (chat/web/rendering.py); this file mirrors its options rule for rule, so the live and
 // the final render agree (tests/e2e/test_markdown_parity.py compares the two DOMs).
 (() => {
   "use strict";

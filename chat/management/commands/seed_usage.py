@@ -3,7 +3,7 @@
     python manage.py seed_usage --replies 1000000
     python manage.py seed_usage --replies 300 --days 30 --seed 7 --clear
 
-The generator lives in `chat.analytics.seeding`.
+The generator lives in `chat.management.seeding`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import Max, Min, Q
 
 from chat.analytics.rollups import rollups_build
-from chat.analytics.seeding import SEED_USER_PREFIX, SEED_VISITOR_PREFIX, Seeder
+from chat.management.seeding import SEED_USER_PREFIX, SEED_VISITOR_PREFIX, Seeder
 from chat.models import Conversation, Message, UsageDay
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 
-from chat.visitors import visitor_cookie_apply
+from chat.web.visitors import visitor_cookie_apply
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -70,7 +70,7 @@ class FormCharsetMiddleware(_Middleware):
 
 
 class VisitorCookieMiddleware(_Middleware):
-    """Sets (or drops) the anonymous visitor's signed cookie that chat.visitors asked for."""
+    """Sets (or drops) the anonymous visitor's signed cookie that chat.web.visitors asked for."""
 
     def after(self, request: HttpRequest, response: HttpResponse) -> None:
         visitor_cookie_apply(request, response)

@@ -12,23 +12,17 @@ import logging
 import random
 import re
 from collections.abc import Callable
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
-_log_context: ContextVar[dict[str, Any] | None] = ContextVar("log_context", default=None)
+from chat.telemetry.log_context import log_context_end, log_context_get, log_context_start
 
 # A request id is echoed into logs and headers: accept only a short, plain token from outside.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _RECORD_FIELDS = ("request_id", "reply_id")
-
-
-def log_context_bind(**fields: Any) -> None:
-    """Add fields to every log line of the current context (a request, or a job's task)."""
-    _log_context.set({**(_log_context.get() or {}), **fields})
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,7 +33,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        line.update(_log_context.get() or {})
+        line.update(log_context_get())
         for name in _RECORD_FIELDS:  # passed with `extra=`
             if (value := getattr(record, name, None)) is not None:
                 line[name] = value
@@ -66,22 +60,22 @@ class RequestIdMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self._is_async:
             return self._acall(request)
-        token = _log_context.set({"request_id": _request_id(request)})
+        token = log_context_start(request_id=_request_id(request))
         try:
             return self._tag(self.get_response(request))
         finally:
-            _log_context.reset(token)
+            log_context_end(token)
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
-        token = _log_context.set({"request_id": _request_id(request)})
+        token = log_context_start(request_id=_request_id(request))
         try:
             return self._tag(await self.get_response(request))
         finally:
-            _log_context.reset(token)
+            log_context_end(token)
 
     @staticmethod
     def _tag(response: HttpResponseBase) -> HttpResponseBase:
-        context = _log_context.get() or {}
+        context = log_context_get()
         response.headers.setdefault("X-Request-ID", context.get("request_id", ""))
         return response
 

@@ -27,11 +27,11 @@ from django.conf import settings
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 
-from chat import metrics
-from chat.errors import RateLimited, ServiceUnavailable
+from chat.conversations.errors import RateLimited, ServiceUnavailable
+from chat.telemetry import metrics
 
 if TYPE_CHECKING:
-    from chat.selectors import Visitor
+    from chat.conversations.reads import Visitor
 
 logger = logging.getLogger(__name__)
 

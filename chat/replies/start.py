@@ -18,10 +18,23 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat import providers
-from chat.branches import Tree, Versions
+from chat.conversations.errors import (
+    ChatInputError,
+    RateLimited,
+    ServiceUnavailable,
+    SpendingCapReached,
+)
+from chat.conversations.limits import client_key, send_check, streaming_check
+from chat.conversations.reads import (
+    Visitor,
+    chat_message_get,
+    conversation_get,
+    message_get,
+    user_message_get,
+)
+from chat.conversations.text import has_visible, text_clean, title_clean
+from chat.conversations.tree import Tree, Versions
 from chat.costs.budgets import BudgetGuard, send_budget
-from chat.errors import ChatInputError, RateLimited, ServiceUnavailable, SpendingCapReached
-from chat.limits import client_key, send_check, streaming_check
 from chat.models import Conversation, Message
 from chat.providers.base import ChatTurn
 from chat.replies.jobs import (
@@ -37,14 +50,6 @@ from chat.replies.streams import SHARED_STREAM_ERRORS, get_reply_stream
 from chat.replies.titles import title_from_message
 from chat.replies.workers import draining
 from chat.replies.writer import writer_call, writer_serializes_starts
-from chat.selectors import (
-    Visitor,
-    chat_message_get,
-    conversation_get,
-    message_get,
-    user_message_get,
-)
-from chat.text import has_visible, text_clean, title_clean
 
 RENAME_MAX_CHARS = 200  # Conversation.title's max_length
 
@@ -410,7 +415,8 @@ async def _launched(
     try:
         await sync_to_async(send_check)(visitor, api_key_id=api_key_id)
     except ServiceUnavailable as exc:
-        # The rate limiter's cache is Redis: down, it refuses (chat/limits.py); say so plainly.
+        # The rate limiter's cache is Redis: down, it refuses (chat/conversations/limits.py);
+        # say so plainly.
         raise ServiceUnavailable(REDIS_DOWN_MESSAGE) from exc
     # A reply that no reader on another worker could follow must not start.
     if not await get_reply_stream().available():

@@ -11,7 +11,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.http import Http404
 from django.utils import timezone
 
-from chat.branches import Tree, Versions
+from chat.conversations.tree import Tree, Versions
 from chat.models import Conversation, Message
 
 

@@ -21,19 +21,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
-from chat import metrics, providers, services
-from chat.backpressure import (
-    ResponseConnection,
-    event_stream_response,
-    request_connections_release,
-)
-from chat.errors import ChatInputError, ServiceUnavailable
-from chat.feedback import FeedbackError, message_feedback_set
-from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
-from chat.models import Conversation
-from chat.rendering import error_fragment, started_fragment
-from chat.replies.delivery import reply_updates
-from chat.selectors import (
+from chat import providers
+from chat.conversations.errors import ChatInputError, ServiceUnavailable
+from chat.conversations.feedback import FeedbackError, message_feedback_set
+from chat.conversations.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
+from chat.conversations.reads import (
     Visitor,
     chat_message_get,
     conversation_get,
@@ -41,7 +33,17 @@ from chat.selectors import (
     message_get,
     sidebar_page,
 )
-from chat.visitors import visitor_id_ensure
+from chat.models import Conversation
+from chat.replies import start as services
+from chat.replies.delivery import reply_updates
+from chat.telemetry import metrics
+from chat.web.backpressure import (
+    ResponseConnection,
+    event_stream_response,
+    request_connections_release,
+)
+from chat.web.rendering import error_fragment, started_fragment
+from chat.web.visitors import visitor_id_ensure
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -58,7 +60,7 @@ def sidebar_page_size() -> int:
 
 def _visitor(request: HttpRequest) -> Visitor:
     # A random id in a signed cookie, not a session: viewing the page writes no database row,
-    # and the id lets the conversations follow the visitor into their account (chat.visitors).
+    # and the id lets the conversations follow the visitor into their account (chat.web.visitors).
     visitor_id = "" if request.user.is_authenticated else visitor_id_ensure(request)
     return Visitor(user=request.user, visitor_id=visitor_id, client_ip=request_client_ip(request))
 

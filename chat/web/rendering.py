@@ -26,7 +26,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
 from pygments.util import ClassNotFound
 
-from chat.selectors import conversation_messages, message_with_versions
+from chat.conversations.reads import conversation_messages, message_with_versions
 
 _formatter = HtmlFormatter(nowrap=True)
 

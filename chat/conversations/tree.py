@@ -11,7 +11,7 @@ A deleted failed turn is taken out of the tree (its later messages are re-attach
 so live messages never hang below a deleted one.
 
 These are pure functions over messages already loaded (a conversation's messages are few); the
-writes that change the leaf live in chat/services.py.
+writes that change the leaf live in chat/replies/start.py.
 """
 
 from __future__ import annotations

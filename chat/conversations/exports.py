@@ -15,7 +15,7 @@ from typing import Any
 from django.utils import timezone
 from django.utils.text import slugify
 
-from chat.branches import Tree
+from chat.conversations.tree import Tree
 from chat.models import Conversation, Message
 
 FORMAT_VERSION = 1

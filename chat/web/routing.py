@@ -2,6 +2,6 @@ from __future__ import annotations
 
 from django.urls import path
 
-from chat.consumers import ChatConsumer
+from chat.web.consumers import ChatConsumer
 
 websocket_urlpatterns = [path("ws/chat/", ChatConsumer.as_asgi())]

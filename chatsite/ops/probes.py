@@ -15,7 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from chat import metrics
+from chat.telemetry import metrics
 
 # A probe must answer before the orchestrator's own timeout (typically 1-5 s), even when a
 # dependency hangs rather than refuses.

@@ -1,5 +1,5 @@
-"""Prometheus metrics: what a streaming chat needs watched. Served at /metrics (chatsite/probes.py)
-to a scraper holding CHAT_METRICS_TOKEN.
+"""Prometheus metrics: what a streaming chat needs watched. Served at /metrics
+(chatsite/ops/probes.py) to a scraper holding CHAT_METRICS_TOKEN.
 
 Several workers: each Daphne process counts in its own memory, so a scrape that reaches one
 worker through the proxy would see only that worker. With PROMETHEUS_MULTIPROC_DIR set (the

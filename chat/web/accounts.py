@@ -25,7 +25,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.core import is_ratelimited
 
-from chat.limits import request_client_ip
+from chat.conversations.limits import request_client_ip
 
 SSO_PROVIDER_ID = "sso"
 

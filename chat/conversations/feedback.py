@@ -14,8 +14,8 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from chat.analytics.rollup_ratings import rollup_ratings_invalidate
+from chat.conversations.reads import Visitor, message_get
 from chat.models import Conversation, Message
-from chat.selectors import Visitor, message_get
 
 COMMENT_MAX_CHARS = 2000
 RATINGS = {"up": Message.Feedback.UP, "down": Message.Feedback.DOWN, "none": None}

@@ -1,4 +1,4 @@
-"""Serve chatsite with Daphne on uvloop: `python -m chatsite.server [daphne's options] app`.
+"""Serve chatsite with Daphne on uvloop: `python -m chatsite.serving.server [daphne's options] app`.
 
 Daphne runs Twisted on an asyncio event loop that it creates when `daphne.server` is imported;
 setting uvloop's policy first makes that loop uvloop's (libuv, in C) instead of the standard

@@ -28,14 +28,15 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.http import Http404
 
-from chat import metrics, services
-from chat.errors import ChatInputError
-from chat.limits import ReaderSlot, TooManyReaders, reader_acquire, scope_client_ip
-from chat.rendering import error_fragment, started_fragment
+from chat.conversations.errors import ChatInputError
+from chat.conversations.limits import ReaderSlot, TooManyReaders, reader_acquire, scope_client_ip
+from chat.conversations.reads import Visitor, message_get
+from chat.replies import start as services
 from chat.replies.db_threads import db_call
 from chat.replies.delivery import reply_updates
-from chat.selectors import Visitor, message_get
-from chat.visitors import visitor_id_from_scope
+from chat.telemetry import metrics
+from chat.web.rendering import error_fragment, started_fragment
+from chat.web.visitors import visitor_id_from_scope
 
 logger = logging.getLogger(__name__)
 

@@ -2,11 +2,12 @@
 
 Failed attempts are counted with django-ratelimit (in the cache, so every worker agrees when it
 is Redis) under two keys: the submitted username, which stops a guesser spread over many
-addresses, and the client IP (`chat.limits.request_client_ip`, which believes X-Forwarded-For
-only from CHAT_TRUSTED_PROXIES), which stops one address trying many usernames. Once either has
-CHAT_LOGIN_RATE_LIMIT / CHAT_LOGIN_IP_RATE_LIMIT failures in its window, every further attempt —
-the right password included — gets a 429 with Retry-After and the wait in words on the sign-in
-page, until the window ends. Only failures count: signing in normally never uses up the budget.
+addresses, and the client IP (`chat.conversations.limits.request_client_ip`, which believes
+X-Forwarded-For only from CHAT_TRUSTED_PROXIES), which stops one address trying many usernames.
+Once either has CHAT_LOGIN_RATE_LIMIT / CHAT_LOGIN_IP_RATE_LIMIT failures in its window, every
+further attempt — the right password included — gets a 429 with Retry-After and the wait in words
+on the sign-in page, until the window ends. Only failures count: signing in normally never uses up
+the budget.
 
 The login views are sync, so django-ratelimit's sync API is fine here (unlike in the consumer).
 """
@@ -25,7 +26,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django_ratelimit.core import get_usage
 
-from chat.limits import request_client_ip
+from chat.conversations.limits import request_client_ip
 
 logger = logging.getLogger(__name__)
 

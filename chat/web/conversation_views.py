@@ -12,16 +12,16 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
-from chat import services
-from chat.exports import conversation_json, conversation_markdown, export_filename
-from chat.rendering import error_fragment, message_list_fragment
-from chat.selectors import (
+from chat.conversations.exports import conversation_json, conversation_markdown, export_filename
+from chat.conversations.reads import (
     chat_message_get,
     conversation_get,
     conversations_search,
     sidebar_page,
 )
-from chat.views import (
+from chat.replies import start as services
+from chat.web.rendering import error_fragment, message_list_fragment
+from chat.web.views import (
     HtmxHttpRequest,
     _login_required,
     _offset,

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from chat import conversation_views, views
 from chat.api import pages as api_pages
+from chat.web import conversation_views, views
 
 app_name = "chat"
 

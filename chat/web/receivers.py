@@ -1,17 +1,25 @@
+"""Signal receivers, connected by `ChatConfig.ready()` (tests/web/test_receivers.py checks that
+a serving process has them)."""
+
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib.auth.signals import user_logged_in, user_logged_out
-from django.dispatch import receiver
 
 from chat.models import Conversation
-from chat.visitors import VISITOR_SESSION_KEY, visitor_forget, visitor_id_of
-
-__all__ = ["VISITOR_SESSION_KEY"]
+from chat.web.visitors import visitor_forget, visitor_id_of
 
 
-@receiver(user_logged_in, dispatch_uid="chat_claim_anonymous_conversations")
+def connect() -> None:
+    user_logged_in.connect(claim_anonymous_conversations, dispatch_uid=CLAIM_UID)
+    user_logged_out.connect(forget_visitor_at_logout, dispatch_uid=FORGET_UID)
+
+
+CLAIM_UID = "chat_claim_anonymous_conversations"
+FORGET_UID = "chat_forget_visitor_at_logout"
+
+
 def claim_anonymous_conversations(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     # Signing in keeps what the visitor wrote anonymously: the visitor id survives Django's
     # session key rotation, so the conversations move to the account.
@@ -23,7 +31,6 @@ def claim_anonymous_conversations(sender: Any, request: Any, user: Any, **kwargs
     visitor_forget(request)
 
 
-@receiver(user_logged_out, dispatch_uid="chat_forget_visitor_at_logout")
 def forget_visitor_at_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     if request is not None:
         visitor_forget(request)
