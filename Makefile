@@ -35,8 +35,8 @@ test: $(VENV)/.installed-dev  ## Set up and run the whole suite: SQLite + Redis 
 	$(BIN)/python -m pytest
 	$(BIN)/python scripts/with_postgres.py -m pytest -m "not e2e" --ignore=tests/e2e
 
-lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy chat chatsite
+lint: $(VENV)/.installed-dev  ## ruff, mypy, and the import contracts (layers, no cycles) in pyproject.toml
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy chat chatsite && $(BIN)/lint-imports
 
 bench: $(VENV)/.installed-dev  ## chatsite vs a bare ASGI relay, side by side (≤ 15 min; BENCH_ARGS=--quick, --write-docs)
 	$(BIN)/python -m benchmarks.relay $(BENCH_ARGS)

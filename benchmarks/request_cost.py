@@ -73,8 +73,10 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     from chat.conversations import reads as selectors
-    from chat.replies import delivery, jobs
+    from chat.models import Message
+    from chat.replies import endings
     from chat.replies import start as services
+    from chat.replies.context import job_context_load
     from chat.web.rendering import final_fragment, started_fragment
     from chatsite.asgi import application
 
@@ -119,21 +121,21 @@ def main() -> None:
 
     def end() -> None:
         reply = next(pending)
-        state = jobs._ReplyState()
+        state = endings.ReplyState()
         state.parts, state.seq, state.first_token_at = ["word " * 100], 100, time.monotonic()
         # As the job records it: with the versions its send knew.
         versions = reply.job_context.versions if reply.job_context else None
         ended.append(
-            jobs._record_ending(reply.assistant_message.pk, state, "completed", "", versions)
+            endings.record_ending(reply.assistant_message.pk, state, "completed", "", versions)
         )
 
     runs = args.runs
     # Every reply: its send, the send's answer, its ending, the finished message the job renders.
     per_reply: list[tuple[str, Callable[[], Any], int]] = [
         ("started_fragment (the send's answer)", lambda: started_fragment(latest), runs),
-        ("_record_ending (usage, price, totals)", end, min(runs, len(started) - 1)),
+        ("record_ending (usage, price, totals)", end, min(runs, len(started) - 1)),
         (
-            "final_fragment (the finished message, rendered once by the job)",
+            "final_fragment (the finished message, rendered once per process for its readers)",
             lambda: final_fragment(ended[-1]),
             runs,
         ),
@@ -146,8 +148,14 @@ def main() -> None:
             lambda: selectors.message_get(visitor, message_id),
             runs,
         ),
-        ("_job_context (a regenerate's or edit's)", lambda: jobs._job_context(message_id), runs),
-        ("_final_fragment (a late reader's)", lambda: delivery._final_fragment(message_id), runs),
+        ("job_context_load (a regenerate's or edit's)", lambda: job_context_load(message_id), runs),
+        (
+            "final_fragment from the database (a late reader's)",
+            lambda: final_fragment(
+                Message.objects.select_related("conversation").get(pk=message_id)
+            ),
+            runs,
+        ),
     ]
     rows += [(label, _cpu_ms(function, runs)) for label, function, runs in per_reply]
     summed = sum(ms for _label, ms in rows[2:])

@@ -13,7 +13,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from chat.web.backpressure import BufferedBytesMiddleware  # noqa: E402
+from chat.http.backpressure import BufferedBytesMiddleware  # noqa: E402
 from chat.web.origins import SameOriginValidator  # noqa: E402
 from chat.web.routing import websocket_urlpatterns  # noqa: E402
 from chatsite.serving.lifecycle import install_shutdown_hook  # noqa: E402

@@ -14,7 +14,7 @@ from django.contrib.auth.models import AnonymousUser
 
 from chat.conversations.reads import Visitor
 from chat.costs.staff_config import staff_config_forget
-from chat.replies.streams import reset_reply_stream
+from chat.replies.stream import reset_reply_stream
 from tests.fake_upstream import fake_upstream  # noqa: F401 - a fixture
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -16,8 +16,7 @@ from chat.analytics import summary as analytics
 from chat.analytics.histograms import Histogram, bucket_of, bucket_value
 from chat.analytics.summary import Period, usage_summary
 from chat.models import Conversation, Message, UsageDay
-from chat.replies import start as services
-from chat.replies import workers
+from chat.replies import reaper, workers
 
 pytestmark = pytest.mark.django_db
 
@@ -215,7 +214,7 @@ def test_a_late_ending_reply_of_a_rolled_up_day_is_counted(history, settings):
         heartbeat_at=timezone.now() - timedelta(hours=30),
     )
 
-    assert services.reply_reap_stale(message_ids=[late.pk]) == 1
+    assert reaper.reply_reap_stale(message_ids=[late.pk]) == 1
 
     assert UsageDay.objects.get(day=date(2026, 3, 13)).stale
     summary = usage_summary(period=Period.last(7))

@@ -11,10 +11,12 @@ from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.urls import reverse
 
+from chat.conversations import errors, writes
 from chat.conversations.reads import conversation_messages
 from chat.conversations.tree import Tree, history_turns
 from chat.models import Conversation, Message
 from chat.providers.base import ChatTurn
+from chat.replies import generation
 from chat.replies import start as services
 from tests.test_services import run_job
 
@@ -132,7 +134,7 @@ async def test_editing_a_message_sends_only_the_new_branch_and_keeps_the_old(
     ]
 
     # ‹ : the original message, with the reply that followed it.
-    await sync_to_async(services.branch_switch)(visitor=visitor, message_id=second.user_message.pk)
+    await sync_to_async(writes.branch_switch)(visitor=visitor, message_id=second.user_message.pk)
     assert await shown(conversation_id) == [
         ("user", "Capital of France?"),
         ("assistant", "Paris."),
@@ -164,7 +166,7 @@ async def test_regenerate_keeps_every_version_and_switches_between_them(visitor,
     assert sent(openai_upstream) == [{"role": "user", "content": "Tell me a joke"}]
     assert (await shown(conversation_id))[-1] == ("assistant", "Second take.")
 
-    await sync_to_async(services.branch_switch)(
+    await sync_to_async(writes.branch_switch)(
         visitor=visitor, message_id=first.assistant_message.pk
     )
     assert (await shown(conversation_id))[-1] == ("assistant", "First take.")
@@ -179,7 +181,7 @@ async def test_a_finished_reply_is_numbered_among_its_versions_without_a_query(
     edit need the conversation idle), so the job numbers the finished message it hands its
     readers from what it knew at the start: 1 of 1 after a send, 2 of 2 after a regenerate,
     without reading the siblings again."""
-    from chat.replies.streams import get_reply_stream
+    from chat.replies.stream import get_reply_stream
     from chat.web import rendering
 
     read: list[int] = []
@@ -199,7 +201,7 @@ async def test_a_finished_reply_is_numbered_among_its_versions_without_a_query(
     )
     # As a send launches it: with the context the send built.
     await asyncio.wait_for(
-        services.reply_generate(first.assistant_message.pk, first.job_context), 10
+        generation.reply_generate(first.assistant_message.pk, first.job_context), 10
     )
     html = await finished_html(first.assistant_message.pk)
     assert "First take." in html and 'class="versions"' not in html
@@ -239,9 +241,7 @@ async def test_deleting_a_failed_turn_removes_it_and_its_question(visitor, opena
     openai_upstream.script(status=500)
     failed = await say(visitor, "this one fails", conversation_id)
 
-    await sync_to_async(services.turn_delete)(
-        visitor=visitor, message_id=failed.assistant_message.pk
-    )
+    await sync_to_async(writes.turn_delete)(visitor=visitor, message_id=failed.assistant_message.pk)
 
     assert await shown(conversation_id) == [("user", "hello"), ("assistant", "Fine.")]
     openai_upstream.script(text="Again fine.")
@@ -260,9 +260,7 @@ async def test_deleting_a_failed_turn_in_the_middle_keeps_what_followed(visitor,
     openai_upstream.script(text="Later answer.")
     await say(visitor, "later", conversation_id)
 
-    await sync_to_async(services.turn_delete)(
-        visitor=visitor, message_id=first.assistant_message.pk
-    )
+    await sync_to_async(writes.turn_delete)(visitor=visitor, message_id=first.assistant_message.pk)
 
     assert await shown(conversation_id) == [("user", "later"), ("assistant", "Later answer.")]
 
@@ -270,8 +268,8 @@ async def test_deleting_a_failed_turn_in_the_middle_keeps_what_followed(visitor,
 async def test_only_a_failed_reply_can_be_deleted(visitor, openai_upstream):
     openai_upstream.script(text="Fine.")
     first = await say(visitor, "hello")
-    with pytest.raises(services.ChatInputError, match="Only a failed reply"):
-        await sync_to_async(services.turn_delete)(
+    with pytest.raises(errors.ChatInputError, match="Only a failed reply"):
+        await sync_to_async(writes.turn_delete)(
             visitor=visitor, message_id=first.assistant_message.pk
         )
 
@@ -281,7 +279,7 @@ async def test_versions_of_another_visitor_are_not_found(visitor, other_visitor,
     from django.http import Http404
 
     with pytest.raises(Http404):
-        await sync_to_async(services.branch_switch)(
+        await sync_to_async(writes.branch_switch)(
             visitor=other_visitor, message_id=first.assistant_message.pk
         )
     with pytest.raises(Http404):

@@ -10,10 +10,12 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.utils import timezone
 
+from chat.conversations import errors
 from chat.conversations.reads import Visitor
 from chat.costs.budgets import allowance_for, spending_cap_for
 from chat.models import Conversation, Message, PriceOverride, SpendingCap
 from chat.providers.demo import demo_reply
+from chat.replies import generation
 from chat.replies import start as services
 from tests.test_views import HTMX, apage_visitor
 
@@ -141,7 +143,7 @@ def test_regenerate_is_refused_over_budget_too(visitor, billed_demo):
     )
     cap(SpendingCap.Scope.ANONYMOUS, daily=50_000)
 
-    with pytest.raises(services.ChatInputError, match="daily spending limit of \\$0.05"):
+    with pytest.raises(errors.ChatInputError, match="daily spending limit of \\$0.05"):
         services.reply_regenerate(visitor=visitor, message_id=started.assistant_message.pk)
 
     assert Message.objects.filter(role=Message.Role.ASSISTANT).count() == 1
@@ -160,7 +162,7 @@ def test_signed_in_users_are_capped_by_their_own_spending(billed_demo):
     ada_visitor = Visitor(user=ada, visitor_id="")
     spend(ada_visitor, 10_000)
 
-    with pytest.raises(services.ChatInputError, match="daily spending limit"):
+    with pytest.raises(errors.ChatInputError, match="daily spending limit"):
         start(ada_visitor)
     bob = Visitor(user=User.objects.create_user("bob"), visitor_id="")
     assert start(bob).assistant_message.status == Message.Status.STREAMING
@@ -177,7 +179,7 @@ async def test_a_reply_crossing_the_cap_mid_stream_ends_with_budget_and_keeps_it
     await sync_to_async(cap)(SpendingCap.Scope.ANONYMOUS, daily=50_000)
     started = await sync_to_async(start)(visitor, text="Tell me a long story")
 
-    await asyncio.wait_for(services.reply_generate(started.assistant_message.pk), 10)
+    await asyncio.wait_for(generation.reply_generate(started.assistant_message.pk), 10)
 
     message = await Message.objects.aget(pk=started.assistant_message.pk)
     full = demo_reply("Tell me a long story")
@@ -191,7 +193,7 @@ async def test_a_reply_crossing_the_cap_mid_stream_ends_with_budget_and_keeps_it
     )
     conversation = await Conversation.objects.aget(pk=started.conversation.pk)
     assert "budget" in conversation.ended_reasons
-    with pytest.raises(services.ChatInputError, match="daily spending limit"):
+    with pytest.raises(errors.ChatInputError, match="daily spending limit"):
         await sync_to_async(start)(
             visitor, text="More", conversation_id=str(started.conversation.pk)
         )
@@ -208,7 +210,7 @@ async def test_the_budget_uses_the_exact_input_count_anthropic_sends_first(
     await sync_to_async(cap)(SpendingCap.Scope.ANONYMOUS, daily=50_000)
     started = await sync_to_async(start)(visitor, text="Hi", model="anthropic:claude-haiku-4-5")
 
-    await asyncio.wait_for(services.reply_generate(started.assistant_message.pk), 10)
+    await asyncio.wait_for(generation.reply_generate(started.assistant_message.pk), 10)
 
     message = await Message.objects.aget(pk=started.assistant_message.pk)
     assert message.ended_reason == Message.EndedReason.BUDGET
@@ -223,7 +225,7 @@ async def test_replies_under_the_cap_complete(visitor, openai_upstream):
     await sync_to_async(cap)(SpendingCap.Scope.ANONYMOUS, daily=1_000_000)
     started = await sync_to_async(start)(visitor, model="openai:gpt-4.1-mini")
 
-    await asyncio.wait_for(services.reply_generate(started.assistant_message.pk), 10)
+    await asyncio.wait_for(generation.reply_generate(started.assistant_message.pk), 10)
 
     message = await Message.objects.aget(pk=started.assistant_message.pk)
     assert message.ended_reason == Message.EndedReason.COMPLETED
@@ -275,7 +277,7 @@ def test_free_and_unpriced_models_are_not_refused_when_the_cap_is_used(visitor, 
     cap(SpendingCap.Scope.ANONYMOUS, daily=10_000)
     spend(visitor, 10_000)
 
-    with pytest.raises(services.ChatInputError, match="daily spending limit"):
+    with pytest.raises(errors.ChatInputError, match="daily spending limit"):
         start(visitor, model="openai:gpt-4.1-mini")
     assert start(visitor, model="demo:demo").assistant_message.is_streaming  # free
     assert start(visitor, model="openai:llama3.2").assistant_message.is_streaming  # no price
@@ -291,7 +293,7 @@ async def test_a_prompt_that_alone_costs_what_is_left_never_reaches_the_provider
     await sync_to_async(cap)(SpendingCap.Scope.ANONYMOUS, daily=50_000)
     started = await sync_to_async(start)(visitor, text="x" * 400, model="openai:gpt-4.1-mini")
 
-    await asyncio.wait_for(services.reply_generate(started.assistant_message.pk), 10)
+    await asyncio.wait_for(generation.reply_generate(started.assistant_message.pk), 10)
 
     message = await Message.objects.aget(pk=started.assistant_message.pk)
     assert message.ended_reason == Message.EndedReason.BUDGET
@@ -309,6 +311,6 @@ async def test_the_output_cap_sent_to_the_provider_is_what_the_budget_pays_for(
     await sync_to_async(cap)(SpendingCap.Scope.ANONYMOUS, daily=50_000)
     started = await sync_to_async(start)(visitor, model="openai:gpt-4.1-mini")
 
-    await asyncio.wait_for(services.reply_generate(started.assistant_message.pk), 10)
+    await asyncio.wait_for(generation.reply_generate(started.assistant_message.pk), 10)
 
     assert openai_upstream.requests[0].body["max_completion_tokens"] == 50

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from chat.models import Message
 from chat.providers.demo import demo_reply
-from chat.replies import jobs
+from chat.replies.registry import live_jobs
 from chatsite.asgi import application
 from tests.helpers import anonymous_session, deltas
 
@@ -281,7 +281,7 @@ async def test_a_reply_whose_worker_died_is_shown_as_interrupted(settings):
     communicator = await connect(cookie)
     # A reply left streaming by a worker that died: no job, an old heartbeat, some saved text.
     message_id = await start_reply(communicator, "crash")
-    await asyncio.gather(*jobs._jobs)
+    await asyncio.gather(*live_jobs())
     await Message.objects.filter(pk=message_id).aupdate(
         status=Message.Status.STREAMING,
         ended_reason="",

@@ -11,6 +11,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from chat.conversations import writes
 from chat.models import Conversation, Message
 from chat.replies import start as services
 from tests.test_views import HTMX, page_visitor
@@ -190,7 +191,7 @@ def test_search_matches_other_versions_but_not_deleted_turns(client):
     conversation = conversation_of(client, title="Versions", reply="", status="error")
     failed = conversation.messages.get(role="assistant")
     Message.objects.filter(pk=failed.pk).update(content="ghost words")
-    services.turn_delete(visitor=page_visitor(client), message_id=failed.pk)
+    writes.turn_delete(visitor=page_visitor(client), message_id=failed.pk)
 
     html = client.get("/streaming-demo/search?q=ghost", headers=HTMX).content.decode()
     assert "Nothing found" in html

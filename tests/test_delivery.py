@@ -13,8 +13,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat.replies import start as services
-from chat.replies.delivery import Update, reply_updates
-from chat.replies.streams import get_reply_stream
+from chat.replies.stream import get_reply_stream
+from chat.web.updates import Update, reply_updates
 from tests.helpers import deltas
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -227,9 +227,9 @@ async def test_websocket_frames_never_break_the_socket_or_lose_a_message(
     await communicator.disconnect()
     assert closed in (None, 4400)
     # Replies are jobs: wait for them so the next example starts clean.
-    from chat.replies.jobs import _jobs
+    from chat.replies.registry import live_jobs
 
-    for job in list(_jobs):
+    for job in live_jobs():
         await job
     assert await stored_texts(visitor_id) == expected
     assert not log_watch.bad, [r.getMessage() for r in log_watch.bad]
@@ -287,8 +287,8 @@ async def test_form_posts_never_500_and_keep_every_accepted_message(post, fuzz_s
         assert stored == [text_clean(fields["message"]).strip()]
     else:
         assert stored == []
-    from chat.replies.jobs import _jobs
+    from chat.replies.registry import live_jobs
 
-    for job in list(_jobs):
+    for job in live_jobs():
         await job
     assert not log_watch.bad, [r.getMessage() for r in log_watch.bad]

@@ -14,7 +14,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.test import AsyncClient, Client
 from django.utils import timezone
 
-from chat.conversations import limits
+from chat.conversations import errors, limits
 from chat.conversations.limits import client_ip_from, client_key
 from chat.conversations.reads import Visitor
 from chat.models import Conversation, Message, SpendingCap
@@ -61,7 +61,7 @@ def test_fresh_sessions_from_one_ip_share_its_rate_limit(settings):
     settings.CHAT_IP_RATE_LIMIT = "5/m"
     for _ in range(5):
         limits.send_check(fresh_visitor())
-    with pytest.raises(services.RateLimited, match="Wait") as refused:
+    with pytest.raises(errors.RateLimited, match="Wait") as refused:
         limits.send_check(fresh_visitor())
     assert refused.value.retry_after >= 1
     limits.send_check(fresh_visitor(ip="203.0.113.99"))  # another address is unaffected
@@ -145,7 +145,7 @@ def test_streaming_replies_are_capped_per_person(settings):
         services.reply_start(
             visitor=visitor, conversation_id=None, text="go", model_choice="demo:demo"
         )
-    with pytest.raises(services.RateLimited, match="2 replies streaming"):
+    with pytest.raises(errors.RateLimited, match="2 replies streaming"):
         services.reply_start(
             visitor=visitor, conversation_id=None, text="go", model_choice="demo:demo"
         )
@@ -157,7 +157,7 @@ def test_streaming_replies_are_capped_per_ip_across_fresh_sessions(settings):
         services.reply_start(
             visitor=fresh_visitor(), conversation_id=None, text="go", model_choice="demo:demo"
         )
-    with pytest.raises(services.RateLimited, match="network already has 3"):
+    with pytest.raises(errors.RateLimited, match="network already has 3"):
         services.reply_start(
             visitor=fresh_visitor(), conversation_id=None, text="go", model_choice="demo:demo"
         )
@@ -218,7 +218,7 @@ def test_anonymous_spending_cap_also_counts_the_ip(settings):
         day=timezone.localdate(),
     )
     # A fresh session from the same address has no fresh allowance ...
-    with pytest.raises(services.ChatInputError, match="daily spending limit"):
+    with pytest.raises(errors.ChatInputError, match="daily spending limit"):
         services.reply_start(
             visitor=fresh_visitor(ip="203.0.113.50"),
             conversation_id=None,

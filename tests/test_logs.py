@@ -75,7 +75,7 @@ async def test_request_lines_carry_the_proxy_request_id_and_echo_it():
 def test_log_format_json_makes_every_line_json(tmp_path):
     script = (
         "import django, logging; django.setup(); "
-        "logging.getLogger('chat.replies.jobs').warning('from the app'); "
+        "logging.getLogger('chat.replies.generation').warning('from the app'); "
         "logging.getLogger('django.request').error('from django')"
     )
     env = app_env(tmp_path, LOG_FORMAT="json", DJANGO_SETTINGS_MODULE="chatsite.settings")
@@ -89,6 +89,6 @@ def test_log_format_json_makes_every_line_json(tmp_path):
     )
     lines = [json.loads(line) for line in result.stderr.splitlines()]
     assert [(line["logger"], line["message"]) for line in lines] == [
-        ("chat.replies.jobs", "from the app"),
+        ("chat.replies.generation", "from the app"),
         ("django.request", "from django"),
     ]

@@ -13,6 +13,7 @@ from chat.costs.pricing import PRICE_DATA_VERSION, Price, price_reply, unit_pric
 from chat.models import Message, PriceOverride
 from chat.money import DollarsFormField, dollars_text, format_usd
 from chat.providers.base import Usage
+from chat.replies import generation
 from chat.replies import start as services
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -126,7 +127,7 @@ async def test_changing_a_price_never_rewrites_past_costs(visitor, openai_upstre
     first = await sync_to_async(services.reply_start)(
         visitor=visitor, conversation_id=None, text="Hi", model_choice="openai:gpt-4.1-mini"
     )
-    await asyncio.wait_for(services.reply_generate(first.assistant_message.pk), 10)
+    await asyncio.wait_for(generation.reply_generate(first.assistant_message.pk), 10)
 
     entry.input_per_mtok, entry.output_per_mtok = 10_000_000, 20_000_000
     await entry.asave()
@@ -136,7 +137,7 @@ async def test_changing_a_price_never_rewrites_past_costs(visitor, openai_upstre
         text="Again",
         model_choice="openai:gpt-4.1-mini",
     )
-    await asyncio.wait_for(services.reply_generate(second.assistant_message.pk), 10)
+    await asyncio.wait_for(generation.reply_generate(second.assistant_message.pk), 10)
 
     old = await Message.objects.aget(pk=first.assistant_message.pk)
     new = await Message.objects.aget(pk=second.assistant_message.pk)

@@ -10,9 +10,9 @@ from prometheus_client import REGISTRY
 
 from chat.models import Message
 from chat.providers.demo import demo_reply, tokenize
-from chat.replies import jobs
 from chat.replies import start as services
-from chat.replies.streams import RedisReplyStream
+from chat.replies.registry import live_jobs
+from chat.replies.stream import RedisReplyStream
 from chat.telemetry import metrics
 from tests.conftest import free_port
 
@@ -99,7 +99,7 @@ async def test_metrics_count_a_finished_reply(visitor, settings):
         visitor=visitor, conversation_id=None, text="Count me", model_choice="demo:demo"
     )
     job = next(
-        job for job in jobs._jobs if job.get_name() == f"reply-{started.assistant_message.pk}"
+        job for job in live_jobs() if job.get_name() == f"reply-{started.assistant_message.pk}"
     )
     assert sample("chat_live_replies") >= 1
     await asyncio.wait_for(job, 10)
@@ -123,7 +123,7 @@ async def test_metrics_count_readers_while_they_follow_a_reply(visitor, settings
         visitor=visitor, conversation_id=None, text="Readers", model_choice="demo:demo"
     )
     message_id = started.assistant_message.pk
-    from chat.replies.delivery import reply_updates
+    from chat.web.updates import reply_updates
 
     updates = metrics.reading("sse", reply_updates(message_id, after=0))
     first = await anext(updates)

@@ -98,8 +98,8 @@ async def test_a_replys_reads_run_on_the_reply_database_threads(settings, monkey
     keep their connections. On the socket's own thread, through `database_sync_to_async`, each
     call closed its connection afterwards (CONN_MAX_AGE = 0) and the next opened a new one: a
     file open and pragmas on SQLite, a login on PostgreSQL, two or three times per reply."""
-    from chat.replies import delivery, jobs
-    from chat.web import consumers
+    from chat.replies import delivery
+    from chat.web import consumers, updates
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 400
     threads: dict[str, set[str]] = {}
@@ -115,8 +115,8 @@ async def test_a_replys_reads_run_on_the_reply_database_threads(settings, monkey
 
     spy(consumers, "message_get")
     spy(consumers, "started_fragment")
-    spy(jobs, "final_fragment")
-    spy(delivery, "_still_streaming")
+    spy(updates, "final_fragment")
+    spy(delivery, "reply_liveness")
     monkeypatch.setattr(delivery, "live_reply_ids", frozenset)  # so the check reads the database
     cookie, _ = await anonymous_session()
     socket = await connect(cookie)
@@ -133,7 +133,7 @@ async def test_a_replys_reads_run_on_the_reply_database_threads(settings, monkey
         await socket.disconnect()
         await other.disconnect()
 
-    read = {"message_get", "started_fragment", "final_fragment", "_still_streaming"}
+    read = {"message_get", "started_fragment", "final_fragment", "reply_liveness"}
     assert set(threads) == read
     names = {name for seen in threads.values() for name in seen}
     assert all(name.startswith("reply-db") for name in names), threads
@@ -144,8 +144,8 @@ async def test_a_reply_of_this_process_is_known_alive_without_a_query(settings, 
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 400
     checked: list[int] = []
-    original = delivery._still_streaming
-    monkeypatch.setattr(delivery, "_still_streaming", lambda pk: checked.append(pk) or original(pk))
+    original = delivery.reply_liveness
+    monkeypatch.setattr(delivery, "reply_liveness", lambda pk: checked.append(pk) or original(pk))
     cookie, _ = await anonymous_session()
     socket = await connect(cookie)
     try:

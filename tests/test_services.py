@@ -8,12 +8,13 @@ from asgiref.sync import sync_to_async
 from django.http import Http404
 from django.utils import timezone
 
-from chat.conversations import limits
+from chat.conversations import errors, limits
 from chat.costs.pricing import PRICE_DATA_VERSION
 from chat.models import Conversation, Message
 from chat.providers.demo import demo_reply, tokenize
-from chat.replies import jobs, writer
+from chat.replies import endings, generation, reaper, workers, writer
 from chat.replies import start as services
+from chat.replies.context import job_context_load
 from chat.replies.titles import TITLE_MAX_CHARS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,7 +31,7 @@ def start(visitor, text="Hello there", model="demo:demo", conversation_id=None, 
 
 
 async def run_job(message_id: int, timeout: float = 10) -> Message:
-    await asyncio.wait_for(services.reply_generate(message_id), timeout)
+    await asyncio.wait_for(generation.reply_generate(message_id), timeout)
     return await Message.objects.aget(pk=message_id)
 
 
@@ -61,7 +62,7 @@ def test_start_saves_the_message_and_a_streaming_reply(visitor):
     ],
 )
 def test_bad_input_gets_a_clear_error_and_saves_nothing(visitor, text, model, error):
-    with pytest.raises(services.ChatInputError, match=error):
+    with pytest.raises(errors.ChatInputError, match=error):
         start(visitor, text=text, model=model)
     assert not Conversation.objects.exists()
     assert not Message.objects.exists()
@@ -75,7 +76,7 @@ def test_long_titles_are_cut_at_a_word(visitor):
 
 def test_a_second_message_waits_for_the_streaming_reply(visitor):
     first = start(visitor)
-    with pytest.raises(services.ChatInputError, match="still streaming"):
+    with pytest.raises(errors.ChatInputError, match="still streaming"):
         start(visitor, text="again", conversation_id=str(first.conversation.pk))
 
 
@@ -90,14 +91,14 @@ def test_rate_limit_refuses_a_burst(visitor, settings):
     settings.CHAT_RATE_LIMIT = "2/m"
     limits.send_check(visitor)
     limits.send_check(visitor)
-    with pytest.raises(services.RateLimited, match="too quickly. Wait") as refused:
+    with pytest.raises(errors.RateLimited, match="too quickly. Wait") as refused:
         limits.send_check(visitor)
     assert 1 <= refused.value.retry_after <= 60
 
 
 def _same_context(started: services.ReplyStarted) -> None:
     """The context a send hands its job is what the job would read from the database."""
-    assert started.job_context == jobs._job_context(started.assistant_message.pk)
+    assert started.job_context == job_context_load(started.assistant_message.pk)
 
 
 def test_a_send_gives_its_job_the_context_the_database_holds(visitor, settings):
@@ -138,7 +139,7 @@ async def test_a_sent_reply_streams_without_reading_its_context_again(visitor, m
     def no_read(*args, **kwargs):
         raise AssertionError("the job read its context again")
 
-    monkeypatch.setattr(jobs, "_job_context", no_read)
+    monkeypatch.setattr(generation, "job_context_load", no_read)
     started = await services.areply_start(
         visitor=visitor, conversation_id=None, text="Quick", model_choice="demo:demo"
     )
@@ -235,7 +236,7 @@ async def test_stop_ends_within_a_second_and_keeps_the_partial_text(visitor, set
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 40
     started = await sync_to_async(start)(visitor, text="Tell me a long story")
     message_id = started.assistant_message.pk
-    job = services.job_launch(message_id)
+    job = workers.job_launch(message_id)
     await asyncio.sleep(0.5)
 
     stopped_at = asyncio.get_running_loop().time()
@@ -256,7 +257,7 @@ async def test_stop_ends_within_a_second_and_keeps_the_partial_text(visitor, set
 async def test_stop_closes_the_upstream_request(visitor, openai_upstream):
     openai_upstream.script(text="Partial then a stall", chunks=4, stall_after=2)
     started = await sync_to_async(start)(visitor, text="Stall", model="openai:gpt-4.1-mini")
-    job = services.job_launch(started.assistant_message.pk)
+    job = workers.job_launch(started.assistant_message.pk)
     assert await asyncio.to_thread(openai_upstream.wait_for_stall, 5)
 
     await services.reply_stop(visitor=visitor, conversation_id=str(started.conversation.pk))
@@ -312,7 +313,7 @@ async def test_text_is_saved_while_streaming_not_only_at_the_end(visitor, settin
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 50
     started = await sync_to_async(start)(visitor, text="Flush me")
     message_id = started.assistant_message.pk
-    job = services.job_launch(message_id)
+    job = workers.job_launch(message_id)
     await asyncio.sleep(0.6)
 
     mid = await Message.objects.aget(pk=message_id)
@@ -327,7 +328,7 @@ async def test_text_is_saved_while_streaming_not_only_at_the_end(visitor, settin
 async def test_shutdown_cancelling_the_job_saves_the_partial_text(visitor, settings):
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 50
     started = await sync_to_async(start)(visitor, text="Shutdown")
-    job = services.job_launch(started.assistant_message.pk)
+    job = workers.job_launch(started.assistant_message.pk)
     await asyncio.sleep(0.3)
 
     job.cancel()
@@ -347,7 +348,7 @@ def test_reaper_ends_replies_whose_worker_died(visitor):
     )
     fresh = start(visitor, text="another conversation").assistant_message
 
-    assert services.reply_reap_stale() == 1
+    assert reaper.reply_reap_stale() == 1
 
     message.refresh_from_db()
     fresh.refresh_from_db()
@@ -436,7 +437,7 @@ async def test_a_reply_reaped_while_alive_stops_and_keeps_all_its_text(visitor, 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 50
     started = await sync_to_async(start)(visitor, text="Wrongly reaped")
     message_id = started.assistant_message.pk
-    job = services.job_launch(message_id)
+    job = workers.job_launch(message_id)
     await asyncio.sleep(0.4)
 
     # Another worker's reaper took it for dead (say its saves had been failing for a while).
@@ -453,12 +454,12 @@ async def test_a_reply_reaped_while_alive_stops_and_keeps_all_its_text(visitor, 
 
 
 async def test_readers_learn_the_end_even_if_recording_it_fails(visitor, monkeypatch):
-    from chat.replies.streams import get_reply_stream
+    from chat.replies.stream import get_reply_stream
 
     def broken(*args):
         raise RuntimeError("database gone")
 
-    monkeypatch.setattr(jobs, "_record_ending", broken)
+    monkeypatch.setattr(generation, "record_ending", broken)
     started = await sync_to_async(start)(visitor, text="No database at the end")
 
     await run_job(started.assistant_message.pk)
@@ -468,7 +469,7 @@ async def test_readers_learn_the_end_even_if_recording_it_fails(visitor, monkeyp
 
 
 async def test_a_redis_blip_while_checking_for_stop_is_not_a_stop(visitor, settings, use_redis):
-    from chat.replies.streams import get_reply_stream
+    from chat.replies.stream import get_reply_stream
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 100
     client = get_reply_stream().client()
@@ -513,7 +514,7 @@ def test_a_reaped_reply_gets_an_estimate_and_a_cost(visitor, openai_upstream):
         content="y" * 200, heartbeat_at=timezone.now() - timedelta(minutes=5)
     )
 
-    assert services.reply_reap_stale() == 1
+    assert reaper.reply_reap_stale() == 1
 
     message = Message.objects.get(pk=started.assistant_message.pk)
     assert message.usage_source == Message.UsageSource.ESTIMATED
@@ -531,7 +532,7 @@ def test_a_reaped_reply_keeps_the_exact_input_count_saved_while_streaming(visito
         content="partial", input_tokens=4321, heartbeat_at=timezone.now() - timedelta(minutes=5)
     )
 
-    services.reply_reap_stale()
+    reaper.reply_reap_stale()
 
     assert Message.objects.get(pk=started.assistant_message.pk).input_tokens == 4321
 
@@ -542,7 +543,7 @@ async def test_anthropic_input_count_is_saved_while_streaming(visitor, settings,
     settings.ANTHROPIC_MODELS = ["claude-haiku-4-5"]
     fake_upstream.script(text="abc def ghi", chunks=3, input_tokens=4321, stall_after=1)
     started = await sync_to_async(start)(visitor, model="anthropic:claude-haiku-4-5")
-    job = asyncio.create_task(services.reply_generate(started.assistant_message.pk))
+    job = asyncio.create_task(generation.reply_generate(started.assistant_message.pk))
     try:
         assert await asyncio.to_thread(fake_upstream.wait_for_stall, 20)
         for _ in range(100):
@@ -562,16 +563,16 @@ def test_one_reply_that_cannot_be_ended_does_not_keep_the_others_streaming(visit
     Message.objects.filter(pk__in=[first.pk, second.pk]).update(
         heartbeat_at=timezone.now() - timedelta(minutes=5)
     )
-    real_reap = jobs._reap
+    real_reap = reaper.reply_reap
 
     def broken_for_the_first(message_id, *args):
         if message_id == first.pk:
             raise RuntimeError("a bug")
         return real_reap(message_id, *args)
 
-    monkeypatch.setattr(jobs, "_reap", broken_for_the_first)
+    monkeypatch.setattr(reaper, "reply_reap", broken_for_the_first)
 
-    assert services.reply_reap_stale() == 1
+    assert reaper.reply_reap_stale() == 1
     assert Message.objects.get(pk=second.pk).ended_reason == Message.EndedReason.INTERRUPTED
 
 
@@ -602,5 +603,5 @@ def test_reap_replies_command(visitor):
     ],
 )
 def test_output_speed_runs_from_first_to_last_token(first, last, tokens, speed):
-    state = jobs._ReplyState(first_token_at=first, last_token_at=last)
-    assert jobs._output_speed(state, tokens) == speed
+    state = endings.ReplyState(first_token_at=first, last_token_at=last)
+    assert endings.output_speed(state, tokens) == speed

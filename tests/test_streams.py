@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from chat.replies.streams import MemoryReplyStream, RedisReplyStream, get_reply_stream
+from chat.replies.stream import MemoryReplyStream, RedisReplyStream, get_reply_stream
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -205,7 +205,7 @@ async def test_a_batch_whose_publish_is_cancelled_goes_out_with_the_final_flush(
 ):
     """A stop cancels the publisher mid-publish: that batch must not be lost (a reader got
     "Redis " + "ny job" of "Redis streams let every worker read what any job" before)."""
-    from chat.replies.jobs import _Publisher
+    from chat.replies.stream.publisher import Publisher
 
     stream = get_reply_stream()
     real_publish = stream.publish
@@ -216,7 +216,7 @@ async def test_a_batch_whose_publish_is_cancelled_goes_out_with_the_final_flush(
         await asyncio.sleep(10)
         await real_publish(message_id, deltas)
 
-    publisher = _Publisher(stream, 9)
+    publisher = Publisher(stream, 9)
     publisher.add(1, "a")
     assert await publisher.flush()
     for seq, text in [(2, "b"), (3, "c"), (4, "d")]:

@@ -8,8 +8,10 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
+from chat.conversations import errors
 from chat.conversations.text import DeltaCleaner, has_visible, text_clean, title_clean
 from chat.models import Conversation, Message
+from chat.replies import generation
 from chat.replies import start as services
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,7 +32,7 @@ def test_delta_cleaner_joins_a_crlf_split_across_deltas():
 )
 def test_messages_with_nothing_visible_are_refused(text, visitor):
     assert not has_visible(text_clean(text))
-    with pytest.raises(services.ChatInputError, match="Type a message first"):
+    with pytest.raises(errors.ChatInputError, match="Type a message first"):
         services.reply_start(
             visitor=visitor, conversation_id=None, text=text, model_choice="demo:demo"
         )
@@ -61,7 +63,7 @@ async def test_a_reply_with_nul_from_the_provider_is_saved_with_its_text(visitor
     started = await sync_to_async(services.reply_start)(
         visitor=visitor, conversation_id=None, text="hi", model_choice="openai:gpt-4.1-mini"
     )
-    await asyncio.wait_for(services.reply_generate(started.assistant_message.pk), 10)
+    await asyncio.wait_for(generation.reply_generate(started.assistant_message.pk), 10)
 
     message = await Message.objects.aget(pk=started.assistant_message.pk)
     assert message.ended_reason == "completed", message.error_text
@@ -77,7 +79,7 @@ async def test_an_oversized_reply_ends_as_too_long_with_its_text_kept(
     started = await sync_to_async(services.reply_start)(
         visitor=visitor, conversation_id=None, text="hi", model_choice="openai:gpt-4.1-mini"
     )
-    await asyncio.wait_for(services.reply_generate(started.assistant_message.pk), 20)
+    await asyncio.wait_for(generation.reply_generate(started.assistant_message.pk), 20)
 
     message = await Message.objects.aget(pk=started.assistant_message.pk)
     assert message.ended_reason == "too_long"
@@ -85,7 +87,7 @@ async def test_an_oversized_reply_ends_as_too_long_with_its_text_kept(
     assert message.content == "x" * 300 + "y" * 700
     assert "size limit of 1,000 characters" in message.error_text
     # The stream holds no more than the cap either.
-    from chat.replies.streams import get_reply_stream
+    from chat.replies.stream import get_reply_stream
 
     entries = await get_reply_stream().read(message.pk, after=0, timeout=0)
     assert sum(len(e.text) for e in entries if e.kind == "delta") == 1000

@@ -6,6 +6,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat.analytics.summary import Period, usage_summary
+from chat.conversations import writes
 from chat.conversations.reads import conversation_messages
 from chat.models import Conversation, Message
 from chat.replies import start as services
@@ -112,7 +113,7 @@ async def test_a_name_given_meanwhile_is_not_overwritten(visitor, openai_upstrea
     started = await sync_to_async(services.reply_start)(
         visitor=visitor, conversation_id=None, text="Original", model_choice="demo:demo"
     )
-    await sync_to_async(services.conversation_rename)(
+    await sync_to_async(writes.conversation_rename)(
         visitor=visitor, conversation_id=started.conversation.pk, title="My own name"
     )
     await run_job(started.assistant_message.pk)

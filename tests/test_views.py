@@ -13,8 +13,8 @@ from chat.conversations.limits import reader_acquire, reader_slots
 from chat.conversations.reads import Visitor
 from chat.models import Conversation, Message
 from chat.providers.demo import demo_reply
-from chat.replies import jobs
 from chat.replies import start as services
+from chat.replies.registry import live_jobs
 from chatsite.asgi import application
 from tests.helpers import anonymous_session, client_visitor_id, deltas, http_scope
 
@@ -287,7 +287,7 @@ async def test_regenerate_over_htmx_replaces_the_reply(async_client):
 
 
 async def _wait_idle():
-    await asyncio.gather(*jobs._jobs)
+    await asyncio.gather(*live_jobs())
 
 
 # --- The SSE transport --------------------------------------------------------------------------

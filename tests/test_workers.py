@@ -8,9 +8,9 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat.replies import jobs, workers
+from chat.replies import registry, workers
 from chat.replies import start as services
-from chat.replies.streams import get_reply_stream
+from chat.replies.stream import get_reply_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,7 +30,7 @@ async def test_starting_replies_writes_no_heartbeat_of_the_others(visitor, monke
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 20
     beats: list[list[int]] = []
     monkeypatch.setattr(workers, "_beat_in_database", lambda ids: beats.append(ids))
-    tasks = [jobs.job_launch(message_id) for message_id in await _start(visitor, 10)]
+    tasks = [workers.job_launch(message_id) for message_id in await _start(visitor, 10)]
     await asyncio.sleep(0.2)
     for task in tasks:
         task.cancel()
@@ -49,12 +49,12 @@ async def test_other_workers_learn_of_new_replies_at_once_in_one_beat(
     real_beat = workers._beat_shared
 
     async def counted(live=None):
-        shared.append(jobs.live_reply_ids() if live is None else live)
+        shared.append(registry.live_reply_ids() if live is None else live)
         await real_beat(live)
 
     monkeypatch.setattr(workers, "_beat_shared", counted)
     ids = await _start(visitor, 10)
-    tasks = [jobs.job_launch(message_id) for message_id in ids]  # in one go, as a burst does
+    tasks = [workers.job_launch(message_id) for message_id in ids]  # in one go, as a burst does
     for _ in range(50):
         await asyncio.sleep(0.02)
         if workers._extra_beat is not None and workers._extra_beat.done():

@@ -11,8 +11,9 @@ from asgiref.sync import sync_to_async
 
 from chat.models import Message
 from chat.providers.demo import demo_reply
-from chat.replies import jobs, writer
+from chat.replies import generation, writer
 from chat.replies import start as services
+from chat.replies.registry import live_jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -121,7 +122,7 @@ async def test_a_failed_batch_reaches_every_waiter_and_the_next_batch_saves(visi
 
 async def test_starts_and_endings_are_written_by_the_writer_thread(visitor, monkeypatch):
     threads: dict[str, str] = {}
-    real_start, real_ending = services.reply_start, jobs._record_ending
+    real_start, real_ending = services.reply_start, generation.record_ending
 
     def recording_start(**kwargs):
         threads["start"] = threading.current_thread().name
@@ -132,12 +133,12 @@ async def test_starts_and_endings_are_written_by_the_writer_thread(visitor, monk
         return real_ending(*args)
 
     monkeypatch.setattr(services, "reply_start", recording_start)
-    monkeypatch.setattr(jobs, "_record_ending", recording_ending)
+    monkeypatch.setattr(generation, "record_ending", recording_ending)
 
     started = await services.areply_start(
         visitor=visitor, conversation_id=None, text="Through the writer", model_choice="demo:demo"
     )
-    job = next(t for t in jobs._jobs if t.get_name() == f"reply-{started.assistant_message.pk}")
+    job = next(t for t in live_jobs() if t.get_name() == f"reply-{started.assistant_message.pk}")
     await asyncio.wait_for(job, 20)
 
     # On PostgreSQL, with row locks, starts stay concurrent; endings always use the writer.

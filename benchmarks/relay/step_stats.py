@@ -42,9 +42,10 @@ def _timed(label: str, function: Callable[..., Any], *args: Any) -> Any:
 
 def install(path: str) -> None:
     import chat.replies.delivery
-    import chat.replies.jobs
+    import chat.replies.generation
     import chat.replies.workers
     import chat.web.consumers
+    import chat.web.updates
     from chat.replies import db_threads, writer
 
     guarded = writer.ReplyWriter._guarded
@@ -61,8 +62,9 @@ def install(path: str) -> None:
     for module in (
         chat.web.consumers,
         chat.replies.delivery,
-        chat.replies.jobs,
+        chat.replies.generation,
         chat.replies.workers,
+        chat.web.updates,
     ):
         module.db_call = timed_db_call  # type: ignore[attr-defined]
 

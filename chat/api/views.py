@@ -24,17 +24,23 @@ from chat import providers
 from chat.api import wire
 from chat.api.completions import completion_get, completion_start, visitor_for
 from chat.api.keys import api_key_authenticate
+from chat.conversations.errors import (
+    ChatInputError,
+    RateLimited,
+    ServiceUnavailable,
+    SpendingCapReached,
+)
 from chat.conversations.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
 from chat.conversations.reads import Visitor
-from chat.models import ApiKey, Message
-from chat.replies import start as services
-from chat.replies.delivery import reply_text_updates
-from chat.telemetry import metrics
-from chat.web.backpressure import (
+from chat.http.backpressure import (
     ResponseConnection,
     event_stream_response,
     request_connections_release,
 )
+from chat.models import ApiKey, Message
+from chat.replies import start as services
+from chat.replies.delivery import reply_text_updates, reply_wait
+from chat.telemetry import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +129,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     visitor = visitor_for(api_key, client_ip=request_client_ip(request))
     try:
         started = await completion_start(api_key=api_key, visitor=visitor, request=completion)
-    except services.ChatInputError as exc:
+    except ChatInputError as exc:
         raise _wire_refusal(exc) from None
     except (DatabaseError, RedisError, OSError):
         logger.exception("Starting an API reply failed")
@@ -140,7 +146,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
             request, visitor, started, include_usage=completion.include_usage
         )
     # A client that hangs up here cancels only this wait: the reply is a job and is saved.
-    await services.reply_wait(message.pk, timeout=settings.CHAT_REPLY_TIMEOUT + 30)
+    await reply_wait(message.pk, timeout=settings.CHAT_REPLY_TIMEOUT + 30)
     ended = await Message.objects.select_related("conversation").aget(pk=message.pk)
     failure = wire.ending_error(ended, completion=wire.completion_id(ended.conversation_id))
     if failure is not None:
@@ -149,14 +155,14 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
 
 
 # A refused start in OpenAI's words: (status, type, code), the most specific class first.
-_REFUSALS: tuple[tuple[type[services.ChatInputError], int, str, str], ...] = (
-    (services.SpendingCapReached, 429, "insufficient_quota", "insufficient_quota"),
-    (services.RateLimited, 429, "requests", "rate_limit_exceeded"),
-    (services.ServiceUnavailable, 503, "server_error", "service_unavailable"),
+_REFUSALS: tuple[tuple[type[ChatInputError], int, str, str], ...] = (
+    (SpendingCapReached, 429, "insufficient_quota", "insufficient_quota"),
+    (RateLimited, 429, "requests", "rate_limit_exceeded"),
+    (ServiceUnavailable, 503, "server_error", "service_unavailable"),
 )
 
 
-def _wire_refusal(exc: services.ChatInputError) -> wire.WireError:
+def _wire_refusal(exc: ChatInputError) -> wire.WireError:
     for kind, status, error_type, code in _REFUSALS:
         if isinstance(exc, kind):
             return wire.WireError(
@@ -291,6 +297,6 @@ async def completion_cancel(request: HttpRequest, completion_id: str) -> HttpRes
             visitor=visitor_for(api_key, client_ip=request_client_ip(request)),
             conversation_id=str(message.conversation_id),
         )
-        await services.reply_wait(message.pk, timeout=10)
+        await reply_wait(message.pk, timeout=10)
         message = await Message.objects.select_related("conversation").aget(pk=message.pk)
     return JsonResponse(_stored_object(message))

@@ -61,7 +61,7 @@ def _message_record(message: Message, *, shown: bool) -> dict[str, Any]:
 
 
 def conversation_json(conversation: Conversation) -> str:
-    tree = Tree(conversation.messages.filter(kind=Message.Kind.CHAT))
+    tree = Tree.of(conversation)
     shown = {m.pk for m in tree.branch(conversation.current_leaf_id)}
     document = {
         "format": "chatsite.conversation",
@@ -84,7 +84,7 @@ def conversation_json(conversation: Conversation) -> str:
 
 
 def conversation_markdown(conversation: Conversation) -> str:
-    tree = Tree(conversation.messages.filter(kind=Message.Kind.CHAT))
+    tree = Tree.of(conversation)
     lines = [f"# {conversation.title or 'New chat'}", ""]
     lines.append(
         f"*Exported from chatsite on {timezone.localtime():%Y-%m-%d %H:%M}; "

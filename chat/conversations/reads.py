@@ -97,7 +97,7 @@ def user_message_get(visitor: Visitor, message_id: Any) -> Message:
 
 
 def conversation_tree(conversation: Conversation) -> Tree:
-    return Tree(conversation.messages.filter(kind=Message.Kind.CHAT))
+    return Tree.of(conversation)
 
 
 def conversation_messages(conversation: Conversation) -> list[Message]:

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from chat.models import Message
+from chat.models import Conversation, Message
 from chat.providers.base import ChatTurn, Role
 
 
@@ -47,6 +47,11 @@ class Tree:
         for message in self.by_id.values():
             parent = message.parent_id if message.parent_id in self.by_id else None
             self.children[parent].append(message)
+
+    @classmethod
+    def of(cls, conversation: Conversation) -> Tree:
+        """Every chat message of `conversation` (not its title jobs), read once."""
+        return cls(conversation.messages.filter(kind=Message.Kind.CHAT))
 
     def path_to(self, message_id: int | None) -> list[Message]:
         """Root to `message_id`, inclusive (empty if it is not a live message)."""

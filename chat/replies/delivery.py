@@ -1,57 +1,61 @@
-"""Reading a reply for a transport: coalesced HTML fragments, from any offset, to the end.
+"""Reading a reply for a transport: coalesced batches of its log, from any offset, to the end.
 
-The WebSocket consumer and the SSE view both iterate `reply_updates`; they differ only in how
-they frame what it yields.
+Readers never write. The page's transports (the WebSocket consumer, the SSE views) render what
+`reply_batches` yields as HTML (chat/web/updates.py); the API reads `reply_text_updates`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
+from django.utils import timezone
 
 from chat.models import Message
 from chat.replies.db_threads import db_call
-from chat.replies.jobs import live_reply_ids, reply_reap_stale
-from chat.replies.streams import SHARED_STREAM_ERRORS, StreamEntry, get_reply_stream
-from chat.web.rendering import delta_fragment, final_fragment
+from chat.replies.registry import live_reply_ids
+from chat.replies.stream import SHARED_STREAM_ERRORS, StreamEntry, get_reply_stream
+from chat.replies.workers import reap_soon
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    seq: int
-    html: str
-    final: bool = False
+# How long a reader waits for the sweeper to look at a reply that seems abandoned.
+REAP_WAIT_SECONDS = 5.0
 
 
-def _final_fragment(message_id: int) -> str:
-    return final_fragment(Message.objects.select_related("conversation").get(pk=message_id))
+def reply_liveness(message_id: int) -> tuple[bool, bool]:
+    """Whether the reply is still streaming, and whether its heartbeat is too old for a live
+    worker (its worker may be gone)."""
+    row = Message.objects.filter(pk=message_id).values_list("status", "heartbeat_at").first()
+    if row is None or row[0] != Message.Status.STREAMING:
+        return False, False
+    cutoff = timezone.now() - timedelta(seconds=settings.CHAT_WORKER_DEAD_AFTER_SECONDS)
+    return True, row[1] is None or row[1] <= cutoff
 
 
-def _still_streaming(message_id: int) -> bool:
-    reply_reap_stale(message_ids=[message_id])
-    return Message.objects.filter(pk=message_id).streaming().exists()
-
-
-async def _afinal_fragment(message_id: int) -> str:
-    return await db_call(_final_fragment, message_id)
-
-
-async def _astill_streaming(message_id: int) -> bool:
+async def still_streaming(message_id: int) -> bool:
+    """Whether the reply is still being written. A reply that looks abandoned is handed to the
+    sweeper (`workers.reap_soon`), and read again once it has looked: readers never write."""
     if message_id in live_reply_ids():
         # This process's job is generating it, so it is alive: no database read. (Its ending is
         # published before the job leaves the set, and read from the database after.)
         return True
-    return await db_call(_still_streaming, message_id)
+    streaming, stale = await db_call(reply_liveness, message_id)
+    if stale:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(reap_soon(message_id)), REAP_WAIT_SECONDS)
+        streaming, _stale = await db_call(reply_liveness, message_id)
+    return streaming
 
 
-async def _batches(
+async def reply_batches(
     message_id: int, *, after: int, idle_seconds: float
 ) -> AsyncIterator[list[StreamEntry] | None]:
     """The reply's stream entries after `after`, in coalesced batches; the last ends with the end
@@ -72,7 +76,7 @@ async def _batches(
     stream = get_reply_stream()
     window = 0.0 if stream.coalesces_on_write else settings.CHAT_COALESCE_MS / 1000
     loop = asyncio.get_running_loop()
-    if not await _astill_streaming(message_id):
+    if not await still_streaming(message_id):
         yield []
         return
     last_sent = -math.inf
@@ -88,7 +92,7 @@ async def _batches(
             await asyncio.sleep(min(2.0, 0.1 * 2**failures))
             entries = []
         if not entries:
-            if not await _astill_streaming(message_id):
+            if not await still_streaming(message_id):
                 # Ended without an end marker we could see: reaped, Redis failed, or the log
                 # expired. The database has the ending and all the text.
                 yield []
@@ -111,33 +115,8 @@ async def _batches(
         after = entries[-1].seq
 
 
-def _delta_text(entries: list[StreamEntry]) -> str:
+def delta_text(entries: list[StreamEntry]) -> str:
     return "".join(entry.text for entry in entries if entry.kind == "delta")
-
-
-async def reply_updates(
-    message_id: int, *, after: int, idle_seconds: float = 5.0
-) -> AsyncIterator[Update | None]:
-    """Yield the reply after sequence number `after`: text fragments, then the finished message.
-    Yields None after `idle_seconds` without news (the SSE view sends a ping then), having
-    checked that the job is still alive."""
-    async for entries in _batches(message_id, after=after, idle_seconds=idle_seconds):
-        if entries is None:
-            yield None
-            continue
-        if not entries:
-            yield Update(after, await _afinal_fragment(message_id), final=True)
-            return
-        if text := _delta_text(entries):
-            delta_seq = max(entry.seq for entry in entries if entry.kind == "delta")
-            yield Update(delta_seq, delta_fragment(message_id, delta_seq, text))
-        after = entries[-1].seq
-        if entries[-1].kind == "end":
-            # The job rendered the finished message once, for every reader; a reader of a
-            # reply ended elsewhere (the reaper) renders it from the database.
-            html = entries[-1].html or await _afinal_fragment(message_id)
-            yield Update(after, html, final=True)
-            return
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +140,7 @@ async def reply_text_updates(
     (the OpenAI-compatible API): the same coalesced batches as `reply_updates`, then a final
     update. None after `idle_seconds` without news."""
     sent = 0
-    async for entries in _batches(message_id, after=0, idle_seconds=idle_seconds):
+    async for entries in reply_batches(message_id, after=0, idle_seconds=idle_seconds):
         if entries is None:
             yield None
             continue
@@ -169,8 +148,28 @@ async def reply_text_updates(
             # The saved text is the whole reply: send what the stream did not show us.
             yield TextUpdate((await _asaved_content(message_id))[sent:], final=True)
             return
-        text = _delta_text(entries)
+        text = delta_text(entries)
         sent += len(text)
         final = entries[-1].kind == "end"
         if text or final:
             yield TextUpdate(text, final=final)
+
+
+async def reply_wait(message_id: int, *, timeout: float) -> None:
+    """Wait until the reply ends (the no-JavaScript form posts and shows the finished reply)."""
+    stream = get_reply_stream()
+    after = 0
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            entries = await stream.read(message_id, after=after, timeout=min(remaining, 5.0))
+        except SHARED_STREAM_ERRORS:
+            # Redis is down: the database tells when the reply (which ends itself) is over.
+            await asyncio.sleep(0.5)
+            entries = []
+        if entries:
+            if entries[-1].kind == "end":
+                return
+            after = entries[-1].seq
+        elif not await Message.objects.filter(pk=message_id).streaming().aexists():
+            return

@@ -1,8 +1,8 @@
-"""Writes: starting, stopping and regenerating replies.
+"""The send: starting, stopping and regenerating replies.
 
 A reply is a job, not a connection. `reply_start` saves the user's message and an assistant
-message with status `streaming`, and `job_launch` (in `chat.replies.jobs`) runs its generation as an
-asyncio task of this process. Stop is a signal the job hears, wherever it runs.
+message with status `streaming`, and `job_launch` (chat/replies/workers.py) runs its generation
+as an asyncio task of this process. Stop is a signal the job hears, wherever it runs.
 """
 
 from __future__ import annotations
@@ -20,38 +20,28 @@ from django.utils import timezone
 from chat import providers
 from chat.conversations.errors import (
     ChatInputError,
-    RateLimited,
     ServiceUnavailable,
     SpendingCapReached,
 )
 from chat.conversations.limits import client_key, send_check, streaming_check
 from chat.conversations.reads import (
     Visitor,
-    chat_message_get,
     conversation_get,
     message_get,
     user_message_get,
 )
-from chat.conversations.text import has_visible, text_clean, title_clean
+from chat.conversations.text import has_visible, text_clean
 from chat.conversations.tree import Tree, Versions
+from chat.conversations.writes import leaf_set
 from chat.costs.budgets import BudgetGuard, send_budget
 from chat.models import Conversation, Message
 from chat.providers.base import ChatTurn
-from chat.replies.jobs import (
-    JobContext,
-    job_context_build,
-    job_launch,
-    jobs_interrupt,
-    reply_generate,
-    reply_reap_stale,
-    reply_wait,
-)
-from chat.replies.streams import SHARED_STREAM_ERRORS, get_reply_stream
+from chat.replies.context import JobContext, job_context_build
+from chat.replies.reaper import reply_reap_stale
+from chat.replies.stream import SHARED_STREAM_ERRORS, get_reply_stream
 from chat.replies.titles import title_from_message
-from chat.replies.workers import draining
+from chat.replies.workers import draining, job_launch
 from chat.replies.writer import writer_call, writer_serializes_starts
-
-RENAME_MAX_CHARS = 200  # Conversation.title's max_length
 
 REDIS_DOWN_MESSAGE = (
     "Chat is briefly unavailable: its message service is not answering. "
@@ -167,7 +157,7 @@ def reply_start(
         else:
             history_saved = []
             conversation = _locked_idle(visitor, conversation_id)
-            path = _tree(conversation).branch(conversation.current_leaf_id)
+            path = Tree.of(conversation).branch(conversation.current_leaf_id)
             parent_id = path[-1].pk if path else None
             conversation.provider, conversation.model = option.provider, option.model
             conversation.system_prompt = system_prompt
@@ -221,7 +211,7 @@ def reply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted
         message = Message.objects.get(pk=message.pk)
         _require_model(conversation)
         assistant_message = _assistant_create(conversation, visitor, parent_id=message.parent_id)
-        _leaf_set(conversation, assistant_message.pk)
+        leaf_set(conversation, assistant_message.pk)
     return ReplyStarted(
         conversation=conversation,
         assistant_message=assistant_message,
@@ -249,57 +239,13 @@ def message_edit(*, visitor: Visitor, message_id: int | str, text: str) -> Reply
             client_key=client_key(visitor.client_ip),
         )
         assistant_message = _assistant_create(conversation, visitor, parent_id=user_message.pk)
-        _leaf_set(conversation, assistant_message.pk)
+        leaf_set(conversation, assistant_message.pk)
     return ReplyStarted(
         conversation=conversation,
         user_message=user_message,
         assistant_message=assistant_message,
         branch_changed=True,
     )
-
-
-def branch_switch(*, visitor: Visitor, message_id: int | str) -> Conversation:
-    """Show another version of a message (‹ ›): the branch becomes the newest line of messages
-    below it."""
-    message = chat_message_get(visitor, message_id)
-    with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
-        tree = _tree(conversation)
-        _leaf_set(conversation, tree.leaf_below(message.pk), tree=tree)
-    return conversation
-
-
-def turn_delete(*, visitor: Visitor, message_id: int | str) -> Conversation:
-    """Delete a failed reply (or one stopped before any text) and, if it was its question's only
-    reply, the question too. The rows stay for staff and in the totals (they may have cost
-    something), marked deleted; messages that followed are re-attached above the turn."""
-    message = message_get(visitor, message_id)
-    if message.is_streaming:
-        raise ChatInputError("This reply is still streaming. Stop it first.")
-    if not (message.failed or not message.content):
-        raise ChatInputError("Only a failed reply can be deleted. Regenerate it instead.")
-    with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
-        tree = _tree(conversation)
-        question = tree.by_id.get(message.parent_id) if message.parent_id else None
-        siblings = tree.children.get(message.parent_id if question else None, [])
-        keep_question = question is None or len(siblings) > 1
-        below = tree.children.get(message.pk, [])
-        if below and keep_question:
-            raise ChatInputError(
-                "Later messages follow this reply. Retry it, or switch to another version."
-            )
-        now = timezone.now()
-        removed = [message.pk] if keep_question else [message.pk, question.pk]  # type: ignore[union-attr]
-        anchor = message.parent_id if keep_question else question.parent_id  # type: ignore[union-attr]
-        Message.objects.filter(pk__in=[m.pk for m in below]).update(parent_id=anchor)
-        Message.objects.filter(pk__in=removed).update(deleted_at=now, superseded=True)
-        tree = _tree(conversation)
-        leaf = conversation.current_leaf_id
-        if leaf in removed or leaf not in tree.by_id:
-            leaf = tree.leaf_below(anchor)
-        _leaf_set(conversation, leaf, tree=tree)
-    return conversation
 
 
 def _locked_idle(visitor: Visitor, conversation_id: Any) -> Conversation:
@@ -320,36 +266,7 @@ def _require_model(conversation: Conversation) -> None:
         raise ChatInputError("This conversation's model is no longer available here.")
 
 
-def _tree(conversation: Conversation) -> Tree:
-    return Tree(conversation.messages.filter(kind=Message.Kind.CHAT))
-
-
-def _leaf_set(conversation: Conversation, leaf_id: int | None, *, tree: Tree | None = None) -> None:
-    """Make the branch ending at `leaf_id` the one shown, mark every other message superseded
-    (for staff and exports), and recount the totals — inside the caller's transaction."""
-    tree = tree or _tree(conversation)
-    shown = [m.pk for m in tree.branch(leaf_id)]
-    messages = conversation.messages.all()
-    messages.filter(superseded=True, pk__in=shown).update(superseded=False)
-    messages.filter(superseded=False).exclude(pk__in=shown).update(superseded=True)
-    conversation.current_leaf_id = leaf_id
-    conversation.updated_at = timezone.now()
-    conversation.refresh_totals(current_leaf_id=leaf_id, updated_at=conversation.updated_at)
-
-
-# --- Managing conversations ------------------------------------------------------------------
-
-
-def conversation_rename(*, visitor: Visitor, conversation_id: Any, title: str) -> Conversation:
-    title = title_clean(title or "")
-    if not has_visible(title):
-        raise ChatInputError("Give the conversation a name.")
-    if len(title) > RENAME_MAX_CHARS:
-        raise ChatInputError(f"A name is at most {RENAME_MAX_CHARS} characters long.")
-    conversation = conversation_get(visitor, conversation_id)
-    Conversation.objects.filter(pk=conversation.pk).update(title=title)
-    conversation.title = title
-    return conversation
+# --- Deleting a conversation ------------------------------------------------------------------
 
 
 def conversation_delete(*, visitor: Visitor, conversation_id: Any) -> None:
@@ -470,30 +387,5 @@ async def reply_stop(*, visitor: Visitor, conversation_id: str) -> Message | Non
         ) from exc
     # A reply whose worker died cannot hear the signal; end it here instead (two missed beats
     # are enough, since a live worker's Redis key still spares its replies).
-    await sync_to_async(reply_reap_stale)(message_ids=[message.pk], force=True)
+    await writer_call(functools.partial(reply_reap_stale, message_ids=[message.pk], force=True))
     return message
-
-
-__all__ = [
-    "ChatInputError",
-    "RateLimited",
-    "ReplyStarted",
-    "ServiceUnavailable",
-    "SpendingCapReached",
-    "amessage_edit",
-    "areply_regenerate",
-    "branch_switch",
-    "conversation_delete",
-    "conversation_rename",
-    "message_edit",
-    "areply_start",
-    "job_launch",
-    "jobs_interrupt",
-    "reply_generate",
-    "reply_reap_stale",
-    "reply_regenerate",
-    "reply_start",
-    "reply_stop",
-    "reply_wait",
-    "turn_delete",
-]

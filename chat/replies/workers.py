@@ -1,17 +1,21 @@
-"""This worker process: its identity, its heartbeat, its sweeper, and draining at shutdown.
+"""This worker process: its live jobs, its identity, its heartbeat, its sweeper, and draining.
+
+`job_launch` runs a reply's generation (`generation.reply_generate`) as a task of this process
+and keeps it in the registry of live jobs until it ends.
 
 Every worker, from start-up (chatsite/serving/lifecycle.py starts it under Daphne; the first job
 starts it elsewhere), beats every quarter of CHAT_WORKER_DEAD_AFTER_SECONDS: it marks its live
 replies alive in the database (one UPDATE for all of them) and, with Redis, writes its id and their
 ids under a key that expires after CHAT_WORKER_DEAD_AFTER_SECONDS. Each beat it also sweeps:
-replies whose worker fell silent that long are ended as `interrupted` (chat/replies/jobs.py
-`reply_reap_stale`), their text rebuilt from the shared stream and their end marker written there,
-so readers on any worker get the ending.
+replies whose worker fell silent that long are ended as `interrupted` (chat/replies/reaper.py
+`reply_reap_stale`, through the single writer), their text rebuilt from the shared stream and
+their end marker written there, so readers on any worker get the ending.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import os
@@ -24,17 +28,62 @@ from django.utils import timezone
 
 from chat.analytics.rollups import rollups_build
 from chat.models import Message
-from chat.replies.db_threads import db_call
-from chat.replies.streams import SHARED_STREAM_ERRORS, RedisReplyStream, bounded
-from chat.replies.streams import get_reply_stream as _get_reply_stream
+from chat.replies.context import JobContext
+from chat.replies.generation import reply_generate
+from chat.replies.reaper import reply_reap_stale
+from chat.replies.registry import job_track, live_jobs, live_reply_ids
+from chat.replies.stream import SHARED_STREAM_ERRORS, RedisReplyStream, bounded
+from chat.replies.stream import get_reply_stream as _get_reply_stream
 from chat.replies.writer import writer_call
 from chat.telemetry import metrics
+from chat.telemetry.log_context import log_context_bind
 
 logger = logging.getLogger(__name__)
 
 WORKER_ID = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
+# --- The live jobs ---------------------------------------------------------------------------
+
+
+def job_launch(message_id: int, context: JobContext | None = None) -> asyncio.Task[None]:
+    """Run the reply's generation as a task of this process. `context`: what the send already
+    knows (its history, its budget), so the job need not read it again."""
+    worker_start()
+    # A fresh context: the job must not inherit the launching request's (or consumer's)
+    # thread-sensitive context, which ends long before the reply does.
+    task = asyncio.get_running_loop().create_task(
+        _job_run(message_id, context), name=f"reply-{message_id}", context=contextvars.Context()
+    )
+    job_track(message_id, task)
+    metrics.live_reply_track(task)
+    beat_soon()  # so other workers' reapers see at once that this reply lives here
+    return task
+
+
+async def _job_run(message_id: int, context: JobContext | None) -> None:
+    log_context_bind(reply_id=message_id)
+    await reply_generate(message_id, context)
+
+
+async def jobs_interrupt(*, grace: float = 0.0, timeout: float = 10.0) -> None:
+    """At shutdown: let live replies finish for `grace` seconds, then end the rest as
+    `interrupted`, their text saved."""
+    if grace > 0 and (jobs := live_jobs()):
+        await asyncio.wait(jobs, timeout=grace)
+    jobs = live_jobs()
+    for job in jobs:
+        job.cancel()
+    if jobs:
+        await asyncio.wait(jobs, timeout=timeout)
+
+
+# --- The heartbeat and the sweeper -----------------------------------------------------------
+
 _runner: asyncio.Task[None] | None = None
+# Replies a reader found silent too long, with the readers waiting for the sweeper to look at
+# them (`reap_soon`).
+_reap_wanted: dict[int, list[asyncio.Future[None]]] = {}
+_sweep_now: asyncio.Event | None = None
 _draining = False
 # The beat beat_soon started, held until done (the loop keeps only weak references), and whether
 # another reply started since it read the live replies.
@@ -96,34 +145,62 @@ def drain_begin() -> None:
     _draining = True
 
 
-def drain_reset() -> None:
-    """For tests: a worker that takes replies again."""
-    global _draining
-    _draining = False
+def reap_soon(message_id: int) -> asyncio.Future[None]:
+    """Ask this worker's sweeper to look at `message_id` now: a reader found it streaming with a
+    heartbeat too old. Readers never write; the sweeper ends it through the writer if its worker
+    is really gone. The future is done once the sweeper has looked."""
+    worker_start()
+    done = asyncio.get_running_loop().create_future()
+    _reap_wanted.setdefault(message_id, []).append(done)
+    if _sweep_now is not None:
+        _sweep_now.set()
+    return done
 
 
 async def _beat_and_sweep_forever() -> None:
-    from chat.replies import jobs
-
+    global _sweep_now
+    _sweep_now = sweep_now = asyncio.Event()
     sweeps = 0
+    next_beat = 0.0
+    loop = asyncio.get_running_loop()
     while True:
         try:
-            await beat_once()
-            await db_call(jobs.reply_reap_stale)
-            _get_reply_stream().forget_idle()
-            sweeps += 1
-            if sweeps % 60 == 1:
-                # Yesterday's analytics roll-up, once the day is over (a no-op until then).
-                await db_call(_rollup_yesterday)
+            if loop.time() >= next_beat:
+                next_beat = loop.time() + beat_seconds()
+                await beat_once()
+                await writer_call(reply_reap_stale)
+                _get_reply_stream().forget_idle()
+                sweeps += 1
+                if sweeps % 60 == 1:
+                    # Yesterday's analytics roll-up, once the day is over (a no-op until then).
+                    await writer_call(_rollup_yesterday)
+            if _reap_wanted:
+                await _reap_asked()
         except Exception:
             logger.exception("This worker's heartbeat or sweep failed")
-        await asyncio.sleep(beat_seconds())
+        sweep_now.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sweep_now.wait(), timeout=max(0.0, next_beat - loop.time()))
+
+
+async def _reap_asked() -> None:
+    wanted = dict(_reap_wanted)
+    _reap_wanted.clear()
+    try:
+        await writer_call(_reap_these, sorted(wanted))
+    finally:
+        for waiters in wanted.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+
+def _reap_these(message_ids: list[int]) -> None:
+    reply_reap_stale(message_ids=message_ids)
 
 
 async def beat_once() -> None:
-    from chat.replies import jobs
-
-    live = jobs.live_reply_ids()
+    live = live_reply_ids()
     await _beat_shared(live)
     if live:
         # With the reply path's other writes (chat/replies/writer.py): on SQLite writers exclude
@@ -133,9 +210,7 @@ async def beat_once() -> None:
 
 async def _beat_shared(live: frozenset[int] | None = None) -> None:
     """This worker and its live replies, alive in the shared stream (Redis) for a while."""
-    from chat.replies import jobs
-
-    live = jobs.live_reply_ids() if live is None else live
+    live = live_reply_ids() if live is None else live
     try:
         await bounded(
             _get_reply_stream().beat(WORKER_ID, live, ttl=settings.CHAT_WORKER_DEAD_AFTER_SECONDS),
@@ -147,8 +222,6 @@ async def _beat_shared(live: frozenset[int] | None = None) -> None:
 
 
 def _beat_in_database(message_ids: list[int]) -> None:
-    from chat.replies.jobs import live_reply_ids
-
     # Only replies still live now: one that ended while this beat waited for a thread stays
     # ended (and its heartbeat is no longer ours to keep).
     message_ids = [i for i in message_ids if i in live_reply_ids()]

@@ -33,9 +33,9 @@ from chat.conversations.limits import ReaderSlot, TooManyReaders, reader_acquire
 from chat.conversations.reads import Visitor, message_get
 from chat.replies import start as services
 from chat.replies.db_threads import db_call
-from chat.replies.delivery import reply_updates
 from chat.telemetry import metrics
 from chat.web.rendering import error_fragment, started_fragment
+from chat.web.updates import reply_updates
 from chat.web.visitors import visitor_id_from_scope
 
 logger = logging.getLogger(__name__)

@@ -12,6 +12,8 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
+from chat.conversations import writes
+from chat.conversations.errors import ChatInputError
 from chat.conversations.exports import conversation_json, conversation_markdown, export_filename
 from chat.conversations.reads import (
     chat_message_get,
@@ -41,10 +43,10 @@ def rename(request: HtmxHttpRequest, conversation_id: uuid.UUID) -> HttpResponse
         return denied
     visitor = _visitor(request)
     try:
-        conversation = services.conversation_rename(
+        conversation = writes.conversation_rename(
             visitor=visitor, conversation_id=conversation_id, title=request.POST.get("title", "")
         )
-    except services.ChatInputError as exc:
+    except ChatInputError as exc:
         if request.htmx:
             return HttpResponse(error_fragment(exc.message), status=400)
         conversation = conversation_get(visitor, conversation_id)
@@ -68,7 +70,7 @@ def delete(request: HtmxHttpRequest, conversation_id: uuid.UUID) -> HttpResponse
     visitor = _visitor(request)
     try:
         services.conversation_delete(visitor=visitor, conversation_id=conversation_id)
-    except services.ChatInputError as exc:
+    except ChatInputError as exc:
         conversation = conversation_get(visitor, conversation_id)
         context = _page_context(request, visitor, conversation, error=exc.message)
         return render(request, "chat/streaming_demo.html", context, status=400)
@@ -157,7 +159,7 @@ def show_version(request: HtmxHttpRequest, message_id: int) -> HttpResponse:
     """‹ › : show this version of a message, and the newest branch below it."""
     if denied := _login_required(request):
         return denied
-    conversation = services.branch_switch(visitor=_visitor(request), message_id=message_id)
+    conversation = writes.branch_switch(visitor=_visitor(request), message_id=message_id)
     return _branch_changed(request, conversation.pk)
 
 
@@ -168,8 +170,8 @@ def delete_turn(request: HtmxHttpRequest, message_id: int) -> HttpResponse:
         return denied
     visitor = _visitor(request)
     try:
-        conversation = services.turn_delete(visitor=visitor, message_id=message_id)
-    except services.ChatInputError as exc:
+        conversation = writes.turn_delete(visitor=visitor, message_id=message_id)
+    except ChatInputError as exc:
         if request.htmx:
             return HttpResponse(error_fragment(exc.message), status=400)
         message = chat_message_get(visitor, message_id)

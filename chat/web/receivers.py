@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib.auth.signals import user_logged_in, user_logged_out
 
-from chat.models import Conversation
+from chat.conversations.writes import conversations_claim
 from chat.web.visitors import visitor_forget, visitor_id_of
 
 
@@ -26,7 +26,7 @@ def claim_anonymous_conversations(sender: Any, request: Any, user: Any, **kwargs
     if request is None:
         return
     if visitor_id := visitor_id_of(request):
-        Conversation.objects.filter(user__isnull=True, visitor_id=visitor_id).update(user=user)
+        conversations_claim(visitor_id=visitor_id, user=user)
     # The id has done its job; whoever uses this browser anonymously next starts afresh.
     visitor_forget(request)
 

@@ -33,16 +33,18 @@ from chat.conversations.reads import (
     message_get,
     sidebar_page,
 )
-from chat.models import Conversation
-from chat.replies import start as services
-from chat.replies.delivery import reply_updates
-from chat.telemetry import metrics
-from chat.web.backpressure import (
+from chat.http.backpressure import (
     ResponseConnection,
     event_stream_response,
     request_connections_release,
 )
+from chat.models import Conversation
+from chat.replies import start as services
+from chat.replies.delivery import reply_wait
+from chat.replies.reaper import reply_reap_stale
+from chat.telemetry import metrics
 from chat.web.rendering import error_fragment, started_fragment
+from chat.web.updates import reply_updates
 from chat.web.visitors import visitor_id_ensure
 
 
@@ -101,7 +103,7 @@ def _page_context(
     messages = conversation_messages(conversation) if conversation else []
     streaming_ids = [m.pk for m in messages if m.is_streaming]
     # A reply whose worker died shows as interrupted instead of streaming forever.
-    if conversation and streaming_ids and services.reply_reap_stale(message_ids=streaming_ids):
+    if conversation and streaming_ids and reply_reap_stale(message_ids=streaming_ids):
         messages = conversation_messages(conversation)
     options = providers.available_models()
     default = providers.default_model()
@@ -185,7 +187,7 @@ async def _started_response(
     to watch, so it waits for the reply and then sees the page."""
     if request.htmx:
         return HttpResponse(await sync_to_async(started_fragment)(started))
-    await services.reply_wait(started.assistant_message.pk, timeout=settings.CHAT_REPLY_TIMEOUT)
+    await reply_wait(started.assistant_message.pk, timeout=settings.CHAT_REPLY_TIMEOUT)
     return redirect("chat:conversation", conversation_id=started.conversation.pk)
 
 
@@ -255,7 +257,7 @@ async def edit_message(request: HtmxHttpRequest, message_id: int) -> HttpRespons
         started = await services.amessage_edit(
             visitor=visitor, message_id=message_id, text=request.POST.get("message", "")
         )
-    except services.ChatInputError as exc:
+    except ChatInputError as exc:
         if request.htmx:
             return HttpResponse(error_fragment(exc.message), status=400)
         message = await sync_to_async(chat_message_get)(visitor, message_id)

@@ -39,8 +39,7 @@ def install_shutdown_hook() -> None:
     def drain() -> Any:
         from django.conf import settings
 
-        from chat.replies.jobs import jobs_interrupt
-        from chat.replies.workers import drain_begin
+        from chat.replies.workers import drain_begin, jobs_interrupt
 
         drain_begin()
         return defer.Deferred.fromFuture(

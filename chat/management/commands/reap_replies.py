@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from chat.replies.jobs import reply_reap_stale
+from chat.replies.reaper import reply_reap_stale
 
 
 class Command(BaseCommand):

@@ -1,13 +1,6 @@
-"""The reply stream: a sequence-numbered log per assistant message that transports read.
+"""The reply stream in Redis (with REDIS_URL), so any worker can read what any worker's job writes.
 
-The generation job publishes text deltas and, last, an end marker. Readers (the WebSocket
-consumer, the SSE view) read from any offset and block until more arrives, so a client that
-reconnects asks for the reply from the last sequence number it has and nothing is lost or shown
-twice.
-
-Without REDIS_URL the log lives in this process's memory (the embedded, single-process setup).
-With REDIS_URL it is a Redis Stream, so any worker can read what any other worker's job writes:
-the job publishes the deltas of a short window as one entry whose id is `0-<last seq>` (readers
+The job publishes the deltas of a short window as one entry whose id is `0-<last seq>` (readers
 drop what they already have, so resuming from any seq stays exact), and stop is published on a
 channel that each worker's one listener hands to its jobs, backed by a key for stops sent while a
 listener was not subscribed.
@@ -24,14 +17,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 import weakref
-from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 from django.conf import settings
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from chat.replies.redis_options import (
     MAX_BLOCK_SECONDS,
@@ -39,210 +30,10 @@ from chat.replies.redis_options import (
     cache_options,
     stream_client_options,
 )
+from chat.replies.stream.base import SHARED_STREAM_ERRORS, ReplyStream, StreamEntry, bounded
 from chat.telemetry import metrics
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-EntryKind = Literal["delta", "end"]
-
-
-class StreamUnavailable(Exception):
-    """The shared stream (Redis) did not answer within its bound."""
-
-
-# What a failing shared stream raises: Redis errors, sockets that broke under them, no answer.
-SHARED_STREAM_ERRORS: tuple[type[Exception], ...] = (
-    RedisError,
-    OSError,
-    TimeoutError,
-    StreamUnavailable,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEntry:
-    seq: int
-    kind: EntryKind
-    text: str  # the delta, or the ended_reason for the end marker
-    # The end marker's finished message as HTML readers send (empty: they render it themselves).
-    html: str = ""
-
-
-async def bounded(awaitable: Awaitable[T], *, timeout: float | None) -> T:
-    """Await `awaitable` as a task of its own, giving up after `timeout` seconds.
-
-    The caller waits on the task rather than inside it, so the caller's own cancellation and
-    this bound hold even if the call inside swallows a cancellation."""
-    task = asyncio.ensure_future(awaitable)
-    try:
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
-    if not done:
-        task.cancel()
-        raise StreamUnavailable(f"no answer within {timeout:g} s")
-    return task.result()
-
-
-class ReplyStream:
-    """What every backend offers. Sequence numbers start at 1; `after=0` reads from the start."""
-
-    # True when the job already gathers a window's deltas into one entry, so a reader sends what
-    # one read returns instead of waiting to coalesce.
-    coalesces_on_write = False
-    # How long the job gathers deltas before publishing them (0: publish each at once).
-    publish_window = 0.0
-
-    def publish_now(self, message_id: int, deltas: list[tuple[int, str]]) -> bool:
-        """Append the deltas without awaiting, if this backend can (an in-process log can, a
-        network one cannot): then the job publishes each delta as it arrives rather than
-        through a publishing task, one task switch per token fewer. False: use `publish`."""
-        return False
-
-    async def publish(self, message_id: int, deltas: list[tuple[int, str]]) -> None:
-        """Append consecutive (seq, text) deltas."""
-        raise NotImplementedError
-
-    async def append(self, message_id: int, seq: int, text: str) -> None:
-        await self.publish(message_id, [(seq, text)])
-
-    async def finish(self, message_id: int, seq: int, ended_reason: str, html: str = "") -> None:
-        """Write the end marker; `html`, the finished message's fragment, saves each reader
-        rendering it from the database."""
-        raise NotImplementedError
-
-    async def read(self, message_id: int, *, after: int, timeout: float) -> list[StreamEntry]:
-        """Entries after `after`, waiting up to `timeout` seconds (at most MAX_BLOCK_SECONDS) for
-        the first; [] if none."""
-        raise NotImplementedError
-
-    async def request_stop(self, message_id: int) -> None:
-        raise NotImplementedError
-
-    async def wait_stop(self, message_id: int) -> None:
-        """Return once someone, on any worker, asked this reply to stop."""
-        raise NotImplementedError
-
-    async def available(self) -> bool:
-        """Whether the stream can take a new reply now."""
-        return True
-
-    async def beat(self, worker_id: str, message_ids: Iterable[int], *, ttl: float) -> None:
-        """Mark this worker and its live replies alive for `ttl` seconds (shared backends)."""
-
-    # Sync calls, for the reaper (it runs in database threads).
-
-    def live_elsewhere(self) -> set[int] | None:
-        """Replies some live worker says it runs; None when that cannot be known."""
-        return None
-
-    def tail(self, message_id: int, *, after: int) -> list[StreamEntry]:
-        """What the stream holds after `after` (the reaper rebuilds a dead job's text with it)."""
-        return []
-
-    def finish_sync(self, message_id: int, seq: int, ended_reason: str) -> None:
-        """Write the end marker for a reply whose job is gone."""
-
-    def forget_idle(self) -> None:
-        """Free what readers of replies that never ran left behind (Redis expires keys itself)."""
-
-
-@dataclass
-class _Log:
-    entries: list[StreamEntry] = field(default_factory=list)
-    touched: float = field(default_factory=time.monotonic)
-    waiters: set[asyncio.Future[None]] = field(default_factory=set)
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def wake(self) -> None:
-        for waiter in self.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.waiters.clear()
-
-
-class MemoryReplyStream(ReplyStream):
-    def __init__(self, *, retention_seconds: float) -> None:
-        self.retention_seconds = retention_seconds
-        self._logs: dict[int, _Log] = {}
-
-    def _log(self, message_id: int) -> _Log:
-        # Not `setdefault(message_id, _Log())`, which builds a log (and its Event) on every
-        # call: this runs for every delta, once to publish it and once per reader.
-        log = self._logs.get(message_id)
-        if log is None:
-            log = self._logs[message_id] = _Log()
-        return log
-
-    async def publish(self, message_id: int, deltas: list[tuple[int, str]]) -> None:
-        self.publish_now(message_id, deltas)
-
-    def publish_now(self, message_id: int, deltas: list[tuple[int, str]]) -> bool:
-        log = self._log(message_id)
-        # A batch published again (its first publish was cancelled after it arrived) adds only
-        # what is new: sequence numbers are the positions in the list.
-        last = log.entries[-1].seq if log.entries else 0
-        log.entries.extend(StreamEntry(seq, "delta", text) for seq, text in deltas if seq > last)
-        log.touched = time.monotonic()
-        log.wake()
-        return True
-
-    async def finish(self, message_id: int, seq: int, ended_reason: str, html: str = "") -> None:
-        self._finish(message_id, seq, ended_reason, html)
-
-    def _finish(self, message_id: int, seq: int, ended_reason: str, html: str = "") -> None:
-        log = self._log(message_id)
-        if log.entries and log.entries[-1].kind == "end":
-            return
-        log.entries.append(StreamEntry(seq, "end", ended_reason, html))
-        log.wake()
-        # Keep the finished log a while for readers that are catching up, then free it.
-        asyncio.get_running_loop().call_later(
-            self.retention_seconds, self._logs.pop, message_id, None
-        )
-
-    async def read(self, message_id: int, *, after: int, timeout: float) -> list[StreamEntry]:
-        log = self._log(message_id)
-        if not _entries_after(log.entries, after) and timeout > 0:
-            loop = asyncio.get_running_loop()
-            waiter: asyncio.Future[None] = loop.create_future()
-            log.waiters.add(waiter)
-            # A timer that settles the waiter, rather than `asyncio.wait_for`, which wraps each
-            # wait in more futures and callbacks: this runs once per delta per reader.
-            timer = loop.call_later(min(timeout, MAX_BLOCK_SECONDS), _settle, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                log.waiters.discard(waiter)
-        return _entries_after(log.entries, after)
-
-    async def request_stop(self, message_id: int) -> None:
-        self._log(message_id).stop.set()
-
-    async def wait_stop(self, message_id: int) -> None:
-        await self._log(message_id).stop.wait()
-
-    def forget_idle(self) -> None:
-        # A reader of a reply whose job is gone (e.g. after a restart) creates an empty log to
-        # wait on; drop logs nobody has written to or waited on for the retention period.
-        cutoff = time.monotonic() - self.retention_seconds
-        for message_id, log in list(self._logs.items()):
-            if log.touched < cutoff and not log.waiters:
-                del self._logs[message_id]
-
-
-def _settle(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def _entries_after(entries: list[StreamEntry], after: int) -> list[StreamEntry]:
-    # Sequence numbers are the 1-based positions in the list, so the offset is an index.
-    return entries[after:] if after >= 0 else list(entries)
 
 
 class _StopListener:
@@ -393,11 +184,11 @@ class RedisReplyStream(ReplyStream):
             _already_written(await pipe.execute(raise_on_error=False))
 
     @metrics.counts_redis_errors("finish")
-    async def finish(self, message_id: int, seq: int, ended_reason: str, html: str = "") -> None:
+    async def finish(
+        self, message_id: int, seq: int, ended_reason: str, message: Any = None
+    ) -> None:
         key = self.key(message_id)
         fields = {"k": "end", "t": ended_reason}
-        if html:
-            fields["h"] = html
         async with self.client().pipeline(transaction=False) as pipe:
             pipe.xadd(key, fields, id=f"0-{seq}")
             pipe.expire(key, self.retention_seconds)
@@ -509,7 +300,7 @@ def _decode(response: Any, after: int) -> list[StreamEntry]:
         for entry_id, fields in items:
             last = int(entry_id.split("-")[1])
             if fields.get("k") == "end":
-                entries.append(StreamEntry(last, "end", fields.get("t", ""), fields.get("h", "")))
+                entries.append(StreamEntry(last, "end", fields.get("t", "")))
             elif "s" in fields:
                 texts = json.loads(fields["t"])
                 first = int(fields["s"])
@@ -522,24 +313,3 @@ def _decode(response: Any, after: int) -> list[StreamEntry]:
                 entries.append(StreamEntry(last, "delta", fields.get("t", "")))
             seen = max(seen, last)
     return entries
-
-
-_instance: ReplyStream | None = None
-
-
-def get_reply_stream() -> ReplyStream:
-    global _instance
-    if _instance is None:
-        if settings.REDIS_URL:
-            _instance = RedisReplyStream(
-                url=settings.REDIS_URL, retention_seconds=settings.CHAT_STREAM_RETENTION_SECONDS
-            )
-        else:
-            _instance = MemoryReplyStream(retention_seconds=settings.CHAT_STREAM_RETENTION_SECONDS)
-    return _instance
-
-
-def reset_reply_stream() -> None:
-    """Forget the backend (tests switch between memory and Redis with settings)."""
-    global _instance
-    _instance = None
