@@ -126,8 +126,8 @@ class Conversation(models.Model):
 
         One plain read of a few columns, summed here: an `aggregate()` with filtered counts plus
         a DISTINCT read cost ~3 ms of Django's query building per reply's ending (the largest
-        item of the writer thread at 100 streams, docs/performance.md); a conversation's rows
-        are few."""
+        item of the writer thread at 100 streams, docs/journal.md, the second pass); a
+        conversation's rows are few."""
         message_count = input_tokens = output_tokens = cost = unpriced = 0
         reasons: set[str] = set()
         rows = self.messages.order_by().values_list(

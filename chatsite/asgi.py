@@ -41,5 +41,5 @@ application = BufferedBytesMiddleware(
 
 # Everything loaded so far (Django, the app, the SDKs: ~200,000 objects) lives as long as the
 # process. Frozen, the garbage collector no longer walks it: a full collection took ~200 ms
-# under load, every stream of the worker stalled meanwhile (docs/performance.md).
+# under load, every stream of the worker stalled meanwhile (docs/journal.md, the third pass).
 gc.freeze()

@@ -1,6 +1,7 @@
-"""All settings come from environment variables; the README has a table of every one.
+"""All settings come from environment variables; docs/settings.md has a table of every one
+(tests/ops/test_settings_documented.py keeps the two in step).
 
-The defaults are the embedded setup: SQLite, the in-process channel layer, the local-memory
+The defaults are the embedded setup: SQLite, the in-process reply stream, the local-memory
 cache and the offline `demo` model, so `make run` needs no account anywhere.
 """
 
@@ -44,8 +45,9 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # always sets (or strips) that header, or any client could claim to be on https.
 if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# HTTPS in production (README "Security"): redirect plain HTTP, and tell browsers to use HTTPS
-# only. The probes stay reachable over plain HTTP for a load balancer's health checks.
+# HTTPS in production (docs/deploy.md, "HTTPS: what to set in production"): redirect plain HTTP, and
+# tell browsers to use HTTPS only. The probes stay reachable over plain HTTP for a load balancer's
+# health checks.
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
@@ -191,7 +193,7 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:home"
 LOGOUT_REDIRECT_URL = "chat:home"
 
-# --- Accounts (chat/web/accounts.py; README "Accounts") -------------------------------------------
+# --- Accounts (chat/web/accounts.py; docs/security.md, "Accounts") --------------------------------
 # Self sign-up at /accounts/signup/: anyone may create a normal account (off: the page is a 404).
 CHAT_SIGNUP = env.bool("CHAT_SIGNUP", default=False)
 CHAT_SIGNUP_RATE_LIMIT = env.str("CHAT_SIGNUP_RATE_LIMIT", default="5/h")  # per client IP
@@ -341,7 +343,7 @@ CHAT_RATE_LIMIT = env.str("CHAT_RATE_LIMIT", default="20/m")
 CHAT_LOGIN_RATE_LIMIT = env.str("CHAT_LOGIN_RATE_LIMIT", default="10/15m")
 CHAT_LOGIN_IP_RATE_LIMIT = env.str("CHAT_LOGIN_IP_RATE_LIMIT", default="50/15m")
 
-# --- Limits (chat/conversations/limits.py; README "Security") -------------------------------------
+# --- Limits (chat/conversations/limits.py; docs/security.md) --------------------------------------
 # Sends per person (user or anonymous visitor) and per client IP, shared through the cache.
 CHAT_IP_RATE_LIMIT = env.str("CHAT_IP_RATE_LIMIT", default="60/m")
 # Replies streaming at once, per person and per client IP (0: no cap).

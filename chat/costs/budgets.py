@@ -1,6 +1,7 @@
 """Spending caps: how much of a person's daily and monthly cap their replies have used.
 
-Reads only; `chat.replies.start` refuses a send that is over budget and the job ends a reply
+Reads only; `chat.replies.start` refuses a send that is over budget and the generation job
+(`chat.replies.generation`) ends a reply
 that crosses the cap mid-stream. Spending counts every priced reply, replaced ones included
 (they were paid for).
 Replies with no known price, or free ones, cannot count against a cap, so they are never refused.

@@ -4,10 +4,10 @@ caps — kept in memory for a few seconds.
 Both tables are tiny and change when someone edits them in the admin, yet every send read them
 (an override lookup for the model's prices, a cap lookup for the budget) and every ending read
 the override again: three queries of Django's query building per reply, a few milliseconds of the
-CPU a one-core worker spends on a reply (docs/performance.md, the third pass). Each process now
-keeps what it read for CHAT_STAFF_CONFIG_SECONDS. A change is seen at once by the process that
-made it (saving or deleting either model drops this process's copy) and within that many seconds
-by every other worker.
+CPU a one-core worker spends on a reply (docs/journal.md, the third pass on the hot path). Each
+process now keeps what it read for CHAT_STAFF_CONFIG_SECONDS. A change is seen at once by the
+process that made it (saving or deleting either model drops this process's copy) and within that
+many seconds by every other worker.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A provider turns a conversation into a stream of events: text deltas as they arrive, and at most
 one usage record (normally last). Providers know nothing about Django models, the database or
-transports; the generation job in `chat.replies.start` drives them.
+transports; the generation job (`chat.replies.generation`) drives them.
 """
 
 from __future__ import annotations

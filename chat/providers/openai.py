@@ -31,8 +31,8 @@ class OpenAIProvider:
     def __init__(self, *, api_key: str, base_url: str | None, max_retries: int) -> None:
         # The SDK's aiohttp transport (`openai[aiohttp]`): the SDK still builds, authenticates
         # and retries each request, while aiohttp's C parser reads the body. Reading a token
-        # through it costs about a third of what httpx2's default transport does
-        # (docs/performance.md, the third pass).
+        # through it costs about half of what httpx2's default transport does
+        # (docs/journal.md, the third pass on the hot path).
         self._client = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=base_url,
@@ -62,7 +62,7 @@ class OpenAIProvider:
         # The raw streaming response: the SDK still builds the request (auth, base_url), retries
         # it and turns an error status into its typed exception, but the body's chunks are read
         # as plain JSON. Its typed parsing of every chunk (pydantic models built per token) was
-        # the largest busy item on the event loop (docs/performance.md).
+        # the largest busy item on the event loop (docs/journal.md, the first pass on the hot path).
         request = self._client.chat.completions.with_streaming_response.create(
             model=model,
             messages=messages,

@@ -5,8 +5,8 @@ message). Their writes go through the one writer thread (chat/replies/writer.py)
 A pool rather than `database_sync_to_async`: that runs each call in the socket's own thread and
 closes the connection after it (with CONN_MAX_AGE = 0), so every hop of every reply opened a new
 database connection (on SQLite, a file open plus the WAL pragmas): ~5 % of the server's CPU at
-50 streams (docs/performance.md). These threads keep theirs; a broken one is closed and the next
-call reconnects. Several threads, so one slow query does not stall the others.
+50 streams (docs/journal.md, the second pass). These threads keep theirs; a broken one is closed
+and the next call reconnects. Several threads, so one slow query does not stall the others.
 """
 
 from __future__ import annotations

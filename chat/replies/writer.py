@@ -4,8 +4,8 @@ endings of replies, on one thread in the order they came.
 SQLite allows one writer at a time, and a transaction that finds the lock taken does not queue:
 its busy handler sleeps in growing steps and tries again. With a transaction per live reply per
 flush, plus one per send and per ending, from many threads, the sends spent most of their time
-asleep in that handler while the CPU idled (docs/performance.md). Here the writes of the reply
-path never meet each other:
+asleep in that handler while the CPU idled (docs/journal.md, the first pass). Here the writes of
+the reply path never meet each other:
 
 - `reply_progress_save` queues a reply's text and sequence number; the writer saves all the
   replies queued since its last save in one transaction, at most once per CHAT_FLUSH_SECONDS

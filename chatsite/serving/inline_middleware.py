@@ -3,7 +3,7 @@
 Under ASGI, Django runs each `process_request` and `process_response` of a `MiddlewareMixin`
 middleware in a worker thread (`sync_to_async`), in case it blocks. That is ~17 thread hops per
 request for this middleware list: a trivial view cost 3.5 ms of CPU under ASGI against 0.3 ms
-through the test client, most of it in hops and thread starts (docs/performance.md, the
+through the test client, most of it in hops and thread starts (docs/journal.md, the
 second pass on the hot path).
 
 The hooks below do no I/O: they read and set headers and cookies, resolve URLs and build lazy

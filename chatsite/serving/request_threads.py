@@ -4,7 +4,7 @@ Django's ASGI handler gives each request a `ThreadSensitiveContext`, so one requ
 (middleware hooks, sync views, the ORM) never waits behind another's. Without an executor,
 that context starts a new thread for the request and another to join it at the end: two thread
 starts per request, which made a trivial view cost 3.2 ms of CPU instead of 1.2 ms
-(docs/performance.md, the second pass on the hot path). Here each request gets a one-thread
+(docs/journal.md, the second pass on the hot path). Here each request gets a one-thread
 executor of its own from a pool of idle ones instead (asgiref's
 `ThreadSensitiveContext(executor=...)`; Django's own context then nests inside it and does
 nothing). A request still never shares its thread with another in-flight request; only

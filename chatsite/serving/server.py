@@ -4,8 +4,9 @@ Daphne runs Twisted on an asyncio event loop that it creates when `daphne.server
 setting uvloop's policy first makes that loop uvloop's (libuv, in C) instead of the standard
 library's selector loop. Every socket read and write of the process goes through the loop, and
 the standard loop re-registers a socket with epoll on most of them: uvloop cut the CPU of a bare
-relay by ~15 % and chatsite's reads from a provider by ~20 % (docs/performance.md). Everything
-else is Daphne's own command line, unchanged. CHAT_EVENT_LOOP=asyncio keeps the standard loop.
+relay by ~15 % and chatsite's reads from a provider by ~20 % (docs/journal.md, the third pass).
+Everything else is Daphne's own command line, unchanged. CHAT_EVENT_LOOP=asyncio keeps the standard
+loop.
 """
 
 from __future__ import annotations
