@@ -37,7 +37,7 @@ async def test_progress_of_many_replies_is_saved_in_one_transaction(visitor, mon
     monkeypatch.setattr(writer, "progress_save", recording_save)
     # Keep the writer busy, so that every reply's save is queued before it is free again.
     release = threading.Event()
-    busy = asyncio.ensure_future(writer.writer_call(release.wait, 10))
+    busy = asyncio.ensure_future(writer.db_write(release.wait, 10))
     saves = [
         asyncio.ensure_future(
             writer.reply_progress_save(message_id=message_id, text=f"text {n}", seq=n + 1)
@@ -60,7 +60,7 @@ async def test_progress_of_many_replies_is_saved_in_one_transaction(visitor, mon
 async def test_a_newer_save_of_a_reply_replaces_its_queued_one(visitor):
     message_id = await sync_to_async(start)(visitor, "Twice")
     release = threading.Event()
-    busy = asyncio.ensure_future(writer.writer_call(release.wait, 10))
+    busy = asyncio.ensure_future(writer.db_write(release.wait, 10))
     older = asyncio.ensure_future(
         writer.reply_progress_save(message_id=message_id, text="He", seq=1)
     )
@@ -104,7 +104,7 @@ async def test_a_failed_batch_reaches_every_waiter_and_the_next_batch_saves(visi
 
     monkeypatch.setattr(writer, "progress_save", fails_once)
     release = threading.Event()
-    busy = asyncio.ensure_future(writer.writer_call(release.wait, 10))
+    busy = asyncio.ensure_future(writer.db_write(release.wait, 10))
     first = [
         asyncio.ensure_future(writer.reply_progress_save(message_id=i, text="a", seq=1))
         for i in ids

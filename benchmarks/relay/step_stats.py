@@ -4,7 +4,7 @@ wait for the GIL or a lock does not count) and written as JSON at exit.
 
     BENCH_STEP_STATS=var/bench/steps.json python -m benchmarks.relay --targets chatsite ...
 
-Benchmark-only: it wraps `ReplyWriter._guarded` and replaces `db_call` in the modules that use
+Benchmark-only: it wraps `ReplyWriter._guarded` and replaces `db_read` in the modules that use
 it.
 """
 
@@ -46,7 +46,8 @@ def install(path: str) -> None:
     import chat.replies.workers
     import chat.web.consumers
     import chat.web.updates
-    from chat.replies import db_threads, writer
+    from chat.db import threads as db_threads
+    from chat.db import writer
 
     guarded = writer.ReplyWriter._guarded
 
@@ -54,10 +55,10 @@ def install(path: str) -> None:
         return _timed(f"writer: {_name(function)}", guarded, function, *args)
 
     writer.ReplyWriter._guarded = staticmethod(timed_guarded)  # type: ignore[method-assign]
-    db_call = db_threads.db_call
+    db_read = db_threads.db_read
 
     async def timed_db_call(function: Callable[..., Any], *args: Any) -> Any:
-        return await db_call(_timed, f"reply-db: {_name(function)}", function, *args)
+        return await db_read(_timed, f"reply-db: {_name(function)}", function, *args)
 
     for module in (
         chat.web.consumers,
@@ -66,7 +67,7 @@ def install(path: str) -> None:
         chat.replies.workers,
         chat.web.updates,
     ):
-        module.db_call = timed_db_call  # type: ignore[attr-defined]
+        module.db_read = timed_db_call  # type: ignore[attr-defined]
 
     def write() -> None:
         with _lock:

@@ -12,7 +12,6 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
@@ -32,6 +31,7 @@ from chat.conversations.errors import (
 )
 from chat.conversations.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
 from chat.conversations.reads import Visitor
+from chat.db import db_read
 from chat.http.backpressure import (
     ResponseConnection,
     event_stream_response,
@@ -95,7 +95,7 @@ async def _api_key(request: HttpRequest) -> ApiKey:
             "'Authorization: Bearer YOUR_KEY'. Create one at /settings/api-keys.",
             code="missing_api_key",
         )
-    api_key = await sync_to_async(api_key_authenticate)(raw_key.strip())
+    api_key = await db_read(api_key_authenticate, raw_key.strip())
     if api_key is None:
         raise wire.WireError(
             401,
@@ -147,7 +147,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         )
     # A client that hangs up here cancels only this wait: the reply is a job and is saved.
     await reply_wait(message.pk, timeout=settings.CHAT_REPLY_TIMEOUT + 30)
-    ended = await Message.objects.select_related("conversation").aget(pk=message.pk)
+    ended = await db_read(_message_with_conversation, message.pk)
     failure = wire.ending_error(ended, completion=wire.completion_id(ended.conversation_id))
     if failure is not None:
         raise failure
@@ -237,7 +237,7 @@ async def _chunk_events(message_id: int, writer: wire.ChunkWriter) -> AsyncItera
         if update.final:
             break
     try:
-        ended = await Message.objects.aget(pk=message_id)
+        ended = await db_read(functools.partial(Message.objects.get, pk=message_id))
     except DatabaseError:
         logger.exception("Reading the end of API reply %s failed", message_id)
         yield wire.sse(
@@ -260,7 +260,9 @@ async def _chunk_events(message_id: int, writer: wire.ChunkWriter) -> AsyncItera
 
 async def _stored(request: HttpRequest, completion_id: str) -> tuple[ApiKey, Message]:
     api_key = await _api_key(request)
-    message = await sync_to_async(completion_get)(user=api_key.user, completion_id=completion_id)
+    message = await db_read(
+        functools.partial(completion_get, user=api_key.user, completion_id=completion_id)
+    )
     if message is None:
         raise wire.WireError(
             404, f"No chat completion found with id '{completion_id}'.", param="completion_id"
@@ -298,5 +300,9 @@ async def completion_cancel(request: HttpRequest, completion_id: str) -> HttpRes
             conversation_id=str(message.conversation_id),
         )
         await reply_wait(message.pk, timeout=10)
-        message = await Message.objects.select_related("conversation").aget(pk=message.pk)
+        message = await db_read(_message_with_conversation, message.pk)
     return JsonResponse(_stored_object(message))
+
+
+def _message_with_conversation(message_id: int) -> Message:
+    return Message.objects.select_related("conversation").get(pk=message_id)

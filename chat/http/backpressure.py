@@ -3,7 +3,7 @@
 Daphne writes to a socket without backpressure: when a client stops reading, the kernel's buffers
 fill and Twisted keeps everything else in memory, without bound. The ASGI interface has no way to
 ask how much is waiting, so this wrapper looks at the Twisted transport behind Daphne's `send`
-(Daphne passes `functools.partial(server.handle_reply, protocol)`) and puts a `chatsite.buffered`
+(chat/adapters/daphne_transport.py) and puts a `chatsite.buffered`
 callable in the scope (and `chatsite.abort`, which drops the connection). Under any other
 server, or if Daphne changes, it reports 0 and nothing is dropped (the per-reply size cap still
 bounds what one reply can queue).
@@ -21,27 +21,11 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.http import HttpRequest, StreamingHttpResponse
 
+from chat.adapters.daphne_transport import aborter, buffered_bytes, transport_of
+from chat.adapters.django_response import on_close
+
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
-
-
-def _transport_of(send: Any) -> Any | None:
-    if not isinstance(send, functools.partial) or not send.args:
-        return None
-    protocol = send.args[0]
-    transport = getattr(protocol, "transport", None)
-    if transport is None:  # an HTTP request: the connection is its channel's
-        transport = getattr(getattr(protocol, "channel", None), "transport", None)
-    return transport
-
-
-def buffered_bytes(transport: Any) -> int:
-    """Bytes a Twisted TCP transport has accepted but not yet handed to the kernel."""
-    try:
-        pending = len(transport.dataBuffer) - transport.offset
-        return int(pending + transport._tempDataLen)
-    except (AttributeError, TypeError):
-        return 0
 
 
 class BufferedBytesMiddleware:
@@ -50,13 +34,11 @@ class BufferedBytesMiddleware:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket"):
-            transport = _transport_of(send)
+            transport = transport_of(send)
             if transport is not None:
                 scope = dict(scope)
                 scope["chatsite.buffered"] = functools.partial(buffered_bytes, transport)
-                # Twisted runs on the same asyncio loop under Daphne, so this is safe to call
-                # from the app. It drops the connection and whatever is still queued for it.
-                if abort := getattr(transport, "abortConnection", None):
+                if abort := aborter(transport):
                     scope["chatsite.abort"] = abort
         await self.app(scope, receive, send)
 
@@ -75,7 +57,7 @@ def event_stream_response(events: Any, *, release: Callable[[], None]) -> Stream
     `release` gives back the reader's slot: Django closes every response it sent, even one
     whose stream never started, so it is called then at the latest."""
     response = StreamingHttpResponse(events, content_type="text/event-stream")
-    response._resource_closers.append(release)  # type: ignore[attr-defined]
+    on_close(response, release)
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx must not buffer the stream
     return response

@@ -18,8 +18,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from chat.db import db_read
 from chat.models import Message
-from chat.replies.db_threads import db_call
 from chat.replies.registry import live_reply_ids
 from chat.replies.stream import SHARED_STREAM_ERRORS, StreamEntry, get_reply_stream
 from chat.replies.workers import reap_soon
@@ -47,11 +47,11 @@ async def still_streaming(message_id: int) -> bool:
         # This process's job is generating it, so it is alive: no database read. (Its ending is
         # published before the job leaves the set, and read from the database after.)
         return True
-    streaming, stale = await db_call(reply_liveness, message_id)
+    streaming, stale = await db_read(reply_liveness, message_id)
     if stale:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(reap_soon(message_id)), REAP_WAIT_SECONDS)
-        streaming, _stale = await db_call(reply_liveness, message_id)
+        streaming, _stale = await db_read(reply_liveness, message_id)
     return streaming
 
 
@@ -130,7 +130,7 @@ def _saved_content(message_id: int) -> str:
 
 
 async def _asaved_content(message_id: int) -> str:
-    return await db_call(_saved_content, message_id)
+    return await db_read(_saved_content, message_id)
 
 
 async def reply_text_updates(
@@ -171,5 +171,5 @@ async def reply_wait(message_id: int, *, timeout: float) -> None:
             if entries[-1].kind == "end":
                 return
             after = entries[-1].seq
-        elif not await Message.objects.filter(pk=message_id).streaming().aexists():
+        elif not (await db_read(reply_liveness, message_id))[0]:
             return

@@ -20,15 +20,14 @@ from chat import providers
 from chat.conversations.text import DeltaCleaner
 from chat.conversations.tree import Versions
 from chat.costs.budgets import BudgetGuard
+from chat.db import db_read, db_write, reply_progress_save
 from chat.models import Message
 from chat.providers.base import ProviderError, TextDelta, estimate_tokens_for_chars
 from chat.replies.context import JobContext, job_context_load
-from chat.replies.db_threads import db_call
 from chat.replies.endings import ReplyState, record_ending
 from chat.replies.stream import SHARED_STREAM_ERRORS, bounded, get_reply_stream
 from chat.replies.stream.publisher import Publisher
 from chat.replies.titles import title_generate
-from chat.replies.writer import reply_progress_save, writer_call
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ async def reply_generate(message_id: int, context: JobContext | None = None) -> 
     tasks: list[asyncio.Task[Any]] = []
     try:
         if context is None:
-            context = await db_call(job_context_load, message_id)
+            context = await db_read(job_context_load, message_id)
         state.estimated_input_tokens = context.estimated_input_tokens
         provider = providers.get_provider(context.provider)
         generate = asyncio.create_task(_consume(provider, context, state, publisher))
@@ -226,7 +225,7 @@ async def _flush_periodically(message_id: int, state: ReplyState) -> None:
         # always agree (a page rendered from them resumes the stream right after).
         seq, text = state.seq, state.text
         try:
-            # With every other live reply's, in one transaction (chat/replies/writer.py).
+            # With every other live reply's, in one transaction (chat/db/writer.py).
             saved = await reply_progress_save(
                 message_id=message_id, text=text, seq=seq, usage=state.usage
             )
@@ -253,7 +252,7 @@ async def _finish(
     try:
         for attempt in range(3):
             try:
-                recorded = await writer_call(
+                recorded = await db_write(
                     record_ending, message_id, state, ended, error_text, versions
                 )
                 break

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -34,6 +33,7 @@ from chat.conversations.text import has_visible, text_clean
 from chat.conversations.tree import Tree, Versions
 from chat.conversations.writes import leaf_set
 from chat.costs.budgets import BudgetGuard, send_budget
+from chat.db import db_read, db_write
 from chat.models import Conversation, Message
 from chat.providers.base import ChatTurn
 from chat.replies.context import JobContext, job_context_build
@@ -41,7 +41,6 @@ from chat.replies.reaper import reply_reap_stale
 from chat.replies.stream import SHARED_STREAM_ERRORS, get_reply_stream
 from chat.replies.titles import title_from_message
 from chat.replies.workers import draining, job_launch
-from chat.replies.writer import writer_call, writer_serializes_starts
 
 REDIS_DOWN_MESSAGE = (
     "Chat is briefly unavailable: its message service is not answering. "
@@ -330,7 +329,7 @@ async def _launched(
     if draining():
         raise ServiceUnavailable(DRAINING_MESSAGE, retry_after=2)
     try:
-        await sync_to_async(send_check)(visitor, api_key_id=api_key_id)
+        await db_read(functools.partial(send_check, visitor, api_key_id=api_key_id))
     except ServiceUnavailable as exc:
         # The rate limiter's cache is Redis: down, it refuses (chat/conversations/limits.py);
         # say so plainly.
@@ -338,12 +337,9 @@ async def _launched(
     # A reply that no reader on another worker could follow must not start.
     if not await get_reply_stream().available():
         raise ServiceUnavailable(REDIS_DOWN_MESSAGE)
-    if writer_serializes_starts():
-        # On SQLite the start joins the reply path's one writer instead of waiting, asleep in
-        # SQLite's busy handler, for the live replies' saves (chat/replies/writer.py).
-        started = await writer_call(functools.partial(write, visitor=visitor, **kwargs))
-    else:
-        started = await sync_to_async(write)(visitor=visitor, **kwargs)
+    # On SQLite the start joins the reply path's one writer instead of waiting, asleep in
+    # SQLite's busy handler, for the live replies' saves; on PostgreSQL starts run side by side.
+    started = await db_write(functools.partial(write, visitor=visitor, **kwargs), concurrent=True)
     job_launch(started.assistant_message.pk, started.job_context)
     return started
 
@@ -374,7 +370,7 @@ def _streaming_reply_in(visitor: Visitor, conversation_id: str) -> Message | Non
 async def reply_stop(*, visitor: Visitor, conversation_id: str) -> Message | None:
     """Ask the conversation's streaming reply to stop. Any worker may call this: the job, wherever
     it runs, sees the signal within a second, closes the upstream request and keeps the text."""
-    message = await sync_to_async(_streaming_reply_in)(visitor, conversation_id)
+    message = await db_read(_streaming_reply_in, visitor, conversation_id)
     if message is None:
         return None
     try:
@@ -387,5 +383,5 @@ async def reply_stop(*, visitor: Visitor, conversation_id: str) -> Message | Non
         ) from exc
     # A reply whose worker died cannot hear the signal; end it here instead (two missed beats
     # are enough, since a live worker's Redis key still spares its replies).
-    await writer_call(functools.partial(reply_reap_stale, message_ids=[message.pk], force=True))
+    await db_write(functools.partial(reply_reap_stale, message_ids=[message.pk], force=True))
     return message

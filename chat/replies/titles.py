@@ -11,13 +11,13 @@ failed attempt keeps the first-message title.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -26,6 +26,7 @@ from chat import providers
 from chat.analytics.rollups import rollup_invalidate
 from chat.conversations.text import title_clean
 from chat.costs.pricing import price_reply
+from chat.db import db_read, db_write
 from chat.models import Conversation, Message
 from chat.providers.base import ChatTurn, ProviderError, TextDelta, Usage, estimate_tokens
 
@@ -108,7 +109,7 @@ async def title_generate(reply_id: int) -> None:
     """Name the conversation of `reply_id` if it should be named; never raises (a title is a
     nicety: the reply has already ended)."""
     try:
-        job = await sync_to_async(_title_job, thread_sensitive=False)(reply_id)
+        job = await db_read(_title_job, reply_id)
         if job is None:
             return
         await _run(job)
@@ -143,8 +144,10 @@ async def _run(job: _TitleJob) -> None:
         refused = exc.status_code is not None and not parts and usage is None
     except TimeoutError:
         error = f"No title within {TITLE_TIMEOUT_SECONDS:g} s."
-    await sync_to_async(_record, thread_sensitive=False)(
-        job, "".join(parts), usage, error=error, refused=refused, started=started
+    await db_write(
+        functools.partial(
+            _record, job, "".join(parts), usage, error=error, refused=refused, started=started
+        )
     )
 
 

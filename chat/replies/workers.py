@@ -27,6 +27,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from chat.analytics.rollups import rollups_build
+from chat.db import db_write
 from chat.models import Message
 from chat.replies.context import JobContext
 from chat.replies.generation import reply_generate
@@ -34,7 +35,6 @@ from chat.replies.reaper import reply_reap_stale
 from chat.replies.registry import job_track, live_jobs, live_reply_ids
 from chat.replies.stream import SHARED_STREAM_ERRORS, RedisReplyStream, bounded
 from chat.replies.stream import get_reply_stream as _get_reply_stream
-from chat.replies.writer import writer_call
 from chat.telemetry import metrics
 from chat.telemetry.log_context import log_context_bind
 
@@ -168,12 +168,12 @@ async def _beat_and_sweep_forever() -> None:
             if loop.time() >= next_beat:
                 next_beat = loop.time() + beat_seconds()
                 await beat_once()
-                await writer_call(reply_reap_stale)
+                await db_write(reply_reap_stale)
                 _get_reply_stream().forget_idle()
                 sweeps += 1
                 if sweeps % 60 == 1:
                     # Yesterday's analytics roll-up, once the day is over (a no-op until then).
-                    await writer_call(_rollup_yesterday)
+                    await db_write(_rollup_yesterday)
             if _reap_wanted:
                 await _reap_asked()
         except Exception:
@@ -187,7 +187,7 @@ async def _reap_asked() -> None:
     wanted = dict(_reap_wanted)
     _reap_wanted.clear()
     try:
-        await writer_call(_reap_these, sorted(wanted))
+        await db_write(_reap_these, sorted(wanted))
     finally:
         for waiters in wanted.values():
             for waiter in waiters:
@@ -203,9 +203,9 @@ async def beat_once() -> None:
     live = live_reply_ids()
     await _beat_shared(live)
     if live:
-        # With the reply path's other writes (chat/replies/writer.py): on SQLite writers exclude
+        # With the reply path's other writes (chat/db/writer.py): on SQLite writers exclude
         # each other.
-        await writer_call(_beat_in_database, list(live))
+        await db_write(_beat_in_database, list(live))
 
 
 async def _beat_shared(live: frozenset[int] | None = None) -> None:

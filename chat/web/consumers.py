@@ -31,8 +31,8 @@ from django.http import Http404
 from chat.conversations.errors import ChatInputError
 from chat.conversations.limits import ReaderSlot, TooManyReaders, reader_acquire, scope_client_ip
 from chat.conversations.reads import Visitor, message_get
+from chat.db import db_read
 from chat.replies import start as services
-from chat.replies.db_threads import db_call
 from chat.telemetry import metrics
 from chat.web.rendering import error_fragment, started_fragment
 from chat.web.updates import reply_updates
@@ -78,7 +78,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Each socket gets its own thread for its other database work (sign-in, a send's checks,
         # stop). Without this, every consumer of the process shares one thread, and one slow
         # query stalls them all (django/channels#2132). A reply's reads use the shared reply
-        # database threads instead (chat/replies/db_threads.py), which keep their connections.
+        # database threads instead (chat/db/threads.py), which keep their connections.
         async with ThreadSensitiveContext():
             await super().__call__(scope, receive, send)
 
@@ -154,7 +154,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             model_choice=_text_field(frame, "model"),
             system_prompt=_text_field(frame, "system_prompt"),
         )
-        if not await self.deliver(await db_call(started_fragment, started)):
+        if not await self.deliver(await db_read(started_fragment, started)):
             return
         # Followed at once rather than when the page's `watch` arrives (it sends one for every
         # streaming reply it shows, and finds this one followed): the first token is not held
@@ -184,7 +184,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         running = self.readers.get(message_pk)
         if running is not None and not running.done():
             return  # already followed from where this socket is
-        message = await db_call(message_get, self.visitor, message_pk)
+        message = await db_read(message_get, self.visitor, message_pk)
         delivered = self.delivered.get(message.pk)
         self._follow(message.pk, max(_small_int(after) or 0, delivered or 0))
 

@@ -12,8 +12,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from chat.db import db_read
 from chat.models import Message
-from chat.replies.db_threads import db_call
 from chat.replies.delivery import delta_text, reply_batches
 from chat.replies.stream import StreamEntry
 from chat.web.rendering import delta_fragment, final_fragment
@@ -46,9 +46,9 @@ async def final_html(message_id: int, recorded: Message | None = None) -> str:
             _finals.popitem(last=False)
         try:
             if recorded is not None:
-                html = await db_call(final_fragment, recorded)
+                html = await db_read(final_fragment, recorded)
             else:
-                html = await db_call(_final_from_database, message_id)
+                html = await db_read(_final_from_database, message_id)
         except BaseException as exc:
             shared.set_exception(exc)
             _finals.pop(message_id, None)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import (
@@ -33,6 +33,7 @@ from chat.conversations.reads import (
     message_get,
     sidebar_page,
 )
+from chat.db import db_read
 from chat.http.backpressure import (
     ResponseConnection,
     event_stream_response,
@@ -68,7 +69,7 @@ def _visitor(request: HttpRequest) -> Visitor:
 
 
 async def _avisitor(request: HttpRequest) -> Visitor:
-    return await sync_to_async(_visitor)(request)
+    return await db_read(_visitor, request)
 
 
 def _login_required(request: HttpRequest) -> HttpResponse | None:
@@ -160,7 +161,7 @@ async def post_message(request: HtmxHttpRequest) -> HttpResponseBase:
     except ChatInputError as exc:
         if request.htmx:
             return _refused(HttpResponse(error_fragment(exc.message)), exc)
-        page = await sync_to_async(_page_with_error)(request, visitor, conversation_id, exc)
+        page = await db_read(_page_with_error, request, visitor, conversation_id, exc)
         return _refused(page, exc)
     if request.htmx and request.POST.get("stream") == "1":
         return await _started_stream(request, visitor, started)
@@ -186,7 +187,7 @@ async def _started_response(
     """htmx (the SSE transport) gets the new bubbles; a browser without JavaScript has no stream
     to watch, so it waits for the reply and then sees the page."""
     if request.htmx:
-        return HttpResponse(await sync_to_async(started_fragment)(started))
+        return HttpResponse(await db_read(started_fragment, started))
     await reply_wait(started.assistant_message.pk, timeout=settings.CHAT_REPLY_TIMEOUT)
     return redirect("chat:conversation", conversation_id=started.conversation.pk)
 
@@ -198,13 +199,13 @@ async def _started_stream(
     itself, as its events view sends it. htmx's hx-sse reads an event stream from any request."""
     # Rendered before a reader slot is taken, so that a failure here (the database down) holds
     # none; a refused slot then renders it again without the streamed mark (rare).
-    html = await sync_to_async(started_fragment)(started, streamed=True)
+    html = await db_read(functools.partial(started_fragment, started, streamed=True))
     try:
         slot = reader_acquire(visitor)
     except TooManyReaders:
         # The reply has started all the same: the page follows it over GET, which says why
         # it cannot (as after a socket's send).
-        return HttpResponse(await sync_to_async(started_fragment)(started))
+        return HttpResponse(await db_read(started_fragment, started))
     # `hx:release` frees the form for its next request (Stop) while the reply streams on.
     lead = f"{_event_data(html)}\nevent: hx:release\n\n"
     connection = ResponseConnection(request)
@@ -242,7 +243,7 @@ async def regenerate(request: HtmxHttpRequest, message_id: int) -> HttpResponseB
     except ChatInputError as exc:
         if request.htmx:
             return _refused(HttpResponse(error_fragment(exc.message)), exc)
-        message = await sync_to_async(chat_message_get)(visitor, message_id)
+        message = await db_read(chat_message_get, visitor, message_id)
         return redirect("chat:conversation", conversation_id=message.conversation_id)
     return await _started_response(request, started)
 
@@ -260,10 +261,8 @@ async def edit_message(request: HtmxHttpRequest, message_id: int) -> HttpRespons
     except ChatInputError as exc:
         if request.htmx:
             return HttpResponse(error_fragment(exc.message), status=400)
-        message = await sync_to_async(chat_message_get)(visitor, message_id)
-        return await sync_to_async(_page_with_error)(
-            request, visitor, str(message.conversation_id), exc
-        )
+        message = await db_read(chat_message_get, visitor, message_id)
+        return await db_read(_page_with_error, request, visitor, str(message.conversation_id), exc)
     return await _started_response(request, started)
 
 
@@ -273,7 +272,7 @@ async def reply_events(request: HttpRequest, message_id: int) -> HttpResponseBas
     if await _sign_in_missing(request):
         raise Http404("No such reply.")
     visitor = await _avisitor(request)
-    message = await sync_to_async(message_get)(visitor, message_id)
+    message = await db_read(message_get, visitor, message_id)
     after = _offset(request.headers.get("Last-Event-ID") or request.GET.get("after"))
     try:
         slot = reader_acquire(visitor)

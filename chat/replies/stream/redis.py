@@ -24,6 +24,7 @@ from typing import Any
 from django.conf import settings
 from redis.exceptions import ResponseError
 
+from chat.adapters.redis_pubsub import abort_socket
 from chat.replies.redis_options import (
     MAX_BLOCK_SECONDS,
     STREAM_SOCKET_TIMEOUT,
@@ -103,17 +104,11 @@ class _StopListener:
                     logger.warning("The stop channel failed; listening again", exc_info=True)
                 failing = True
             finally:
-                _abort_socket(pubsub)
+                abort_socket(pubsub)
                 with contextlib.suppress(Exception):
                     await bounded(pubsub.aclose(), timeout=2)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
-
-
-def _abort_socket(pubsub: Any) -> None:
-    """Close a pub/sub connection's socket at once (no await), ending a read blocked on it."""
-    with contextlib.suppress(Exception):
-        pubsub.connection._writer.transport.abort()
 
 
 class RedisReplyStream(ReplyStream):

@@ -10,7 +10,7 @@ the reply path never meet each other:
 - `reply_progress_save` queues a reply's text and sequence number; the writer saves all the
   replies queued since its last save in one transaction, at most once per CHAT_FLUSH_SECONDS
   (group commit: one transaction per interval however many replies stream).
-- `writer_call` runs a write transaction of its own (a reply's start, its ending) on the same
+- `db_write` runs a write transaction of its own (a reply's start, its ending) on the same
   thread, as soon as the thread is free: a batch of progress takes a few milliseconds.
 
 On PostgreSQL, which has row locks, the batch still saves round trips (one locking read and one
@@ -200,12 +200,14 @@ class ReplyWriter:
 _writer = ReplyWriter()
 
 
-def get_writer() -> ReplyWriter:
-    return _writer
+async def db_write(function: Callable[..., T], *args: Any, concurrent: bool = False) -> T:
+    """Run a write transaction (a sync function) on the writer thread, after what is queued.
+    `concurrent`: a write that may run beside others where the database allows it (PostgreSQL's
+    row locks; a send's start), which then runs on the database threads instead."""
+    if concurrent and not writer_serializes_starts():
+        from chat.db.threads import db_read
 
-
-async def writer_call(function: Callable[..., T], *args: Any) -> T:
-    """Run a write transaction (a sync function) on the writer thread, after what is queued."""
+        return await db_read(function, *args)
     return await _writer.call(function, *args)
 
 
@@ -217,5 +219,6 @@ async def reply_progress_save(
 
 
 def writer_serializes_starts() -> bool:
-    """Whether starts go through the writer too: on SQLite, where writers exclude each other."""
+    """Whether concurrent writes go through the writer too: on SQLite, where writers exclude
+    each other."""
     return connection.vendor == "sqlite"

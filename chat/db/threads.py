@@ -1,6 +1,6 @@
 """A few long-lived threads for the database work of replies: the jobs' reads (a reply's
 context, the reaper) and their readers' (a watch, the first liveness check, the finished
-message). Their writes go through the one writer thread (chat/replies/writer.py).
+message). Their writes go through the one writer thread (chat/db/writer.py).
 
 A pool rather than `database_sync_to_async`: that runs each call in the socket's own thread and
 closes the connection after it (with CONN_MAX_AGE = 0), so every hop of every reply opened a new
@@ -24,8 +24,8 @@ T = TypeVar("T")
 _executor: ThreadPoolExecutor | None = None
 
 
-async def db_call(function: Callable[..., T], *args: Any) -> T:
-    """`function(*args)` on one of the reply database threads."""
+async def db_read(function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)`, which reads, on one of the database threads."""
     global _executor
     if _executor is None:
         _executor = ThreadPoolExecutor(
