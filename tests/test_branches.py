@@ -179,10 +179,11 @@ async def test_a_finished_reply_is_numbered_among_its_versions_without_a_query(
 ):
     """No version can be added beside a reply while it streams (a send, a regenerate and an
     edit need the conversation idle), so the job numbers the finished message it hands its
-    readers from what it knew at the start: 1 of 1 after a send, 2 of 2 after a regenerate,
-    without reading the siblings again."""
+    readers (who render it) from what it knew at the start: 1 of 1 after a send, 2 of 2 after
+    a regenerate, without reading the siblings again."""
     from chat.replies.stream import get_reply_stream
     from chat.web import rendering
+    from chat.web.updates import final_html
 
     read: list[int] = []
     original = rendering.message_with_versions
@@ -193,7 +194,7 @@ async def test_a_finished_reply_is_numbered_among_its_versions_without_a_query(
     async def finished_html(message_id: int) -> str:
         entries = await get_reply_stream().read(message_id, after=0, timeout=0)
         assert entries[-1].kind == "end"
-        return entries[-1].html
+        return await final_html(message_id, entries[-1].message)
 
     openai_upstream.script(text="First take.")
     first = await sync_to_async(services.reply_start)(

@@ -136,9 +136,10 @@ async def test_resuming_from_any_fragment_gives_the_rest_exactly_once(settings, 
     assert len(received) < len(words), "no burst was ever merged"
 
 
-async def test_readers_get_the_finished_message_the_job_rendered(settings, visitor, monkeypatch):
-    # Rendered once by the job, for every reader, rather than read and rendered by each.
-    from chat.replies import delivery
+async def test_readers_share_one_render_of_the_finished_message(settings, visitor, monkeypatch):
+    # Rendered once in this process, for every reader, from the reply as its job recorded it,
+    # rather than read and rendered by each.
+    from chat.web import updates
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 500
     started = await services.areply_start(
@@ -146,12 +147,12 @@ async def test_readers_get_the_finished_message_the_job_rendered(settings, visit
     )
     message_id = started.assistant_message.pk
     rendered: list[int] = []
-    real_final_fragment = delivery._final_fragment
+    read: list[int] = []
+    real_final_fragment, real_read = updates.final_fragment, updates.final_fragment_read
     monkeypatch.setattr(
-        delivery,
-        "_final_fragment",
-        lambda pk: rendered.append(pk) or real_final_fragment(pk),
+        updates, "final_fragment", lambda m: rendered.append(m.pk) or real_final_fragment(m)
     )
+    monkeypatch.setattr(updates, "final_fragment_read", lambda pk: read.append(pk) or real_read(pk))
     readers = [reply_updates(message_id, after=0) for _ in range(3)]
 
     async def last(updates) -> Update:
@@ -162,7 +163,8 @@ async def test_readers_get_the_finished_message_the_job_rendered(settings, visit
 
     finals = await asyncio.wait_for(asyncio.gather(*(last(r) for r in readers)), PROMPT_SECONDS)
 
-    assert rendered == []
+    assert rendered == [message_id]
+    assert read == []
     for final in finals:
         assert f'id="msg-{message_id}"' in final.html
         assert 'data-status="complete"' in final.html
@@ -171,5 +173,5 @@ async def test_readers_get_the_finished_message_the_job_rendered(settings, visit
     settings.CHAT_STREAM_RETENTION_SECONDS = 0
     get_reply_stream()._logs.pop(message_id, None)
     late = await last(reply_updates(message_id, after=0))
-    assert rendered == [message_id]
+    assert read == [message_id]
     assert late.html == finals[0].html

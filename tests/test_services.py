@@ -10,9 +10,10 @@ from django.utils import timezone
 
 from chat.conversations import errors, limits
 from chat.costs.pricing import PRICE_DATA_VERSION
+from chat.db import writer
 from chat.models import Conversation, Message
 from chat.providers.demo import demo_reply, tokenize
-from chat.replies import endings, generation, reaper, workers, writer
+from chat.replies import endings, generation, reaper, workers
 from chat.replies import start as services
 from chat.replies.context import job_context_load
 from chat.replies.titles import TITLE_MAX_CHARS

@@ -33,14 +33,17 @@ async def test_read_returns_entries_after_the_offset(reply_stream):
     assert [e.seq for e in tail] == [3, 4]
 
 
-async def test_the_end_marker_carries_the_finished_message(reply_stream):
-    html = '<article id="msg-9" data-status="complete">Done — «fin»</article>'
+async def test_the_end_marker_carries_the_recorded_reply_within_this_process(reply_stream):
+    recorded = object()  # the Message as the job saved it
     await reply_stream.append(9, 1, "Done")
-    await reply_stream.finish(9, 2, "completed", html)
-    await reply_stream.finish(10, 1, "stopped")  # a reaper's: no HTML
+    await reply_stream.finish(9, 2, "completed", recorded)
+    await reply_stream.finish(10, 1, "stopped")  # a reaper's: nothing recorded here
 
-    assert (await reply_stream.read(9, after=1, timeout=0))[-1].html == html
-    assert (await reply_stream.read(10, after=0, timeout=0))[-1].html == ""
+    end = (await reply_stream.read(9, after=1, timeout=0))[-1]
+    assert (end.kind, end.text) == ("end", "completed")
+    # In memory readers get it as it is; through Redis they read it from the database.
+    assert end.message is (recorded if isinstance(reply_stream, MemoryReplyStream) else None)
+    assert (await reply_stream.read(10, after=0, timeout=0))[-1].message is None
 
 
 async def test_a_blocked_reader_wakes_when_text_arrives(reply_stream):

@@ -9,9 +9,10 @@ import threading
 import pytest
 from asgiref.sync import sync_to_async
 
+from chat.db import writer
 from chat.models import Message
 from chat.providers.demo import demo_reply
-from chat.replies import generation, writer
+from chat.replies import generation
 from chat.replies import start as services
 from chat.replies.registry import live_jobs
 

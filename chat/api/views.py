@@ -29,13 +29,13 @@ from chat.conversations.errors import (
     ServiceUnavailable,
     SpendingCapReached,
 )
-from chat.conversations.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
+from chat.conversations.limits import TooManyReaders, reader_acquire, request_client_ip
 from chat.conversations.reads import Visitor
 from chat.db import db_read
 from chat.http.backpressure import (
     ResponseConnection,
     event_stream_response,
-    request_connections_release,
+    reader_stream,
 )
 from chat.models import ApiKey, Message
 from chat.replies import start as services
@@ -201,28 +201,13 @@ def _streaming_response(
             code="rate_limit_exceeded",
             retry_after=exc.retry_after,
         ) from None
-    return event_stream_response(
-        _chunks(message.pk, writer, slot=slot, connection=ResponseConnection(request)),
+    # Dropped when it does not read: the reply goes on, and the client can fetch it by its id.
+    events = reader_stream(
+        _chunk_events(message.pk, writer),
+        connection=ResponseConnection(request),
         release=slot.release,
     )
-
-
-async def _chunks(
-    message_id: int, writer: wire.ChunkWriter, *, slot: ReaderSlot, connection: ResponseConnection
-) -> AsyncIterator[str]:
-    # Under ASGI a client that goes away cancels this generator: the reply is a job that does
-    # not depend on us, so it carries on and is saved. Only the reader slot is ours to give back.
-    try:
-        await request_connections_release()
-        async for event in _chunk_events(message_id, writer):
-            if connection.buffered() > settings.CHAT_MAX_CONNECTION_BUFFER_BYTES:
-                # The client is not reading: drop it rather than queue the reply for it. The
-                # reply goes on; the client can fetch it by its id.
-                connection.abort()
-                return
-            yield event
-    finally:
-        slot.release()
+    return event_stream_response(events, release=slot.release)
 
 
 async def _chunk_events(message_id: int, writer: wire.ChunkWriter) -> AsyncIterator[str]:

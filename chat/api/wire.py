@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 
 from chat import providers
+from chat.http.backpressure import sse_data
 from chat.models import Message
 from chat.providers.base import ChatTurn
 
@@ -375,7 +376,7 @@ class ChunkWriter:
 def sse(data: dict[str, Any] | str) -> str:
     # JSON has no raw line breaks, so one data: line always holds the whole event.
     text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return f"data: {text}\n\n"
+    return f"{sse_data(text)}\n"
 
 
 DONE = sse("[DONE]")

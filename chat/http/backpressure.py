@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, StreamingHttpResponse
 
@@ -50,6 +52,46 @@ async def request_connections_release() -> None:
     would sit idle all that time — with 100 SSE readers, 100 PostgreSQL connections, the
     default limit, and the next sends failed with "too many clients"."""
     await sync_to_async(connections.close_all)()
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def sse_data(text: str) -> str:
+    """`text` as an event's data: one `data:` line per line (SSE ends a line at \r, \n or \r\n;
+    the client joins them with newlines again)."""
+    return "".join(f"data: {line}\n" for line in _LINE_BREAK.split(text))
+
+
+async def reader_stream(
+    events: AsyncIterator[str],
+    *,
+    connection: ResponseConnection,
+    release: Callable[[], None],
+    drain_seconds: float | None = None,
+) -> AsyncIterator[str]:
+    """What every event stream of a reply does around its events (the page's SSE, the API's):
+    it gives back its request's database connection first, drops a client that does not read
+    rather than queue the reply for it, keeps its reader slot until the client has taken what
+    was sent (`drain_seconds`), and gives the slot back (`release`) however it ends.
+
+    Under ASGI a client that goes away cancels this generator: the reply is a job that does not
+    depend on us, so it carries on and is saved; only the slot is ours to give back."""
+    cap = settings.CHAT_MAX_CONNECTION_BUFFER_BYTES
+    try:
+        await request_connections_release()
+        async for event in events:
+            if connection.buffered() > cap:
+                # A reader that was only slow reconnects and resumes from where it was.
+                connection.abort()
+                return
+            yield event
+        # The last event can be the whole reply: otherwise one visitor could leave any number
+        # of finished responses queued here. One that is not taken in time is dropped.
+        if drain_seconds is not None and not await connection.drained(timeout=drain_seconds):
+            connection.abort()
+    finally:
+        release()
 
 
 def event_stream_response(events: Any, *, release: Callable[[], None]) -> StreamingHttpResponse:

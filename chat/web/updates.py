@@ -32,7 +32,7 @@ _FINALS_KEPT = 256
 _finals: OrderedDict[int, asyncio.Future[str]] = OrderedDict()
 
 
-def _final_from_database(message_id: int) -> str:
+def final_fragment_read(message_id: int) -> str:
     return final_fragment(Message.objects.select_related("conversation").get(pk=message_id))
 
 
@@ -48,7 +48,7 @@ async def final_html(message_id: int, recorded: Message | None = None) -> str:
             if recorded is not None:
                 html = await db_read(final_fragment, recorded)
             else:
-                html = await db_read(_final_from_database, message_id)
+                html = await db_read(final_fragment_read, message_id)
         except BaseException as exc:
             shared.set_exception(exc)
             _finals.pop(message_id, None)

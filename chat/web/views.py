@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,7 +36,8 @@ from chat.db import db_read
 from chat.http.backpressure import (
     ResponseConnection,
     event_stream_response,
-    request_connections_release,
+    reader_stream,
+    sse_data,
 )
 from chat.models import Conversation
 from chat.replies import start as services
@@ -207,12 +207,8 @@ async def _started_stream(
         # it cannot (as after a socket's send).
         return HttpResponse(await db_read(started_fragment, started))
     # `hx:release` frees the form for its next request (Stop) while the reply streams on.
-    lead = f"{_event_data(html)}\nevent: hx:release\n\n"
-    connection = ResponseConnection(request)
-    return event_stream_response(
-        _event_stream(started.assistant_message.pk, 0, slot=slot, connection=connection, lead=lead),
-        release=slot.release,
-    )
+    lead = f"{sse_data(html)}\nevent: hx:release\n\n"
+    return _event_stream(request, started.assistant_message.pk, 0, slot=slot, lead=lead)
 
 
 def _page_with_error(
@@ -278,10 +274,7 @@ async def reply_events(request: HttpRequest, message_id: int) -> HttpResponseBas
         slot = reader_acquire(visitor)
     except TooManyReaders as exc:
         return _refused(HttpResponse(error_fragment(exc.message)), exc)
-    return event_stream_response(
-        _event_stream(message.pk, after, slot=slot, connection=ResponseConnection(request)),
-        release=slot.release,
-    )
+    return _event_stream(request, message.pk, after, slot=slot)
 
 
 def _offset(value: str | None) -> int:
@@ -291,51 +284,27 @@ def _offset(value: str | None) -> int:
         return 0
 
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-
-
-def _event_data(html: str) -> str:
-    # One data: line per line of HTML (SSE ends a line at \r, \n or \r\n); the client joins
-    # them with newlines again.
-    return "".join(f"data: {line}\n" for line in _LINE_BREAK.split(html))
-
-
-async def _event_stream(
-    message_id: int,
-    after: int,
-    *,
-    slot: ReaderSlot,
-    connection: ResponseConnection,
-    lead: str = "",
-) -> AsyncIterator[str]:
+async def _events(message_id: int, after: int, *, lead: str = "") -> AsyncIterator[str]:
     """The reply's updates from `after` as SSE events, after `lead` (what a streamed send
     says first)."""
-    # Under ASGI, a client that goes away cancels this generator (CancelledError): only the
-    # reader slot is ours to give back, because the reply is a job that does not depend on us.
-    cap = settings.CHAT_MAX_CONNECTION_BUFFER_BYTES
-    try:
-        await request_connections_release()
-        yield f"{lead}retry: 1000\n\n"
-        updates = reply_updates(
-            message_id, after=after, idle_seconds=settings.CHAT_SSE_PING_SECONDS
-        )
-        async for update in metrics.reading("sse", updates):
-            if connection.buffered() > cap:
-                # The client is not reading: drop it rather than queue the reply for it. A
-                # reader that was only slow reconnects with Last-Event-ID and resumes.
-                connection.abort()
-                return
-            if update is None:
-                yield ": ping\n\n"
-                continue
-            yield f"id: {update.seq}\n{_event_data(update.html)}\n"
-        # Keep the reader's slot until the client has taken what was sent (the last fragment
-        # can be the whole reply): otherwise one visitor could leave any number of finished
-        # responses queued here. One that is not taken in time is dropped.
-        if not await connection.drained(timeout=settings.CHAT_SSE_DRAIN_SECONDS):
-            connection.abort()
-    finally:
-        slot.release()
+    yield f"{lead}retry: 1000\n\n"
+    updates = reply_updates(message_id, after=after, idle_seconds=settings.CHAT_SSE_PING_SECONDS)
+    async for update in metrics.reading("sse", updates):
+        yield ": ping\n\n" if update is None else f"id: {update.seq}\n{sse_data(update.html)}\n"
+
+
+def _event_stream(
+    request: HttpRequest, message_id: int, after: int, *, slot: ReaderSlot, lead: str = ""
+) -> HttpResponseBase:
+    return event_stream_response(
+        reader_stream(
+            _events(message_id, after, lead=lead),
+            connection=ResponseConnection(request),
+            release=slot.release,
+            drain_seconds=settings.CHAT_SSE_DRAIN_SECONDS,
+        ),
+        release=slot.release,
+    )
 
 
 @require_POST
