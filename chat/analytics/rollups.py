@@ -59,10 +59,6 @@ class UsageFilter:
         return {SIGNED_IN: False, ANONYMOUS: True}.get(self.owner)
 
     @property
-    def is_empty(self) -> bool:
-        return not (self.provider or self.model or self.source or self.owner)
-
-    @property
     def splits_latencies(self) -> bool:
         """Whether the latency roll-ups must be read per source and kind of owner, rather than
         merged over them (`UsageDayLatencyTotal`)."""
