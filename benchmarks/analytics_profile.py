@@ -57,8 +57,9 @@ def main() -> None:
     from django.utils import timezone
 
     from chat.analytics import summary as analytics
-    from chat.analytics.rollups import UsageFilter
-    from chat.analytics.summary import Period, usage_summary
+    from chat.analytics.filters import UsageFilter
+    from chat.analytics.report import Period
+    from chat.analytics.summary import usage_summary
 
     heavy_user = heaviest_user()
     today = timezone.localdate()

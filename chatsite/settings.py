@@ -138,7 +138,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="")
 
 # No channel layer: nothing sends to groups or channels (replies travel through the reply stream,
-# chat/replies/streams.py). A Redis layer would hold a blocking read per WebSocket whose timeouts
+# chat/replies/stream/). A Redis layer would hold a blocking read per WebSocket whose timeouts
 # closed idle sockets with 1011; without a layer a consumer has no such read at all.
 CHANNEL_LAYERS: dict[str, dict[str, object]] = {}
 

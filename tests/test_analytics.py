@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from chat.analytics import summary as analytics
 from chat.analytics.histograms import Histogram, bucket_of, bucket_value
-from chat.analytics.summary import Period, usage_summary
+from chat.analytics.report import Period
+from chat.analytics.summary import usage_summary
 from chat.models import Conversation, Message, UsageDay
 from chat.replies import reaper, workers
 

@@ -12,8 +12,9 @@ import pytest
 import time_machine
 
 from chat.analytics import summary as analytics
-from chat.analytics.rollups import UsageFilter
-from chat.analytics.summary import Period, usage_summary
+from chat.analytics.filters import UsageFilter
+from chat.analytics.report import Period
+from chat.analytics.summary import usage_summary
 from chat.conversations.feedback import message_feedback_set
 from chat.conversations.reads import Visitor
 from chat.models import Conversation, Message, UsageDay

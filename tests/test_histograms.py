@@ -51,15 +51,6 @@ def test_a_histogram_is_stored_as_one_run_of_counts_and_read_back():
     assert Histogram.from_json({}) == Histogram() and not Histogram.from_json({})
 
 
-def test_counts_by_bucket_make_the_same_histogram_as_the_values():
-    values = [0, 5, 5, 80, 81, 3000]
-    buckets: dict[int | None, int] = {}
-    for value in values:
-        buckets[bucket_of(value)] = buckets.get(bucket_of(value), 0) + 1
-
-    assert Histogram.from_buckets(buckets) == Histogram.of(values)
-
-
 @pytest.mark.parametrize("percent", [0, 1, 50, 99, 100])
 def test_percentiles_of_one_value_are_that_value(percent):
     assert Histogram.of([250]).percentile(percent) == pytest.approx(250, rel=0.01)

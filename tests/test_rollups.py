@@ -14,9 +14,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from chat.analytics import summary as analytics
+from chat.analytics.figures import owner_key
+from chat.analytics.filters import UsageFilter
 from chat.analytics.histograms import Histogram
-from chat.analytics.rollups import UsageFilter, owner_key, rollup_invalidate
-from chat.analytics.summary import Period, usage_summary
+from chat.analytics.report import Period
+from chat.analytics.rollups import rollup_invalidate
+from chat.analytics.summary import usage_summary
 from chat.conversations.feedback import message_feedback_set
 from chat.conversations.reads import Visitor
 from chat.models import (

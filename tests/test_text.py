@@ -68,6 +68,12 @@ async def test_a_reply_with_nul_from_the_provider_is_saved_with_its_text(visitor
     message = await Message.objects.aget(pk=started.assistant_message.pk)
     assert message.ended_reason == "completed", message.error_text
     assert message.content == "before the nul\nand after"
+    # Readers are sent the same cleaned text: no carriage return reaches the page, where one
+    # would end a line of SSE framing early.
+    from chat.replies.stream import get_reply_stream
+
+    entries = await get_reply_stream().read(message.pk, after=0, timeout=0)
+    assert "".join(e.text for e in entries if e.kind == "delta") == message.content
 
 
 async def test_an_oversized_reply_ends_as_too_long_with_its_text_kept(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat.analytics.summary import Period, usage_summary
+from chat.analytics.report import Period
+from chat.analytics.summary import usage_summary
 from chat.conversations import writes
 from chat.conversations.reads import conversation_messages
 from chat.models import Conversation, Message

@@ -23,8 +23,9 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
 from chat.admin.exports import Echo, attachment
-from chat.analytics.rollups import ANONYMOUS, SIGNED_IN, UsageFilter
-from chat.analytics.summary import MAX_PERIOD_DAYS, PRESETS, Period, UsageSummary, usage_summary
+from chat.analytics.filters import ANONYMOUS, SIGNED_IN, UsageFilter
+from chat.analytics.report import MAX_PERIOD_DAYS, PRESETS, Period, UsageSummary
+from chat.analytics.summary import usage_summary
 from chat.costs.budgets import spending_cap_for, spent_microusd
 from chat.models import Conversation, UsageDayModel, UsageReport
 from chat.money import dollars_text

@@ -18,7 +18,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import capfirst
 
-from chat.analytics.rollups import owner_key
+from chat.analytics.figures import owner_key
 from chat.models import Conversation, Message
 
 SIGNED_IN = "signed-in"

@@ -49,19 +49,6 @@ class Histogram:
         return histogram
 
     @classmethod
-    def from_buckets(cls, buckets: Mapping[int | None, int]) -> Histogram:
-        """From counts by bucket (None for values at or below zero)."""
-        zero = buckets.get(None, 0)
-        keys = [key for key, count in buckets.items() if key is not None and count]
-        if not keys:
-            return cls(zero)
-        low, high = min(keys), max(keys)
-        counts = [0] * (high - low + 1)
-        for key in keys:
-            counts[key - low] = buckets[key]
-        return cls(zero, low, counts)
-
-    @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> Histogram:
         if not data:
             return cls()
@@ -127,7 +114,7 @@ class Histogram:
             yield 0.0, self.zero
         for offset, count in enumerate(self.counts):
             if count:
-                yield BUCKET_RATIO ** (self.start + offset), count
+                yield bucket_value(self.start + offset), count
 
     def percentile(self, percent: float) -> float | None:
         """Nearest rank: the smallest value with at least `percent` % of the values at or below
@@ -142,5 +129,5 @@ class Histogram:
         for offset, count in enumerate(self.counts):
             seen += count
             if seen >= rank:
-                return BUCKET_RATIO ** (self.start + offset)
+                return bucket_value(self.start + offset)
         return None  # pragma: no cover - unreachable: `seen` reaches `total`

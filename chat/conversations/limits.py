@@ -108,7 +108,8 @@ def _count(group: str, key: str, rate: str) -> int | None:
     return max(1, int(usage["time_left"]))
 
 
-def _wait_words(seconds: int) -> str:
+def wait_words(seconds: int) -> str:
+    """A wait as people say it: "45 seconds", "3 minutes"."""
     if seconds < 90:
         return f"{seconds} second{'s' if seconds != 1 else ''}"
     minutes = round(seconds / 60)
@@ -128,7 +129,7 @@ def send_check(visitor: Visitor, *, api_key_id: int | None = None) -> None:
     wait = max((w for w in (_count(*check) for check in checks) if w is not None), default=None)
     if wait is not None:
         raise RateLimited(
-            f"You are sending messages too quickly. Wait {_wait_words(wait)} and try again.",
+            f"You are sending messages too quickly. Wait {wait_words(wait)} and try again.",
             retry_after=wait,
         )
 

@@ -26,7 +26,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django_ratelimit.core import get_usage
 
-from chat.conversations.limits import request_client_ip
+from chat.conversations.limits import request_client_ip, wait_words
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +66,6 @@ def login_failed(request: HttpRequest) -> None:
         _usage(group, key, rate, increment=True)
 
 
-def _wait_words(seconds: int) -> str:
-    if seconds < 90:
-        return f"{seconds} second{'s' if seconds != 1 else ''}"
-    minutes = round(seconds / 60)
-    return f"{minutes} minute{'s' if minutes != 1 else ''}"
-
-
 def _refused(request: HttpRequest, *, status: int, message: str, retry_after: int) -> HttpResponse:
     form = AuthenticationForm(request, initial={"username": request.POST.get("username", "")})
     response = render(
@@ -107,8 +100,7 @@ def throttled(view: View) -> View:
             return _refused(
                 request,
                 status=429,
-                message="Too many failed sign-in attempts. "
-                f"Wait {_wait_words(wait)} and try again.",
+                message=f"Too many failed sign-in attempts. Wait {wait_words(wait)} and try again.",
                 retry_after=wait,
             )
         response = view(request, *args, **kwargs)

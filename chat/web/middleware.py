@@ -1,13 +1,14 @@
-"""Request checks that belong before any view runs."""
+"""Request checks that belong before any view runs, and the bases of the site's own middleware."""
 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseBase
+from django.utils.deprecation import MiddlewareMixin
 
 from chat.web.visitors import visitor_cookie_apply
 
@@ -34,43 +35,55 @@ def _charset_refusal(request: HttpRequest) -> HttpResponse | None:
     )
 
 
-class _Middleware:
-    """Works in both stacks: `before` may answer instead of the view, `after` sees the response."""
+class BothStacksMiddleware:
+    """A middleware for the sync stack (WSGI, the test client) and the async one alike. Marked as a
+    coroutine function when what follows it is async, so Django awaits it rather than holding a
+    thread for the whole request. Subclasses answer in `sync_call` and `async_call`."""
 
-    async_capable = True
     sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
-        if iscoroutinefunction(self.get_response):
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
             markcoroutinefunction(self)
 
-    def before(self, request: HttpRequest) -> HttpResponse | None:
-        return None
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.async_call(request)
+        return self.sync_call(request)
 
-    def after(self, request: HttpRequest, response: HttpResponse) -> None:
-        pass
+    def sync_call(self, request: HttpRequest) -> HttpResponseBase:
+        raise NotImplementedError
 
-    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
-        if iscoroutinefunction(self.get_response):
-            return self._acall(request)
-        response = self.before(request) or self.get_response(request)
-        self.after(request, response)
+    async def async_call(self, request: HttpRequest) -> HttpResponseBase:
+        raise NotImplementedError
+
+
+class InlineHooksMiddleware(MiddlewareMixin):
+    """A `MiddlewareMixin` whose `process_request` and `process_response` never block (no I/O),
+    so in async mode they run on the event loop: Django's own `__acall__` sends each hook to a
+    worker thread in case it blocks. Sync mode is `MiddlewareMixin`'s, which calls them directly."""
+
+    async def __acall__(self, request: HttpRequest) -> Any:
+        response = None
+        if hasattr(self, "process_request"):
+            response = self.process_request(request)
+        response = response or await self.get_response(request)  # type: ignore[misc]
+        if hasattr(self, "process_response"):
+            response = self.process_response(request, response)
         return response
 
-    async def _acall(self, request: HttpRequest) -> HttpResponse:
-        response = self.before(request) or await self.get_response(request)
-        self.after(request, response)
-        return response
 
-
-class FormCharsetMiddleware(_Middleware):
-    def before(self, request: HttpRequest) -> HttpResponse | None:
+class FormCharsetMiddleware(InlineHooksMiddleware):
+    def process_request(self, request: HttpRequest) -> HttpResponse | None:
         return _charset_refusal(request)
 
 
-class VisitorCookieMiddleware(_Middleware):
+class VisitorCookieMiddleware(InlineHooksMiddleware):
     """Sets (or drops) the anonymous visitor's signed cookie that chat.web.visitors asked for."""
 
-    def after(self, request: HttpRequest, response: HttpResponse) -> None:
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         visitor_cookie_apply(request, response)
+        return response

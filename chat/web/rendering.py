@@ -138,12 +138,11 @@ def render_markdown(text: str) -> str:
 def delta_fragment(message_id: int, seq: int, text: str) -> str:
     """Append escaped text to a streaming reply. The span carries the sequence number the text
     reaches, which is where a reconnecting client asks to resume from."""
-    # A bare carriage return would end a line in SSE framing (EventSource and hx-sse split on
-    # \r, \n and \r\n), so it travels as a character reference and arrives exactly.
-    escaped = escape(text).replace("\r", "&#13;")
+    # No carriage return reaches here (`chat.conversations.text.DeltaCleaner` turns them into
+    # newlines before a delta is published), so none can end a line early in SSE framing.
     return (
         f'<div hx-swap-oob="beforeend:#msg-{message_id}-text">'
-        f'<span data-seq="{seq}">{escaped}</span></div>'
+        f'<span data-seq="{seq}">{escape(text)}</span></div>'
     )
 
 

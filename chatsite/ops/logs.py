@@ -11,14 +11,16 @@ import json
 import logging
 import random
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
 from chat.telemetry.log_context import log_context_end, log_context_get, log_context_start
+
+# Loaded with the logging configuration, before the apps are ready: chat.web.middleware imports no
+# models.
+from chat.web.middleware import BothStacksMiddleware
 
 # A request id is echoed into logs and headers: accept only a short, plain token from outside.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -44,29 +46,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
-class RequestIdMiddleware:
+class RequestIdMiddleware(BothStacksMiddleware):
     """Give each request an id for its log lines: the proxy's X-Request-ID (nginx's
     $request_id, also in its access log) or a fresh one, echoed as X-Request-ID."""
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self._is_async = iscoroutinefunction(get_response)
-        if self._is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> Any:
-        if self._is_async:
-            return self._acall(request)
+    def sync_call(self, request: HttpRequest) -> HttpResponseBase:
         token = log_context_start(request_id=_request_id(request))
         try:
             return self._tag(self.get_response(request))
         finally:
             log_context_end(token)
 
-    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+    async def async_call(self, request: HttpRequest) -> HttpResponseBase:
         token = log_context_start(request_id=_request_id(request))
         try:
             return self._tag(await self.get_response(request))

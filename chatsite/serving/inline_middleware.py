@@ -28,44 +28,33 @@ from django.middleware.common import CommonMiddleware
 from django.middleware.csrf import CsrfViewMiddleware
 from django.middleware.security import SecurityMiddleware
 
-
-class _InlineHooks:
-    """`__acall__` for a `MiddlewareMixin` whose hooks never block."""
-
-    async def __acall__(self, request: HttpRequest) -> Any:
-        response = None
-        if hasattr(self, "process_request"):
-            response = self.process_request(request)
-        response = response or await self.get_response(request)  # type: ignore[attr-defined]
-        if hasattr(self, "process_response"):
-            response = self.process_response(request, response)
-        return response
+from chat.web.middleware import InlineHooksMiddleware
 
 
-class InlineSecurityMiddleware(_InlineHooks, SecurityMiddleware):
+class InlineSecurityMiddleware(InlineHooksMiddleware, SecurityMiddleware):
     pass
 
 
-class InlineCSPMiddleware(_InlineHooks, CSPMiddleware):
+class InlineCSPMiddleware(InlineHooksMiddleware, CSPMiddleware):
     pass
 
 
-class InlineCommonMiddleware(_InlineHooks, CommonMiddleware):
+class InlineCommonMiddleware(InlineHooksMiddleware, CommonMiddleware):
     pass
 
 
-class InlineCsrfViewMiddleware(_InlineHooks, CsrfViewMiddleware):
+class InlineCsrfViewMiddleware(InlineHooksMiddleware, CsrfViewMiddleware):
     # Its process_view (reading the token from a parsed form) still runs through Django's
     # adapter: view hooks are collected and adapted by the handler, not by `__acall__`.
     pass
 
 
-class InlineAuthenticationMiddleware(_InlineHooks, AuthenticationMiddleware):
+class InlineAuthenticationMiddleware(InlineHooksMiddleware, AuthenticationMiddleware):
     # process_request only sets lazy `request.user` / `request.auser`: no query until read.
     pass
 
 
-class InlineXFrameOptionsMiddleware(_InlineHooks, XFrameOptionsMiddleware):
+class InlineXFrameOptionsMiddleware(InlineHooksMiddleware, XFrameOptionsMiddleware):
     pass
 
 

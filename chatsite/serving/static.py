@@ -16,33 +16,29 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponseBase
 from whitenoise.middleware import WhiteNoiseMiddleware
 from whitenoise.storage import CompressedManifestStaticFilesStorage
 
+from chat.web.middleware import BothStacksMiddleware
+
 CHUNK_BYTES = 64 * 1024
 
 
-class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):
-    sync_capable = True
-    async_capable = True
+class AsyncWhiteNoiseMiddleware(BothStacksMiddleware, WhiteNoiseMiddleware):
     # Hashed names are cached "forever": one year, the longest max-age caches are asked to honour
     # (WhiteNoise's own default is ten).
     FOREVER = 365 * 24 * 60 * 60
 
     def __init__(self, get_response: Callable[[HttpRequest], Any], **kwargs: Any) -> None:
-        super().__init__(get_response, **kwargs)
-        self._is_async = iscoroutinefunction(get_response)
-        if self._is_async:
-            markcoroutinefunction(self)
+        WhiteNoiseMiddleware.__init__(self, get_response, **kwargs)
+        BothStacksMiddleware.__init__(self, get_response)
 
-    def __call__(self, request: HttpRequest) -> Any:
-        if self._is_async:
-            return self._acall(request)
-        return super().__call__(request)
+    def sync_call(self, request: HttpRequest) -> HttpResponseBase:
+        return WhiteNoiseMiddleware.__call__(self, request)
 
-    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+    async def async_call(self, request: HttpRequest) -> HttpResponseBase:
         if self.autorefresh:
             static_file = await sync_to_async(self.find_file, thread_sensitive=False)(
                 request.path_info
