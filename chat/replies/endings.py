@@ -13,8 +13,9 @@ from django.utils import timezone
 from chat.analytics.rollups import rollup_invalidate
 from chat.conversations.tree import Versions
 from chat.costs.pricing import price_reply
+from chat.costs.usage import reply_usage
 from chat.models import Message
-from chat.providers.base import Usage, estimate_tokens
+from chat.providers.base import Usage
 from chat.telemetry import metrics
 
 
@@ -79,7 +80,13 @@ def record_ending(
         if state.first_token_at is not None:
             message.ttft_ms = round((state.first_token_at - state.started) * 1000)
             metrics.first_token(message.provider, state.first_token_at - state.started)
-        usage, source = usage_for(state, text)
+        usage, source = reply_usage(
+            text=text,
+            reported=state.usage,
+            estimated_input_tokens=state.estimated_input_tokens,
+            complete=state.completed_with_usage,
+            refused=state.refused,
+        )
         usage_record(message, usage, source)
         message.tokens_per_second = output_speed(state, usage.output_tokens)
         ending_save(message, updated_at=timezone.now())
@@ -132,25 +139,3 @@ def output_speed(state: ReplyState, output_tokens: int) -> float | None:
         return None
     # The first token arrived at the start of the interval, so it is not part of the rate.
     return round((output_tokens - 1) / seconds, 1)
-
-
-def usage_for(state: ReplyState, text: str) -> tuple[Usage, str]:
-    """The provider's counts when it reported them for the whole reply; nothing when it refused
-    the request; otherwise an estimate (keeping exact input counts when the provider sent them
-    early, as Anthropic does)."""
-    if state.completed_with_usage and state.usage is not None:
-        return state.usage, Message.UsageSource.PROVIDER
-    if state.refused:
-        return Usage(input_tokens=0, output_tokens=0), Message.UsageSource.NONE
-    if state.usage is not None:
-        input_tokens, cached = state.usage.input_tokens, state.usage.cached_input_tokens
-    else:
-        input_tokens, cached = state.estimated_input_tokens, 0
-    return (
-        Usage(
-            input_tokens=input_tokens,
-            output_tokens=estimate_tokens(text),
-            cached_input_tokens=cached,
-        ),
-        Message.UsageSource.ESTIMATED,
-    )

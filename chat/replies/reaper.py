@@ -14,8 +14,9 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from chat.costs.usage import reply_usage
 from chat.models import Message
-from chat.providers.base import Usage, estimate_tokens
+from chat.providers.base import Usage
 from chat.replies.context import job_context_load
 from chat.replies.endings import ending_save, usage_record
 from chat.replies.registry import live_reply_ids
@@ -83,14 +84,13 @@ def reply_reap(message_id: int, cutoff: Any, stream: ReplyStream | None = None) 
         message.ended_reason = Message.EndedReason.INTERRUPTED
         message.error_text = "The server restarted before this reply finished."
         message.finished_at = timezone.now()
-        usage = Usage(
-            input_tokens=(
-                message.input_tokens if message.input_tokens is not None else estimated_input_tokens
-            ),
-            output_tokens=estimate_tokens(message.content),
-            cached_input_tokens=message.cached_input_tokens or 0,
+        reported = None
+        if message.input_tokens is not None:
+            reported = Usage(message.input_tokens, 0, message.cached_input_tokens or 0)
+        usage, source = reply_usage(
+            text=message.content, reported=reported, estimated_input_tokens=estimated_input_tokens
         )
-        usage_record(message, usage, Message.UsageSource.ESTIMATED)
+        usage_record(message, usage, source)
         ending_save(message)
         metrics.reply_ended(
             provider=message.provider,

@@ -26,6 +26,7 @@ from chat import providers
 from chat.analytics.rollups import rollup_invalidate
 from chat.conversations.text import title_clean
 from chat.costs.pricing import price_reply
+from chat.costs.usage import reply_usage
 from chat.db import db_read, db_write
 from chat.models import Conversation, Message
 from chat.providers.base import ChatTurn, ProviderError, TextDelta, Usage, estimate_tokens
@@ -161,14 +162,13 @@ def _record(
     started: datetime,
 ) -> None:
     title = clean_title(text) if not error else ""
-    if refused:
-        usage, source = Usage(0, 0), Message.UsageSource.NONE
-    elif usage is not None and not error:
-        source = Message.UsageSource.PROVIDER
-    else:
-        input_tokens = usage.input_tokens if usage else estimate_tokens(job.prompt)
-        usage = Usage(input_tokens, estimate_tokens(text))
-        source = Message.UsageSource.ESTIMATED
+    usage, source = reply_usage(
+        text=text,
+        reported=usage,
+        estimated_input_tokens=estimate_tokens(job.prompt),
+        complete=not error,
+        refused=refused,
+    )
     now = timezone.now()
     price = price_reply(
         provider=job.provider, model=job.model, usage=usage, on=timezone.localdate(now)
