@@ -10,7 +10,7 @@ from chat.conversations.reads import conversation_messages
 from chat.models import Conversation, Message
 from chat.replies import start as services
 from chat.replies.titles import TITLE_SYSTEM_PROMPT, clean_title
-from tests.test_services import run_job
+from tests.replies.test_start import run_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

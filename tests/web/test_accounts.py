@@ -20,7 +20,7 @@ from chat.models import Conversation
 from chat.replies import start as services
 from tests.fake_oidc import running_fake_issuer
 from tests.servers import REPO, app_env, free_port
-from tests.test_views import page_visitor
+from tests.web.test_views import page_visitor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,8 +17,8 @@ from chat.analytics.summary import Period, usage_summary
 from chat.conversations.feedback import message_feedback_set
 from chat.conversations.reads import Visitor
 from chat.models import Conversation, Message, UsageDay
-from tests.test_analytics import NOW, TODAY, URL, figures, reply
-from tests.test_analytics import history as history  # noqa: F401 - a fixture
+from tests.analytics.test_summary import NOW, TODAY, URL, figures, reply
+from tests.analytics.test_summary import history as history  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db
 WEEK = Period(date(2026, 3, 9), TODAY)

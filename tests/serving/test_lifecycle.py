@@ -11,7 +11,7 @@ from tests.servers import Browser, app_env, daphne, migrate
 
 
 def test_stopping_the_server_mid_reply_saves_the_text_as_interrupted(tmp_path):
-    # No grace: the reply is cut off at once (tests/test_redis_resilience.py drains with one).
+    # No grace: the reply is cut off at once (replies/test_redis_resilience.py drains with one).
     env = app_env(tmp_path, CHAT_DEMO_TOKENS_PER_SECOND="20", CHAT_SHUTDOWN_GRACE_SECONDS="0")
     migrate(env)
     with daphne(env, tmp_path / "server.log") as url:

@@ -16,7 +16,7 @@ from chat.conversations.tree import Tree, history_turns
 from chat.models import Conversation, Message
 from chat.providers.base import ChatTurn
 from chat.replies import start as services
-from tests.test_services import run_job
+from tests.replies.test_start import run_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,7 +16,7 @@ from django.test import AsyncClient
 from chat.models import Conversation, Message
 from chatsite.asgi import application
 from tests.helpers import anonymous_session, asgi_get
-from tests.test_consumers import connect, read_reply, send
+from tests.web.test_consumers import connect, read_reply, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

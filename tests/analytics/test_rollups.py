@@ -28,10 +28,10 @@ from chat.models import (
     UsageDayModel,
     UsageDayRating,
 )
-from tests.test_analytics import NOW, TODAY, figures, reply
-from tests.test_analytics import history as history  # noqa: F401 - a fixture
-from tests.test_analytics_filters import WEEK, week
-from tests.test_analytics_filters import rated as rated  # noqa: F401 - a fixture
+from tests.analytics.test_filters import WEEK, week
+from tests.analytics.test_filters import rated as rated  # noqa: F401 - a fixture
+from tests.analytics.test_summary import NOW, TODAY, figures, reply
+from tests.analytics.test_summary import history as history  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db
 

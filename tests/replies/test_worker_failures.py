@@ -11,6 +11,13 @@ import time
 import pytest
 
 from tests.fake_upstream import running_fake_upstream
+from tests.replies.test_redis_resilience import (
+    MODEL,
+    reply_text,
+    send,
+    workers_env,
+    ws_connect,
+)
 from tests.servers import (
     Browser,
     SSEReader,
@@ -18,13 +25,6 @@ from tests.servers import (
     message_row,
     migrate,
     redis_server,
-)
-from tests.test_redis_resilience import (
-    MODEL,
-    reply_text,
-    send,
-    workers_env,
-    ws_connect,
 )
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(180)]

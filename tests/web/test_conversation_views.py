@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from chat.models import Conversation, Message
 from chat.replies import start as services
-from tests.test_views import HTMX, page_visitor
+from tests.web.test_views import HTMX, page_visitor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

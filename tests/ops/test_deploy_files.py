@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from scripts import run_prod
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def dockerfile() -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from chat.costs.budgets import allowance_for, spending_cap_for
 from chat.models import Conversation, Message, PriceOverride, SpendingCap
 from chat.providers.demo import demo_reply
 from chat.replies import start as services
-from tests.test_views import HTMX, apage_visitor
+from tests.web.test_views import HTMX, apage_visitor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
