@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
@@ -16,50 +17,15 @@ from chat.analytics.rollups import UsageFilter
 from chat.analytics.summary import Period, usage_summary
 from chat.conversations.feedback import message_feedback_set
 from chat.conversations.reads import Visitor
-from chat.models import Conversation, Message, UsageDay
-from tests.analytics.test_summary import NOW, TODAY, URL, figures, reply
-from tests.analytics.test_summary import history as history  # noqa: F401 - a fixture
+from chat.models import Message, UsageDay
 
 pytestmark = pytest.mark.django_db
+
+# The moment the `history` fixture (tests/analytics/conftest.py) is built at, its day, its week.
+NOW = datetime(2026, 3, 15, 12, 0, tzinfo=ZoneInfo("UTC"))
+TODAY = date(2026, 3, 15)
 WEEK = Period(date(2026, 3, 9), TODAY)
-
-
-@pytest.fixture
-def rated(history):  # noqa: F811 - the fixture above
-    """The history, plus Ada's API conversation with one gpt-4o-mini reply on 14 March (cost
-    2000, 300/60 tokens, ttft 500), durations on the gpt-4o replies, and three ratings:
-
-    | reply                       | duration | rating          |
-    | 15 Mar ada gpt-4o completed | 2000     | good            |
-    | 14 Mar ada gpt-4o error     | 4000     |                 |
-    | 14 Mar ada claude-x         |          | good, commented |
-    | 10 Mar v1  gpt-4o completed | 10000    | bad             |
-    """
-    with time_machine.travel(NOW, tick=False):
-        ada = history["ada"]
-        api_chat = Conversation.objects.create(
-            user=ada, provider="openai", model="gpt-4o-mini", title="Ada's API", source="api"
-        )
-        reply(api_chat, date(2026, 3, 14), cost=2000, tokens=(300, 60, 0), ttft=500)
-        replies = Message.objects.filter(role="assistant", superseded=False)
-        ada_15 = replies.get(day=TODAY, model="gpt-4o")
-        ada_error = replies.get(ended_reason="provider_error")
-        claude = replies.get(model="claude-x")
-        v1_10 = replies.get(day=date(2026, 3, 10), model="gpt-4o")
-        for message, duration in ((ada_15, 2000), (ada_error, 4000), (v1_10, 10000)):
-            Message.objects.filter(pk=message.pk).update(duration_ms=duration)
-        ada_visitor = Visitor(user=ada, visitor_id="")
-        visitor = Visitor(user=None, visitor_id=history["visitor_chat"].visitor_id)
-        message_feedback_set(visitor=ada_visitor, message_id=ada_15.pk, rating="up")
-        message_feedback_set(
-            visitor=ada_visitor, message_id=claude.pk, rating="up", comment="Spot on."
-        )
-        message_feedback_set(visitor=visitor, message_id=v1_10.pk, rating="down")
-    return {**history, "api_chat": api_chat}
-
-
-def week(**filters: str):
-    return usage_summary(period=WEEK, usage_filter=UsageFilter(**filters))
+URL = "/admin/chat/usagereport/"
 
 
 @pytest.mark.parametrize(
@@ -77,7 +43,7 @@ def week(**filters: str):
     ],
 )
 @time_machine.travel(NOW, tick=False)
-def test_filters_narrow_every_figure(rated, filters, replies, cost, errors, active, top):
+def test_filters_narrow_every_figure(rated, filters, replies, cost, errors, active, top, week):
     summary = week(**filters)
 
     assert (summary.replies, summary.cost_microusd, summary.errors) == (replies, cost, errors)
@@ -103,7 +69,7 @@ def test_filters_narrow_every_figure(rated, filters, replies, cost, errors, acti
     ],
 )
 @time_machine.travel(NOW, tick=False)
-def test_the_costliest_conversations_follow_the_filters(rated, filters, titles):
+def test_the_costliest_conversations_follow_the_filters(rated, filters, titles, week):
     assert [c.title for c in week(**filters).top_conversations] == titles
     # Not active in the period: none.
     earlier = usage_summary(
@@ -113,7 +79,7 @@ def test_the_costliest_conversations_follow_the_filters(rated, filters, titles):
 
 
 @time_machine.travel(NOW, tick=False)
-def test_one_owner_is_read_from_their_own_replies(rated):
+def test_one_owner_is_read_from_their_own_replies(rated, week):
     ada = rated["ada"]
     summary = week(owner=f"user:{ada.pk}")
 
@@ -131,7 +97,7 @@ def test_one_owner_is_read_from_their_own_replies(rated):
 
 
 @time_machine.travel(NOW, tick=False)
-def test_one_owners_page_compares_with_their_own_previous_period(rated):
+def test_one_owners_page_compares_with_their_own_previous_period(rated, week):
     ada = week(owner=f"user:{rated['ada'].pk}")
 
     # 2–8 March: Ada's one gpt-4o reply on 8 March, $0.10; this week $0.0085 in four.
@@ -150,7 +116,9 @@ def test_one_owners_page_compares_with_their_own_previous_period(rated):
     [{}, {"model": "gpt-4o"}, {"source": "api"}, {"owner": "anonymous"}, {"provider": "openai"}],
 )
 @time_machine.travel(NOW, tick=False)
-def test_rolled_up_days_give_the_same_filtered_figures_as_the_messages(rated, monkeypatch, filters):
+def test_rolled_up_days_give_the_same_filtered_figures_as_the_messages(
+    rated, monkeypatch, filters, figures, week
+):
     rolled_up = figures(week(**filters))
     assert UsageDay.objects.filter(day=date(2026, 3, 14)).exists()
 
@@ -160,7 +128,7 @@ def test_rolled_up_days_give_the_same_filtered_figures_as_the_messages(rated, mo
 
 
 @time_machine.travel(NOW, tick=False)
-def test_cards_compare_with_the_previous_period_of_the_same_length(rated):
+def test_cards_compare_with_the_previous_period_of_the_same_length(rated, week):
     summary = week()
 
     # 2–8 March: Ada's one gpt-4o reply on 8 March, $0.10.
@@ -180,7 +148,7 @@ def test_cards_compare_with_the_previous_period_of_the_same_length(rated):
 
 
 @time_machine.travel(NOW, tick=False)
-def test_satisfaction_per_model_and_per_day(rated):
+def test_satisfaction_per_model_and_per_day(rated, week):
     summary = week()
 
     assert (summary.feedback_up, summary.feedback_down) == (2, 1)
@@ -216,7 +184,7 @@ def test_satisfaction_per_model_and_per_day(rated):
     ],
 )
 @time_machine.travel(NOW, tick=False)
-def test_ratings_are_counted_with_every_filter(rated, filters, ratings):
+def test_ratings_are_counted_with_every_filter(rated, filters, ratings, week):
     owners = {
         "ada": f"user:{rated['ada'].pk}",
         "v1": f"visitor:{rated['visitor_chat'].visitor_id}",
@@ -236,7 +204,7 @@ def test_ratings_are_counted_with_every_filter(rated, filters, ratings):
 
 
 @time_machine.travel(NOW, tick=False)
-def test_latency_percentiles_of_first_token_and_duration_per_model_and_day(rated):
+def test_latency_percentiles_of_first_token_and_duration_per_model_and_day(rated, week):
     summary = week()
     gpt_4o = next(model for model in summary.models if model.label == "openai:gpt-4o")
 
@@ -259,7 +227,7 @@ def test_latency_percentiles_of_first_token_and_duration_per_model_and_day(rated
 
 
 @time_machine.travel(NOW, tick=False)
-def test_speed_distribution_per_model_in_shares_of_its_replies(rated):
+def test_speed_distribution_per_model_in_shares_of_its_replies(rated, week):
     speed = week().chart_data()["speed"]
 
     # The fastest model's p99 is 80 tok/s: twelve bins 10 wide, the last open-ended.
@@ -347,7 +315,7 @@ def test_models_without_a_price_link_to_a_prefilled_override(admin_client, rated
 
 
 @time_machine.travel(NOW, tick=True)
-def test_the_price_form_suggests_the_providers_and_models_replies_used(admin_client, rated):
+def test_the_price_form_suggests_the_providers_and_models_replies_used(admin_client, rated, week):
     week()  # rolls up the days
 
     html = admin_client.get("/admin/chat/priceoverride/add/").content.decode()

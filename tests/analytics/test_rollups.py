@@ -5,7 +5,8 @@ when one changes after its day was rolled up."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
@@ -28,18 +29,19 @@ from chat.models import (
     UsageDayModel,
     UsageDayRating,
 )
-from tests.analytics.test_filters import WEEK, week
-from tests.analytics.test_filters import rated as rated  # noqa: F401 - a fixture
-from tests.analytics.test_summary import NOW, TODAY, figures, reply
-from tests.analytics.test_summary import history as history  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db
+
+# The moment the `history` fixture (tests/analytics/conftest.py) is built at, its day, its week.
+NOW = datetime(2026, 3, 15, 12, 0, tzinfo=ZoneInfo("UTC"))
+TODAY = date(2026, 3, 15)
+WEEK = Period(date(2026, 3, 9), TODAY)
 
 HISTOGRAMS = ("ttft_histogram", "duration_histogram", "speed_histogram")
 
 
 @time_machine.travel(NOW, tick=False)
-def test_merged_latency_rows_are_the_sums_of_the_rows_per_source_and_owner(rated):
+def test_merged_latency_rows_are_the_sums_of_the_rows_per_source_and_owner(rated, week):
     week()  # rolls up 9–14 March
     merged: dict[tuple[object, ...], dict[str, Histogram]] = {}
     for row in UsageDayLatency.objects.all():
@@ -82,7 +84,9 @@ def test_merged_latency_rows_are_the_sums_of_the_rows_per_source_and_owner(rated
     ],
 )
 @time_machine.travel(NOW, tick=False)
-def test_pages_read_merged_latencies_unless_filtered_by_source_or_owner(rated, filters, reads):
+def test_pages_read_merged_latencies_unless_filtered_by_source_or_owner(
+    rated, filters, reads, figures, week
+):
     week(**filters)  # rolls up
     with CaptureQueriesContext(connection) as captured:
         rolled_up = figures(week(**filters))
@@ -102,7 +106,7 @@ def test_pages_read_merged_latencies_unless_filtered_by_source_or_owner(rated, f
 
 
 @time_machine.travel(NOW, tick=False)
-def test_a_stale_day_is_rebuilt_with_its_merged_latencies(rated):
+def test_a_stale_day_is_rebuilt_with_its_merged_latencies(rated, reply, week):
     fourteenth = date(2026, 3, 14)
     assert next(row for row in week().days if row.day == fourteenth).ttft_p99_ms == (
         pytest.approx(800, rel=0.01)
@@ -122,7 +126,7 @@ def test_a_stale_day_is_rebuilt_with_its_merged_latencies(rated):
 
 
 @pytest.fixture
-def many_owners(db):
+def many_owners(db, reply):
     """Twelve users who spent on 13 or 14 March, four of them tied at $0.0004 with one reply
     each; one who spent little then and most today; one who did both, two replies at the same
     cost as the tie; and a visitor seen only today (cost in micro-dollars)."""
@@ -192,7 +196,7 @@ def test_the_previous_period_counts_the_owners_of_its_days(many_owners):
 
 
 @time_machine.travel(NOW, tick=False)
-def test_rating_rows_count_each_rolled_up_days_rated_replies(rated):
+def test_rating_rows_count_each_rolled_up_days_rated_replies(rated, week):
     week()  # rolls up 9–14 March
     rows = {
         (row.usage_day_id, row.provider, row.model, row.source, row.anonymous, row.rating): (
@@ -209,7 +213,7 @@ def test_rating_rows_count_each_rolled_up_days_rated_replies(rated):
 
 
 @time_machine.travel(NOW, tick=False)
-def test_a_rating_changed_after_its_day_was_rolled_up_recounts_that_days_ratings_only(rated):
+def test_a_rating_changed_after_its_day_was_rolled_up_recounts_that_days_ratings_only(rated, week):
     week()
     tenth = date(2026, 3, 10)
     built_at = UsageDay.objects.get(day=tenth).built_at

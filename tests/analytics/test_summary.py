@@ -22,104 +22,14 @@ from chat.replies import workers
 pytestmark = pytest.mark.django_db
 
 UTC = ZoneInfo("UTC")
+# The moment the `history` fixture (tests/analytics/conftest.py) is built at, and its day.
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
 TODAY = date(2026, 3, 15)
-
-
-def reply(conversation, day, *, reason="completed", cost=0, tokens=(0, 0, 0), ttft=None, tps=None,
-          source="provider", model=None, superseded=False):  # fmt: skip
-    provider, model = (model or f"{conversation.provider}:{conversation.model}").split(":")
-    status = {"completed": "complete", "stopped": "stopped", "budget": "stopped"}.get(
-        reason, "error"
-    )
-    Message.objects.create(conversation=conversation, role="user", content="Q", day=day)
-    Message.objects.create(
-        conversation=conversation,
-        role=Message.Role.ASSISTANT,
-        content="A",
-        status=status,
-        ended_reason=reason,
-        provider=provider,
-        model=model,
-        input_tokens=tokens[0],
-        output_tokens=tokens[1],
-        cached_input_tokens=tokens[2],
-        cost_microusd=cost,
-        usage_source=source,
-        ttft_ms=ttft,
-        tokens_per_second=tps,
-        superseded=superseded,
-        day=day,
-    )
-    conversation.refresh_totals()
 
 
 def about(*values: float) -> tuple[object, ...]:
     """Percentiles are exact to within 1 % (histogram buckets are 2 % wide)."""
     return tuple(pytest.approx(value, rel=0.01) for value in values)
-
-
-@pytest.fixture
-def history():
-    """A small history, by hand (today is 15 March 2026; cost in micro-dollars):
-
-    | day    | owner | model                | ended         | in/out/cache | cost   | ttft | tok/s |
-    | 15 Mar | ada   | openai:gpt-4o        | completed     | 1000/200/100 | 5000   | 300  | 50    |
-    | 15 Mar | v1    | demo:demo            | stopped, est. | 100/50/0     | 0      | 120  | 30    |
-    | 14 Mar | ada   | openai:gpt-4o        | error, est.   | 500/10/0     | 1500   | 800  | –     |
-    | 14 Mar | ada   | anthropic:claude-x   | completed     | 200/100/0    | none   | 450  | 80    |
-    | 10 Mar | v1    | openai:gpt-4o        | completed     | 2000/400/0   | 9000   | 1000 | 40    |
-    | 10 Mar | v1    | demo:demo (replaced) | completed     | 10/5/0       | 0      | 200  | –     |
-    |  8 Mar | ada   | openai:gpt-4o        | completed     | 10/10/0      | 100000 | 100  | 10    |
-    plus a reply still streaming today, which does not count yet.
-    """
-    with time_machine.travel(NOW, tick=False):
-        ada = User.objects.create_user("ada")
-        ada_chat = Conversation.objects.create(
-            user=ada, provider="openai", model="gpt-4o", title="Ada's"
-        )
-        visitor_chat = Conversation.objects.create(
-            visitor_id="v1" + "0" * 30, provider="demo", model="demo", title="Visitor's"
-        )
-        reply(ada_chat, TODAY, cost=5000, tokens=(1000, 200, 100), ttft=300, tps=50.0)
-        reply(visitor_chat, TODAY, reason="stopped", tokens=(100, 50, 0), ttft=120, tps=30.0,
-              source="estimated")  # fmt: skip
-        reply(ada_chat, date(2026, 3, 14), reason="provider_error", cost=1500,
-              tokens=(500, 10, 0), ttft=800, source="estimated")  # fmt: skip
-        reply(ada_chat, date(2026, 3, 14), cost=None, tokens=(200, 100, 0), ttft=450, tps=80.0,
-              model="anthropic:claude-x")  # fmt: skip
-        reply(visitor_chat, date(2026, 3, 10), cost=9000, tokens=(2000, 400, 0), ttft=1000,
-              tps=40.0, model="openai:gpt-4o")  # fmt: skip
-        reply(visitor_chat, date(2026, 3, 10), tokens=(10, 5, 0), ttft=200, superseded=True)
-        reply(ada_chat, date(2026, 3, 8), cost=100_000, tokens=(10, 10, 0), ttft=100, tps=10.0)
-        Message.objects.create(
-            conversation=visitor_chat, role="assistant", status="streaming", provider="demo",
-            model="demo", day=TODAY, cost_microusd=777,
-        )  # fmt: skip
-        visitor_chat.refresh_totals()
-    return {"ada": ada, "ada_chat": ada_chat, "visitor_chat": visitor_chat}
-
-
-def figures(summary):
-    """The page's figures as plain data, to compare two ways of computing them."""
-    return {
-        "cards": (
-            summary.replies, summary.cost_microusd, summary.unpriced_replies,
-            summary.input_tokens, summary.output_tokens, summary.cached_input_tokens,
-            summary.active_owners, summary.error_rate, summary.stop_rate, summary.estimated_share,
-        ),
-        "days": [
-            (row.day, row.replies, row.cost_microusd, row.ttft_p50_ms, row.ttft_p95_ms,
-             dict(row.replies_by_reason), dict(row.cost_by_model))
-            for row in summary.days
-        ],
-        "models": [
-            (m.label, m.replies, m.priced_cost_microusd, m.cost_per_reply_microusd, m.ttft_p50_ms,
-             m.ttft_p95_ms, m.median_tokens_per_second)
-            for m in summary.models
-        ],
-        "owners": [(o.label, o.replies, o.cost_microusd) for o in summary.top_owners],
-    }  # fmt: skip
 
 
 @time_machine.travel(NOW, tick=False)
@@ -176,7 +86,7 @@ def test_the_summary_matches_the_hand_computed_figures(history):
 
 
 @time_machine.travel(NOW, tick=False)
-def test_rolled_up_days_give_the_same_figures_as_the_messages(history, monkeypatch):
+def test_rolled_up_days_give_the_same_figures_as_the_messages(history, monkeypatch, figures):
     rolled_up = figures(usage_summary(period=Period.last(30)))
     # The 30 days and the 30 before them (the cards compare with those).
     assert set(UsageDay.objects.values_list("day", flat=True)) == {
@@ -315,7 +225,9 @@ def test_an_unknown_period_falls_back_to_30_days_with_a_message(admin_client, hi
 
 
 @time_machine.travel(NOW, tick=True)
-def test_the_page_reads_a_fixed_number_of_queries_however_many_replies(admin_client, history):
+def test_the_page_reads_a_fixed_number_of_queries_however_many_replies(
+    admin_client, history, reply
+):
     def queries() -> int:
         admin_client.get(URL + "?days=90")  # builds any missing roll-ups
         with CaptureQueriesContext(connection) as captured:

@@ -30,8 +30,6 @@ from chat.conversations.reads import Visitor
 from chat.models import ApiKey, Conversation, Message, SpendingCap
 from chat.providers.demo import demo_reply
 from chat.replies import start as services
-from tests.fake_upstream import FakeUpstream, running_fake_upstream
-from tests.servers import app_env, daphne
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,13 +47,13 @@ def no_key_rate_limit(settings):
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with running_fake_upstream() as fake:
+def upstream(fake_upstream_server) -> Iterator:
+    with fake_upstream_server() as fake:
         yield fake
 
 
 @pytest.fixture
-def fresh_upstream(upstream: FakeUpstream) -> FakeUpstream:
+def fresh_upstream(upstream):
     upstream.script()
     upstream.requests.clear()
     upstream.client_disconnected.clear()
@@ -70,7 +68,7 @@ def _test_database_url() -> str:
 
 
 @pytest.fixture(scope="module")
-def api_server(django_db_setup, upstream, tmp_path_factory) -> Iterator[str]:
+def api_server(django_db_setup, upstream, tmp_path_factory, app_env, daphne) -> Iterator[str]:
     """Daphne serving the app on the test database, the OpenAI provider on the fake upstream."""
     data_dir = tmp_path_factory.mktemp("api-server")
     env = app_env(

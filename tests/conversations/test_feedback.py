@@ -11,17 +11,11 @@ from chat.conversations.feedback import message_feedback_set
 from chat.conversations.reads import Visitor
 from chat.models import Conversation, Message
 from chat.replies import start as services
-from tests.helpers import client_visitor_id
 
 pytestmark = pytest.mark.django_db
 
 HTMX = {"HX-Request": "true"}
 FINISHED = {"status": "complete", "ended_reason": "completed", "content": "An answer."}
-
-
-def page_visitor(client) -> Visitor:
-    client.get("/streaming-demo")
-    return Visitor(user=AnonymousUser(), visitor_id=client_visitor_id(client))
 
 
 def finished_reply(visitor: Visitor, text: str = "Question?", **fields) -> Message:
@@ -36,7 +30,7 @@ def url(message: Message) -> str:
     return f"/streaming-demo/replies/{message.pk}/feedback"
 
 
-def test_owner_rates_a_reply_and_changes_the_rating(client):
+def test_owner_rates_a_reply_and_changes_the_rating(client, page_visitor):
     reply = finished_reply(page_visitor(client))
 
     response = client.post(url(reply), {"rating": "down"}, headers=HTMX)
@@ -69,7 +63,7 @@ def test_owner_rates_a_reply_and_changes_the_rating(client):
     assert (conversation.feedback_up, conversation.feedback_comments) == (0, 0)
 
 
-def test_feedback_without_javascript_returns_to_the_reply(client):
+def test_feedback_without_javascript_returns_to_the_reply(client, page_visitor):
     reply = finished_reply(page_visitor(client))
 
     response = client.post(url(reply), {"rating": "up"})
@@ -81,7 +75,7 @@ def test_feedback_without_javascript_returns_to_the_reply(client):
     assert f'action="/streaming-demo/replies/{reply.pk}/feedback"' in page
 
 
-def test_another_visitors_reply_is_a_404_and_stays_unrated(client, other_visitor):
+def test_another_visitors_reply_is_a_404_and_stays_unrated(client, other_visitor, page_visitor):
     theirs = finished_reply(other_visitor)
     page_visitor(client)
 
@@ -110,7 +104,7 @@ def test_a_signed_in_users_reply_is_theirs_alone(client, visitor):
     assert reply.feedback == Message.Feedback.UP
 
 
-def test_the_users_message_and_an_unknown_reply_are_404s(client):
+def test_the_users_message_and_an_unknown_reply_are_404s(client, page_visitor):
     reply = finished_reply(page_visitor(client))
     question = Message.objects.get(conversation_id=reply.conversation_id, role="user")
 
@@ -130,7 +124,7 @@ def test_the_users_message_and_an_unknown_reply_are_404s(client):
         ({"superseded": True}, {"rating": "up"}, "replaced by a newer one"),
     ],
 )
-def test_bad_feedback_gets_a_clear_error(client, fields, form, error):
+def test_bad_feedback_gets_a_clear_error(client, fields, form, error, page_visitor):
     reply = finished_reply(page_visitor(client), **fields)
 
     response = client.post(url(reply), form, headers=HTMX)

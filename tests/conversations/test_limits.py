@@ -20,7 +20,6 @@ from chat.conversations.reads import Visitor
 from chat.models import Conversation, Message, SpendingCap
 from chat.replies import start as services
 from chatsite.asgi import application
-from tests.helpers import anonymous_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -96,21 +95,25 @@ def test_fresh_session_flood_over_http_is_refused_with_429_and_retry_after(setti
     assert Message.objects.filter(role="user").count() == 3
 
 
-async def ws_connect(ip: str) -> WebsocketCommunicator:
-    cookie, _ = await anonymous_session()
-    communicator = WebsocketCommunicator(
-        application,
-        "/ws/chat/",
-        headers=[
-            (b"host", b"127.0.0.1:8000"),
-            (b"origin", b"http://127.0.0.1:8000"),
-            (b"cookie", cookie.encode()),
-        ],
-    )
-    communicator.scope["client"] = (ip, 50000)
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator
+@pytest.fixture
+def ws_connect(anonymous_session):
+    async def ws_connect(ip: str) -> WebsocketCommunicator:
+        cookie, _ = await anonymous_session()
+        communicator = WebsocketCommunicator(
+            application,
+            "/ws/chat/",
+            headers=[
+                (b"host", b"127.0.0.1:8000"),
+                (b"origin", b"http://127.0.0.1:8000"),
+                (b"cookie", cookie.encode()),
+            ],
+        )
+        communicator.scope["client"] = (ip, 50000)
+        connected, _ = await communicator.connect()
+        assert connected
+        return communicator
+
+    return ws_connect
 
 
 async def ws_send(communicator: WebsocketCommunicator) -> str:
@@ -122,7 +125,7 @@ async def ws_send(communicator: WebsocketCommunicator) -> str:
     return await communicator.receive_from(5)
 
 
-async def test_fresh_session_flood_over_websocket_is_refused_naming_the_wait(settings):
+async def test_fresh_session_flood_over_websocket_is_refused_naming_the_wait(settings, ws_connect):
     settings.CHAT_RATE_LIMIT = "20/m"
     settings.CHAT_IP_RATE_LIMIT = "2/m"
     frames = []
@@ -238,9 +241,7 @@ def test_anonymous_spending_cap_also_counts_the_ip(settings):
 
 
 @pytest.fixture
-def dead_cache(settings):
-    from tests.conftest import free_port
-
+def dead_cache(settings, free_port):
     # Django's setting_changed handler drops the cache connections, so the next use reconnects.
     settings.CACHES = {
         "default": {

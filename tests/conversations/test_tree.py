@@ -16,7 +16,6 @@ from chat.conversations.tree import Tree, history_turns
 from chat.models import Conversation, Message
 from chat.providers.base import ChatTurn
 from chat.replies import start as services
-from tests.replies.test_start import run_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,15 +27,19 @@ def sent(upstream, index: int = -1) -> list[dict[str, str]]:
     return upstream.requests[index].body["messages"]
 
 
-async def say(visitor, text: str, conversation_id=None) -> services.ReplyStarted:
-    started = await sync_to_async(services.reply_start)(
-        visitor=visitor,
-        conversation_id=str(conversation_id) if conversation_id else None,
-        text=text,
-        model_choice=MODEL,
-    )
-    await run_job(started.assistant_message.pk)
-    return started
+@pytest.fixture
+def say(run_job):
+    async def say(visitor, text: str, conversation_id=None) -> services.ReplyStarted:
+        started = await sync_to_async(services.reply_start)(
+            visitor=visitor,
+            conversation_id=str(conversation_id) if conversation_id else None,
+            text=text,
+            model_choice=MODEL,
+        )
+        await run_job(started.assistant_message.pk)
+        return started
+
+    return say
 
 
 @sync_to_async
@@ -93,7 +96,7 @@ def test_tree_numbers_versions_and_follows_the_newest_line():
 # --- Through the fake upstream -------------------------------------------------------------------
 
 
-async def test_a_failed_turn_is_never_merged_into_the_next_prompt(visitor, openai_upstream):
+async def test_a_failed_turn_is_never_merged_into_the_next_prompt(visitor, openai_upstream, say):
     openai_upstream.script(status=500)
     first = await say(visitor, "first question")
     assert (await Message.objects.aget(pk=first.assistant_message.pk)).failed
@@ -105,7 +108,7 @@ async def test_a_failed_turn_is_never_merged_into_the_next_prompt(visitor, opena
 
 
 async def test_editing_a_message_sends_only_the_new_branch_and_keeps_the_old(
-    visitor, openai_upstream
+    visitor, openai_upstream, run_job, say
 ):
     openai_upstream.script(text="Paris.")
     first = await say(visitor, "Capital of France?")
@@ -151,7 +154,9 @@ async def test_editing_a_message_sends_only_the_new_branch_and_keeps_the_old(
     ]
 
 
-async def test_regenerate_keeps_every_version_and_switches_between_them(visitor, openai_upstream):
+async def test_regenerate_keeps_every_version_and_switches_between_them(
+    visitor, openai_upstream, run_job, say
+):
     openai_upstream.script(text="First take.")
     first = await say(visitor, "Tell me a joke")
     conversation_id = first.conversation.pk
@@ -173,7 +178,7 @@ async def test_regenerate_keeps_every_version_and_switches_between_them(visitor,
 
 
 async def test_a_finished_reply_is_numbered_among_its_versions_without_a_query(
-    visitor, openai_upstream, monkeypatch
+    visitor, openai_upstream, monkeypatch, run_job
 ):
     """No version can be added beside a reply while it streams (a send, a regenerate and an
     edit need the conversation idle), so the job numbers the finished message it hands its
@@ -215,7 +220,7 @@ async def test_a_finished_reply_is_numbered_among_its_versions_without_a_query(
     assert read == []
 
 
-async def test_retry_works_on_an_earlier_failed_reply(visitor, openai_upstream):
+async def test_retry_works_on_an_earlier_failed_reply(visitor, openai_upstream, run_job, say):
     openai_upstream.script(status=503)
     first = await say(visitor, "one")
     conversation_id = first.conversation.pk
@@ -232,7 +237,7 @@ async def test_retry_works_on_an_earlier_failed_reply(visitor, openai_upstream):
     assert await shown(conversation_id) == [("user", "one"), ("assistant", "One answered.")]
 
 
-async def test_deleting_a_failed_turn_removes_it_and_its_question(visitor, openai_upstream):
+async def test_deleting_a_failed_turn_removes_it_and_its_question(visitor, openai_upstream, say):
     openai_upstream.script(text="Fine.")
     first = await say(visitor, "hello")
     conversation_id = first.conversation.pk
@@ -253,7 +258,9 @@ async def test_deleting_a_failed_turn_removes_it_and_its_question(visitor, opena
     ).aexists()
 
 
-async def test_deleting_a_failed_turn_in_the_middle_keeps_what_followed(visitor, openai_upstream):
+async def test_deleting_a_failed_turn_in_the_middle_keeps_what_followed(
+    visitor, openai_upstream, say
+):
     openai_upstream.script(status=500)
     first = await say(visitor, "broken")
     conversation_id = first.conversation.pk
@@ -267,7 +274,7 @@ async def test_deleting_a_failed_turn_in_the_middle_keeps_what_followed(visitor,
     assert await shown(conversation_id) == [("user", "later"), ("assistant", "Later answer.")]
 
 
-async def test_only_a_failed_reply_can_be_deleted(visitor, openai_upstream):
+async def test_only_a_failed_reply_can_be_deleted(visitor, openai_upstream, say):
     openai_upstream.script(text="Fine.")
     first = await say(visitor, "hello")
     with pytest.raises(services.ChatInputError, match="Only a failed reply"):
@@ -276,7 +283,9 @@ async def test_only_a_failed_reply_can_be_deleted(visitor, openai_upstream):
         )
 
 
-async def test_versions_of_another_visitor_are_not_found(visitor, other_visitor, openai_upstream):
+async def test_versions_of_another_visitor_are_not_found(
+    visitor, other_visitor, openai_upstream, say
+):
     first = await say(visitor, "mine")
     from django.http import Http404
 
@@ -293,7 +302,9 @@ async def test_versions_of_another_visitor_are_not_found(visitor, other_visitor,
 # --- Honest figures ------------------------------------------------------------------------------
 
 
-async def test_page_total_and_staff_total_agree_and_count_every_version(visitor, openai_upstream):
+async def test_page_total_and_staff_total_agree_and_count_every_version(
+    visitor, openai_upstream, run_job, say
+):
     openai_upstream.script(text="One.", input_tokens=10, output_tokens=3)
     first = await say(visitor, "count me")
     openai_upstream.script(text="Two.", input_tokens=11, output_tokens=4)
@@ -312,7 +323,9 @@ async def test_page_total_and_staff_total_agree_and_count_every_version(visitor,
 
 
 @pytest.mark.parametrize("status", [400, 401, 403])
-async def test_a_refused_request_records_no_usage_and_no_cost(visitor, openai_upstream, status):
+async def test_a_refused_request_records_no_usage_and_no_cost(
+    visitor, openai_upstream, status, say
+):
     openai_upstream.script(status=status)
     started = await say(visitor, "refuse me")
 
@@ -325,7 +338,7 @@ async def test_a_refused_request_records_no_usage_and_no_cost(visitor, openai_up
     assert conversation.totals() == {"input_tokens": 0, "output_tokens": 0, "cost_microusd": 0}
 
 
-async def test_an_anthropic_refusal_records_no_usage(visitor, settings, fake_upstream):
+async def test_an_anthropic_refusal_records_no_usage(visitor, settings, fake_upstream, run_job):
     settings.ANTHROPIC_API_KEY = "sk-ant-test"
     settings.ANTHROPIC_BASE_URL = fake_upstream.anthropic_base_url
     settings.ANTHROPIC_MODELS = ["claude-haiku-4-5"]
@@ -340,7 +353,7 @@ async def test_an_anthropic_refusal_records_no_usage(visitor, settings, fake_ups
     assert reply.usage_source == Message.UsageSource.NONE and reply.cost_microusd == 0
 
 
-async def test_a_stream_dropped_midway_is_still_estimated(visitor, openai_upstream):
+async def test_a_stream_dropped_midway_is_still_estimated(visitor, openai_upstream, say):
     openai_upstream.script(text="one two three four five six", chunks=6, drop_after=3)
     started = await say(visitor, "drop me")
 

@@ -15,7 +15,8 @@ from chat.costs.budgets import allowance_for, spending_cap_for
 from chat.models import Conversation, Message, PriceOverride, SpendingCap
 from chat.providers.demo import demo_reply
 from chat.replies import start as services
-from tests.web.test_views import HTMX, apage_visitor
+
+HTMX = {"HX-Request": "true"}
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,7 +111,7 @@ def test_the_tightest_cap_counts_todays_and_this_months_spending(visitor, other_
 
 @time_machine.travel(NOON, tick=True)
 async def test_an_over_budget_send_is_refused_before_the_provider_is_called(
-    async_client, openai_upstream
+    async_client, openai_upstream, apage_visitor
 ):
     visitor = await apage_visitor(async_client)
     await sync_to_async(cap)(SpendingCap.Scope.ANONYMOUS, daily=10_000)

@@ -14,7 +14,6 @@ from django.test import RequestFactory
 
 from chat.telemetry.log_context import log_context_bind
 from chatsite.ops.logs import JsonFormatter, RequestIdMiddleware
-from tests.servers import REPO, app_env
 
 
 def capture(logger_name: str) -> tuple[logging.Logger, io.StringIO, logging.Handler]:
@@ -72,7 +71,7 @@ async def test_request_lines_carry_the_proxy_request_id_and_echo_it():
     assert "request_id" not in lines[2]
 
 
-def test_log_format_json_makes_every_line_json(tmp_path):
+def test_log_format_json_makes_every_line_json(tmp_path, app_env, repo):
     script = (
         "import django, logging; django.setup(); "
         "logging.getLogger('chat.replies.jobs').warning('from the app'); "
@@ -81,7 +80,7 @@ def test_log_format_json_makes_every_line_json(tmp_path):
     env = app_env(tmp_path, LOG_FORMAT="json", DJANGO_SETTINGS_MODULE="chatsite.settings")
     result = subprocess.run(
         [sys.executable, "-c", script],
-        cwd=REPO,
+        cwd=repo,
         env=env,
         capture_output=True,
         text=True,

@@ -14,7 +14,6 @@ from chat.replies import jobs
 from chat.replies import start as services
 from chat.replies.streams import RedisReplyStream
 from chat.telemetry import metrics
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,7 +46,7 @@ async def test_readyz_without_redis_needs_only_the_database():
     assert response.json() == {"status": "ok", "database": "ok", "redis": "not configured"}
 
 
-async def test_readyz_is_503_naming_redis_when_it_is_unreachable(settings):
+async def test_readyz_is_503_naming_redis_when_it_is_unreachable(settings, free_port):
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     errors_before = sample("chat_redis_errors_total", operation="readyz")
 
@@ -136,7 +135,7 @@ async def test_metrics_count_readers_while_they_follow_a_reply(visitor, settings
     assert sample("chat_readers", transport="sse") == 0
 
 
-async def test_redis_failures_are_counted_and_still_raised(settings):
+async def test_redis_failures_are_counted_and_still_raised(settings, free_port):
     stream = RedisReplyStream(url=f"redis://127.0.0.1:{free_port()}/0", retention_seconds=60)
     before = sample("chat_redis_errors_total", operation="read")
     with pytest.raises(Exception, match="(?i)connect"):
@@ -144,7 +143,7 @@ async def test_redis_failures_are_counted_and_still_raised(settings):
     assert sample("chat_redis_errors_total", operation="read") == before + 1
 
 
-def test_a_failing_rate_limit_cache_counts_as_a_redis_error(client, settings):
+def test_a_failing_rate_limit_cache_counts_as_a_redis_error(client, settings, free_port):
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -164,7 +163,7 @@ def test_a_failing_rate_limit_cache_counts_as_a_redis_error(client, settings):
     assert sample("chat_redis_errors_total", operation="rate_limit") == before + 1
 
 
-async def test_an_unreachable_redis_is_counted_by_the_readiness_ping(settings):
+async def test_an_unreachable_redis_is_counted_by_the_readiness_ping(settings, free_port):
     stream = RedisReplyStream(url=f"redis://127.0.0.1:{free_port()}/0", retention_seconds=60)
     before = sample("chat_redis_errors_total", operation="ping")
     assert await stream.available() is False

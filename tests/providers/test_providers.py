@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -13,11 +12,6 @@ from chat.providers import get_provider
 from chat.providers.anthropic import AnthropicProvider
 from chat.providers.base import ChatTurn, Event, ProviderError, TextDelta, Usage
 from chat.providers.openai import OpenAIProvider
-
-if TYPE_CHECKING:
-    from tests.fake_upstream import FakeUpstream, RecordedRequest
-
-# The `fake_upstream` fixture comes from tests/conftest.py.
 
 HISTORY = [
     ChatTurn("user", "Hi"),
@@ -27,7 +21,7 @@ HISTORY = [
 
 
 @pytest.fixture
-async def openai_provider(fake_upstream: FakeUpstream) -> AsyncIterator[OpenAIProvider]:
+async def openai_provider(fake_upstream) -> AsyncIterator[OpenAIProvider]:
     provider = OpenAIProvider(
         api_key="sk-test-openai", base_url=fake_upstream.openai_base_url, max_retries=0
     )
@@ -36,7 +30,7 @@ async def openai_provider(fake_upstream: FakeUpstream) -> AsyncIterator[OpenAIPr
 
 
 @pytest.fixture
-async def anthropic_provider(fake_upstream: FakeUpstream) -> AsyncIterator[AnthropicProvider]:
+async def anthropic_provider(fake_upstream) -> AsyncIterator[AnthropicProvider]:
     provider = AnthropicProvider(
         api_key="sk-ant-test", base_url=fake_upstream.anthropic_base_url, max_retries=0
     )
@@ -66,7 +60,7 @@ async def run(
     return texts, usages, None
 
 
-def anthropic_key(request: RecordedRequest) -> str | None:
+def anthropic_key(request) -> str | None:
     # anthropic 2.x sends the API key as a Bearer token; older SDKs used x-api-key.
     auth = request.headers.get("authorization", "")
     return auth.removeprefix("Bearer ") if auth else request.headers.get("x-api-key")
@@ -79,7 +73,7 @@ def reply(provider: OpenAIProvider | AnthropicProvider) -> AsyncIterator[Event]:
 
 
 async def test_openai_streams_text_and_usage(
-    fake_upstream: FakeUpstream, openai_provider: OpenAIProvider
+    fake_upstream, openai_provider: OpenAIProvider
 ) -> None:
     scripted = fake_upstream.script(
         text="Once upon a time, a fake server.",
@@ -112,7 +106,7 @@ async def test_openai_streams_text_and_usage(
 
 
 async def test_openai_omits_an_empty_system_prompt(
-    fake_upstream: FakeUpstream, openai_provider: OpenAIProvider
+    fake_upstream, openai_provider: OpenAIProvider
 ) -> None:
     await run(openai_provider.stream(HISTORY[:1], model="m", max_output_tokens=10))
 
@@ -120,7 +114,7 @@ async def test_openai_omits_an_empty_system_prompt(
 
 
 async def test_anthropic_streams_text_and_usage(
-    fake_upstream: FakeUpstream, anthropic_provider: AnthropicProvider
+    fake_upstream, anthropic_provider: AnthropicProvider
 ) -> None:
     scripted = fake_upstream.script(
         text="Once upon a time, a fake server.",
@@ -158,7 +152,7 @@ async def test_anthropic_streams_text_and_usage(
 
 
 async def test_anthropic_omits_an_empty_system_prompt(
-    fake_upstream: FakeUpstream, anthropic_provider: AnthropicProvider
+    fake_upstream, anthropic_provider: AnthropicProvider
 ) -> None:
     await run(anthropic_provider.stream(HISTORY[:1], model="m", max_output_tokens=10))
 
@@ -175,7 +169,7 @@ async def test_anthropic_omits_an_empty_system_prompt(
     ],
 )
 async def test_http_errors_become_clear_provider_errors(
-    fake_upstream: FakeUpstream,
+    fake_upstream,
     provider: OpenAIProvider | AnthropicProvider,
     status: int,
     wording: str,
@@ -193,7 +187,7 @@ async def test_http_errors_become_clear_provider_errors(
 
 
 async def test_openai_bad_request_shows_the_upstream_reason(
-    fake_upstream: FakeUpstream, openai_provider: OpenAIProvider
+    fake_upstream, openai_provider: OpenAIProvider
 ) -> None:
     fake_upstream.script(status=400, error_message="max_completion_tokens is too large")
 
@@ -206,7 +200,7 @@ async def test_openai_bad_request_shows_the_upstream_reason(
 
 
 async def test_anthropic_overloaded_status(
-    fake_upstream: FakeUpstream, anthropic_provider: AnthropicProvider
+    fake_upstream, anthropic_provider: AnthropicProvider
 ) -> None:
     fake_upstream.script(status=529, error_message="Overloaded")
 
@@ -235,7 +229,7 @@ async def test_connection_refused(provider: OpenAIProvider | AnthropicProvider) 
 
 
 async def test_drop_mid_stream_raises_after_the_earlier_deltas(
-    fake_upstream: FakeUpstream, provider: OpenAIProvider | AnthropicProvider
+    fake_upstream, provider: OpenAIProvider | AnthropicProvider
 ) -> None:
     scripted = fake_upstream.script(text="abcdefgh", chunks=4, drop_after=2)
 
@@ -249,7 +243,7 @@ async def test_drop_mid_stream_raises_after_the_earlier_deltas(
 
 
 async def test_drop_before_the_closing_events(
-    fake_upstream: FakeUpstream, provider: OpenAIProvider | AnthropicProvider
+    fake_upstream, provider: OpenAIProvider | AnthropicProvider
 ) -> None:
     # All text arrived but not the finish/usage: still a failed reply, not a silent success.
     scripted = fake_upstream.script(chunks=3, drop_after=3)
@@ -261,7 +255,7 @@ async def test_drop_before_the_closing_events(
 
 
 async def test_anthropic_error_event_mid_stream(
-    fake_upstream: FakeUpstream, anthropic_provider: AnthropicProvider
+    fake_upstream, anthropic_provider: AnthropicProvider
 ) -> None:
     scripted = fake_upstream.script(chunks=4, error_event_after=1)
 
@@ -274,7 +268,7 @@ async def test_anthropic_error_event_mid_stream(
 
 
 async def test_openai_error_object_mid_stream(
-    fake_upstream: FakeUpstream, openai_provider: OpenAIProvider
+    fake_upstream, openai_provider: OpenAIProvider
 ) -> None:
     scripted = fake_upstream.script(chunks=4, error_event_after=2)
 
@@ -289,7 +283,7 @@ async def test_openai_error_object_mid_stream(
 
 
 async def test_cancelling_the_consumer_closes_the_upstream_request(
-    fake_upstream: FakeUpstream, provider: OpenAIProvider | AnthropicProvider
+    fake_upstream, provider: OpenAIProvider | AnthropicProvider
 ) -> None:
     """What Stop relies on: cancelling the task that reads the stream hangs up on the provider."""
     fake_upstream.script(chunks=4, stall_after=1)
@@ -313,7 +307,7 @@ async def test_cancelling_the_consumer_closes_the_upstream_request(
 
 
 async def test_closing_the_stream_early_closes_the_upstream_request(
-    fake_upstream: FakeUpstream, provider: OpenAIProvider | AnthropicProvider
+    fake_upstream, provider: OpenAIProvider | AnthropicProvider
 ) -> None:
     fake_upstream.script(chunks=4, stall_after=1)
     stream = reply(provider)
@@ -328,7 +322,7 @@ async def test_closing_the_stream_early_closes_the_upstream_request(
 
 
 async def test_release_lets_a_stalled_reply_finish(
-    fake_upstream: FakeUpstream, openai_provider: OpenAIProvider
+    fake_upstream, openai_provider: OpenAIProvider
 ) -> None:
     scripted = fake_upstream.script(chunks=3, stall_after=2)
     asyncio.get_running_loop().call_later(0.1, fake_upstream.release)
@@ -339,11 +333,11 @@ async def test_release_lets_a_stalled_reply_finish(
 
 
 async def test_a_stall_never_released_ends_as_a_drop(
-    fake_upstream: FakeUpstream,
+    fake_upstream,
     openai_provider: OpenAIProvider,
-    monkeypatch: pytest.MonkeyPatch,
+    upstream_stall_limit,
 ) -> None:
-    monkeypatch.setattr("tests.fake_upstream.MAX_STALL_SECONDS", 0.2)
+    upstream_stall_limit(0.2)
     fake_upstream.script(chunks=3, stall_after=1)
 
     texts, _, error = await run(reply(openai_provider))
@@ -352,9 +346,7 @@ async def test_a_stall_never_released_ends_as_a_drop(
     assert not fake_upstream.client_disconnected.is_set()  # the server hung up, not the client
 
 
-async def test_registry_uses_the_configured_base_urls(
-    settings, fake_upstream: FakeUpstream
-) -> None:
+async def test_registry_uses_the_configured_base_urls(settings, fake_upstream) -> None:
     settings.OPENAI_API_KEY = "sk-from-settings"
     settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
     settings.ANTHROPIC_API_KEY = "sk-ant-from-settings"
@@ -386,7 +378,7 @@ async def test_registry_uses_the_configured_base_urls(
 
 
 async def test_a_malformed_chunk_is_a_provider_error_in_words(
-    fake_upstream: FakeUpstream, provider: OpenAIProvider | AnthropicProvider
+    fake_upstream, provider: OpenAIProvider | AnthropicProvider
 ) -> None:
     scripted = fake_upstream.script(chunks=4, malformed_after=2)
 

@@ -15,7 +15,6 @@ from asgiref.sync import sync_to_async
 from chat.replies import start as services
 from chat.replies.delivery import Update, reply_updates
 from chat.replies.streams import get_reply_stream
-from tests.helpers import deltas
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,7 +37,7 @@ async def next_update(updates) -> Update:
             return update
 
 
-async def test_first_delta_is_sent_without_waiting_for_the_window(settings, visitor):
+async def test_first_delta_is_sent_without_waiting_for_the_window(settings, visitor, deltas):
     settings.CHAT_COALESCE_MS = HUGE_WINDOW_MS
     message_id = await streaming_reply(visitor)
     stream = get_reply_stream()
@@ -50,7 +49,7 @@ async def test_first_delta_is_sent_without_waiting_for_the_window(settings, visi
     await updates.aclose()
 
 
-async def test_a_burst_inside_the_window_goes_out_as_one_fragment(settings, visitor):
+async def test_a_burst_inside_the_window_goes_out_as_one_fragment(settings, visitor, deltas):
     settings.CHAT_COALESCE_MS = HUGE_WINDOW_MS
     message_id = await streaming_reply(visitor)
     stream = get_reply_stream()
@@ -73,7 +72,7 @@ async def test_a_burst_inside_the_window_goes_out_as_one_fragment(settings, visi
     assert final.final and final.seq == 5
 
 
-async def test_a_delta_after_a_quiet_window_is_sent_at_once(settings, visitor):
+async def test_a_delta_after_a_quiet_window_is_sent_at_once(settings, visitor, deltas):
     settings.CHAT_COALESCE_MS = 50
     message_id = await streaming_reply(visitor)
     stream = get_reply_stream()
@@ -86,7 +85,7 @@ async def test_a_delta_after_a_quiet_window_is_sent_at_once(settings, visitor):
     await updates.aclose()
 
 
-async def test_the_end_is_sent_at_once_when_nothing_is_pending(settings, visitor):
+async def test_the_end_is_sent_at_once_when_nothing_is_pending(settings, visitor, deltas):
     settings.CHAT_COALESCE_MS = HUGE_WINDOW_MS
     message_id = await streaming_reply(visitor)
     stream = get_reply_stream()
@@ -99,7 +98,7 @@ async def test_the_end_is_sent_at_once_when_nothing_is_pending(settings, visitor
     assert 'hx-swap-oob="outerHTML"' in final.html
 
 
-async def test_resuming_from_any_fragment_gives_the_rest_exactly_once(settings, visitor):
+async def test_resuming_from_any_fragment_gives_the_rest_exactly_once(settings, visitor, deltas):
     settings.CHAT_COALESCE_MS = 20
     message_id = await streaming_reply(visitor)
     stream = get_reply_stream()

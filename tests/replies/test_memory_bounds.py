@@ -21,9 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_upstream import running_fake_upstream
-from tests.servers import Browser, app_env, daphne, migrate
-
 MB = 2**20
 BUFFER_CAP = 256 * 1024
 # The default CHAT_MAX_REPLY_CHARS: the largest reply a default installation keeps.
@@ -109,10 +106,12 @@ def still_open(sock: socket.socket) -> bool:
 
 
 @pytest.fixture(scope="module")
-def big_reply_server(tmp_path_factory):
+def big_reply_server(
+    tmp_path_factory, app_env, browser_class, daphne, fake_upstream_server, migrate
+):
     """One Daphne serving a finished 200,000-character reply from the fake upstream."""
     tmp = tmp_path_factory.mktemp("memory")
-    with running_fake_upstream() as upstream:
+    with fake_upstream_server() as upstream:
         upstream.script(text=("lorem ipsum dolor sit amet " * 8_000)[:REPLY_CHARS], chunks=200)
         env = app_env(
             tmp,
@@ -128,7 +127,7 @@ def big_reply_server(tmp_path_factory):
         migrate(env)
         with daphne(env, tmp / "server.log") as url:
             port = int(url.rsplit(":", 1)[1])
-            browser = Browser()
+            browser = browser_class()
             browser.get(f"{url}/streaming-demo")
             status, html = browser.post(
                 f"{url}/streaming-demo/messages",

@@ -11,12 +11,12 @@ import re
 
 import pytest
 
-from tests.servers import Browser, app_env, daphne, migrate, read_event
-
 pytestmark = pytest.mark.redis
 
 
-def test_a_reply_started_on_one_worker_is_read_and_stopped_on_another(tmp_path, redis_url):
+def test_a_reply_started_on_one_worker_is_read_and_stopped_on_another(
+    tmp_path, redis_url, app_env, browser_class, daphne, migrate, read_event
+):
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
@@ -26,7 +26,7 @@ def test_a_reply_started_on_one_worker_is_read_and_stopped_on_another(tmp_path, 
         env["DATABASE_URL"] = os.environ["DATABASE_URL"]
     migrate(env)
     with daphne(env, tmp_path / "a.log") as worker_a, daphne(env, tmp_path / "b.log") as worker_b:
-        browser = Browser()
+        browser = browser_class()
         browser.get(f"{worker_a}/streaming-demo")
         status, html = browser.post(
             f"{worker_a}/streaming-demo/messages",

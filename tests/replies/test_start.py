@@ -29,11 +29,6 @@ def start(visitor, text="Hello there", model="demo:demo", conversation_id=None, 
     )
 
 
-async def run_job(message_id: int, timeout: float = 10) -> Message:
-    await asyncio.wait_for(services.reply_generate(message_id), timeout)
-    return await Message.objects.aget(pk=message_id)
-
-
 # --- Starting ------------------------------------------------------------------------------------
 
 
@@ -154,7 +149,7 @@ async def test_a_sent_reply_streams_without_reading_its_context_again(visitor, m
 # --- The job -----------------------------------------------------------------------------------
 
 
-async def test_job_streams_the_demo_reply_and_records_it(visitor):
+async def test_job_streams_the_demo_reply_and_records_it(visitor, run_job):
     started = await sync_to_async(start)(visitor, text="Explain sockets")
 
     message = await run_job(started.assistant_message.pk)
@@ -171,7 +166,7 @@ async def test_job_streams_the_demo_reply_and_records_it(visitor):
     assert message.finished_at is not None
 
 
-async def test_history_and_system_prompt_reach_the_model(visitor, openai_upstream):
+async def test_history_and_system_prompt_reach_the_model(visitor, openai_upstream, run_job):
     openai_upstream.script(text="First answer.")
     first = await sync_to_async(start)(
         visitor, text="First question", model="openai:gpt-4.1-mini", system_prompt="Be terse."
@@ -196,7 +191,7 @@ async def test_history_and_system_prompt_reach_the_model(visitor, openai_upstrea
     ]
 
 
-async def test_provider_usage_and_cost_are_stored(visitor, openai_upstream):
+async def test_provider_usage_and_cost_are_stored(visitor, openai_upstream, run_job):
     import genai_prices
 
     openai_upstream.script(text="Priced.", input_tokens=1200, output_tokens=300, cached_tokens=200)
@@ -219,7 +214,7 @@ async def test_provider_usage_and_cost_are_stored(visitor, openai_upstream):
     assert message.price_version == PRICE_DATA_VERSION
 
 
-async def test_unknown_model_has_no_price(visitor, settings, fake_upstream):
+async def test_unknown_model_has_no_price(visitor, settings, fake_upstream, run_job):
     settings.OPENAI_API_KEY = "ollama"
     settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
     settings.OPENAI_MODELS = ["llama3.2"]
@@ -268,7 +263,9 @@ async def test_stop_closes_the_upstream_request(visitor, openai_upstream):
     assert message.content == "".join(openai_upstream.reply.pieces()[:2])
 
 
-async def test_provider_error_mid_stream_keeps_the_text_and_says_why(visitor, openai_upstream):
+async def test_provider_error_mid_stream_keeps_the_text_and_says_why(
+    visitor, openai_upstream, run_job
+):
     openai_upstream.script(text="Half of a reply that drops", chunks=4, drop_after=2)
     started = await sync_to_async(start)(visitor, text="Drop", model="openai:gpt-4.1-mini")
 
@@ -281,7 +278,7 @@ async def test_provider_error_mid_stream_keeps_the_text_and_says_why(visitor, op
     assert message.usage_source == Message.UsageSource.ESTIMATED
 
 
-async def test_rejected_key_is_a_clear_error(visitor, settings, fake_upstream):
+async def test_rejected_key_is_a_clear_error(visitor, settings, fake_upstream, run_job):
     settings.OPENAI_API_KEY = "sk-wrong"
     settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
     settings.OPENAI_MODELS = ["gpt-4.1-mini"]
@@ -295,7 +292,7 @@ async def test_rejected_key_is_a_clear_error(visitor, settings, fake_upstream):
     assert message.content == ""
 
 
-async def test_a_silent_model_times_out(visitor, settings, openai_upstream):
+async def test_a_silent_model_times_out(visitor, settings, openai_upstream, run_job):
     settings.CHAT_IDLE_TIMEOUT = 0.5
     openai_upstream.script(text="Then silence", chunks=2, stall_after=1)
     started = await sync_to_async(start)(visitor, text="Hi", model="openai:gpt-4.1-mini")
@@ -357,7 +354,7 @@ def test_reaper_ends_replies_whose_worker_died(visitor):
     assert fresh.status == Message.Status.STREAMING
 
 
-async def test_regenerate_supersedes_the_last_reply(visitor):
+async def test_regenerate_supersedes_the_last_reply(visitor, run_job):
     started = await sync_to_async(start)(visitor, text="Regenerate me")
     await run_job(started.assistant_message.pk)
 
@@ -374,7 +371,7 @@ async def test_regenerate_supersedes_the_last_reply(visitor):
 
 
 async def test_regenerating_an_earlier_reply_branches_off_before_the_later_turns(
-    visitor, openai_upstream
+    visitor, openai_upstream, run_job
 ):
     first = await sync_to_async(start)(visitor, text="one", model="openai:gpt-4.1-mini")
     await run_job(first.assistant_message.pk)
@@ -395,7 +392,7 @@ async def test_regenerating_an_earlier_reply_branches_off_before_the_later_turns
     assert shown == [first.user_message.pk, again.assistant_message.pk]
 
 
-async def test_retry_after_a_failed_reply_sends_clean_history(visitor, openai_upstream):
+async def test_retry_after_a_failed_reply_sends_clean_history(visitor, openai_upstream, run_job):
     openai_upstream.script(status=500)
     started = await sync_to_async(start)(visitor, text="Try me", model="openai:gpt-4.1-mini")
     failed = await run_job(started.assistant_message.pk)
@@ -409,7 +406,9 @@ async def test_retry_after_a_failed_reply_sends_clean_history(visitor, openai_up
     assert openai_upstream.requests[-1].body["messages"] == [{"role": "user", "content": "Try me"}]
 
 
-async def test_a_failed_save_mid_reply_is_retried_and_loses_nothing(visitor, settings, monkeypatch):
+async def test_a_failed_save_mid_reply_is_retried_and_loses_nothing(
+    visitor, settings, monkeypatch, run_job
+):
     from django.db import OperationalError
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 200
@@ -452,7 +451,7 @@ async def test_a_reply_reaped_while_alive_stops_and_keeps_all_its_text(visitor, 
     assert message.stream_seq == len(tokenize(message.content))
 
 
-async def test_readers_learn_the_end_even_if_recording_it_fails(visitor, monkeypatch):
+async def test_readers_learn_the_end_even_if_recording_it_fails(visitor, monkeypatch, run_job):
     from chat.replies.streams import get_reply_stream
 
     def broken(*args):
@@ -467,7 +466,9 @@ async def test_readers_learn_the_end_even_if_recording_it_fails(visitor, monkeyp
     assert entries[-1].kind == "end"
 
 
-async def test_a_redis_blip_while_checking_for_stop_is_not_a_stop(visitor, settings, use_redis):
+async def test_a_redis_blip_while_checking_for_stop_is_not_a_stop(
+    visitor, settings, use_redis, run_job
+):
     from chat.replies.streams import get_reply_stream
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 100

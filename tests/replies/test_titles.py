@@ -10,23 +10,26 @@ from chat.conversations.reads import conversation_messages
 from chat.models import Conversation, Message
 from chat.replies import start as services
 from chat.replies.titles import TITLE_SYSTEM_PROMPT, clean_title
-from tests.replies.test_start import run_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MODEL = "openai:gpt-4.1-mini"
 
 
-async def first_reply(visitor, text="How long should I boil an egg for a soft yolk?"):
-    started = await sync_to_async(services.reply_start)(
-        visitor=visitor, conversation_id=None, text=text, model_choice=MODEL
-    )
-    await run_job(started.assistant_message.pk)
-    return started
+@pytest.fixture
+def first_reply(run_job):
+    async def first_reply(visitor, text="How long should I boil an egg for a soft yolk?"):
+        started = await sync_to_async(services.reply_start)(
+            visitor=visitor, conversation_id=None, text=text, model_choice=MODEL
+        )
+        await run_job(started.assistant_message.pk)
+        return started
+
+    return first_reply
 
 
 async def test_a_cheap_model_names_the_conversation_after_its_first_reply(
-    visitor, openai_upstream, settings
+    visitor, openai_upstream, settings, first_reply
 ):
     settings.CHAT_TITLE_MODEL = "openai:gpt-4.1-nano"
     openai_upstream.script(text='"Soft-boiled eggs."', input_tokens=40, output_tokens=5)
@@ -59,7 +62,7 @@ async def test_a_cheap_model_names_the_conversation_after_its_first_reply(
     assert summary.input_tokens == conversation.input_tokens
 
 
-async def test_titles_are_off_by_default(visitor, openai_upstream):
+async def test_titles_are_off_by_default(visitor, openai_upstream, first_reply):
     started = await first_reply(visitor, text="Keep my words as the title")
 
     assert len(openai_upstream.requests) == 1
@@ -68,7 +71,9 @@ async def test_titles_are_off_by_default(visitor, openai_upstream):
     assert not await Message.objects.filter(kind=Message.Kind.TITLE).aexists()
 
 
-async def test_only_the_first_reply_names_the_conversation(visitor, openai_upstream, settings):
+async def test_only_the_first_reply_names_the_conversation(
+    visitor, openai_upstream, settings, run_job, first_reply
+):
     settings.CHAT_TITLE_MODEL = MODEL
     started = await first_reply(visitor)
     requests = len(openai_upstream.requests)
@@ -86,7 +91,7 @@ async def test_only_the_first_reply_names_the_conversation(visitor, openai_upstr
 
 
 async def test_a_refused_title_keeps_the_first_message_and_costs_nothing(
-    visitor, openai_upstream, settings
+    visitor, openai_upstream, settings, run_job
 ):
     settings.CHAT_TITLE_MODEL = "openai:gpt-4.1-nano"
     openai_upstream.script(status=403)  # only the title goes upstream: the reply is the demo's
@@ -106,7 +111,9 @@ async def test_a_refused_title_keeps_the_first_message_and_costs_nothing(
     assert failed.usage_source == Message.UsageSource.NONE and failed.cost_microusd == 0
 
 
-async def test_a_name_given_meanwhile_is_not_overwritten(visitor, openai_upstream, settings):
+async def test_a_name_given_meanwhile_is_not_overwritten(
+    visitor, openai_upstream, settings, run_job
+):
     settings.CHAT_TITLE_MODEL = "openai:gpt-4.1-nano"
     openai_upstream.script(text="Generated name")
     started = await sync_to_async(services.reply_start)(

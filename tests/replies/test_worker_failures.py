@@ -10,29 +10,14 @@ import time
 
 import pytest
 
-from tests.fake_upstream import running_fake_upstream
-from tests.replies.test_redis_resilience import (
-    MODEL,
-    reply_text,
-    send,
-    workers_env,
-    ws_connect,
-)
-from tests.servers import (
-    Browser,
-    SSEReader,
-    daphne_worker,
-    message_row,
-    migrate,
-    redis_server,
-)
-
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(180)]
+
+MODEL = "openai:gpt-4.1-mini"  # what the workers offer (tests/support/workers.py)
 
 DEAD_AFTER = 4.0
 
 
-def _read_in_background(reader: SSEReader) -> tuple[threading.Thread, dict[str, object]]:
+def _read_in_background(reader) -> tuple[threading.Thread, dict[str, object]]:
     outcome: dict[str, object] = {}
 
     def body() -> None:
@@ -47,29 +32,43 @@ def _read_in_background(reader: SSEReader) -> tuple[threading.Thread, dict[str, 
     return thread, outcome
 
 
-def _wait_for_text(reader: SSEReader, pieces: int, timeout: float = 20) -> None:
+def _wait_for_text(reader, pieces: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while len(reader.pieces) < pieces:
         assert time.monotonic() < deadline, "the reply did not stream"
         time.sleep(0.02)
 
 
-def test_a_killed_workers_reply_ends_on_the_other_worker_with_all_it_streamed(tmp_path, redis_url):
+def test_a_killed_workers_reply_ends_on_the_other_worker_with_all_it_streamed(
+    tmp_path,
+    redis_url,
+    browser_class,
+    daphne_worker,
+    fake_upstream_server,
+    live_workers,
+    message_row,
+    migrate,
+    sse_reader_class,
+):
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
-    with running_fake_upstream() as fake:
-        env = workers_env(tmp_path, redis_url, fake, CHAT_WORKER_DEAD_AFTER_SECONDS=str(DEAD_AFTER))
+    with fake_upstream_server() as fake:
+        env = live_workers.workers_env(
+            tmp_path, redis_url, fake, CHAT_WORKER_DEAD_AFTER_SECONDS=str(DEAD_AFTER)
+        )
         migrate(env)
-        fake.script_for("kill-me", text=reply_text(12), chunks=400, delay=0.05, max_wait=30)
+        fake.script_for(
+            "kill-me", text=live_workers.reply_text(12), chunks=400, delay=0.05, max_wait=30
+        )
         with (
             daphne_worker(env, tmp_path / "a.log") as a,
             daphne_worker(env, tmp_path / "b.log") as b,
         ):
-            browser = Browser()
+            browser = browser_class()
             browser.get(f"{a.url}/streaming-demo")
-            message_id, conversation_id = send(browser, a.url, "kill-me please")
-            reader = SSEReader(browser, b.url, message_id, timeout=30)
+            message_id, conversation_id = live_workers.send(browser, a.url, "kill-me please")
+            reader = sse_reader_class(browser, b.url, message_id, timeout=30)
             thread, outcome = _read_in_background(reader)
             _wait_for_text(reader, 30)
 
@@ -90,11 +89,11 @@ def test_a_killed_workers_reply_ends_on_the_other_worker_with_all_it_streamed(tm
             # The conversation takes the next message (on the surviving worker).
             fake.script_for("after the kill", text="Still here.", chunks=2)
             next_id, _ = send_to(browser, b.url, conversation_id, "after the kill")
-            after = SSEReader(browser, b.url, next_id, timeout=30).read_to_end()
+            after = sse_reader_class(browser, b.url, next_id, timeout=30).read_to_end()
             assert 'data-status="complete"' in after.final and "Still here." in after.final
 
 
-def send_to(browser: Browser, worker: str, conversation_id: str, text: str) -> tuple[int, str]:
+def send_to(browser, worker: str, conversation_id: str, text: str) -> tuple[int, str]:
     status, html = browser.post(
         f"{worker}/streaming-demo/messages",
         {"action": "send", "message": text, "model": MODEL, "conversation": conversation_id},
@@ -108,24 +107,32 @@ def send_to(browser: Browser, worker: str, conversation_id: str, text: str) -> t
 
 
 def test_sigterm_drains_a_worker_a_short_reply_finishes_and_new_sends_are_refused(
-    tmp_path, redis_url
+    tmp_path,
+    redis_url,
+    browser_class,
+    daphne_worker,
+    fake_upstream_server,
+    live_workers,
+    message_row,
+    migrate,
+    sse_reader_class,
 ):
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
-    with running_fake_upstream() as fake:
-        env = workers_env(tmp_path, redis_url, fake, CHAT_SHUTDOWN_GRACE_SECONDS="10")
+    with fake_upstream_server() as fake:
+        env = live_workers.workers_env(tmp_path, redis_url, fake, CHAT_SHUTDOWN_GRACE_SECONDS="10")
         migrate(env)
-        text = reply_text(1)
+        text = live_workers.reply_text(1)
         fake.script_for("drain-me", text=text, chunks=100, delay=0.05)  # ~5 s
         with (
             daphne_worker(env, tmp_path / "a.log") as a,
             daphne_worker(env, tmp_path / "b.log") as b,
         ):
-            browser = Browser()
+            browser = browser_class()
             browser.get(f"{a.url}/streaming-demo")
-            message_id, _ = send(browser, a.url, "drain-me please")
-            reader = SSEReader(browser, b.url, message_id, timeout=30)
+            message_id, _ = live_workers.send(browser, a.url, "drain-me please")
+            reader = sse_reader_class(browser, b.url, message_id, timeout=30)
             thread, outcome = _read_in_background(reader)
             _wait_for_text(reader, 1)
 
@@ -141,7 +148,7 @@ def test_sigterm_drains_a_worker_a_short_reply_finishes_and_new_sends_are_refuse
             assert message_row(env, message_id)["ended_reason"] == "completed"
 
 
-def _refused_while_draining(browser: Browser, worker: str) -> tuple[int, str] | None:
+def _refused_while_draining(browser, worker: str) -> tuple[int, str] | None:
     """POST a send to a worker that is shutting down; its answer while it still answers."""
     import urllib.error
     import urllib.parse
@@ -173,22 +180,36 @@ def _refused_while_draining(browser: Browser, worker: str) -> tuple[int, str] | 
     return None
 
 
-def test_a_redis_restart_mid_reply_ends_it_honestly_and_the_next_reply_works(tmp_path):
-    with running_fake_upstream() as fake, redis_server(tmp_path) as (url, server):
+def test_a_redis_restart_mid_reply_ends_it_honestly_and_the_next_reply_works(
+    tmp_path,
+    browser_class,
+    daphne_worker,
+    fake_upstream_server,
+    live_workers,
+    message_row,
+    migrate,
+    redis_server,
+    sse_reader_class,
+):
+    with fake_upstream_server() as fake, redis_server(tmp_path) as (url, server):
         # A rate limit, so sends go through the limiter's cache (Redis) as they do in production.
-        env = workers_env(tmp_path, url, fake, CHAT_RATE_LIMIT="1000/m")
+        env = live_workers.workers_env(tmp_path, url, fake, CHAT_RATE_LIMIT="1000/m")
         migrate(env)
         fake.script_for(
-            "redis-outage-reply", text=reply_text(12), chunks=400, delay=0.05, max_wait=30
+            "redis-outage-reply",
+            text=live_workers.reply_text(12),
+            chunks=400,
+            delay=0.05,
+            max_wait=30,
         )
         with (
             daphne_worker(env, tmp_path / "a.log") as a,
             daphne_worker(env, tmp_path / "b.log") as b,
         ):
-            browser = Browser()
+            browser = browser_class()
             browser.get(f"{a.url}/streaming-demo")
-            message_id, _ = send(browser, a.url, "redis-outage-reply please")
-            reader = SSEReader(browser, b.url, message_id, timeout=30)
+            message_id, _ = live_workers.send(browser, a.url, "redis-outage-reply please")
+            reader = sse_reader_class(browser, b.url, message_id, timeout=30)
             thread, outcome = _read_in_background(reader)
             _wait_for_text(reader, 10)
 
@@ -199,7 +220,7 @@ def test_a_redis_restart_mid_reply_ends_it_honestly_and_the_next_reply_works(tmp
             # While Redis is down: a clear 503, never a 500, over HTTP and WebSocket.
             status, body = _post_status(browser, a.url, "outage refused")
             assert status == 503 and "unavailable" in body, (status, body)
-            with ws_connect(browser, b.url) as socket:
+            with live_workers.ws_connect(browser, b.url) as socket:
                 socket.send(json.dumps({"action": "send", "message": "x", "model": MODEL}))
                 frame = str(socket.recv(timeout=15))
             assert "unavailable" in frame, frame
@@ -209,9 +230,9 @@ def test_a_redis_restart_mid_reply_ends_it_honestly_and_the_next_reply_works(tmp
             assert "error" not in outcome, outcome
             row = message_row(env, message_id)
             assert row["ended_reason"] == "service_error", row
-            assert reply_text(12).startswith(row["content"]) and row["content"].startswith(
-                reader.text
-            )
+            assert live_workers.reply_text(12).startswith(row["content"]) and row[
+                "content"
+            ].startswith(reader.text)
             assert "Service unavailable" in reader.final
 
             with redis_server(tmp_path, port=port):
@@ -222,12 +243,12 @@ def test_a_redis_restart_mid_reply_ends_it_honestly_and_the_next_reply_works(tmp
                     assert time.monotonic() < deadline, status
                     time.sleep(0.5)
                 next_id = _last_streaming_id(browser, a.url)
-                after = SSEReader(browser, b.url, next_id, timeout=30).read_to_end()
+                after = sse_reader_class(browser, b.url, next_id, timeout=30).read_to_end()
                 assert 'data-status="complete"' in after.final and "Back again." in after.final
                 assert message_row(env, next_id)["content"] == "Back again."
 
 
-def _post_status(browser: Browser, worker: str, text: str) -> tuple[int, str]:
+def _post_status(browser, worker: str, text: str) -> tuple[int, str]:
     import urllib.error
 
     try:
@@ -240,7 +261,7 @@ def _post_status(browser: Browser, worker: str, text: str) -> tuple[int, str]:
     return status, html
 
 
-def _last_streaming_id(browser: Browser, worker: str) -> int:
+def _last_streaming_id(browser, worker: str) -> int:
     import re
 
     found = re.search(

@@ -7,15 +7,16 @@ import sqlite3
 import time
 
 from chat.providers.demo import demo_reply
-from tests.servers import Browser, app_env, daphne, migrate
 
 
-def test_stopping_the_server_mid_reply_saves_the_text_as_interrupted(tmp_path):
+def test_stopping_the_server_mid_reply_saves_the_text_as_interrupted(
+    tmp_path, app_env, browser_class, daphne, migrate
+):
     # No grace: the reply is cut off at once (replies/test_redis_resilience.py drains with one).
     env = app_env(tmp_path, CHAT_DEMO_TOKENS_PER_SECOND="20", CHAT_SHUTDOWN_GRACE_SECONDS="0")
     migrate(env)
     with daphne(env, tmp_path / "server.log") as url:
-        browser = Browser()
+        browser = browser_class()
         browser.get(f"{url}/streaming-demo")
         _, html = browser.post(
             f"{url}/streaming-demo/messages",

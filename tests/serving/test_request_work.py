@@ -15,14 +15,8 @@ from django.test import AsyncClient
 
 from chat.models import Conversation, Message
 from chatsite.asgi import application
-from tests.helpers import anonymous_session, asgi_get
-from tests.web.test_consumers import connect, read_reply, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def _get(path: str) -> int:
-    return await asgi_get(application, path)
 
 
 class _Threads:
@@ -36,12 +30,12 @@ class _Threads:
         self.seen.append(threading.get_ident())
 
 
-async def test_requests_one_after_another_reuse_one_thread():
+async def test_requests_one_after_another_reuse_one_thread(asgi_get):
     threads = _Threads()
     request_started.connect(threads)
     try:
         for _ in range(6):
-            assert await _get("/healthz") == 200
+            assert await asgi_get(application, "/healthz") == 200
     finally:
         request_started.disconnect(threads)
 
@@ -50,11 +44,11 @@ async def test_requests_one_after_another_reuse_one_thread():
     assert len(set(threads.seen)) == 1
 
 
-async def test_requests_in_flight_together_never_share_a_thread():
+async def test_requests_in_flight_together_never_share_a_thread(asgi_get):
     threads = _Threads()
     request_started.connect(threads)
     try:
-        statuses = await asyncio.gather(*(_get("/healthz") for _ in range(4)))
+        statuses = await asyncio.gather(*(asgi_get(application, "/healthz") for _ in range(4)))
     finally:
         request_started.disconnect(threads)
 
@@ -63,7 +57,7 @@ async def test_requests_in_flight_together_never_share_a_thread():
     assert len(set(threads.seen)) == 4
 
 
-async def test_a_request_hops_to_a_thread_only_where_it_may_block(monkeypatch):
+async def test_a_request_hops_to_a_thread_only_where_it_may_block(monkeypatch, asgi_get):
     hops: list[str] = []
     original = SyncToAsync.__call__
 
@@ -72,7 +66,7 @@ async def test_a_request_hops_to_a_thread_only_where_it_may_block(monkeypatch):
         return await original(self, *args, **kwargs)
 
     monkeypatch.setattr(SyncToAsync, "__call__", counted)
-    assert await _get("/healthz") == 200
+    assert await asgi_get(application, "/healthz") == 200
 
     # Left: the request signals, the messages middleware (its storage may read the session),
     # CSRF's view hook, and closing the response. Each Django middleware hook used to hop too:
@@ -92,7 +86,9 @@ async def test_a_session_that_changed_is_still_saved(django_user_model):
     assert b"ada" in response.content
 
 
-async def test_a_replys_reads_run_on_the_reply_database_threads(settings, monkeypatch):
+async def test_a_replys_reads_run_on_the_reply_database_threads(
+    settings, monkeypatch, anonymous_session, chat_socket
+):
     """The send's answer, the first liveness check, the finished message the job renders for its
     readers and another socket's watch read the database on the shared reply threads, which
     keep their connections. On the socket's own thread, through `database_sync_to_async`, each
@@ -119,15 +115,15 @@ async def test_a_replys_reads_run_on_the_reply_database_threads(settings, monkey
     spy(delivery, "_still_streaming")
     monkeypatch.setattr(delivery, "live_reply_ids", frozenset)  # so the check reads the database
     cookie, _ = await anonymous_session()
-    socket = await connect(cookie)
-    other = await connect(cookie)  # a second tab: its watch checks the reply is theirs
+    socket = await chat_socket.connect(cookie)
+    other = await chat_socket.connect(cookie)  # a second tab: its watch checks the reply is theirs
     try:
         for index in range(3):
-            assert 'data-status="complete"' in await _ask(socket, f"question {index}")
+            assert 'data-status="complete"' in await _ask(chat_socket, socket, f"question {index}")
         message_id = (
             await Message.objects.filter(role="assistant").values_list("pk", flat=True).alast()
         )
-        await send(other, action="watch", message_id=message_id, after=0)
+        await chat_socket.send(other, action="watch", message_id=message_id, after=0)
         assert 'data-status="complete"' in await other.receive_from(5)
     finally:
         await socket.disconnect()
@@ -139,7 +135,9 @@ async def test_a_replys_reads_run_on_the_reply_database_threads(settings, monkey
     assert all(name.startswith("reply-db") for name in names), threads
 
 
-async def test_a_reply_of_this_process_is_known_alive_without_a_query(settings, monkeypatch):
+async def test_a_reply_of_this_process_is_known_alive_without_a_query(
+    settings, monkeypatch, anonymous_session, chat_socket
+):
     from chat.replies import delivery
 
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 400
@@ -147,9 +145,9 @@ async def test_a_reply_of_this_process_is_known_alive_without_a_query(settings, 
     original = delivery._still_streaming
     monkeypatch.setattr(delivery, "_still_streaming", lambda pk: checked.append(pk) or original(pk))
     cookie, _ = await anonymous_session()
-    socket = await connect(cookie)
+    socket = await chat_socket.connect(cookie)
     try:
-        assert 'data-status="complete"' in await _ask(socket, "hello")
+        assert 'data-status="complete"' in await _ask(chat_socket, socket, "hello")
     finally:
         await socket.disconnect()
 
@@ -157,13 +155,15 @@ async def test_a_reply_of_this_process_is_known_alive_without_a_query(settings, 
     assert checked == []
 
 
-async def test_starting_a_reply_counts_its_messages_as_a_recount_would():
+async def test_starting_a_reply_counts_its_messages_as_a_recount_would(
+    anonymous_session, chat_socket
+):
     cookie, _ = await anonymous_session()
-    socket = await connect(cookie)
+    socket = await chat_socket.connect(cookie)
     try:
-        await _ask(socket, "first")
+        await _ask(chat_socket, socket, "first")
         first = await Conversation.objects.aget()
-        await _ask(socket, "second", conversation=str(first.pk))
+        await _ask(chat_socket, socket, "second", conversation=str(first.pk))
     finally:
         await socket.disconnect()
 
@@ -178,14 +178,16 @@ async def test_starting_a_reply_counts_its_messages_as_a_recount_would():
     )
 
 
-async def _ask(socket: object, text: str, conversation: str = "") -> str:
+async def _ask(chat_socket, socket: object, text: str, conversation: str = "") -> str:
     """Send, watch the new reply as the page does, and return its finished fragment."""
-    await send(socket, action="send", message=text, model="demo:demo", conversation=conversation)
+    await chat_socket.send(
+        socket, action="send", message=text, model="demo:demo", conversation=conversation
+    )
     started = await socket.receive_from(5)  # type: ignore[attr-defined]
     message_id = re.search(r'data-status="streaming" data-message-id="(\d+)"', started)
     assert message_id, started
-    await send(socket, action="watch", message_id=int(message_id.group(1)), after=0)
-    _pieces, final = await read_reply(socket)
+    await chat_socket.send(socket, action="watch", message_id=int(message_id.group(1)), after=0)
+    _pieces, final = await chat_socket.read_reply(socket)
     return final
 
 

@@ -18,9 +18,6 @@ from django.test import Client
 
 from chat.models import Conversation
 from chat.replies import start as services
-from tests.fake_oidc import running_fake_issuer
-from tests.servers import REPO, app_env, free_port
-from tests.web.test_views import page_visitor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,7 +60,9 @@ def test_sign_up_is_off_by_default(client):
     assert User.objects.count() == 0
 
 
-def test_sign_up_creates_a_normal_user_signed_in_with_the_browsers_chats(client, settings):
+def test_sign_up_creates_a_normal_user_signed_in_with_the_browsers_chats(
+    client, settings, page_visitor
+):
     settings.CHAT_SIGNUP = True
     started = services.reply_start(
         visitor=page_visitor(client), conversation_id=None, text="hi", model_choice="demo:demo"
@@ -167,7 +166,9 @@ def test_unknown_pages_get_the_styled_404(client):
     assert "Back to the chat" in html
 
 
-def test_a_chat_link_without_its_session_says_whose_it_is_and_offers_to_sign_in(client):
+def test_a_chat_link_without_its_session_says_whose_it_is_and_offers_to_sign_in(
+    client, page_visitor
+):
     started = services.reply_start(
         visitor=page_visitor(client), conversation_id=None, text="mine", model_choice="demo:demo"
     )
@@ -192,7 +193,7 @@ def test_a_chat_link_without_its_session_says_whose_it_is_and_offers_to_sign_in(
     assert same(other, missing) == same(html, path)
 
 
-def test_a_chat_link_in_another_account_says_so(client):
+def test_a_chat_link_in_another_account_says_so(client, page_visitor):
     started = services.reply_start(
         visitor=page_visitor(client), conversation_id=None, text="mine", model_choice="demo:demo"
     )
@@ -204,10 +205,12 @@ def test_a_chat_link_in_another_account_says_so(client):
     assert "in the account <strong>bob</strong>" in response.content.decode()
 
 
-def _settings_probe(tmp_path, **env: str) -> dict:
-    """Load the real settings with `env` in a fresh interpreter (its own migrated database) and
-    report what they made."""
-    code = """
+@pytest.fixture
+def settings_probe(repo, app_env):
+    def settings_probe(tmp_path, **env: str) -> dict:
+        """Load the real settings with `env` in a fresh interpreter (its own migrated database) and
+        report what they made."""
+        code = """
 import json, django
 django.setup()
 from django.core.management import call_command
@@ -228,28 +231,30 @@ print(json.dumps({
     "email_port": getattr(settings, "EMAIL_PORT", 0),
 }))
 """
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env={**app_env(tmp_path, DJANGO_SETTINGS_MODULE="chatsite.settings"), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=repo,
+            env={**app_env(tmp_path, DJANGO_SETTINGS_MODULE="chatsite.settings"), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    return settings_probe
 
 
-def test_single_sign_on_is_off_unless_configured(tmp_path):
-    probe = _settings_probe(tmp_path)
+def test_single_sign_on_is_off_unless_configured(tmp_path, settings_probe):
+    probe = settings_probe(tmp_path)
     assert probe["apps"] == []
     assert probe["options"]["sso_login_url"] is None
     assert probe["form_action"] == ["'self'"]
     assert probe["email_backend"] == "django.core.mail.backends.dummy.EmailBackend"
 
 
-def test_oidc_settings_configure_allauths_provider_and_the_sign_in_button(tmp_path):
-    probe = _settings_probe(
+def test_oidc_settings_configure_allauths_provider_and_the_sign_in_button(tmp_path, settings_probe):
+    probe = settings_probe(
         tmp_path,
         CHAT_OIDC_PROVIDER_NAME="Keycloak",
         CHAT_OIDC_CLIENT_ID="chatsite",
@@ -285,12 +290,12 @@ def test_the_sign_in_page_shows_the_single_sign_on_button_when_configured(client
 
 
 def test_single_sign_on_through_a_fake_oidc_issuer_signs_in_a_new_user_with_the_browsers_chats(
-    client, settings
+    client, settings, fake_issuer, page_visitor
 ):
     started = services.reply_start(
         visitor=page_visitor(client), conversation_id=None, text="hi", model_choice="demo:demo"
     )
-    with running_fake_issuer() as issuer:
+    with fake_issuer() as issuer:
         settings.CHAT_OIDC_ENABLED = True
         settings.SOCIALACCOUNT_PROVIDERS = {
             "openid_connect": {
@@ -331,8 +336,10 @@ def test_single_sign_on_through_a_fake_oidc_issuer_signs_in_a_new_user_with_the_
     assert Conversation.objects.get(pk=started.conversation.pk).user == user
 
 
-def test_single_sign_on_with_a_forged_state_is_refused_on_a_styled_page(client, settings):
-    with running_fake_issuer() as issuer:
+def test_single_sign_on_with_a_forged_state_is_refused_on_a_styled_page(
+    client, settings, fake_issuer
+):
+    with fake_issuer() as issuer:
         settings.CHAT_OIDC_ENABLED = True
         settings.SOCIALACCOUNT_PROVIDERS = {
             "openid_connect": {
@@ -357,7 +364,7 @@ def test_single_sign_on_with_a_forged_state_is_refused_on_a_styled_page(client, 
     assert issuer.token_requests == []
 
 
-def test_password_reset_mail_goes_out_through_a_real_smtp_server(client, settings):
+def test_password_reset_mail_goes_out_through_a_real_smtp_server(client, settings, free_port):
     """The reset email over SMTP to a local sink (aiosmtpd), as with EMAIL_URL=smtp://…"""
     from aiosmtpd.controller import Controller
 

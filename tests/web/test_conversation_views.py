@@ -13,27 +13,32 @@ from django.utils import timezone
 
 from chat.models import Conversation, Message
 from chat.replies import start as services
-from tests.web.test_views import HTMX, page_visitor
+
+HTMX = {"HX-Request": "true"}
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def conversation_of(client, title="Plan a trip", reply="Here is a plan.", **reply_fields):
-    """A conversation of this client's visitor with one finished reply."""
-    started = services.reply_start(
-        visitor=page_visitor(client), conversation_id=None, text=title, model_choice="demo:demo"
-    )
-    fields = {
-        "status": "complete",
-        "ended_reason": "completed",
-        "content": reply,
-        "input_tokens": 5,
-        "output_tokens": 7,
-        "usage_source": "provider",
-        "cost_microusd": 0,
-    }
-    Message.objects.filter(pk=started.assistant_message.pk).update(**fields | reply_fields)
-    return started.conversation
+@pytest.fixture
+def conversation_of(page_visitor):
+    def conversation_of(client, title="Plan a trip", reply="Here is a plan.", **reply_fields):
+        """A conversation of this client's visitor with one finished reply."""
+        started = services.reply_start(
+            visitor=page_visitor(client), conversation_id=None, text=title, model_choice="demo:demo"
+        )
+        fields = {
+            "status": "complete",
+            "ended_reason": "completed",
+            "content": reply,
+            "input_tokens": 5,
+            "output_tokens": 7,
+            "usage_source": "provider",
+            "cost_microusd": 0,
+        }
+        Message.objects.filter(pk=started.assistant_message.pk).update(**fields | reply_fields)
+        return started.conversation
+
+    return conversation_of
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +49,7 @@ def _fast_hashing(settings):
 # --- Rename ------------------------------------------------------------------------------------
 
 
-def test_rename_over_htmx_updates_title_and_sidebar(client):
+def test_rename_over_htmx_updates_title_and_sidebar(client, conversation_of):
     conversation = conversation_of(client)
 
     response = client.post(
@@ -58,7 +63,7 @@ def test_rename_over_htmx_updates_title_and_sidebar(client):
     assert Conversation.objects.get().title == "Lisbon in May"
 
 
-def test_rename_without_javascript_redirects_back(client):
+def test_rename_without_javascript_redirects_back(client, conversation_of):
     conversation = conversation_of(client)
 
     response = client.post(f"/streaming-demo/c/{conversation.pk}/rename", {"title": "<b>Bold</b>"})
@@ -68,7 +73,7 @@ def test_rename_without_javascript_redirects_back(client):
     assert "&lt;b&gt;Bold&lt;/b&gt;" in html and "<b>Bold</b>" not in html
 
 
-def test_rename_to_nothing_is_refused(client):
+def test_rename_to_nothing_is_refused(client, conversation_of):
     conversation = conversation_of(client)
 
     response = client.post(
@@ -80,7 +85,7 @@ def test_rename_to_nothing_is_refused(client):
     assert Conversation.objects.get().title == "Plan a trip"
 
 
-def test_someone_else_cannot_rename_delete_or_export():
+def test_someone_else_cannot_rename_delete_or_export(page_visitor, conversation_of):
     owner, stranger = Client(), Client()
     conversation = conversation_of(owner)
     page_visitor(stranger)
@@ -97,7 +102,7 @@ def test_someone_else_cannot_rename_delete_or_export():
 # --- Delete --------------------------------------------------------------------------------------
 
 
-def test_deleted_conversation_is_gone_for_its_owner_everywhere(client):
+def test_deleted_conversation_is_gone_for_its_owner_everywhere(client, conversation_of):
     conversation = conversation_of(client, title="Secret plans", reply="The secret is safe.")
 
     response = client.post(f"/streaming-demo/c/{conversation.pk}/delete")
@@ -112,7 +117,9 @@ def test_deleted_conversation_is_gone_for_its_owner_everywhere(client):
     assert conversation.deleted_at is not None
 
 
-def test_staff_see_a_deleted_conversation_marked_and_can_filter(client, admin_client):
+def test_staff_see_a_deleted_conversation_marked_and_can_filter(
+    client, admin_client, conversation_of
+):
     kept = conversation_of(client, title="Kept one")
     gone = conversation_of(client, title="Gone one")
     client.post(f"/streaming-demo/c/{gone.pk}/delete")
@@ -124,7 +131,7 @@ def test_staff_see_a_deleted_conversation_marked_and_can_filter(client, admin_cl
     assert kept.title in admin_client.get("/admin/chat/conversation/?deleted=no").content.decode()
 
 
-def test_purge_setting_removes_the_rows(client, settings):
+def test_purge_setting_removes_the_rows(client, settings, conversation_of):
     settings.CHAT_PURGE_DELETED = True
     conversation = conversation_of(client)
 
@@ -133,7 +140,7 @@ def test_purge_setting_removes_the_rows(client, settings):
     assert not Conversation.objects.exists() and not Message.objects.exists()
 
 
-def test_a_conversation_is_not_deleted_while_a_reply_streams(client):
+def test_a_conversation_is_not_deleted_while_a_reply_streams(client, page_visitor):
     started = services.reply_start(
         visitor=page_visitor(client), conversation_id=None, text="hi", model_choice="demo:demo"
     )
@@ -148,7 +155,7 @@ def test_a_conversation_is_not_deleted_while_a_reply_streams(client):
 # --- Search --------------------------------------------------------------------------------------
 
 
-def test_search_finds_titles_and_message_text_and_escapes_them(client):
+def test_search_finds_titles_and_message_text_and_escapes_them(client, conversation_of):
     by_title = conversation_of(client, title="Gardening tips")
     by_text = conversation_of(client, title="Other", reply="Try <script>alert(1)</script> compost")
     conversation_of(client, title="Unrelated", reply="Nothing here")
@@ -162,7 +169,7 @@ def test_search_finds_titles_and_message_text_and_escapes_them(client):
     assert f"/streaming-demo/c/{by_title.pk}" in html and "1 result for" in html
 
 
-def test_search_without_javascript_renders_the_page_with_results(client):
+def test_search_without_javascript_renders_the_page_with_results(client, conversation_of):
     conversation = conversation_of(client, title="Bread recipes")
 
     response = client.get("/streaming-demo/search?q=bread")
@@ -173,7 +180,7 @@ def test_search_without_javascript_renders_the_page_with_results(client):
     assert 'value="bread"' in html
 
 
-def test_search_is_capped_and_only_covers_ones_own(client, settings):
+def test_search_is_capped_and_only_covers_ones_own(client, settings, conversation_of):
     settings.CHAT_SEARCH_MAX_RESULTS = 3
     for n in range(5):
         conversation_of(client, title=f"Soup {n}")
@@ -186,7 +193,7 @@ def test_search_is_capped_and_only_covers_ones_own(client, settings):
     assert "someone else" not in html
 
 
-def test_search_matches_other_versions_but_not_deleted_turns(client):
+def test_search_matches_other_versions_but_not_deleted_turns(client, page_visitor, conversation_of):
     conversation = conversation_of(client, title="Versions", reply="", status="error")
     failed = conversation.messages.get(role="assistant")
     Message.objects.filter(pk=failed.pk).update(content="ghost words")
@@ -199,7 +206,7 @@ def test_search_matches_other_versions_but_not_deleted_turns(client):
 # --- Sidebar groups and pages ------------------------------------------------------------------
 
 
-def test_sidebar_groups_by_day_of_last_activity(client):
+def test_sidebar_groups_by_day_of_last_activity(client, conversation_of):
     now = timezone.now()
     for title, age in [("Fresh", 0), ("Last night", 1), ("This week", 4), ("Ancient", 40)]:
         conversation = conversation_of(client, title=title)
@@ -214,7 +221,7 @@ def test_sidebar_groups_by_day_of_last_activity(client):
     assert order == sorted(order)
 
 
-def test_long_histories_page_with_show_more(client, settings):
+def test_long_histories_page_with_show_more(client, settings, conversation_of):
     settings.CHAT_SIDEBAR_PAGE_SIZE = 3
     now = timezone.now()
     for n, age in enumerate([0, 1, 2, 3, 10, 11, 12]):
@@ -245,7 +252,7 @@ def test_long_histories_page_with_show_more(client, settings):
 # --- Export --------------------------------------------------------------------------------------
 
 
-def test_export_markdown_is_a_download_of_the_visible_branch(client):
+def test_export_markdown_is_a_download_of_the_visible_branch(client, conversation_of):
     conversation = conversation_of(client, title="Trip: Lisbon/Porto?", reply="**Go** in May.")
 
     response = client.get(f"/streaming-demo/c/{conversation.pk}/export.md")
@@ -263,7 +270,7 @@ def test_export_markdown_is_a_download_of_the_visible_branch(client):
     )
 
 
-def test_export_json_holds_every_branch_with_usage(client):
+def test_export_json_holds_every_branch_with_usage(client, page_visitor, conversation_of):
     conversation = conversation_of(client, title="Jokes", reply="First take.")
     visitor = page_visitor(client)
     first_reply = conversation.messages.get(role="assistant")
@@ -292,7 +299,9 @@ def test_export_json_holds_every_branch_with_usage(client):
 # --- Versions ----------------------------------------------------------------------------------
 
 
-def test_version_switch_over_htmx_redraws_the_list_and_without_js_redirects(client):
+def test_version_switch_over_htmx_redraws_the_list_and_without_js_redirects(
+    client, page_visitor, conversation_of
+):
     conversation = conversation_of(client, title="Pick one", reply="Version one")
     first = conversation.messages.get(role="assistant")
     again = services.reply_regenerate(visitor=page_visitor(client), message_id=first.pk)
@@ -315,7 +324,7 @@ def test_version_switch_over_htmx_redraws_the_list_and_without_js_redirects(clie
     assert "Version two" in client.get(response["Location"]).content.decode()
 
 
-def test_edit_without_javascript_starts_a_new_branch(client, settings):
+def test_edit_without_javascript_starts_a_new_branch(client, settings, conversation_of):
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 0
     conversation = conversation_of(client, title="Original question")
     question = conversation.messages.get(role="user")
@@ -330,7 +339,7 @@ def test_edit_without_javascript_starts_a_new_branch(client, settings):
     assert Message.objects.filter(content="Original question").exists()
 
 
-def test_a_failed_reply_offers_retry_and_delete(client):
+def test_a_failed_reply_offers_retry_and_delete(client, conversation_of):
     conversation = conversation_of(client, reply="", status="error", ended_reason="provider_error")
 
     html = client.get(f"/streaming-demo/c/{conversation.pk}").content.decode()
@@ -342,7 +351,7 @@ def test_a_failed_reply_offers_retry_and_delete(client):
     assert "msg-assistant" not in response.content.decode()
 
 
-def test_a_refused_reply_says_not_billed(client):
+def test_a_refused_reply_says_not_billed(client, conversation_of):
     conversation = conversation_of(
         client, reply="", status="error", ended_reason="provider_error", usage_source="none"
     )
@@ -352,7 +361,9 @@ def test_a_refused_reply_says_not_billed(client):
     assert "Not billed" in html and "(est.)" not in html
 
 
-def test_the_page_can_ask_for_a_generated_name_of_its_own_conversation_only(client, settings):
+def test_the_page_can_ask_for_a_generated_name_of_its_own_conversation_only(
+    client, settings, conversation_of
+):
     settings.CHAT_TITLE_MODEL = "openai:gpt-4.1-mini"
     conversation = conversation_of(client, title="First words")
     Conversation.objects.filter(pk=conversation.pk).update(title="A generated name")

@@ -14,7 +14,6 @@ from django.test import Client
 
 from chat.models import Conversation, Message
 from chat.web.visitors import VISITOR_SESSION_KEY
-from tests.servers import REPO
 
 pytestmark = pytest.mark.django_db
 
@@ -130,31 +129,35 @@ def test_error_pages_are_styled_and_send_the_policy(client):
     assert_nothing_inline(refused.content.decode())
 
 
-def _settings_in_subprocess(**env: str) -> str:
-    code = (
-        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'chatsite.settings'; "
-        "django.setup(); from django.conf import settings; "
-        "print(bool(getattr(settings, 'CONTENT_SECURITY_POLICY', None)), "
-        "bool(getattr(settings, 'CONTENT_SECURITY_POLICY_REPORT_ONLY', None)), "
-        "(getattr(settings, 'CONTENT_SECURITY_POLICY', None) "
-        "or settings.CONTENT_SECURITY_POLICY_REPORT_ONLY)['DIRECTIVES'].get('report-uri'))"
-    )
-    environment = {**os.environ, **env}
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.strip()
+@pytest.fixture
+def settings_in_subprocess(repo):
+    def settings_in_subprocess(**env: str) -> str:
+        code = (
+            "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'chatsite.settings'; "
+            "django.setup(); from django.conf import settings; "
+            "print(bool(getattr(settings, 'CONTENT_SECURITY_POLICY', None)), "
+            "bool(getattr(settings, 'CONTENT_SECURITY_POLICY_REPORT_ONLY', None)), "
+            "(getattr(settings, 'CONTENT_SECURITY_POLICY', None) "
+            "or settings.CONTENT_SECURITY_POLICY_REPORT_ONLY)['DIRECTIVES'].get('report-uri'))"
+        )
+        environment = {**os.environ, **env}
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=repo,
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+
+    return settings_in_subprocess
 
 
-def test_report_only_and_a_report_uri_are_settings():
-    assert _settings_in_subprocess() == "True False None"
+def test_report_only_and_a_report_uri_are_settings(settings_in_subprocess):
+    assert settings_in_subprocess() == "True False None"
     assert (
-        _settings_in_subprocess(CHAT_CSP_REPORT_ONLY="true", CHAT_CSP_REPORT_URI="/csp-reports")
+        settings_in_subprocess(CHAT_CSP_REPORT_ONLY="true", CHAT_CSP_REPORT_URI="/csp-reports")
         == "False True ['/csp-reports']"
     )
 
@@ -190,7 +193,7 @@ def test_behind_a_proxy_its_https_header_counts_once_trusted(settings):
     assert Client().get("/streaming-demo", HTTP_X_FORWARDED_PROTO="https").status_code == 200
 
 
-def test_the_production_settings_come_from_the_environment():
+def test_the_production_settings_come_from_the_environment(repo):
     code = (
         "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'chatsite.settings'; "
         "django.setup(); from django.conf import settings as s; "
@@ -210,7 +213,7 @@ def test_the_production_settings_come_from_the_environment():
     }
     output = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=REPO,
+        cwd=repo,
         env=env,
         capture_output=True,
         text=True,

@@ -2,10 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from urllib.parse import urlencode
 
 import pytest
-from channels.testing import ApplicationCommunicator
 from django.contrib.auth.models import AnonymousUser, User
 from django.test import Client
 
@@ -15,32 +13,19 @@ from chat.models import Conversation, Message
 from chat.providers.demo import demo_reply
 from chat.replies import jobs
 from chat.replies import start as services
-from chatsite.asgi import application
-from tests.helpers import anonymous_session, client_visitor_id, deltas, http_scope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HTMX = {"HX-Request": "true"}
 
 
-def page_visitor(client) -> Visitor:
-    client.get("/streaming-demo")
-    return Visitor(user=AnonymousUser(), visitor_id=client_visitor_id(client))
-
-
-def saved_reply(client, text: str, **fields):
+def saved_reply(page_visitor, client, text: str, **fields):
     """This client's conversation with one reply, saved with `fields` (e.g. a finished state)."""
     started = services.reply_start(
         visitor=page_visitor(client), conversation_id=None, text=text, model_choice="demo:demo"
     )
     Message.objects.filter(pk=started.assistant_message.pk).update(**fields)
     return started
-
-
-async def apage_visitor(async_client) -> Visitor:
-    await async_client.get("/streaming-demo")
-    visitor_id = client_visitor_id(async_client)
-    return Visitor(user=AnonymousUser(), visitor_id=visitor_id)
 
 
 # --- Pages -----------------------------------------------------------------------------------
@@ -64,8 +49,9 @@ def test_page_offers_only_configured_models(client, settings):
     assert "sk-ant-secret-value" not in html  # keys never reach the browser
 
 
-def test_page_shows_the_conversation_with_stats(client):
+def test_page_shows_the_conversation_with_stats(client, page_visitor):
     started = saved_reply(
+        page_visitor,
         client,
         "Stats please",
         status="complete",
@@ -89,8 +75,8 @@ def test_page_shows_the_conversation_with_stats(client):
     assert "Stats please" in html  # in the sidebar and the title
 
 
-def test_a_streaming_reply_renders_with_its_offset(client):
-    started = saved_reply(client, "Half way", content="Partial <text>", stream_seq=7)
+def test_a_streaming_reply_renders_with_its_offset(client, page_visitor):
+    started = saved_reply(page_visitor, client, "Half way", content="Partial <text>", stream_seq=7)
 
     html = client.get(f"/streaming-demo/c/{started.conversation.pk}").content.decode()
 
@@ -101,8 +87,9 @@ def test_a_streaming_reply_renders_with_its_offset(client):
     )
 
 
-def test_markdown_is_sanitised(client):
+def test_markdown_is_sanitised(client, page_visitor):
     started = saved_reply(
+        page_visitor,
         client,
         "xss",
         status="complete",
@@ -144,7 +131,7 @@ def test_sign_in_can_be_required(client, settings):
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
 
 
-def test_signing_in_keeps_the_anonymous_conversations(client):
+def test_signing_in_keeps_the_anonymous_conversations(client, page_visitor):
     visitor = page_visitor(client)
     started = services.reply_start(
         visitor=visitor, conversation_id=None, text="before login", model_choice="demo:demo"
@@ -161,7 +148,7 @@ def test_signing_in_keeps_the_anonymous_conversations(client):
 # --- The composer POST ------------------------------------------------------------------------
 
 
-async def test_htmx_post_returns_the_new_bubbles(async_client):
+async def test_htmx_post_returns_the_new_bubbles(async_client, apage_visitor):
     await apage_visitor(async_client)
 
     response = await async_client.post(
@@ -187,7 +174,7 @@ async def test_htmx_post_returns_the_new_bubbles(async_client):
     await _wait_idle()
 
 
-async def test_htmx_post_with_bad_input_is_a_400_with_the_reason(async_client):
+async def test_htmx_post_with_bad_input_is_a_400_with_the_reason(async_client, apage_visitor):
     await apage_visitor(async_client)
 
     response = await async_client.post(
@@ -200,7 +187,7 @@ async def test_htmx_post_with_bad_input_is_a_400_with_the_reason(async_client):
     assert "the limit is 8,000" in response.content.decode()
 
 
-async def test_without_javascript_the_form_shows_the_finished_reply(async_client):
+async def test_without_javascript_the_form_shows_the_finished_reply(async_client, apage_visitor):
     await apage_visitor(async_client)
 
     response = await async_client.post(
@@ -216,7 +203,7 @@ async def test_without_javascript_the_form_shows_the_finished_reply(async_client
     assert "Here is" in page or "Let" in page or "Short answer" in page or "Good question" in page
 
 
-async def test_without_javascript_errors_rerender_the_page(async_client):
+async def test_without_javascript_errors_rerender_the_page(async_client, apage_visitor):
     await apage_visitor(async_client)
 
     response = await async_client.post(
@@ -227,7 +214,7 @@ async def test_without_javascript_errors_rerender_the_page(async_client):
     assert "Type a message first." in response.content.decode()
 
 
-async def test_stop_over_http(async_client, settings):
+async def test_stop_over_http(async_client, settings, apage_visitor):
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 40
     visitor = await apage_visitor(async_client)
     started = await services.areply_start(
@@ -247,7 +234,9 @@ async def test_stop_over_http(async_client, settings):
     assert message.ended_reason == Message.EndedReason.STOPPED
 
 
-async def test_stop_someone_elses_reply_is_404(async_client, other_visitor, settings):
+async def test_stop_someone_elses_reply_is_404(
+    async_client, other_visitor, settings, apage_visitor
+):
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 40
     await apage_visitor(async_client)
     started = await services.areply_start(
@@ -265,7 +254,7 @@ async def test_stop_someone_elses_reply_is_404(async_client, other_visitor, sett
     assert response.status_code == 404
 
 
-async def test_regenerate_over_htmx_replaces_the_reply(async_client):
+async def test_regenerate_over_htmx_replaces_the_reply(async_client, apage_visitor):
     visitor = await apage_visitor(async_client)
     started = await services.areply_start(
         visitor=visitor, conversation_id=None, text="again please", model_choice="demo:demo"
@@ -293,87 +282,32 @@ async def _wait_idle():
 # --- The SSE transport --------------------------------------------------------------------------
 
 
-# A CSRF secret (32 letters and digits) for the cookie and the header of an ASGI POST.
-CSRF_TOKEN = "ssetest0" * 4
+@pytest.fixture
+def start_reply(anonymous_session):
+    async def start(text: str, model: str = "demo:demo") -> tuple[str, int]:
+        """A new anonymous visitor's reply, started: (their cookie header, the reply's id)."""
+        cookie, visitor_id = await anonymous_session()
+        visitor = Visitor(user=AnonymousUser(), visitor_id=visitor_id)
+        started = await services.areply_start(
+            visitor=visitor, conversation_id=None, text=text, model_choice=model
+        )
+        return cookie, started.assistant_message.pk
+
+    return start
 
 
-class SSE:
-    """Reads an SSE response from the ASGI app chunk by chunk, as a browser does: a GET, or
-    the composer's htmx POST of `form`."""
+@pytest.fixture
+def sse_reply(start_reply):
+    async def start(text: str, tokens_per_second: float, settings):
+        settings.CHAT_DEMO_TOKENS_PER_SECOND = tokens_per_second
+        return await start_reply(text)
 
-    def __init__(
-        self,
-        path: str,
-        cookie: str,
-        last_event_id: str | None = None,
-        form: dict[str, str] | None = None,
-    ):
-        headers = [(b"cookie", cookie.encode())]
-        if last_event_id is not None:
-            headers.append((b"last-event-id", last_event_id.encode()))
-        self.body = urlencode(form).encode() if form is not None else b""
-        if form is not None:
-            headers = [
-                (b"cookie", f"{cookie}; csrftoken={CSRF_TOKEN}".encode()),
-                (b"x-csrftoken", CSRF_TOKEN.encode()),
-                (b"hx-request", b"true"),
-                (b"content-type", b"application/x-www-form-urlencoded"),
-            ]
-        method = "GET" if form is None else "POST"
-        self.app = ApplicationCommunicator(application, http_scope(path, headers, method))
-        self.buffer = ""
-
-    async def open(self) -> dict:
-        await self.app.send_input({"type": "http.request", "body": self.body, "more_body": False})
-        return await self.app.receive_output(5)
-
-    async def event(self, timeout: float = 5) -> dict[str, str]:
-        """The next event; `: ping` comments (sent while a slow reply waits) are skipped."""
-        while True:
-            event = await self._next_block(timeout)
-            if set(event) != {""}:
-                return event
-
-    async def _next_block(self, timeout: float) -> dict[str, str]:
-        while "\n\n" not in self.buffer:
-            chunk = await self.app.receive_output(timeout)
-            assert chunk["type"] == "http.response.body"
-            self.buffer += chunk["body"].decode()
-            if not chunk.get("more_body"):
-                self.buffer += "\n\n" if self.buffer and not self.buffer.endswith("\n\n") else ""
-                if not self.buffer:
-                    return {}
-        raw, self.buffer = self.buffer.split("\n\n", 1)
-        event: dict[str, str] = {}
-        for line in raw.split("\n"):
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            event[field] = event[field] + "\n" + value if field in event else value
-        return event
-
-    async def close(self):
-        await self.app.send_input({"type": "http.disconnect"})
-        await self.app.wait(2)
+    return start
 
 
-async def _start_reply(text: str, model: str = "demo:demo") -> tuple[str, int]:
-    """A new anonymous visitor's reply, started: (their cookie header, the reply's id)."""
-    cookie, visitor_id = await anonymous_session()
-    visitor = Visitor(user=AnonymousUser(), visitor_id=visitor_id)
-    started = await services.areply_start(
-        visitor=visitor, conversation_id=None, text=text, model_choice=model
-    )
-    return cookie, started.assistant_message.pk
-
-
-async def _sse_reply(text: str, tokens_per_second: float, settings):
-    settings.CHAT_DEMO_TOKENS_PER_SECOND = tokens_per_second
-    return await _start_reply(text)
-
-
-async def test_sse_streams_the_reply_with_ids_and_headers(settings):
-    cookie, message_id = await _sse_reply("sse please", 300, settings)
-    sse = SSE(f"/streaming-demo/replies/{message_id}/events", cookie)
+async def test_sse_streams_the_reply_with_ids_and_headers(settings, deltas, sse_reply, sse_stream):
+    cookie, message_id = await sse_reply("sse please", 300, settings)
+    sse = sse_stream(f"/streaming-demo/replies/{message_id}/events", cookie)
 
     start = await sse.open()
     headers = {name.lower(): value for name, value in start["headers"]}
@@ -398,9 +332,9 @@ async def test_sse_streams_the_reply_with_ids_and_headers(settings):
     assert 'data-status="complete"' in final["data"]
 
 
-async def test_sse_resumes_from_last_event_id(settings):
-    cookie, message_id = await _sse_reply("resume over sse", 60, settings)
-    first = SSE(f"/streaming-demo/replies/{message_id}/events", cookie)
+async def test_sse_resumes_from_last_event_id(settings, deltas, sse_reply, sse_stream):
+    cookie, message_id = await sse_reply("resume over sse", 60, settings)
+    first = sse_stream(f"/streaming-demo/replies/{message_id}/events", cookie)
     await first.open()
     await first.event()  # retry
     seen = []
@@ -410,7 +344,9 @@ async def test_sse_resumes_from_last_event_id(settings):
         last_id = event["id"]
     await first.close()  # the browser drops the connection
 
-    second = SSE(f"/streaming-demo/replies/{message_id}/events", cookie, last_event_id=last_id)
+    second = sse_stream(
+        f"/streaming-demo/replies/{message_id}/events", cookie, last_event_id=last_id
+    )
     await second.open()
     await second.event()
     rest = []
@@ -426,11 +362,13 @@ async def test_sse_resumes_from_last_event_id(settings):
     assert "".join(t for _, t in seen + rest) == demo_reply("resume over sse")
 
 
-async def test_sse_sends_a_heartbeat_comment_while_waiting(settings, openai_upstream):
+async def test_sse_sends_a_heartbeat_comment_while_waiting(
+    settings, openai_upstream, sse_stream, start_reply
+):
     settings.CHAT_SSE_PING_SECONDS = 0.2
     openai_upstream.script(text="slow model", chunks=2, stall_after=1)
-    cookie, message_id = await _start_reply("wait", "openai:gpt-4.1-mini")
-    sse = SSE(f"/streaming-demo/replies/{message_id}/events", cookie)
+    cookie, message_id = await start_reply("wait", "openai:gpt-4.1-mini")
+    sse = sse_stream(f"/streaming-demo/replies/{message_id}/events", cookie)
     await sse.open()
 
     raw = ""
@@ -444,9 +382,9 @@ async def test_sse_sends_a_heartbeat_comment_while_waiting(settings, openai_upst
     assert "slow " in raw or "data:" in raw
 
 
-async def test_sse_client_going_away_does_not_stop_the_reply(settings):
-    cookie, message_id = await _sse_reply("keep going", 100, settings)
-    sse = SSE(f"/streaming-demo/replies/{message_id}/events", cookie)
+async def test_sse_client_going_away_does_not_stop_the_reply(settings, sse_reply, sse_stream):
+    cookie, message_id = await sse_reply("keep going", 100, settings)
+    sse = sse_stream(f"/streaming-demo/replies/{message_id}/events", cookie)
     await sse.open()
     await sse.event()
     await sse.event()
@@ -463,10 +401,12 @@ def _send_form(text: str) -> dict[str, str]:
     return {"action": "send", "message": text, "model": "demo:demo", "stream": "1"}
 
 
-async def test_a_streamed_send_answers_with_its_bubbles_then_the_reply(settings):
+async def test_a_streamed_send_answers_with_its_bubbles_then_the_reply(
+    settings, anonymous_session, deltas, sse_stream
+):
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 300
     cookie, _visitor_id = await anonymous_session()
-    sse = SSE("/streaming-demo/messages", cookie, form=_send_form("one request"))
+    sse = sse_stream("/streaming-demo/messages", cookie, form=_send_form("one request"))
 
     start = await sse.open()
     headers = {name.lower(): value for name, value in start["headers"]}
@@ -502,7 +442,7 @@ async def test_a_streamed_send_answers_with_its_bubbles_then_the_reply(settings)
 
 @pytest.mark.parametrize("refusal", ["bad input", "streaming cap"])
 async def test_a_refused_streamed_send_is_answered_as_any_refused_send(
-    async_client, settings, refusal
+    async_client, settings, refusal, apage_visitor
 ):
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 40
     visitor = await apage_visitor(async_client)
@@ -528,11 +468,13 @@ async def test_a_refused_streamed_send_is_answered_as_any_refused_send(
     assert streamed.content == plain.content and b'id="composer-error"' in streamed.content
 
 
-async def test_a_streamed_send_whose_client_goes_away_leaves_the_reply_running(settings):
+async def test_a_streamed_send_whose_client_goes_away_leaves_the_reply_running(
+    settings, anonymous_session, deltas, sse_stream
+):
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 100
     cookie, visitor_id = await anonymous_session()
     visitor = Visitor(user=AnonymousUser(), visitor_id=visitor_id)
-    sse = SSE("/streaming-demo/messages", cookie, form=_send_form("keep going alone"))
+    sse = sse_stream("/streaming-demo/messages", cookie, form=_send_form("keep going alone"))
     await sse.open()
     for _ in range(3):  # the bubbles, the release, the retry
         await sse.event()
@@ -549,7 +491,7 @@ async def test_a_streamed_send_whose_client_goes_away_leaves_the_reply_running(s
 
 
 async def test_a_streamed_send_without_a_free_reader_slot_sends_the_bubbles_alone(
-    async_client, settings
+    async_client, settings, apage_visitor
 ):
     # The reply has started all the same: the page follows it over GET, as after a send
     # without `stream`, and that request says why it has to wait.
@@ -571,7 +513,7 @@ async def test_a_streamed_send_without_a_free_reader_slot_sends_the_bubbles_alon
     assert "data-streamed" not in html
 
 
-async def test_regenerate_someone_elses_reply_is_404(async_client, other_visitor):
+async def test_regenerate_someone_elses_reply_is_404(async_client, other_visitor, apage_visitor):
     await apage_visitor(async_client)
     started = await services.areply_start(
         visitor=other_visitor, conversation_id=None, text="theirs", model_choice="demo:demo"
@@ -586,14 +528,16 @@ async def test_regenerate_someone_elses_reply_is_404(async_client, other_visitor
     assert not await Message.objects.filter(superseded=True).aexists()
 
 
-async def test_carriage_returns_cannot_break_sse_framing(openai_upstream):
+async def test_carriage_returns_cannot_break_sse_framing(
+    openai_upstream, deltas, sse_stream, start_reply
+):
     # A model can be steered into emitting "\r"; on SSE it would end a line and could forge
     # `id:` or `event:` fields. Carriage returns become line breaks (chat.conversations.text),
     # so none reaches the stream, and the text arrives as the saved reply has it.
     text = "line one\rid: 0\rlost words\revent: done\r\nend"
     openai_upstream.script(text=text, chunks=3, delay=0.05)
-    cookie, message_id = await _start_reply("cr", "openai:gpt-4.1-mini")
-    sse = SSE(f"/streaming-demo/replies/{message_id}/events", cookie)
+    cookie, message_id = await start_reply("cr", "openai:gpt-4.1-mini")
+    sse = sse_stream(f"/streaming-demo/replies/{message_id}/events", cookie)
     await sse.open()
 
     raw = ""
@@ -661,7 +605,7 @@ def test_a_form_in_another_charset_is_a_400_not_a_500(client, charset):
     assert not Message.objects.exists()
 
 
-def test_viewing_the_page_writes_no_session_row(client):
+def test_viewing_the_page_writes_no_session_row(client, page_visitor):
     from django.contrib.sessions.models import Session
 
     for _ in range(25):
@@ -669,7 +613,7 @@ def test_viewing_the_page_writes_no_session_row(client):
     assert Session.objects.count() == 0
 
     # A visitor who sends still keeps their conversation, through the signed visitor cookie.
-    started = saved_reply(client, "mine")
+    started = saved_reply(page_visitor, client, "mine")
     assert Session.objects.count() == 0
     page = client.get(f"/streaming-demo/c/{started.conversation.pk}")
     assert page.status_code == 200 and "mine" in page.content.decode()
@@ -709,7 +653,9 @@ class _OpenConnections:
 
 
 @pytest.mark.parametrize("streamed_send", [False, True])
-async def test_an_event_stream_holds_no_database_connection_while_it_lasts(settings, streamed_send):
+async def test_an_event_stream_holds_no_database_connection_while_it_lasts(
+    settings, streamed_send, anonymous_session, sse_stream, start_reply
+):
     # A stream lasts as long as its reply; its request's connection would sit idle all that
     # time (with 100 SSE readers, PostgreSQL's 100 connections were used up).
     from django.db.backends.signals import connection_created
@@ -720,10 +666,10 @@ async def test_an_event_stream_holds_no_database_connection_while_it_lasts(setti
     try:
         if streamed_send:
             cookie, _visitor_id = await anonymous_session()
-            sse = SSE("/streaming-demo/messages", cookie, form=_send_form("hold nothing"))
+            sse = sse_stream("/streaming-demo/messages", cookie, form=_send_form("hold nothing"))
         else:
-            cookie, message_id = await _start_reply("hold nothing")
-            sse = SSE(f"/streaming-demo/replies/{message_id}/events", cookie)
+            cookie, message_id = await start_reply("hold nothing")
+            sse = sse_stream(f"/streaming-demo/replies/{message_id}/events", cookie)
         await sse.open()
         await sse.event()
         await sse.event()  # streaming now: the request's checks are done

@@ -1,4 +1,4 @@
-"""Helpers shared by transport tests: sessions for anonymous visitors, and reading fragments."""
+"""What transport tests share: sessions for anonymous visitors, ASGI scopes, reading fragments."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from html import unescape
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.backends.db import SessionStore
 
+from chat.conversations.reads import Visitor
 from chat.web.visitors import VISITOR_SESSION_KEY
 
 SEQ_TEXT = re.compile(r'<span data-seq="(\d+)">(.*?)</span>', re.S)
@@ -68,3 +70,15 @@ async def asgi_get(application: object, path: str) -> int:
         pass
     await app.wait(2)
     return int(start["status"])
+
+
+def page_visitor(client) -> Visitor:
+    """The anonymous visitor a test client becomes by opening the page."""
+    client.get("/streaming-demo")
+    return Visitor(user=AnonymousUser(), visitor_id=client_visitor_id(client))
+
+
+async def apage_visitor(async_client) -> Visitor:
+    """`page_visitor` for an async test client."""
+    await async_client.get("/streaming-demo")
+    return Visitor(user=AnonymousUser(), visitor_id=client_visitor_id(async_client))

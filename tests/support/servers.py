@@ -9,6 +9,7 @@ import http.client
 import http.cookiejar
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +20,30 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need(tool: str) -> str:
+    """The path of a program the suite starts; in CI its absence fails instead of skipping."""
+    import pytest  # benchmarks use this module without pytest
+
+    path = shutil.which(tool) or next(
+        (
+            p
+            for p in (f"/usr/lib/postgresql/15/bin/{tool}", f"/usr/sbin/{tool}")
+            if os.path.exists(p)
+        ),
+        None,
+    )
+    if path is None:
+        message = f"{tool} is not installed (the suite starts a real one)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -83,15 +107,9 @@ def daphne_worker(env: dict[str, str], log_path: Path) -> Iterator[Worker]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
-        command = [
-            sys.executable,
-            "-m",
-            "chatsite.serving.server",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ]
+        # One line: tests/serving/test_server.py checks every way of serving runs the launcher.
+        launcher = [sys.executable, "-m", "chatsite.serving.server"]
+        command = [*launcher, "-b", "127.0.0.1", "-p", str(port)]
         process = subprocess.Popen(
             [*command, "chatsite.asgi:application"],
             cwd=REPO,
@@ -207,8 +225,8 @@ _SEQ_TEXT = re.compile(r'<span data-seq="(\d+)">(.*?)</span>', re.S)
 
 
 def _deltas(fragment: str) -> list[tuple[int, str]]:
-    """The (seq, text) pieces a delta fragment appends, unescaped (as tests.helpers.deltas, which
-    needs Django set up: benchmarks use this module without it)."""
+    """The (seq, text) pieces a delta fragment appends, unescaped (as tests/support/transport.py's
+    `deltas`, which needs Django set up: benchmarks use this module without it)."""
     return [(int(seq), html.unescape(text)) for seq, text in _SEQ_TEXT.findall(fragment)]
 
 

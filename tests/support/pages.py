@@ -1,4 +1,5 @@
-"""Small helpers shared by the browser tests of the page's look and accessibility."""
+"""What the browser tests check pages with: axe-core, the Markdown corpus, the luminance of a
+screenshot, and what Chart.js drew on a canvas."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
-CORPUS = (Path(__file__).parent / "data" / "markdown_corpus.md").read_text()
+E2E = Path(__file__).resolve().parents[1] / "e2e"
+AXE = E2E / "vendor" / "axe-core" / "axe.min.js"
+CORPUS = (E2E / "data" / "markdown_corpus.md").read_text()
 
 
 def run_axe(page: Any) -> list[dict[str, Any]]:
@@ -80,3 +82,29 @@ def png_mean_luminance(png: bytes) -> float:
             total += (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
         previous = line
     return total / (height * ((width + 3) // 4))
+
+
+# The analytics page's charts.
+CHARTS = ["chart-cost", "chart-tokens", "chart-replies", "chart-ttft", "chart-duration"]
+
+
+def drawn(page: Any, canvas_id: str) -> dict[str, Any]:
+    """The chart on a canvas: how many points it plots, and whether any pixel was painted."""
+    return page.evaluate(
+        """(id) => {
+            const canvas = document.getElementById(id);
+            const chart = window.Chart && window.Chart.getChart(canvas);
+            const context = canvas.getContext("2d");
+            const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+            let painted = 0;
+            for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted++;
+            return {
+                chart: !!chart,
+                labels: chart ? chart.data.labels.length : 0,
+                series: chart ? chart.data.datasets.length : 0,
+                painted: painted,
+                width: canvas.width,
+            };
+        }""",
+        canvas_id,
+    )

@@ -13,8 +13,8 @@ replies to requests whose body contains `marker`, so concurrent requests can dif
 Streams use chunked transfer encoding, so a socket closed before the terminating chunk is a
 protocol error the client notices (a `Connection: close` body would just look complete).
 
-tests/conftest.py makes the `fake_upstream` fixture suite-wide by importing it; don't also list
-this module in a `pytest_plugins` (pytest would warn it cannot rewrite an imported module).
+Tests reach it through fixtures of tests/conftest.py: `fake_upstream` (one server for the test)
+and `fake_upstream_server` (this module's `running_fake_upstream`, for a server of another scope).
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 # Upper bound on any wait inside the server, so a forgotten stall can never hang the suite.
 MAX_STALL_SECONDS = 10.0
@@ -444,9 +442,3 @@ def running_fake_upstream() -> Iterator[FakeUpstream]:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
         thread.join(timeout=2)
-
-
-@pytest.fixture
-def fake_upstream() -> Iterator[FakeUpstream]:
-    with running_fake_upstream() as fake:
-        yield fake
