@@ -148,6 +148,7 @@ def test_regenerate_is_refused_over_budget_too(visitor, billed_demo):
     assert Message.objects.filter(role=Message.Role.ASSISTANT).count() == 1
 
 
+@time_machine.travel(NOON, tick=False)  # not the wall clock: near midnight "yesterday" moves
 def test_yesterdays_spending_does_not_count_against_today(visitor, billed_demo):
     cap(daily=10_000)
     spend(visitor, 50_000, days_ago=1)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from chat.costs import staff_config
 from chat.costs.budgets import spending_cap_for
 from chat.costs.pricing import unit_prices
 from chat.models import PriceOverride, SpendingCap
@@ -62,7 +63,16 @@ def test_an_edit_in_this_process_applies_at_once():
     assert spending_cap_for(user_id=None) is None
 
 
-def test_an_edit_made_by_another_worker_applies_within_the_interval(settings):
+@pytest.fixture
+def config_clock(monkeypatch):
+    """The cache's monotonic clock, moved by the test: the interval passes when the test says so,
+    never because the machine was slow (time-machine leaves monotonic clocks alone)."""
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(staff_config, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    return clock
+
+
+def test_an_edit_made_by_another_worker_applies_within_the_interval(settings, config_clock):
     settings.CHAT_STAFF_CONFIG_SECONDS = 0.3
     override = PriceOverride.objects.create(
         provider="demo", model="demo", input_per_mtok=2_000_000, output_per_mtok=8_000_000
@@ -75,7 +85,7 @@ def test_an_edit_made_by_another_worker_applies_within_the_interval(settings):
     assert unit_prices(provider="demo", model="demo") == (2_000_000, 8_000_000)
     assert spending_cap_for(user_id=None) is None
 
-    time.sleep(0.35)
+    config_clock.now += 0.35
 
     assert unit_prices(provider="demo", model="demo") == (2_000_000, 1_000_000)
     assert spending_cap_for(user_id=None).monthly_cap == 5_000_000

@@ -235,12 +235,11 @@ def test_reply_streams_over_sse_when_asked_to(page: Any) -> None:
 
 
 def stop_and_check_partial_text(page: Any, full: str) -> tuple[Any, str]:
-    """Press Stop mid-reply: it ends within 2 s as "stopped by user", keeping a beginning of
-    the reply; returns the reply's article and its text."""
-    started = time.monotonic()
+    """Press Stop mid-reply: it ends as "stopped by user", keeping a beginning of the reply;
+    returns the reply's article and its text. Not timed (speed belongs in benchmarks): a reply the
+    stop missed would end "complete" and never "stopped"; the wait's bound is a hang guard."""
     page.locator("#stop-button").click()
-    wait_for_status(page, "stopped", timeout=3_000)
-    assert time.monotonic() - started < 2.0, "stopping took too long"
+    wait_for_status(page, "stopped", timeout=10_000)
 
     article = page.locator(ASSISTANT).last
     stopped_text = article.locator(".msg-text.markdown").inner_text()

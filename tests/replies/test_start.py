@@ -226,21 +226,20 @@ async def test_unknown_model_has_no_price(visitor, settings, fake_upstream, run_
     assert message.cost_microusd is None
 
 
-async def test_stop_ends_within_a_second_and_keeps_the_partial_text(visitor, settings):
+async def test_stop_ends_the_job_and_keeps_the_partial_text(visitor, settings):
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 40
     started = await sync_to_async(start)(visitor, text="Tell me a long story")
     message_id = started.assistant_message.pk
     job = services.job_launch(message_id)
     await asyncio.sleep(0.5)
 
-    stopped_at = asyncio.get_running_loop().time()
     await services.reply_stop(visitor=visitor, conversation_id=str(started.conversation.pk))
-    await asyncio.wait_for(job, 1)
-    elapsed = asyncio.get_running_loop().time() - stopped_at
+    # Not timed (speed belongs in benchmarks): the job ends because of the stop, before its text
+    # is done (the demo at 40 tokens a second would take seconds more); the bound is a hang guard.
+    await asyncio.wait_for(job, 30)
 
     message = await Message.objects.aget(pk=message_id)
     full = demo_reply("Tell me a long story")
-    assert elapsed < 1
     assert message.status == Message.Status.STOPPED
     assert message.ended_reason == Message.EndedReason.STOPPED
     assert message.content and full.startswith(message.content) and message.content != full

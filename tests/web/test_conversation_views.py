@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
+import time_machine
+from django.conf import settings as django_settings
 from django.test import Client
 from django.utils import timezone
 
@@ -206,6 +209,12 @@ def test_search_matches_other_versions_but_not_deleted_turns(client, page_visito
 # --- Sidebar groups and pages ------------------------------------------------------------------
 
 
+# Noon in the site's time zone, far from midnight and from a change of clocks: "now minus one
+# day" is yesterday, whenever the suite runs.
+NOON = datetime(2026, 3, 18, 12, 0, tzinfo=ZoneInfo(django_settings.TIME_ZONE))
+
+
+@time_machine.travel(NOON, tick=False)
 def test_sidebar_groups_by_day_of_last_activity(client, conversation_of):
     now = timezone.now()
     for title, age in [("Fresh", 0), ("Last night", 1), ("This week", 4), ("Ancient", 40)]:
@@ -221,6 +230,7 @@ def test_sidebar_groups_by_day_of_last_activity(client, conversation_of):
     assert order == sorted(order)
 
 
+@time_machine.travel(NOON, tick=False)
 def test_long_histories_page_with_show_more(client, settings, conversation_of):
     settings.CHAT_SIDEBAR_PAGE_SIZE = 3
     now = timezone.now()
