@@ -34,9 +34,12 @@ def deltas(fragment: str) -> list[tuple[int, str]]:
 
 def client_visitor_id(client) -> str:
     """The anonymous visitor id a test client's page visit was given (a signed cookie)."""
-    from chat.web.visitors import VISITOR_COOKIE, _unsigned
+    from chat.web.visitors import VISITOR_COOKIE, visitor_id_from_scope
 
-    return _unsigned(client.cookies[VISITOR_COOKIE].value)
+    # The cookie alone, as a socket without a session reads it.
+    return visitor_id_from_scope(
+        {"cookies": {VISITOR_COOKIE: client.cookies[VISITOR_COOKIE].value}}
+    )
 
 
 def http_scope(
