@@ -29,7 +29,7 @@ import openai
 
 from benchmarks.stream_fanout import _proc_stats, _server_pid
 from chat.providers.demo import demo_reply
-from tests.servers import REPO, app_env, daphne, migrate
+from tests.support.servers import REPO, app_env, daphne, migrate
 
 
 def _create_keys(env: dict[str, str], count: int) -> list[str]:

@@ -4,8 +4,9 @@
     .venv/bin/python -m benchmarks.page_render --renderer full     # the old whole-reply re-render
     .venv/bin/python -m benchmarks.page_render --tokens 2000 --rate 100 --json var/page.json
 
-The app answers from the fake upstream (tests/fake_upstream.py), which streams a Markdown reply
-(paragraphs, lists, code blocks, tables, math) of `--tokens` chunks at `--rate` chunks a second.
+The app answers from the fake upstream (tests/support/fake_upstream.py), which streams a Markdown
+reply (paragraphs, lists, code blocks, tables, math) of `--tokens` chunks at `--rate` chunks a
+second.
 Every second the benchmark reads the page's main-thread script time from the DevTools protocol
 (Performance.getMetrics, ScriptDuration) and counts the live renders the page did
 (chat.js fires `chat:rendered` after each), so it reports script milliseconds per rendered frame
@@ -27,8 +28,8 @@ from typing import Any
 
 from playwright.sync_api import sync_playwright
 
-from tests.fake_upstream import running_fake_upstream
-from tests.servers import app_env, daphne, migrate
+from tests.support.fake_upstream import running_fake_upstream
+from tests.support.servers import app_env, daphne, migrate
 
 # Records each frame's arrival (with the last sequence number it carries) and each live render.
 _PROBE = """

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks.stream_fanout import _proc_stats
-from tests.servers import Browser, SSEReader, app_env, daphne_worker, migrate, redis_server
+from tests.support.servers import Browser, SSEReader, app_env, daphne_worker, migrate, redis_server
 
 # What the job (and its worker) sends, and what readers send.
 JOB_COMMANDS = {"xadd", "expire", "exists", "mget", "set", "publish", "subscribe", "ping"}

@@ -39,7 +39,7 @@ os.environ.update(
 
 
 async def _request(application: Any, path: str) -> int:
-    from tests.helpers import asgi_get
+    from tests.support.transport import asgi_get
 
     return await asgi_get(application, path)
 

@@ -25,7 +25,7 @@ import urllib.request
 from html import unescape
 from pathlib import Path
 
-from tests.servers import app_env, daphne, migrate
+from tests.support.servers import app_env, daphne, migrate
 
 SPAN = re.compile(r'<span data-seq="\d+">(.*?)</span>', re.S)
 

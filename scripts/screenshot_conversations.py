@@ -3,8 +3,8 @@ reply with two versions (‹ 2/2 ›), light and dark.
 
     .venv/bin/python scripts/screenshot_conversations.py   → docs/screenshot-conversations-*.png
 
-The app runs as in the browser tests (tests/servers.py), answering from the fake upstream; the
-conversations' last activity is moved back in time in the app's SQLite database, so they fall
+The app runs as in the browser tests (tests/support/servers.py), answering from the fake upstream;
+the conversations' last activity is moved back in time in the app's SQLite database, so they fall
 into Today / Yesterday / Previous 7 days / Older.
 """
 
@@ -22,8 +22,8 @@ sys.path.insert(0, str(REPO))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from tests.fake_upstream import running_fake_upstream  # noqa: E402
-from tests.servers import app_env, daphne, migrate  # noqa: E402
+from tests.support.fake_upstream import running_fake_upstream  # noqa: E402
+from tests.support.servers import app_env, daphne, migrate  # noqa: E402
 
 DOCS = REPO / "docs"
 # (first message, days since its last activity)

@@ -3,8 +3,8 @@ light and dark, at desktop (1280) and phone (390) width, plus the sign-in page.
 
     .venv/bin/python scripts/screenshots.py   → docs/screenshot-*.png
 
-The app runs as in the browser tests (tests/servers.py), answering from the fake upstream with
-the Markdown corpus of tests/e2e/data/markdown_corpus.md.
+The app runs as in the browser tests (tests/support/servers.py), answering from the fake upstream
+with the Markdown corpus of tests/e2e/data/markdown_corpus.md.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ sys.path.insert(0, str(REPO))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from tests.fake_upstream import running_fake_upstream  # noqa: E402
-from tests.servers import app_env, daphne, migrate  # noqa: E402
+from tests.support.fake_upstream import running_fake_upstream  # noqa: E402
+from tests.support.servers import app_env, daphne, migrate  # noqa: E402
 
 CORPUS = (REPO / "tests" / "e2e" / "data" / "markdown_corpus.md").read_text()
 DOCS = REPO / "docs"

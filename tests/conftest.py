@@ -1,13 +1,14 @@
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
@@ -15,30 +16,22 @@ from django.contrib.auth.models import AnonymousUser
 from chat.conversations.reads import Visitor
 from chat.costs.staff_config import staff_config_forget
 from chat.replies.stream import reset_reply_stream
-from tests.fake_upstream import fake_upstream  # noqa: F401 - a fixture
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def need(tool: str) -> str:
-    """The path of a program the suite starts; in CI its absence fails instead of skipping."""
-    path = shutil.which(tool) or next(
-        (
-            p
-            for p in (f"/usr/lib/postgresql/15/bin/{tool}", f"/usr/sbin/{tool}")
-            if os.path.exists(p)
-        ),
-        None,
-    )
-    if path is None:
-        message = f"{tool} is not installed (the suite starts a real one)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+from tests.support import (
+    fake_oidc,
+    replies,
+    servers,
+    sse,
+    transport,
+    websocket,
+)
+from tests.support import (
+    fake_upstream as upstreams,
+)
+from tests.support.fake_upstream import FakeUpstream, running_fake_upstream
+from tests.support.servers import IN_CI, need
 
 
-def free_port() -> int:
+def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -78,7 +71,7 @@ def other_visitor() -> Visitor:
 def redis_url() -> Iterator[str]:
     """A real redis-server on loopback, started for this test session."""
     server = need("redis-server")
-    port = free_port()
+    port = _free_port()
     workdir = tempfile.mkdtemp(prefix="chatsite-redis-")
     process = subprocess.Popen(
         [
@@ -145,12 +138,194 @@ def django_db_setup(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture
-def openai_upstream(settings, fake_upstream):  # noqa: F811 - the fixture
+def openai_upstream(settings, fake_upstream):
     """The OpenAI provider, offering gpt-4.1-mini, pointed at the fake upstream server."""
     settings.OPENAI_API_KEY = "sk-test"
     settings.OPENAI_BASE_URL = fake_upstream.openai_base_url
     settings.OPENAI_MODELS = ["gpt-4.1-mini"]
     return fake_upstream
+
+
+# Helpers reach tests as fixtures: tests import nothing from tests/ (tests/test_layout.py checks).
+# Each returns a function or class of tests/support/, so a test calls it as it would an import;
+# session-scoped, so fixtures of any scope can use them.
+
+
+@pytest.fixture(scope="session")
+def in_ci() -> bool:
+    """Whether the suite runs in CI, where a missing tool fails instead of skipping."""
+    return IN_CI
+
+
+@pytest.fixture(scope="session")
+def need_tool() -> Callable[[str], str]:
+    """`need_tool("nginx")`: the path of a program the suite starts, or a skip (a failure in CI)."""
+    return need
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """`free_port()`: a loopback port nothing listens on (yet)."""
+    return _free_port
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    """The repository's root, where the app's subprocesses run."""
+    return servers.REPO
+
+
+@pytest.fixture(scope="session")
+def anonymous_session():
+    """`await anonymous_session()`: a saved session with a visitor id, as the page creates:
+    (cookie header, visitor id)."""
+    return transport.anonymous_session
+
+
+@pytest.fixture(scope="session")
+def deltas():
+    """`deltas(fragment)`: the (seq, text) pieces a delta fragment appends, unescaped."""
+    return transport.deltas
+
+
+@pytest.fixture(scope="session")
+def client_visitor_id():
+    """`client_visitor_id(client)`: the visitor id a test client's page visit was given."""
+    return transport.client_visitor_id
+
+
+@pytest.fixture(scope="session")
+def http_scope():
+    """`http_scope(path, headers, method)`: an ASGI HTTP scope as Daphne builds it."""
+    return transport.http_scope
+
+
+@pytest.fixture(scope="session")
+def asgi_get():
+    """`await asgi_get(application, path)`: GET in-process, the whole body read; its status."""
+    return transport.asgi_get
+
+
+@pytest.fixture(scope="session")
+def run_job():
+    """`await run_job(message_id)`: run a reply's job to its end here; the saved message."""
+    return replies.run_job
+
+
+@pytest.fixture(scope="session")
+def page_visitor():
+    """`page_visitor(client)`: the anonymous visitor a test client becomes by opening the page."""
+    return transport.page_visitor
+
+
+@pytest.fixture(scope="session")
+def apage_visitor():
+    """`await apage_visitor(async_client)`: `page_visitor` for an async test client."""
+    return transport.apage_visitor
+
+
+@pytest.fixture(scope="session")
+def sse_stream() -> type[sse.SSE]:
+    """`sse_stream(path, cookie, last_event_id=..., form=...)`: an SSE response of the app read
+    in-process as a browser reads it (`await .open()`, `await .event()`, `await .close()`)."""
+    return sse.SSE
+
+
+@pytest.fixture(scope="session")
+def chat_socket() -> SimpleNamespace:
+    """The chat WebSocket in-process: `connect(cookie)`, `send(socket, **frame)`,
+    `read_reply(socket)` (deltas, final fragment), `start_reply(socket, text)` (its id)."""
+    return SimpleNamespace(
+        ORIGIN=websocket.ORIGIN,
+        connect=websocket.connect,
+        send=websocket.send,
+        read_reply=websocket.read_reply,
+        start_reply=websocket.start_reply,
+    )
+
+
+@pytest.fixture(scope="session")
+def app_env():
+    """`app_env(data_dir, **overrides)`: the environment of an app server of the test's own."""
+    return servers.app_env
+
+
+@pytest.fixture(scope="session")
+def migrate():
+    """`migrate(env)`: run the migrations of an app server's database."""
+    return servers.migrate
+
+
+@pytest.fixture(scope="session")
+def daphne():
+    """`with daphne(env, log_path) as url:` the real app served by Daphne on a free port."""
+    return servers.daphne
+
+
+@pytest.fixture(scope="session")
+def daphne_worker():
+    """`with daphne_worker(env, log_path) as worker:` like `daphne`, with the process."""
+    return servers.daphne_worker
+
+
+@pytest.fixture(scope="session")
+def browser_class() -> type[servers.Browser]:
+    """`browser_class()`: just enough of a browser (a cookie jar, htmx posts, SSE reads)."""
+    return servers.Browser
+
+
+@pytest.fixture(scope="session")
+def read_event():
+    """`read_event(response)`: the next SSE event of an http.client response."""
+    return servers.read_event
+
+
+@pytest.fixture(scope="session")
+def sse_reader_class() -> type[servers.SSEReader]:
+    """`sse_reader_class(browser, url, message_id, timeout=...)`: one SSE reader of a reply."""
+    return servers.SSEReader
+
+
+@pytest.fixture(scope="session")
+def message_row():
+    """`message_row(env, message_id)`: the reply as an app server's database has it."""
+    return servers.message_row
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """`with redis_server(workdir, port) as (url, process):` a redis-server of the test's own."""
+    return servers.redis_server
+
+
+@pytest.fixture
+def fake_upstream() -> Iterator[FakeUpstream]:
+    """A fake OpenAI / Anthropic server on loopback for this test (tests/support/fake_upstream)."""
+    with running_fake_upstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def upstream_stall_limit(monkeypatch):
+    """`upstream_stall_limit(seconds)`: the longest the fake upstream holds a stalled stream (10 s
+    unless a test says otherwise)."""
+
+    def limit(seconds: float) -> None:
+        monkeypatch.setattr(upstreams, "MAX_STALL_SECONDS", seconds)
+
+    return limit
+
+
+@pytest.fixture(scope="session")
+def fake_upstream_server():
+    """`with fake_upstream_server() as fake:` a fake upstream for a fixture of a wider scope."""
+    return running_fake_upstream
+
+
+@pytest.fixture(scope="session")
+def fake_issuer():
+    """`with fake_issuer() as issuer:` a tiny OpenID Connect issuer on loopback."""
+    return fake_oidc.running_fake_issuer
 
 
 def pytest_collection_modifyitems(config, items):

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.servers import app_env, migrate
+from tests.support.servers import app_env, migrate
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_CORE = 0

@@ -19,12 +19,14 @@ import sys
 import tempfile
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from tests.fake_upstream import FakeUpstream, running_fake_upstream
-from tests.servers import app_env, daphne, migrate
+from tests.support import deployment, pages
+from tests.support.fake_upstream import FakeUpstream, running_fake_upstream
+from tests.support.servers import app_env, daphne, migrate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -86,7 +88,7 @@ def live_server_url() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serving_with_upstream(
+def _serving_with_upstream(
     prefix: str, *, prepare: Callable[[dict[str, str]], None] | None = None, **overrides: str
 ) -> Iterator[tuple[str, FakeUpstream]]:
     """The app with the OpenAI provider pointed at a fake upstream the test scripts: (its URL,
@@ -115,8 +117,60 @@ def serving_with_upstream(
 @pytest.fixture(scope="module")
 def provider_server() -> Iterator[tuple[str, FakeUpstream]]:
     """The app with the OpenAI provider pointed at a fake upstream the test scripts."""
-    with serving_with_upstream("chatsite-e2e-provider-") as served:
+    with _serving_with_upstream("chatsite-e2e-provider-") as served:
         yield served
+
+
+# --- The production recipe (tests/e2e/test_production.py) -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def services() -> Iterator[deployment.Services]:
+    """PostgreSQL, a Redis and the fake upstream, for the module's deployments."""
+    with deployment.running_services() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def production(services) -> Iterator[deployment.Deployment]:
+    """Two workers behind nginx; ended by the SIGTERM test. A reply with long silences starts
+    with it and is read in the background while the other tests run."""
+    with deployment.deployed(services, workers=2) as served:
+        served.silences = deployment.silences_start(served, services.upstream)
+        yield served
+        for thread in served.silences.threads:
+            thread.join(90)
+
+
+@pytest.fixture(scope="module")
+def one_worker(services) -> Iterator[deployment.Deployment]:
+    """A second deployment for the tests that break things (Redis, a worker); it finds the
+    database migrated and the static files collected."""
+    with deployment.deployed(services, workers=1) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def production_kit() -> SimpleNamespace:
+    """What the production tests read the deployment with (tests/support/deployment.py)."""
+    return SimpleNamespace(
+        METRICS_TOKEN=deployment.METRICS_TOKEN,
+        SILENT_TEXT=deployment.SILENT_TEXT,
+        Reading=deployment.Reading,
+        get=deployment.get,
+        metric=deployment.metric,
+        start_reply=deployment.start_reply,
+        read_sse=deployment.read_sse,
+        assert_streamed_in_steps=deployment.assert_streamed_in_steps,
+        run_prod=deployment.run_prod,
+    )
+
+
+@pytest.fixture(scope="session")
+def serving_with_upstream():
+    """`with serving_with_upstream(prefix, prepare=..., **overrides) as (url, upstream):` the
+    app with the OpenAI provider pointed at a fake upstream the test scripts."""
+    return _serving_with_upstream
 
 
 # --- The browser ------------------------------------------------------------------------------
@@ -213,6 +267,51 @@ def new_page(
 @pytest.fixture
 def page(new_page: Callable[..., Any]) -> Any:
     return new_page()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where screenshots of failed (and of some passing) browser tests go."""
+    return ARTIFACTS
+
+
+# What tests check pages with (tests/support/pages.py).
+
+
+@pytest.fixture(scope="session")
+def run_axe():
+    """`run_axe(page)`: axe-core's violations on the page as it is now."""
+    return pages.run_axe
+
+
+@pytest.fixture(scope="session")
+def describe_violations():
+    """`describe_violations(violations)`: axe-core's violations, readable in a failure."""
+    return pages.describe
+
+
+@pytest.fixture(scope="session")
+def markdown_corpus() -> str:
+    """tests/e2e/data/markdown_corpus.md: every Markdown feature the page renders."""
+    return pages.CORPUS
+
+
+@pytest.fixture(scope="session")
+def png_mean_luminance():
+    """`png_mean_luminance(png)`: the mean luminance of a screenshot, 0 (black) to 1."""
+    return pages.png_mean_luminance
+
+
+@pytest.fixture(scope="session")
+def analytics_charts() -> list[str]:
+    """The ids of the analytics page's chart canvases."""
+    return pages.CHARTS
+
+
+@pytest.fixture(scope="session")
+def drawn():
+    """`drawn(page, canvas_id)`: what Chart.js drew on a canvas (points, painted pixels)."""
+    return pages.drawn
 
 
 # --- Reporting --------------------------------------------------------------------------------

@@ -9,23 +9,24 @@ from typing import Any
 
 import pytest
 
-from .conftest import PageErrors
-from .helpers import CORPUS, describe, run_axe
-
 pytestmark = pytest.mark.e2e
 
 ASSISTANT = "#messages > article[data-role='assistant']"
 SCHEMES = ["light", "dark"]
 
 
-def assert_no_violations(page: Any) -> None:
-    violations = run_axe(page)
-    assert not violations, describe(violations)
+@pytest.fixture
+def assert_no_violations(run_axe, describe_violations):
+    def assert_no_violations(page: Any) -> None:
+        violations = run_axe(page)
+        assert not violations, describe_violations(violations)
+
+    return assert_no_violations
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_the_empty_chat_sign_in_and_error_pages_have_no_axe_violations(
-    new_page: Any, page_errors: PageErrors, scheme: str
+    new_page: Any, page_errors, scheme: str, assert_no_violations
 ) -> None:
     page_errors.allow(r"status of 404")  # the error pages, on purpose
     page = new_page(color_scheme=scheme)
@@ -50,10 +51,14 @@ def test_the_empty_chat_sign_in_and_error_pages_have_no_axe_violations(
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_a_chat_streaming_and_finished_has_no_axe_violations(
-    new_page: Any, provider_server: tuple[str, Any], scheme: str
+    new_page: Any,
+    provider_server: tuple[str, Any],
+    scheme: str,
+    markdown_corpus,
+    assert_no_violations,
 ) -> None:
     url, upstream = provider_server
-    upstream.script(text=CORPUS, chunks=50, stall_after=30)
+    upstream.script(text=markdown_corpus, chunks=50, stall_after=30)
     page = new_page(base_url=url, color_scheme=scheme)
     page.goto("/streaming-demo")
     page.get_by_text("Connected · WebSocket").wait_for()

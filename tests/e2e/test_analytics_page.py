@@ -12,17 +12,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import PageErrors
-from tests.servers import REPO, app_env, daphne, migrate
-
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "analytics-e2e-password"
-CHARTS = ["chart-cost", "chart-tokens", "chart-replies", "chart-ttft", "chart-duration"]
 
 
 @pytest.fixture(scope="module")
-def admin_server() -> Iterator[str]:
+def admin_server(app_env, daphne, migrate, repo) -> Iterator[str]:
     """The app with 45 days of synthetic history and a superuser."""
     data_dir = Path(tempfile.mkdtemp(prefix="chatsite-e2e-admin-"))
     env = app_env(
@@ -39,7 +35,7 @@ def admin_server() -> Iterator[str]:
         ):
             subprocess.run(
                 [sys.executable, "manage.py", *command],
-                cwd=REPO,
+                cwd=repo,
                 env=env,
                 check=True,
                 timeout=300,
@@ -58,7 +54,7 @@ def viewport() -> dict[str, int]:
 
 @pytest.fixture
 def staff_page(
-    browser: Any, admin_server: str, page_errors: PageErrors, viewport: dict[str, int]
+    browser: Any, admin_server: str, page_errors, viewport: dict[str, int]
 ) -> Iterator[Any]:
     context = browser.new_context(base_url=admin_server, viewport=viewport)
     context.set_default_timeout(15_000)
@@ -75,34 +71,12 @@ def staff_page(
         pytest.fail("The page logged errors:\n" + "\n".join(page_errors.errors), pytrace=False)
 
 
-def drawn(page: Any, canvas_id: str) -> dict[str, Any]:
-    """The chart on a canvas: how many points it plots, and whether any pixel was painted."""
-    return page.evaluate(
-        """(id) => {
-            const canvas = document.getElementById(id);
-            const chart = window.Chart && window.Chart.getChart(canvas);
-            const context = canvas.getContext("2d");
-            const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
-            let painted = 0;
-            for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted++;
-            return {
-                chart: !!chart,
-                labels: chart ? chart.data.labels.length : 0,
-                series: chart ? chart.data.datasets.length : 0,
-                painted: painted,
-                width: canvas.width,
-            };
-        }""",
-        canvas_id,
-    )
-
-
-def test_the_analytics_page_draws_its_charts(staff_page):
+def test_the_analytics_page_draws_its_charts(staff_page, analytics_charts, drawn):
     page = staff_page
     page.click("text=Usage analytics")
     page.wait_for_selector("#chart-cost")
 
-    for canvas_id in CHARTS:
+    for canvas_id in analytics_charts:
         chart = drawn(page, canvas_id)
         assert chart["chart"], canvas_id
         assert chart["labels"] == 30, canvas_id
@@ -112,7 +86,7 @@ def test_the_analytics_page_draws_its_charts(staff_page):
     assert page.locator(".usage-table tbody tr").count() > 5
 
 
-def test_the_period_selector_and_drilling_down_to_a_users_conversations(staff_page):
+def test_the_period_selector_and_drilling_down_to_a_users_conversations(staff_page, drawn):
     page = staff_page
     page.goto("/admin/chat/usagereport/")
     page.click("text=90 days")
@@ -207,14 +181,14 @@ def test_the_conversation_list_fits_1280_pixels(staff_page):
 
 
 @pytest.mark.parametrize("viewport", [{"width": 390, "height": 844}])
-def test_the_analytics_page_fits_a_phone(staff_page):
+def test_the_analytics_page_fits_a_phone(staff_page, analytics_charts, drawn):
     page = staff_page
     page.goto("/admin/chat/usagereport/?days=30")
     page.wait_for_function("() => window.Chart && window.Chart.getChart('chart-speed')")
 
     box = overflow(page, "html")
     assert box["scroll"] <= box["client"] == 390, box
-    for canvas_id in (*CHARTS, "chart-feedback", "chart-speed"):
+    for canvas_id in (*analytics_charts, "chart-feedback", "chart-speed"):
         chart = page.locator(f"#{canvas_id}").bounding_box()
         assert chart["x"] >= 0 and chart["x"] + chart["width"] <= 390, canvas_id
         assert drawn(page, canvas_id)["painted"] > 500, canvas_id

@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import serving_with_upstream
-
 pytestmark = pytest.mark.e2e
 
 ASSISTANT = "#messages > article[data-role='assistant']"
@@ -207,7 +205,7 @@ def test_rename_search_export_and_delete(chat: tuple[Any, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def titled_server() -> Iterator[tuple[str, Any]]:
+def titled_server(serving_with_upstream) -> Iterator[tuple[str, Any]]:
     """The app with generated titles (CHAT_TITLE_MODEL) from the fake upstream."""
     with serving_with_upstream(
         "chatsite-e2e-titles-", CHAT_TITLE_MODEL="openai:gpt-4.1-nano"

@@ -16,12 +16,6 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_analytics_page import CHARTS, drawn
-from tests.fake_upstream import FakeUpstream
-from tests.servers import REPO
-
-from .conftest import PageErrors, serving_with_upstream
-
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "csp-e2e-password"
@@ -54,10 +48,10 @@ class Visit:
     dialogs: list[str] = field(default_factory=list)
 
 
-def _create_staff(env: dict[str, str]) -> None:
+def _create_staff(env: dict[str, str], repo) -> None:
     subprocess.run(
         [sys.executable, "manage.py", "createsuperuser", "--noinput"],
-        cwd=REPO,
+        cwd=repo,
         env=env,
         check=True,
         timeout=120,
@@ -66,10 +60,10 @@ def _create_staff(env: dict[str, str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def site() -> Iterator[tuple[str, FakeUpstream]]:
+def site(serving_with_upstream, repo) -> Iterator[tuple[str, object]]:
     with serving_with_upstream(
         "chatsite-e2e-csp-",
-        prepare=_create_staff,
+        prepare=lambda env: _create_staff(env, repo),
         CHAT_DEMO_TOKENS_PER_SECOND="60",
         DJANGO_SUPERUSER_USERNAME="staff",
         DJANGO_SUPERUSER_EMAIL="staff@example.com",
@@ -79,9 +73,7 @@ def site() -> Iterator[tuple[str, FakeUpstream]]:
 
 
 @pytest.fixture
-def visit(
-    browser: Any, site: tuple[str, FakeUpstream], page_errors: PageErrors
-) -> Iterator[Callable[[], Visit]]:
+def visit(browser: Any, site: tuple[str, object], page_errors) -> Iterator[Callable[[], Visit]]:
     """A fresh browser context (a new visitor) whose CSP violations and dialogs are recorded."""
     contexts: list[Any] = []
 
@@ -173,7 +165,7 @@ def test_the_sign_in_and_error_pages_have_no_csp_violation(visit, page_errors):
     assert v.violations == []
 
 
-def test_the_admin_pages_work_with_no_csp_violation(visit, site):
+def test_the_admin_pages_work_with_no_csp_violation(visit, site, analytics_charts, drawn):
     _, upstream = site
     upstream.script(text=RICH_REPLY, chunks=3)
     v = visit()
@@ -193,7 +185,7 @@ def test_the_admin_pages_work_with_no_csp_violation(visit, site):
     assert_strict_policy(page.goto("/admin/chat/usagereport/"))
     page.wait_for_selector("#chart-cost")
     page.wait_for_function("() => window.Chart && Chart.getChart('chart-cost')")
-    for canvas_id in CHARTS:
+    for canvas_id in analytics_charts:
         chart = drawn(page, canvas_id)
         assert chart["chart"] and chart["painted"] > 100, (canvas_id, chart)
     assert v.violations == []

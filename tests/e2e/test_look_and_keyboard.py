@@ -8,9 +8,6 @@ from typing import Any
 
 import pytest
 
-from .conftest import ARTIFACTS, PageErrors
-from .helpers import png_mean_luminance
-
 pytestmark = pytest.mark.e2e
 
 ASSISTANT = "#messages > article[data-role='assistant']"
@@ -56,7 +53,7 @@ def wait_streaming_text(page: Any, chars: int = 40) -> None:
     ("scheme", "background", "dark"), [("light", LIGHT_BG, False), ("dark", DARK_BG, True)]
 )
 def test_the_page_follows_the_systems_colour_scheme(
-    new_page: Any, scheme: str, background: str, dark: bool
+    new_page: Any, scheme: str, background: str, dark: bool, artifacts, png_mean_luminance
 ) -> None:
     page = new_page(color_scheme=scheme)
     open_chat(page)
@@ -77,8 +74,8 @@ def test_the_page_follows_the_systems_colour_scheme(
         }"""
     )
     assert code["bg"] == ("rgb(13, 17, 23)" if dark else "rgb(248, 250, 252)")
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = page.screenshot(path=str(ARTIFACTS / f"colour-scheme-{scheme}.png"))
+    artifacts.mkdir(exist_ok=True)
+    shot = page.screenshot(path=str(artifacts / f"colour-scheme-{scheme}.png"))
     luminance = png_mean_luminance(shot)
     assert (luminance < 0.25) if dark else (luminance > 0.6), luminance
 
@@ -234,7 +231,7 @@ def test_enter_while_a_reply_streams_says_why_it_waits(page: Any) -> None:
 
 
 def test_enter_while_the_socket_is_down_says_it_waits_and_the_message_still_goes(
-    new_page: Any, page_errors: PageErrors
+    new_page: Any, page_errors
 ) -> None:
     page_errors.allow(r"htmx:ws:error")  # htmx logs the socket it gives up on
     # The CSP would refuse the socket to another port at once; this test is about a socket that

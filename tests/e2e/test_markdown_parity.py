@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 
-from .helpers import CORPUS
-
 pytestmark = pytest.mark.e2e
 
 ASSISTANT = "#messages > article[data-role='assistant']"
@@ -58,10 +56,10 @@ def _flatten(tree: Any) -> list[Any]:
 
 
 def test_live_and_final_renders_of_one_corpus_are_the_same_dom(
-    new_page: Any, provider_server: tuple[str, Any]
+    new_page: Any, provider_server: tuple[str, Any], markdown_corpus
 ) -> None:
     url, upstream = provider_server
-    upstream.script(text=CORPUS, chunks=50, stall_after=50)
+    upstream.script(text=markdown_corpus, chunks=50, stall_after=50)
     page = new_page(base_url=url)
     page.goto("/streaming-demo")
     page.get_by_text("Connected · WebSocket").wait_for()
@@ -77,7 +75,7 @@ def test_live_and_final_renders_of_one_corpus_are_the_same_dom(
           return raw && live && raw.textContent.length === length
             && live.textContent.includes("that wraps.");
         }""",
-        arg=len(CORPUS),
+        arg=len(markdown_corpus),
         timeout=20_000,
     )
     page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
@@ -112,7 +110,9 @@ def test_live_and_final_renders_of_one_corpus_are_the_same_dom(
     assert page.locator(f"{ASSISTANT} .markdown p", has_text=prices).count() == 1
 
 
-def test_the_incremental_live_render_equals_a_full_render_at_every_step(page: Any) -> None:
+def test_the_incremental_live_render_equals_a_full_render_at_every_step(
+    page: Any, markdown_corpus
+) -> None:
     """The live preview keeps finished blocks and rebuilds only the last one; at every length of
     the growing text its DOM is what rendering the whole text at once gives."""
     page.goto("/streaming-demo")
@@ -141,6 +141,6 @@ def test_the_incremental_live_render_equals_a_full_render_at_every_step(page: An
           if (shape(host) !== shape(whole)) bad.push(text.length);
           return bad;
         }""",
-        CORPUS,
+        markdown_corpus,
     )
     assert mismatches == []

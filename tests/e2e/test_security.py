@@ -10,10 +10,6 @@ from typing import Any
 
 import pytest
 
-from tests.servers import free_port
-
-from .conftest import PageErrors
-
 pytestmark = pytest.mark.e2e
 
 # The hostile page: it reads the CSRF cookie (cookies are per host, not per port, so a page on
@@ -39,7 +35,7 @@ window.posted = fetch("http://127.0.0.1:%(app_port)d/streaming-demo/messages",
 
 
 @contextlib.contextmanager
-def hostile_site(app_port: int) -> Iterator[str]:
+def hostile_site(app_port: int, port: int) -> Iterator[str]:
     """A page on another port of 127.0.0.1, served by a tiny http.server in a thread."""
     body = (HOSTILE_PAGE % {"app_port": app_port}).encode()
 
@@ -54,7 +50,7 @@ def hostile_site(app_port: int) -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -65,7 +61,7 @@ def hostile_site(app_port: int) -> Iterator[str]:
 
 
 def test_a_page_on_another_port_can_neither_open_the_socket_nor_post(
-    new_page: Callable[..., Any], live_server_url: str, page_errors: PageErrors
+    new_page: Callable[..., Any], live_server_url: str, page_errors, free_port
 ):
     page_errors.allow(r"WebSocket connection to .* failed")
     page_errors.allow(r"Failed to load resource: the server responded with a status of 403")
@@ -74,7 +70,7 @@ def test_a_page_on_another_port_can_neither_open_the_socket_nor_post(
     page.wait_for_selector("#connection-state[data-state='connected']")
     app_port = int(live_server_url.rsplit(":", 1)[1])
 
-    with hostile_site(app_port) as hostile_url:
+    with hostile_site(app_port, free_port()) as hostile_url:
         with page.expect_response(lambda r: r.url.endswith("/streaming-demo/messages")) as posted:
             page.goto(hostile_url)
         # Refused: the socket closes. Let in (as before the fix): the reply's first frame arrives.

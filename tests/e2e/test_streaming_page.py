@@ -16,8 +16,6 @@ import pytest
 
 from chat.providers.demo import demo_reply
 
-from .conftest import ARTIFACTS, PageErrors
-
 pytestmark = pytest.mark.e2e
 
 ASSISTANT = "#messages > article[data-role='assistant']"
@@ -86,7 +84,7 @@ def watch_stream(
             lengths.append(len(raw))
         if screenshot is not None and raw.count("\n\n") >= 3 and "1. " in raw:
             # Mid-stream with a few paragraphs and the list: what a visitor watches.
-            ARTIFACTS.mkdir(exist_ok=True)
+            screenshot.parent.mkdir(exist_ok=True)
             # Animations off: the blinking cursor is caught in its visible phase.
             page.screenshot(path=str(screenshot), animations="disabled")
             screenshot = None
@@ -154,14 +152,14 @@ def assert_conversation_url(page: Any) -> None:
 # --- Tests ------------------------------------------------------------------------------------
 
 
-def test_reply_streams_over_websocket(page: Any) -> None:
+def test_reply_streams_over_websocket(page: Any, artifacts) -> None:
     prompt = "How do I stream LLM replies into a Django page?"
     full = demo_reply(prompt)
     open_chat(page)
     assert page.locator("#connection-state").get_attribute("data-state") == "connected"
 
     send(page, prompt)
-    lengths, state = watch_stream(page, full, screenshot=ARTIFACTS / "streaming-mid-reply.png")
+    lengths, state = watch_stream(page, full, screenshot=artifacts / "streaming-mid-reply.png")
 
     assert len(lengths) >= 5, f"the reply did not arrive in steps: {lengths}"
     assert state["status"] == "complete"
@@ -237,12 +235,11 @@ def test_reply_streams_over_sse_when_asked_to(page: Any) -> None:
 
 
 def stop_and_check_partial_text(page: Any, full: str) -> tuple[Any, str]:
-    """Press Stop mid-reply: it ends within 2 s as "stopped by user", keeping a beginning of
-    the reply; returns the reply's article and its text."""
-    started = time.monotonic()
+    """Press Stop mid-reply: it ends as "stopped by user", keeping a beginning of the reply;
+    returns the reply's article and its text. Not timed (speed belongs in benchmarks): a reply the
+    stop missed would end "complete" and never "stopped"; the wait's bound is a hang guard."""
     page.locator("#stop-button").click()
-    wait_for_status(page, "stopped", timeout=3_000)
-    assert time.monotonic() - started < 2.0, "stopping took too long"
+    wait_for_status(page, "stopped", timeout=10_000)
 
     article = page.locator(ASSISTANT).last
     stopped_text = article.locator(".msg-text.markdown").inner_text()
@@ -292,9 +289,7 @@ def test_stop_mid_reply_over_sse_keeps_partial_text(page: Any) -> None:
     assert [path for path in requests if "/static/" not in path] == ["/streaming-demo/messages"] * 2
 
 
-def test_a_dropped_sse_send_resumes_over_get_without_loss(
-    page: Any, page_errors: PageErrors
-) -> None:
+def test_a_dropped_sse_send_resumes_over_get_without_loss(page: Any, page_errors) -> None:
     # htmx logs the dropped stream's network error.
     page_errors.allow(r"htmx:sse:error")
     prompt = "What if the connection drops while the reply streams over SSE?"
@@ -319,7 +314,7 @@ def test_a_dropped_sse_send_resumes_over_get_without_loss(
     assert page.locator("#connection-state").inner_text() == "Server-sent events"
 
 
-def test_reload_mid_reply_resumes_and_finishes_once(page: Any, page_errors: PageErrors) -> None:
+def test_reload_mid_reply_resumes_and_finishes_once(page: Any, page_errors) -> None:
     prompt = "What happens if I reload while a reply streams?"
     full = demo_reply(prompt)
     open_chat(page)
@@ -449,7 +444,7 @@ def test_errors_show_in_the_composer(page: Any) -> None:
     assert server_errors == []
 
 
-def test_errors_show_in_the_composer_over_sse(page: Any, page_errors: PageErrors) -> None:
+def test_errors_show_in_the_composer_over_sse(page: Any, page_errors) -> None:
     # Over HTTP the refusal is a 400 whose body is the error; Chromium logs the status.
     page_errors.allow(r"status of 400 .*/streaming-demo/messages")
     page.goto("/streaming-demo?transport=sse")

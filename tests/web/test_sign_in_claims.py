@@ -14,15 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import REPO, Browser, app_env, daphne, migrate
-
 pytestmark = pytest.mark.timeout(180)
 
 PASSWORD = "a-long-enough-password-42"
 CONVERSATION_URL = re.compile(r"/streaming-demo/c/([0-9a-f-]{36})")
 
 
-def _submit(browser: Browser, url: str, fields: dict[str, str]) -> tuple[int, str, str]:
+def _submit(browser, url: str, fields: dict[str, str]) -> tuple[int, str, str]:
     """A form POST as a browser without JavaScript sends it; returns status, final URL, body."""
     data = {"csrfmiddlewaretoken": browser.cookie("csrftoken"), **fields}
     request = urllib.request.Request(url, data=urllib.parse.urlencode(data).encode())
@@ -33,7 +31,7 @@ def _submit(browser: Browser, url: str, fields: dict[str, str]) -> tuple[int, st
         return error.code, url, error.read().decode()
 
 
-def _status(browser: Browser, url: str) -> int:
+def _status(browser, url: str) -> int:
     try:
         with browser.opener.open(url, timeout=10) as response:
             return response.status
@@ -41,7 +39,7 @@ def _status(browser: Browser, url: str) -> int:
         return error.code
 
 
-def _chat_anonymously(browser: Browser, base: str, text: str) -> str:
+def _chat_anonymously(browser, base: str, text: str) -> str:
     browser.get(f"{base}/streaming-demo")
     status, final_url, body = _submit(
         browser, f"{base}/streaming-demo/messages", {"message": text, "model": "demo:demo"}
@@ -53,20 +51,22 @@ def _chat_anonymously(browser: Browser, base: str, text: str) -> str:
 
 
 @pytest.fixture
-def server(tmp_path: Path):
+def server(tmp_path: Path, app_env, migrate, daphne):
     env = app_env(tmp_path, CHAT_SIGNUP="true", CHAT_DEMO_TOKENS_PER_SECOND="0")
     migrate(env)
     with daphne(env, tmp_path / "server.log") as url:
         yield url, env
 
 
-def _visitor_cookie(browser: Browser) -> str | None:
+def _visitor_cookie(browser) -> str | None:
     return next((c.value for c in browser.jar if c.name == "chat_visitor"), None)
 
 
-def test_signing_up_keeps_the_conversation_and_signing_out_forgets_the_visitor(server):
+def test_signing_up_keeps_the_conversation_and_signing_out_forgets_the_visitor(
+    server, browser_class
+):
     base, _env = server
-    browser = Browser()
+    browser = browser_class()
     conversation_id = _chat_anonymously(browser, base, "remember me after sign-up")
     anonymous_id = _visitor_cookie(browser)
     assert anonymous_id
@@ -93,15 +93,15 @@ def test_signing_up_keeps_the_conversation_and_signing_out_forgets_the_visitor(s
     assert conversation_id not in browser.get(f"{base}/streaming-demo")
 
 
-def test_signing_in_keeps_the_conversation(server):
+def test_signing_in_keeps_the_conversation(server, browser_class, repo):
     base, env = server
     subprocess.run(
         [sys.executable, "manage.py", "shell", "-c",
          "from django.contrib.auth.models import User; "
          f"User.objects.create_user('ada', password='{PASSWORD}')"],
-        cwd=REPO, env=env, check=True, timeout=60,
+        cwd=repo, env=env, check=True, timeout=60,
     )  # fmt: skip
-    browser = Browser()
+    browser = browser_class()
     conversation_id = _chat_anonymously(browser, base, "remember me after sign-in")
     anonymous_id = _visitor_cookie(browser)
 
@@ -116,6 +116,6 @@ def test_signing_in_keeps_the_conversation(server):
     assert _visitor_cookie(browser) != anonymous_id
 
     # Another anonymous browser cannot reach it.
-    stranger = Browser()
+    stranger = browser_class()
     stranger.get(f"{base}/streaming-demo")
     assert _status(stranger, f"{base}/streaming-demo/c/{conversation_id}") == 404
