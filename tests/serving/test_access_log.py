@@ -77,3 +77,83 @@ def test_keys_in_query_strings_are_refused_and_never_written_to_the_access_log(t
 )  # fmt: skip
 def test_url_redact(url, logged):
     assert url_redact(url) == logged
+
+
+def test_the_proxys_access_log_redacts_credentials_too(tmp_path):
+    """nginx (make run-prod) writes the production access log: the same URLs, redacted."""
+    import http.server
+    import importlib.util
+    import shutil
+    import subprocess
+    import threading
+
+    from tests.servers import REPO, free_port
+
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    spec = importlib.util.spec_from_file_location("run_prod", REPO / "scripts" / "run_prod.py")
+    assert spec and spec.loader
+    run_prod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_prod)
+    # A stand-in worker that answers everything with a 401, as the app does a key in a URL.
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    worker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=worker.serve_forever, daemon=True).start()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    run_dir.chmod(0o777)  # nginx's workers drop root
+    port = free_port()
+    config = run_dir / "nginx.conf"
+    config.write_text(
+        run_prod.nginx_config(
+            run_dir=run_dir,
+            listen=f"127.0.0.1:{port}",
+            worker_ports=[worker.server_address[1]],
+            env={},
+        )
+    )
+    log = tmp_path / "nginx.log"
+    key = "csk-" + secrets.token_urlsafe(32)
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [nginx, "-p", str(run_dir), "-c", str(config), "-e", "stderr"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+        for path in (
+            f"/v1/models?api_key={key}",
+            f"/v1/models?after=3&key={key}",
+            f"/v1/models?q={key}",
+            "/accounts/reset/MQ/c4k2-0123456789abcdef/",
+            "/streaming-demo?after=12",
+        ):
+            get(f"http://127.0.0.1:{port}{path}")
+        while log.read_text().count("GET ") < 6:
+            assert time.monotonic() < deadline + 10, log.read_text()
+            time.sleep(0.05)
+    finally:
+        process.terminate()
+        process.wait(10)
+        worker.shutdown()
+    text = log.read_text()
+
+    assert key not in text and "c4k2-0123456789abcdef" not in text, text
+    assert text.count(f"/v1/models?{REDACTED}") == 3
+    assert f"/accounts/reset/MQ/{REDACTED}/" in text
+    assert "/streaming-demo?after=12" in text
