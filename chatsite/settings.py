@@ -91,6 +91,8 @@ MIDDLEWARE = MiddlewareList(
         # (chatsite/serving/static.py).
         "chatsite.serving.static.AsyncWhiteNoiseMiddleware",
         "chatsite.ops.logs.RequestIdMiddleware",
+        # Permissions-Policy everywhere; Cache-Control: private, no-store on all but static files.
+        "chat.web.middleware.PrivacyHeadersMiddleware",
         "chatsite.serving.inline_middleware.InlineCSPMiddleware",
         "chat.web.middleware.FormCharsetMiddleware",
         "chatsite.serving.inline_middleware.InlineSessionMiddleware",
