@@ -94,6 +94,7 @@ def test_the_proxys_access_log_redacts_credentials_too(tmp_path):
     assert spec and spec.loader
     run_prod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run_prod)
+
     # A stand-in worker that answers everything with a 401, as the app does a key in a URL.
     class Refuse(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
