@@ -7,7 +7,9 @@ Nothing here touches the database or the reply stream; the views pass in what to
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from django.conf import settings
@@ -50,6 +52,12 @@ class WireError(Exception):
         }
 
 
+def _shown(value: Any, limit: int = 100) -> str:
+    """A client's value quoted in an error message, cut short: errors echo, never amplify."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def invalid(message: str, *, param: str | None = None, code: str | None = None) -> WireError:
     return WireError(400, message, param=param, code=code)
 
@@ -74,10 +82,39 @@ class CompletionRequest:
 # older and newer clients working). What would change the answer's shape is refused below.
 
 
+# A request is a few levels deep (body → messages → a message → its content parts); past this a
+# body is refused before it is parsed: Python's parser recurses per level and fails with a
+# RecursionError near 1,000 (a 500 before, issue 18).
+MAX_JSON_DEPTH = 64
+# What the database stores for a reply's output cap (PostgreSQL's integer); the cap itself is
+# CHAT_MAX_OUTPUT_TOKENS, which is never more.
+MAX_STORED_INTEGER = 2**31 - 1
+
+# A JSON string, escapes included; one that is never closed runs to the end of the body (so the
+# pattern always matches in one pass, and an unterminated string costs no backtracking).
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\Z)', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `raw` opens more than `limit` arrays and objects inside one another (brackets in
+    strings do not count). Linear in the body, and cheap for ordinary ones."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    return any(depth > limit for depth in accumulate(map(_DEPTH_STEP.__getitem__, brackets)))
+
+
 def parse_completion_request(raw: bytes) -> CompletionRequest:
+    if json_too_deep(raw):
+        raise invalid(
+            f"The JSON body is nested more than {MAX_JSON_DEPTH} levels deep; no request "
+            "needs that many."
+        )
     try:
         body = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise invalid(
             "We could not parse the JSON body of your request. The body must be a JSON object."
         ) from None
@@ -86,12 +123,10 @@ def parse_completion_request(raw: bytes) -> CompletionRequest:
     _refuse_unsupported(body)
     model = model_from(body.get("model"))
     system_parts, turns = _turns(body.get("messages"))
-    stream = body.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise invalid("'stream' must be true or false.", param="stream")
-    stream_options = body.get("stream_options") or {}
+    stream = _optional_bool(body, "stream") or False
+    stream_options = body.get("stream_options")
+    if stream_options is None:
+        stream_options = {}
     if not isinstance(stream_options, dict):
         raise invalid("'stream_options' must be an object.", param="stream_options")
     if stream_options and not stream:
@@ -99,20 +134,39 @@ def parse_completion_request(raw: bytes) -> CompletionRequest:
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
             param="stream_options",
         )
+    include_usage = _optional_bool(
+        stream_options, "include_usage", param="stream_options.include_usage"
+    )
     return CompletionRequest(
         model=model,
         system_prompt="\n\n".join(system_parts),
         history=turns[:-1],
         text=turns[-1].content,
         stream=stream,
-        include_usage=bool(stream_options.get("include_usage")),
+        include_usage=bool(include_usage),
         max_tokens=_max_tokens(body),
     )
 
 
+def _optional_bool(body: dict[str, Any], name: str, *, param: str | None = None) -> bool | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise invalid(f"'{param or name}' must be true or false.", param=param or name)
+    return value
+
+
+def _optional_list(body: dict[str, Any], name: str) -> list[Any]:
+    value = body.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise invalid(f"'{name}' must be an array.", param=name)
+    return value
+
+
 def _refuse_unsupported(body: dict[str, Any]) -> None:
     for name in ("tools", "functions"):
-        if body.get(name):
+        if _optional_list(body, name):
             raise invalid(
                 "Tools and function calling are not supported by this server.",
                 param=name,
@@ -124,11 +178,19 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
             param="tool_choice",
             code="unsupported_parameter",
         )
-    if body.get("n") not in (None, 1):
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int)):
+        raise invalid("'n' must be an integer.", param="n")
+    if n not in (None, 1):
         raise invalid("Only n=1 is supported.", param="n", code="unsupported_value")
-    if body.get("logprobs"):
+    if _optional_bool(body, "logprobs"):
         raise invalid("logprobs are not supported.", param="logprobs", code="unsupported_value")
-    if body.get("audio") or any(m != "text" for m in body.get("modalities") or []):
+    if body.get("audio") is not None:
+        raise invalid("Only text output is supported.", param="audio", code="unsupported_value")
+    modalities = body.get("modalities")
+    if modalities is not None and not isinstance(modalities, list):
+        raise invalid("'modalities' must be an array of strings.", param="modalities")
+    if any(modality != "text" for modality in modalities or []):
         raise invalid(
             "Only text output is supported.", param="modalities", code="unsupported_value"
         )
@@ -164,13 +226,13 @@ def model_from(value: Any) -> providers.ModelOption:
     if len(named) > 1:
         choices = ", ".join(option.value for option in named)
         raise invalid(
-            f"The model '{value}' is offered by several providers; use one of: {choices}.",
+            f"The model {_shown(value)} is offered by several providers; use one of: {choices}.",
             param="model",
             code="model_ambiguous",
         )
     raise WireError(
         404,
-        f"The model '{value}' does not exist or you do not have access to it.",
+        f"The model {_shown(value)} does not exist or you do not have access to it.",
         param="model",
         code="model_not_found",
     )
@@ -198,7 +260,7 @@ def _turns(messages: Any) -> tuple[list[str], list[ChatTurn]]:
             )
         if role not in ("system", "developer", "user", "assistant"):
             raise invalid(
-                f"Invalid value for {param}.role: {role!r}. Supported values are 'system', "
+                f"Invalid value for {param}.role: {_shown(role)}. Supported values are 'system', "
                 "'developer', 'user' and 'assistant'.",
                 param=f"{param}.role",
                 code="invalid_value",
@@ -237,7 +299,7 @@ def _text_of(content: Any, *, param: str) -> str:
             texts.append(part["refusal"])
         else:
             raise invalid(
-                f"Only text content is supported here; {param}[{index}] has type {kind!r} "
+                f"Only text content is supported here; {param}[{index}] has type {_shown(kind)} "
                 "(images, audio and files are not supported).",
                 param=f"{param}[{index}]",
                 code="unsupported_content",
@@ -246,13 +308,16 @@ def _text_of(content: Any, *, param: str) -> str:
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
+    """The output cap a request asks for, never more than the server's (CHAT_MAX_OUTPUT_TOKENS):
+    a larger one is capped here, before anything is stored, so no integer the database cannot
+    hold reaches it."""
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise invalid(f"'{name}' must be a positive integer.", param=name)
-        return value
+        return min(value, settings.CHAT_MAX_OUTPUT_TOKENS, MAX_STORED_INTEGER)
     return None
 
 

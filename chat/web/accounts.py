@@ -7,17 +7,20 @@ feature that is off is not merely hidden: its URLs answer 404.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from functools import wraps
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
+from confusable_homoglyphs import confusables
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.forms import PasswordResetForm, UserCreationForm
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -26,6 +29,8 @@ from django.views.decorators.http import require_http_methods
 from django_ratelimit.core import is_ratelimited
 
 from chat.conversations.limits import request_client_ip
+
+logger = logging.getLogger(__name__)
 
 SSO_PROVIDER_ID = "sso"
 
@@ -58,13 +63,43 @@ def _email_required(view: Callable[..., HttpResponseBase]) -> Callable[..., Http
     return wrapper
 
 
-password_reset = _email_required(auth_views.PasswordResetView.as_view())
+class SingleAccountPasswordResetForm(PasswordResetForm):
+    """Mails a reset link only for an address that belongs to one account. Sign-up keeps
+    addresses unique, but accounts made before (or by staff) may share one: one request mailed a
+    link for each, so whoever reads that inbox could take over every one of them. The page says
+    the same either way; staff see a warning and can give the accounts their own addresses."""
+
+    def get_users(self, email: str) -> Iterator[Any]:
+        users = list(super().get_users(email))
+        if len(users) > 1:
+            logger.warning(
+                "A password reset was asked for an email address %d accounts share; nothing "
+                "was mailed. Give each account its own address in the admin.",
+                len(users),
+            )
+            return iter(())
+        return iter(users)
+
+
+password_reset = _email_required(
+    auth_views.PasswordResetView.as_view(form_class=SingleAccountPasswordResetForm)
+)
 password_reset_done = _email_required(auth_views.PasswordResetDoneView.as_view())
 password_reset_confirm = _email_required(auth_views.PasswordResetConfirmView.as_view())
 password_reset_complete = _email_required(auth_views.PasswordResetCompleteView.as_view())
 
+# The same words for a taken username as for one that cannot be used for another reason: the
+# page does not confirm in so many words that an account exists (a refused name still tells a
+# guesser something; every attempt counts toward CHAT_SIGNUP_RATE_LIMIT, README "Accounts").
+USERNAME_REFUSED = "This username can’t be used. Choose another."
+EMAIL_REFUSED = "This email address can’t be used. Use another, or leave it empty."
+
 
 class SignUpForm(UserCreationForm):  # type: ignore[type-arg]
+    """Django's sign-up form (its username field already normalises to NFKC, and refuses a
+    name taken in another case), with usernames that mix scripts with look-alike letters
+    refused ("gr\\u0430ce" with a Cyrillic а passes for "grace"), and one account per address."""
+
     email = forms.EmailField(
         required=False,
         help_text="Optional. Only used to send you a password reset link.",
@@ -73,6 +108,21 @@ class SignUpForm(UserCreationForm):  # type: ignore[type-arg]
     class Meta(UserCreationForm.Meta):
         model = get_user_model()
         fields = ("username", "email")
+        error_messages = {"username": {"unique": USERNAME_REFUSED}}
+
+    def clean_username(self) -> str:
+        username = self.cleaned_data.get("username")
+        # Mixed scripts with characters confusable across them (Unicode's confusables data,
+        # through confusable_homoglyphs); one script throughout, e.g. "Иван", is fine.
+        if username and confusables.is_dangerous(username):
+            raise ValidationError(USERNAME_REFUSED, code="confusable")
+        return super().clean_username()
+
+    def clean_email(self) -> str:
+        email = self.cleaned_data.get("email") or ""
+        if email and get_user_model().objects.filter(email__iexact=email).exists():
+            raise ValidationError(EMAIL_REFUSED, code="unique")
+        return email
 
 
 def _safe_next(request: HttpRequest) -> str:

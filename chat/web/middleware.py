@@ -8,9 +8,20 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseBase
+from django.utils.cache import patch_cache_control
 from django.utils.deprecation import MiddlewareMixin
 
 from chat.web.visitors import visitor_cookie_apply
+
+# The page uses none of these browser features: no page of the site (nor anything framed or
+# injected into one) may ask for them.
+PERMISSIONS_POLICY = ", ".join(
+    f"{feature}=()"
+    for feature in (
+        "accelerometer", "browsing-topics", "camera", "display-capture", "geolocation",
+        "gyroscope", "magnetometer", "microphone", "midi", "payment", "usb",
+    )
+)  # fmt: skip
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -86,4 +97,19 @@ class VisitorCookieMiddleware(InlineHooksMiddleware):
 
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         visitor_cookie_apply(request, response)
+        return response
+
+
+class PrivacyHeadersMiddleware(InlineHooksMiddleware):
+    """Permissions-Policy on every response Django makes, and `Cache-Control: private,
+    no-store` on every one whose view did not choose its own caching: every page shows a
+    person's conversations (the sidebar), an export or an API answer is one, and none may be
+    kept by a shared cache or on the browser's disk. Views that choose keep their choice (the
+    event streams' `no-cache`, the probes' `never_cache`, the keys page's `no-store`); static
+    files (WhiteNoise, before this in the list) keep their long caching."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+        if "Cache-Control" not in response:
+            patch_cache_control(response, private=True, no_store=True)
         return response

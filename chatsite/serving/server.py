@@ -2,11 +2,11 @@
 
 Daphne runs Twisted on an asyncio event loop that it creates when `daphne.server` is imported;
 setting uvloop's policy first makes that loop uvloop's (libuv, in C) instead of the standard
-library's selector loop. Every socket read and write of the process goes through the loop, and
-the standard loop re-registers a socket with epoll on most of them: uvloop cut the CPU of a bare
-relay by ~15 % and chatsite's reads from a provider by ~20 % (docs/journal.md, the third pass).
-Everything else is Daphne's own command line, unchanged. CHAT_EVENT_LOOP=asyncio keeps the standard
-loop.
+library's selector loop. Every socket read and write of the process goes through the loop, and the
+standard loop re-registers a socket with epoll on most of them: uvloop cut the CPU of a bare relay
+by ~15 % and chatsite's reads from a provider by ~20 % (docs/journal.md, the third pass).
+Everything else is Daphne's own command line, unchanged, except that the access log never writes a
+credential (chatsite/serving/daphne_server.py). CHAT_EVENT_LOOP=asyncio keeps the standard loop.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ def event_loop_install(name: str | None = None) -> str:
 def main(argv: list[str] | None = None) -> None:
     arguments = list(sys.argv[1:] if argv is None else argv)
     event_loop_install()
-    # Imported only now: importing Daphne creates its event loop.
-    from daphne.cli import CommandLineInterface
+    # Imported only now: importing Daphne creates its event loop. Daphne's own command line,
+    # with a server whose access log redacts credentials in URLs (chatsite/serving/redaction.py).
+    from chatsite.serving.daphne_server import CommandLineInterface
 
     CommandLineInterface().run(arguments)
 
