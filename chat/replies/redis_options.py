@@ -5,7 +5,7 @@ redis-py's default socket timeout (5 s) bounds every call, blocking ones include
 silence of 5 s (a slow first token, a stall) used to strand every reader. Here every blocking
 read asks Redis to wait at most MAX_BLOCK_SECONDS, and the socket gives up only
 SOCKET_MARGIN_SECONDS after that, so no read can outlive its socket, however long the silence:
-readers just read again. tests/test_streams.py asserts the relationship.
+readers just read again. tests/replies/test_streams.py asserts the relationship.
 
 No Django imports: chatsite/settings.py uses these for the cache, chat/replies/streams.py for the
 reply stream.

@@ -193,7 +193,7 @@ class RedisReplyStream(ReplyStream):
     async def read(self, message_id: int, *, after: int, timeout: float) -> list[StreamEntry]:
         block = max(1, int(min(timeout, MAX_BLOCK_SECONDS) * 1000)) if timeout > 0 else None
         # As a task of its own: a reader whose client left is cancelled even when redis-py would
-        # swallow the cancel (it did for about 2 % of cancels in tests/test_streams.py).
+        # swallow the cancel (it did for about 2 % of cancels in tests/replies/test_streams.py).
         response = await bounded(
             self.client().xread({self.key(message_id): f"0-{after}"}, block=block, count=10_000),
             timeout=STREAM_SOCKET_TIMEOUT + 1,
