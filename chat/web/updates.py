@@ -8,7 +8,8 @@ readers: from the reply as its job recorded it when the job ran here, else from 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+import functools
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from chat.replies.delivery import delta_text, reply_batches
 from chat.replies.stream import StreamEntry
 from chat.web.rendering import delta_fragment, final_fragment
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class Update:
@@ -26,40 +29,43 @@ class Update:
     final: bool = False
 
 
-# The finished messages' fragments rendered lately, shared by their readers (100 readers of one
-# reply render it once). Bounded: a reply's readers arrive within seconds of its end.
-_FINALS_KEPT = 256
-_finals: OrderedDict[int, asyncio.Future[str]] = OrderedDict()
+# Renders under way, so that the readers of one reply that end together share one render (100
+# readers, one render). Only while under way: a reply's readers come within its stream's
+# retention, and the recorded reply they share keeps its rendering (below).
+_rendering: dict[tuple[asyncio.AbstractEventLoop, int], asyncio.Future[str]] = {}
 
 
 def final_fragment_read(message_id: int) -> str:
+    """The finished message's fragment, from the database."""
     return final_fragment(Message.objects.select_related("conversation").get(pk=message_id))
 
 
 async def final_html(message_id: int, recorded: Message | None = None) -> str:
-    """The finished message's fragment, rendered once for every reader in this process."""
-    shared = _finals.get(message_id)
-    if shared is None or (shared.done() and shared.exception() is not None):
-        shared = asyncio.get_running_loop().create_future()
-        _finals[message_id] = shared
-        while len(_finals) > _FINALS_KEPT:
-            _finals.popitem(last=False)
-        try:
-            if recorded is not None:
-                html = await db_read(final_fragment, recorded)
-            else:
-                html = await db_read(final_fragment_read, message_id)
-        except BaseException as exc:
-            shared.set_exception(exc)
-            _finals.pop(message_id, None)
-            raise
-        shared.set_result(html)
+    """The finished message's fragment, rendered once for its readers in this process: from the
+    reply as its job recorded it (kept on it), else from the database."""
+    if recorded is not None and (html := getattr(recorded, "rendered_fragment", None)):
+        return str(html)
+    key = (asyncio.get_running_loop(), message_id)
+    if (shared := _rendering.get(key)) is None:
+        shared = asyncio.ensure_future(_render(message_id, recorded))
+        _rendering[key] = shared
+        shared.add_done_callback(functools.partial(_rendered, key))
     return await asyncio.shield(shared)
 
 
-def final_html_forget(message_id: int) -> None:
-    """The message changed after its end (a version switch, feedback): render it afresh."""
-    _finals.pop(message_id, None)
+def _rendered(key: tuple[asyncio.AbstractEventLoop, int], done: asyncio.Future[str]) -> None:
+    _rendering.pop(key, None)
+    if not done.cancelled() and done.exception() is not None:
+        # Its readers were told (they await it), or have gone: either way, it was looked at.
+        logger.warning("Rendering the end of reply %s failed", key[1], exc_info=done.exception())
+
+
+async def _render(message_id: int, recorded: Message | None) -> str:
+    if recorded is None:
+        return await db_read(final_fragment_read, message_id)
+    html = await db_read(final_fragment, recorded)
+    recorded.rendered_fragment = html  # type: ignore[attr-defined]
+    return html
 
 
 def _ending(entries: list[StreamEntry]) -> StreamEntry | None:
@@ -78,7 +84,6 @@ async def reply_updates(
             continue
         if not entries:
             # Ended without an end marker we could see: the database has the ending.
-            final_html_forget(message_id)
             yield Update(after, await final_html(message_id), final=True)
             return
         if text := delta_text(entries):

@@ -50,7 +50,9 @@ async def test_progress_of_many_replies_is_saved_in_one_transaction(visitor, mon
     assert await busy
     assert await asyncio.wait_for(asyncio.gather(*saves), 10) == [True] * 5
 
-    assert [sorted(batch) for batch in batches] == [sorted(ids)]
+    # One batch saved all five (a reply another test left running may share it).
+    ours = [set(batch) & set(ids) for batch in batches if set(batch) & set(ids)]
+    assert ours == [set(ids)]
     rows = {m.pk: m async for m in Message.objects.filter(pk__in=ids)}
     for n, message_id in enumerate(ids):
         assert rows[message_id].content == f"text {n}"
