@@ -26,6 +26,10 @@ class ChatConfig(AppConfig):
         from chat.web import receivers
 
         receivers.connect()
+        # A member's removal closes their sockets and ends their streams, on every worker.
+        from chat.rooms import receivers as room_receivers
+
+        room_receivers.connect()
         # Import the configured SDKs now: importing one lazily inside the event loop on the first
         # reply would stall every stream of the process for most of a second.
         from django.conf import settings

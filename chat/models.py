@@ -79,6 +79,9 @@ class Conversation(models.Model):
     feedback_up = models.PositiveIntegerField(default=0)
     feedback_down = models.PositiveIntegerField(default=0)
     feedback_comments = models.PositiveIntegerField(default=0)
+    # The owner's switch for who-is-here and typing in this conversation (CHAT_PRESENCE is the
+    # site's): off, no presence or typing event is sent or stored.
+    presence_enabled = models.BooleanField(default=True)
 
     objects = ConversationQuerySet.as_manager()
 
@@ -245,6 +248,14 @@ class Message(models.Model):
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
     # A failed turn its owner deleted: gone from the chat, kept for staff and in the totals.
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # Who sent it (a user message in a shared conversation); empty for replies and anonymous sends.
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     # The reply-stream sequence number that `content` reaches: a page rendered from the database
     # resumes the live stream after it, so no delta is shown twice or skipped.
     stream_seq = models.PositiveIntegerField(default=0)
@@ -321,6 +332,24 @@ class Message(models.Model):
     @property
     def cost_usd(self) -> float | None:
         return None if self.cost_microusd is None else self.cost_microusd / 1_000_000
+
+
+class ConversationMember(models.Model):
+    """Someone the owner shares a conversation with (the owner is `Conversation.user`, no row)."""
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="memberships"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    added_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["conversation", "user"], name="member_once")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.conversation_id}"
 
 
 class UsageReport(Message):

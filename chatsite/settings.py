@@ -145,10 +145,27 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
 
-# No channel layer: nothing sends to groups or channels (replies travel through the reply stream,
-# chat/replies/stream/). A Redis layer would hold a blocking read per WebSocket whose timeouts
-# closed idle sockets with 1011; without a layer a consumer has no such read at all.
-CHANNEL_LAYERS: dict[str, dict[str, object]] = {}
+# The channel layer carries room events (chat/rooms/: presence, typing, a member's send,
+# removals), never tokens: replies travel through the reply stream (chat/replies/stream/).
+# With Redis, every worker shares it; its connections get a socket timeout longer than the
+# layer's blocking pop (BZPOPMIN, 5 s): redis-py 8's default of 5 s made every idle consumer
+# die with 1011 about every 5 s (django/channels_redis#422).
+CHANNEL_LAYERS: dict[str, dict[str, object]]
+if REDIS_URL:
+    from chat.rooms.layer import redis_layer_hosts
+
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": redis_layer_hosts(REDIS_URL), "capacity": 200, "expiry": 30},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Who is here and who is typing, in shared conversations. Off: no presence or typing event is
+# sent or stored (the owner can also turn it off per conversation).
+CHAT_PRESENCE = env.bool("CHAT_PRESENCE", default=True)
 
 if REDIS_URL:
     from chat.replies.redis_options import cache_options

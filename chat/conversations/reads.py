@@ -12,7 +12,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from chat.conversations.tree import Tree, Versions
-from chat.models import Conversation, Message
+from chat.models import Conversation, ConversationMember, Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +43,40 @@ def visible_to(visitor: Visitor, conversation: Conversation) -> bool:
     if conversation.deleted_at is not None:
         return False
     if visitor.is_authenticated:
+        # The owner without a query; a member (ConversationMember) with one.
+        return bool(
+            conversation.user_id == visitor.user.pk
+            or ConversationMember.objects.filter(
+                conversation_id=conversation.pk, user_id=visitor.user.pk
+            ).exists()
+        )
+    return bool(
+        visitor.visitor_id
+        and conversation.user_id is None
+        and conversation.visitor_id == visitor.visitor_id
+    )
+
+
+def is_owner(visitor: Visitor, conversation: Conversation) -> bool:
+    if visitor.is_authenticated:
         return bool(conversation.user_id == visitor.user.pk)
     return bool(
         visitor.visitor_id
         and conversation.user_id is None
         and conversation.visitor_id == visitor.visitor_id
     )
+
+
+def conversation_members(conversation: Conversation) -> list[Any]:
+    """Everyone who may see a shared conversation: its owner first, then its members in the
+    order they were added (an anonymous visitor's conversation has no one but them)."""
+    members = [
+        membership.user
+        for membership in ConversationMember.objects.filter(conversation_id=conversation.pk)
+        .select_related("user")
+        .order_by("added_at", "pk")
+    ]
+    return [conversation.user, *members] if conversation.user is not None else members
 
 
 # Both reads below fetch the row by its key and check the visitor in Python rather than with a

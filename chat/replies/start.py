@@ -172,6 +172,7 @@ def reply_start(
             content=text,
             client_key=client_key(visitor.client_ip),
             parent_id=parent_id,
+            author=_author(visitor),
         )
         assistant_message = _assistant_create(
             conversation, visitor, parent_id=user_message.pk, max_output_tokens=max_output_tokens
@@ -236,6 +237,7 @@ def message_edit(*, visitor: Visitor, message_id: int | str, text: str) -> Reply
             content=text,
             parent_id=original.parent_id,
             client_key=client_key(visitor.client_ip),
+            author=_author(visitor),
         )
         assistant_message = _assistant_create(conversation, visitor, parent_id=user_message.pk)
         leaf_set(conversation, assistant_message.pk)
@@ -258,6 +260,11 @@ def _locked_idle(visitor: Visitor, conversation_id: Any) -> Conversation:
     if conversation.messages.streaming().exists():
         raise ChatInputError("A reply is still streaming. Stop it or wait for it to finish.")
     return conversation
+
+
+def _author(visitor: Visitor) -> Any:
+    # Who sent a message: in a shared conversation, its bubble says so to everyone.
+    return visitor.user if visitor.is_authenticated else None
 
 
 def _require_model(conversation: Conversation) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 from django import template
 from django.utils.safestring import SafeString, mark_safe
 
@@ -46,3 +48,14 @@ def ms(milliseconds: float | None) -> str:
     if milliseconds < 1000:
         return f"{round(milliseconds)} ms"
     return f"{milliseconds / 1000:.2f} s"
+
+
+@register.filter
+def initials(name: str) -> str:
+    """Up to two letters for a presence chip: "Ana Lima" and "ana.lima" give "AL"."""
+    parts = [p for p in re.split(r"[\s._@-]+", str(name or "")) if p]
+    if not parts:
+        return "?"
+    if len(parts) == 1:
+        return parts[0][:2].upper()
+    return (parts[0][0] + parts[1][0]).upper()

@@ -5,7 +5,13 @@ Incoming frames are JSON (form values plus "headers", as hx-ws sends them) with 
   send   {message, model, system_prompt, conversation}   start a reply
   stop   {conversation}                                   stop its streaming reply
   watch  {message_id, after}                              stream a reply from seq `after`
+  join   {conversation, client}                           enter the conversation's live room
+  typing {conversation}                                   tell the room this person is typing
 Outgoing frames are HTML whose elements carry hx-swap-oob.
+
+A shared conversation's room (chat/rooms/) reaches this socket through the channel layer's
+group: who is here, who is typing, other members' sends (whose replies this socket then follows
+from the reply stream, like any other), and a removal, which closes the socket with 4403.
 
 What one socket can make this process hold is bounded: frames have a size cap, watches a rate,
 readers a count per person and per IP, a reply is never sent twice on one socket, and a client
@@ -30,11 +36,22 @@ from django.http import Http404
 
 from chat.conversations.errors import ChatInputError
 from chat.conversations.limits import ReaderSlot, TooManyReaders, reader_acquire, scope_client_ip
-from chat.conversations.reads import Visitor, message_get
+from chat.conversations.reads import Visitor, conversation_get, message_get
 from chat.db import db_read
 from chat.replies import start as services
+from chat.rooms.connection import RoomConnection
+from chat.rooms.presence import HEARTBEAT_SECONDS, presence_on
 from chat.telemetry import metrics
 from chat.web.rendering import error_fragment, started_fragment
+from chat.web.rooms import (
+    announce_started,
+    display_name,
+    page_origin,
+    presence_fragment,
+    removed_fragment,
+    reply_started_fragment,
+    typing_fragment,
+)
 from chat.web.updates import reply_updates
 from chat.web.visitors import visitor_id_from_scope
 
@@ -45,6 +62,8 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_FRAME = 4400
 # "Try again later": hx-ws reconnects after a back-off, and the page resumes its replies.
 CLOSE_TOO_SLOW = 1013
+# Removed from the conversation: not in hx-ws's reconnect list either.
+CLOSE_REMOVED = 4403
 
 # Replies a socket remembers having sent (to never send them again); older ones may be re-sent.
 REMEMBERED_REPLIES = 256
@@ -98,12 +117,98 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.delivered: OrderedDict[int, int] = OrderedDict()
         self.watch_times: list[float] = []
         self.closing = False
+        # The live room this socket is in (the conversation its page shows), and its beat.
+        self.room: RoomConnection | None = None
+        self.room_beat: asyncio.Task[None] | None = None
+        self.page_origin = ""
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
         # Cancel the readers only: the replies themselves are jobs and go on without us.
         for reader in getattr(self, "readers", {}).values():
             reader.cancel()
+        await self.leave_room()
+
+    # --- The live room ---------------------------------------------------------------------
+
+    async def enter_room(self, conversation_id: str, client: str = "") -> None:
+        """Enter the room of the conversation the page shows (one room per socket)."""
+        if not self.visitor.is_authenticated or self.channel_layer is None:
+            return  # nobody shares a conversation with an anonymous visitor
+        conversation = await db_read(conversation_get, self.visitor, conversation_id)
+        self.page_origin = page_origin(client) if client else self.page_origin
+        if self.room is not None and self.room.conversation_id == str(conversation.pk):
+            return
+        await self.leave_room()
+        self.room = RoomConnection(
+            conversation.pk,
+            user_id=self.visitor.user.pk,
+            name=display_name(self.visitor.user),
+            channel=self.channel_name,
+            presence=presence_on(conversation),
+        )
+        await self.room.enter()
+        if self.room.presence:
+            self.room_beat = asyncio.create_task(self._beat(self.room))
+
+    async def _beat(self, room: RoomConnection) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await room.beat()
+            except Exception:
+                logger.warning("A room heartbeat failed", exc_info=True)
+
+    async def leave_room(self) -> None:
+        room, self.room = getattr(self, "room", None), None
+        beat, self.room_beat = getattr(self, "room_beat", None), None
+        if beat is not None:
+            beat.cancel()
+        if room is not None:
+            try:
+                await room.leave()
+            except Exception:
+                logger.warning("Leaving a room failed", exc_info=True)
+
+    async def room_typing(self, event: dict[str, Any]) -> None:
+        if self.closing or event.get("user_id") == self.visitor.user.pk:
+            return  # never shown to the typist (nor on their other tabs)
+        if self.room is not None and event.get("conversation") == self.room.conversation_id:
+            await self.deliver(typing_fragment(event))
+
+    async def room_presence(self, event: dict[str, Any]) -> None:
+        if self.room is not None and event.get("conversation") == self.room.conversation_id:
+            await self.deliver(presence_fragment(event, viewer_id=self.visitor.user.pk))
+
+    async def room_reply(self, event: dict[str, Any]) -> None:
+        """Another page's send: show its bubbles here and follow its reply from the stream."""
+        if self.closing or event.get("origin") in (self.channel_name, self.page_origin):
+            return
+        if self.room is None or event.get("conversation") != self.room.conversation_id:
+            return
+        message_id = _small_int(event.get("assistant_id"))
+        if message_id is None or message_id in self.readers or message_id in self.delivered:
+            return
+        try:
+            html = await db_read(reply_started_fragment, self.visitor, event)
+        except Http404:
+            return
+        if not await self.deliver(html):
+            return
+        with contextlib.suppress(TooManyReaders):  # the page's watch then says so
+            self._follow(message_id, 0)
+
+    async def room_removed(self, event: dict[str, Any]) -> None:
+        if self.visitor.user.pk not in event.get("user_ids", []):
+            return
+        if self.room is None or event.get("conversation") != self.room.conversation_id:
+            return
+        await self.deliver(removed_fragment())
+        self.closing = True
+        for reader in self.readers.values():
+            reader.cancel()
+        await self.leave_room()
+        await self.close(code=CLOSE_REMOVED)
 
     def _max_frame_chars(self) -> int:
         # Room for the longest message and system prompt, JSON-escaped, plus the form's fields.
@@ -138,6 +243,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 )
             elif action == "watch":
                 await self.watch(frame.get("message_id"), frame.get("after"))
+            elif action == "join":
+                await self.enter_room(
+                    _text_field(frame, "conversation"), _text_field(frame, "client")
+                )
+            elif action == "typing":
+                if (
+                    self.room is not None
+                    and _text_field(frame, "conversation") == self.room.conversation_id
+                ):
+                    await self.room.typing()
             else:
                 await self.deliver(error_fragment("That action is not known here."))
         except Http404:
@@ -156,6 +271,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         if not await self.deliver(await db_read(started_fragment, started)):
             return
+        if started.created_conversation:
+            await self.enter_room(str(started.conversation.pk))
+        else:
+            await announce_started(started, origin=self.channel_name)
         # Followed at once rather than when the page's `watch` arrives (it sends one for every
         # streaming reply it shows, and finds this one followed): the first token is not held
         # up by that round trip and its query.

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from chat.api import pages as api_pages
-from chat.web import conversation_views, views
+from chat.web import conversation_views, rooms, views
 
 app_name = "chat"
 
@@ -19,6 +19,8 @@ urlpatterns = [
     ),
     path("streaming-demo/replies/<int:message_id>/feedback", views.feedback, name="feedback"),
     path("streaming-demo/replies/<int:message_id>/events", views.reply_events, name="events"),
+    path("streaming-demo/c/<uuid:conversation_id>/room", rooms.room_events, name="room_events"),
+    path("streaming-demo/c/<uuid:conversation_id>/typing", rooms.typing, name="room_typing"),
     path("settings/api-keys", api_pages.api_keys, name="api_keys"),
     path(
         "streaming-demo/replies/<int:message_id>/delete",

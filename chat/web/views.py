@@ -29,6 +29,7 @@ from chat.conversations.reads import (
     chat_message_get,
     conversation_get,
     conversation_messages,
+    is_owner,
     message_get,
     sidebar_page,
 )
@@ -43,8 +44,10 @@ from chat.models import Conversation
 from chat.replies import start as services
 from chat.replies.delivery import reply_wait
 from chat.replies.reaper import reply_reap_stale
+from chat.rooms.readers import until_removed
 from chat.telemetry import metrics
 from chat.web.rendering import error_fragment, started_fragment
+from chat.web.rooms import announce_started, page_origin, room_page_context
 from chat.web.updates import reply_updates
 from chat.web.visitors import visitor_id_ensure
 
@@ -128,6 +131,7 @@ def _page_context(
         # The page asks for the generated name once a new conversation's first reply is done.
         "title_model": bool(settings.CHAT_TITLE_MODEL),
         "api_enabled": settings.CHAT_API_ENABLED,
+        **room_page_context(visitor, conversation),
         **extra,
     }
 
@@ -163,9 +167,15 @@ async def post_message(request: HtmxHttpRequest) -> HttpResponseBase:
             return _refused(HttpResponse(error_fragment(exc.message)), exc)
         page = await db_read(_page_with_error, request, visitor, conversation_id, exc)
         return _refused(page, exc)
+    await announce_started(started, origin=_page_origin(request))
     if request.htmx and request.POST.get("stream") == "1":
         return await _started_stream(request, visitor, started)
     return await _started_response(request, started)
+
+
+def _page_origin(request: HttpRequest) -> str:
+    # The page that sent it already shows its bubbles: the room does not echo them back to it.
+    return page_origin(request.headers.get("X-Room-Client") or request.POST.get("room_client"))
 
 
 def _refused(response: HttpResponse, error: ChatInputError) -> HttpResponse:
@@ -208,7 +218,14 @@ async def _started_stream(
         return HttpResponse(await db_read(started_fragment, started))
     # `hx:release` frees the form for its next request (Stop) while the reply streams on.
     lead = f"{sse_data(html)}\nevent: hx:release\n\n"
-    return _event_stream(request, started.assistant_message.pk, 0, slot=slot, lead=lead)
+    return _event_stream(
+        request,
+        started.assistant_message.pk,
+        0,
+        slot=slot,
+        lead=lead,
+        member_of=_member_of(visitor, started.conversation),
+    )
 
 
 def _page_with_error(
@@ -241,6 +258,7 @@ async def regenerate(request: HtmxHttpRequest, message_id: int) -> HttpResponseB
             return _refused(HttpResponse(error_fragment(exc.message)), exc)
         message = await db_read(chat_message_get, visitor, message_id)
         return redirect("chat:conversation", conversation_id=message.conversation_id)
+    await announce_started(started, origin=_page_origin(request))
     return await _started_response(request, started)
 
 
@@ -259,6 +277,7 @@ async def edit_message(request: HtmxHttpRequest, message_id: int) -> HttpRespons
             return HttpResponse(error_fragment(exc.message), status=400)
         message = await db_read(chat_message_get, visitor, message_id)
         return await db_read(_page_with_error, request, visitor, str(message.conversation_id), exc)
+    await announce_started(started, origin=_page_origin(request))
     return await _started_response(request, started)
 
 
@@ -274,7 +293,15 @@ async def reply_events(request: HttpRequest, message_id: int) -> HttpResponseBas
         slot = reader_acquire(visitor)
     except TooManyReaders as exc:
         return _refused(HttpResponse(error_fragment(exc.message)), exc)
-    return _event_stream(request, message.pk, after, slot=slot)
+    return _event_stream(
+        request, message.pk, after, slot=slot, member_of=_member_of(visitor, message.conversation)
+    )
+
+
+def _member_of(visitor: Visitor, conversation: Conversation) -> Any:
+    """The conversation whose removal ends this reader: a member's (the owner is never
+    removed, and reads without listening to the room)."""
+    return None if is_owner(visitor, conversation) else conversation.pk
 
 
 def _offset(value: str | None) -> int:
@@ -294,11 +321,21 @@ async def _events(message_id: int, after: int, *, lead: str = "") -> AsyncIterat
 
 
 def _event_stream(
-    request: HttpRequest, message_id: int, after: int, *, slot: ReaderSlot, lead: str = ""
+    request: HttpRequest,
+    message_id: int,
+    after: int,
+    *,
+    slot: ReaderSlot,
+    lead: str = "",
+    member_of: Any = None,
 ) -> HttpResponseBase:
+    events = _events(message_id, after, lead=lead)
+    if member_of is not None:
+        # A member's reader ends the moment they are removed, on whichever worker it runs.
+        events = until_removed(events, conversation_id=member_of, user_id=int(request.user.pk or 0))
     return event_stream_response(
         reader_stream(
-            _events(message_id, after, lead=lead),
+            events,
             connection=ResponseConnection(request),
             release=slot.release,
             drain_seconds=settings.CHAT_SSE_DRAIN_SECONDS,

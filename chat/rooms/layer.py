@@ -1,0 +1,50 @@
+"""The channel layer's room groups, and its Redis connection settings.
+
+No Django imports at module level: chatsite/settings.py builds CHANNEL_LAYERS with
+`redis_layer_hosts`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+# channels-redis waits this long in BZPOPMIN for a consumer's next message (its `brpop_timeout`).
+LAYER_BLOCKING_POP_SECONDS = 5.0
+# The layer's sockets wait longer than that for an answer: with redis-py 8's default (5 s, the
+# same as the pop) every idle consumer died with 1011 about every 5 s (django/channels_redis#422).
+LAYER_SOCKET_TIMEOUT = LAYER_BLOCKING_POP_SECONDS + 10.0
+LAYER_CONNECT_TIMEOUT = 2.0
+
+
+def redis_layer_hosts(url: str) -> list[dict[str, Any]]:
+    """channels-redis hosts as dicts: the rest of each is passed to redis-py's connection pool."""
+    return [
+        {
+            "address": url,
+            "socket_timeout": LAYER_SOCKET_TIMEOUT,
+            "socket_connect_timeout": LAYER_CONNECT_TIMEOUT,
+            "socket_keepalive": True,
+            "health_check_interval": 10,
+        }
+    ]
+
+
+def room_group(conversation_id: Any) -> str:
+    """The group of a conversation's live room (group names allow [a-z0-9._-], under 100)."""
+    return f"room.{uuid.UUID(str(conversation_id)).hex}"
+
+
+def get_layer() -> Any:
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:  # pragma: no cover - CHANNEL_LAYERS always names one
+        raise RuntimeError("No channel layer is configured.")
+    return layer
+
+
+async def room_send(conversation_id: Any, event: dict[str, Any]) -> None:
+    """One message to the room's group: the layer delivers it to each member's connection
+    (O(connections in the room) messages, never a list of the whole site)."""
+    await get_layer().group_send(room_group(conversation_id), event)
