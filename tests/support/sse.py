@@ -55,7 +55,7 @@ class SSE:
         while "\n\n" not in self.buffer:
             chunk = await self.app.receive_output(timeout)
             assert chunk["type"] == "http.response.body"
-            self.buffer += chunk["body"].decode()
+            self.buffer += chunk.get("body", b"").decode()
             if not chunk.get("more_body"):
                 self.buffer += "\n\n" if self.buffer and not self.buffer.endswith("\n\n") else ""
                 if not self.buffer:

@@ -1,0 +1,162 @@
+"""Who is here and who is typing, through the channel layer's groups: on the in-memory layer
+and on channels-redis (presence in Redis), driven with WebsocketCommunicator on the real ASGI
+application."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from chat.rooms.layer import get_layer, room_group
+from chat.rooms.presence import LEAVE_DEBOUNCE_SECONDS, presence_list
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def layer(request):
+    if request.param == "redis":
+        request.getfixturevalue("room_redis")
+    return request.param
+
+
+async def test_a_member_who_comes_in_is_announced_with_who_is_here(layer, shared_room, room_socket):
+    room = await shared_room()
+    owner = await room_socket.open(room.cookies[0], room.id)
+    first = await room_socket.until(owner, 'id="room-presence"')
+    assert f"{room.owner.username} joined" in first[-1]
+
+    member = await room_socket.open(room.cookies[1], room.id)
+    seen = (await room_socket.until(owner, f"{room.member.username} joined"))[-1]
+    # Chips with initials and the accessible names of both, and the announcement.
+    assert seen.count('class="presence-chip') == 2
+    assert f'<span class="visually-hidden">{room.member.username}</span>' in seen
+    assert 'aria-live="polite"' in seen
+    names = {p.name for p in await presence_list(room_group(room.id))}
+    assert names == {room.owner.username, room.member.username}
+    await member.disconnect()
+    await owner.disconnect()
+    await room_socket.leaves_done()
+
+
+async def test_a_flapping_connection_is_announced_neither_as_leaving_nor_as_joining(
+    layer, shared_room, room_socket
+):
+    room = await shared_room()
+    owner = await room_socket.open(room.cookies[0], room.id)
+    member = await room_socket.open(room.cookies[1], room.id)
+    await room_socket.until(owner, f"{room.member.username} joined")
+
+    await member.disconnect()  # a reload, a blip: back within the debounce
+    await asyncio.sleep(0.3)
+    member = await room_socket.open(room.cookies[1], room.id)
+    await asyncio.sleep(LEAVE_DEBOUNCE_SECONDS + 0.6)
+    assert await owner.receive_nothing(0.2), "neither 'left' nor 'joined' was said"
+
+    # A real leave is said once the debounce has passed, and only then.
+    await member.disconnect()
+    started = time.monotonic()
+    left = (await room_socket.until(owner, f"{room.member.username} left", timeout=8))[-1]
+    assert time.monotonic() - started >= LEAVE_DEBOUNCE_SECONDS - 0.1
+    assert left.count('class="presence-chip') == 1
+    await owner.disconnect()
+    await room_socket.leaves_done()
+
+
+async def test_typing_reaches_the_others_never_the_typist_and_is_throttled(
+    layer, shared_room, room_socket
+):
+    room = await shared_room(members=2)
+    sockets = [await room_socket.open(cookie, room.id) for cookie in room.cookies]
+    await room_socket.until(sockets[0], f"{room.people[2].username} joined")
+    for s in sockets[1:]:
+        await room_socket.until(s, f"{room.people[2].username} joined")
+
+    typist = sockets[1]
+    for _ in range(5):  # a burst: relayed once
+        await room_socket.frame(typist, action="typing", conversation=room.id)
+    for other in (sockets[0], sockets[2]):
+        frame = (await room_socket.until(other, "is typing"))[-1]
+        assert f"{room.member.username} is typing…" in frame
+        assert await other.receive_nothing(0.3), "the burst was relayed once"
+    assert await typist.receive_nothing(0.3), "the typist never sees themselves typing"
+    for s in sockets:
+        await s.disconnect()
+    await room_socket.leaves_done()
+
+
+async def test_one_change_is_one_group_message_and_one_frame_per_connection(
+    shared_room, room_socket, monkeypatch
+):
+    room = await shared_room(members=3)
+    sockets = [await room_socket.open(cookie, room.id) for cookie in room.cookies[:3]]
+    await room_socket.until(sockets[0], f"{room.people[2].username} joined")
+    for s in sockets[1:]:
+        await room_socket.until(s, f"{room.people[2].username} joined")
+    layer = get_layer()
+    sent = []
+    original = layer.group_send
+
+    async def counted(group, message):
+        sent.append(message["type"])
+        await original(group, message)
+
+    monkeypatch.setattr(layer, "group_send", counted)
+    late = await room_socket.open(room.cookies[3], room.id)
+    for s in [*sockets, late]:
+        await room_socket.until(s, f"{room.people[3].username} joined")
+    await room_socket.frame(sockets[1], action="typing", conversation=room.id)
+    for s in (sockets[0], sockets[2], late):
+        await room_socket.until(s, "is typing")
+    # A join and a typing: one group message each, whatever the room's size (the layer hands
+    # each connection its copy: O(members)); no list of everyone on the site.
+    assert sent == ["room.presence", "room.typing"]
+    for s in [*sockets, late]:
+        await s.disconnect()
+    await room_socket.leaves_done()
+
+
+@pytest.mark.parametrize("switch", ["setting", "conversation"])
+async def test_with_presence_off_nothing_is_sent_or_stored(
+    switch, settings, shared_room, room_socket, monkeypatch
+):
+    if switch == "setting":
+        settings.CHAT_PRESENCE = False
+    room = await shared_room(presence_enabled=switch != "conversation")
+    layer = get_layer()
+    sent = []
+    original = layer.group_send
+
+    async def counted(group, message):
+        sent.append(message["type"])
+        await original(group, message)
+
+    monkeypatch.setattr(layer, "group_send", counted)
+    owner = await room_socket.open(room.cookies[0], room.id)
+    member = await room_socket.open(room.cookies[1], room.id)
+    await room_socket.frame(member, action="typing", conversation=room.id)
+    assert await owner.receive_nothing(0.5)
+    assert await presence_list(room_group(room.id)) == []
+    await member.disconnect()
+    await asyncio.sleep(0.1)
+    assert sent == []
+    assert await presence_list(room_group(room.id)) == []
+    await owner.disconnect()
+    await room_socket.leaves_done()
+
+
+async def test_only_members_may_enter_a_room(shared_room, room_socket, session_cookie):
+    room = await shared_room()
+    stranger = await session_cookie("eve")
+    owner = await room_socket.open(room.cookies[0], room.id)
+    await room_socket.until(owner, "joined")
+    socket = await room_socket.open(stranger, room.id)
+    assert "Not found." in await socket.receive_from(5)
+    await room_socket.frame(socket, action="typing", conversation=room.id)
+    assert await owner.receive_nothing(0.3)
+    assert len(await presence_list(room_group(room.id))) == 1
+    await socket.disconnect()
+    await owner.disconnect()
+    await room_socket.leaves_done()

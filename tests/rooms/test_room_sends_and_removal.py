@@ -1,0 +1,106 @@
+"""A member's send reaches every page of the room, and a removal takes effect at once: the
+removed person's socket is told and closed (4403), their room stream and their reply streams
+of the conversation end."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from chat.conversations.signals import member_removed
+from chat.models import ConversationMember
+from chat.providers.demo import demo_reply
+from chat.replies.registry import live_jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+STREAMING = re.compile(r'data-role="assistant" data-status="streaming" data-message-id="(\d+)"')
+
+
+async def test_a_members_send_shows_its_author_and_streams_to_the_owners_page(
+    settings, shared_room, room_socket, deltas
+):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 200
+    room = await shared_room()
+    owner = await room_socket.open(room.cookies[0], room.id)
+    member = await room_socket.open(room.cookies[1], room.id)
+    await room_socket.until(owner, f"{room.member.username} joined")
+
+    await room_socket.frame(
+        member, action="send", message="hello room", model="demo:demo", conversation=room.id
+    )
+    started = (await room_socket.until(owner, "hello room"))[-1]
+    assert f'<p class="msg-author">{room.member.username}</p>' in started
+    assert f'aria-label="{room.member.username}"' in started
+    reply_id = int(STREAMING.search(started).group(1))
+    # The owner's socket follows the reply from its stream, without asking: the same text.
+    pieces, final = [], ""
+    while not final:
+        frame = await owner.receive_from(5)
+        if f'id="msg-{reply_id}"' in frame and 'hx-swap-oob="outerHTML"' in frame:
+            final = frame
+        else:
+            pieces += deltas(frame)
+    assert "".join(text for _, text in pieces) == demo_reply("hello room")
+    for job in live_jobs():
+        await job
+    await owner.disconnect()
+    await member.disconnect()
+    await room_socket.leaves_done()
+
+
+@sync_to_async
+def _remove(conversation_id: str, user_id: int) -> None:
+    # As the sharing domain does: the row goes, then the signal (on commit).
+    ConversationMember.objects.filter(conversation_id=conversation_id, user_id=user_id).delete()
+    member_removed.send(sender=None, conversation_id=conversation_id, user_id=user_id)
+
+
+async def test_removal_closes_the_members_socket_and_ends_their_sse_streams(
+    settings, shared_room, room_socket, sse_stream
+):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 5  # a reply that is still streaming when removed
+    room = await shared_room()
+    owner = await room_socket.open(room.cookies[0], room.id)
+    member = await room_socket.open(room.cookies[1], room.id)
+    await room_socket.until(owner, f"{room.member.username} joined")
+    await room_socket.frame(
+        owner, action="send", message="a long one", model="demo:demo", conversation=room.id
+    )
+    reply_id = int(STREAMING.search((await room_socket.until(member, "a long one"))[-1]).group(1))
+
+    room_stream = sse_stream(f"/streaming-demo/c/{room.id}/room?client=x", room.cookies[1])
+    assert (await room_stream.open())["status"] == 200
+    assert "retry" in await room_stream.event()
+    reply_stream = sse_stream(f"/streaming-demo/replies/{reply_id}/events", room.cookies[1])
+    assert (await reply_stream.open())["status"] == 200
+    await reply_stream.event()
+
+    await _remove(room.id, room.member.pk)
+
+    told = (await room_socket.until(member, "no longer a member"))[-1]
+    assert 'id="composer-error"' in told
+    closed = await member.receive_output(5)
+    while closed["type"] != "websocket.close":
+        closed = await member.receive_output(5)
+    assert closed["code"] == 4403  # not in hx-ws's reconnect list
+    # The room stream says so and ends; the reply's stream ends without its end.
+    events = []
+    while (event := await room_stream.event()) != {}:
+        events.append(event)
+    assert any(e.get("event") == "removed" for e in events)
+    while (event := await reply_stream.event()) != {}:
+        assert 'data-status="complete"' not in event.get("data", "")
+    for job in live_jobs():
+        job.cancel()
+    await owner.disconnect()
+    await room_socket.leaves_done()
+
+
+async def test_the_room_stream_is_for_members_only(shared_room, sse_stream, session_cookie):
+    room = await shared_room()
+    stranger = await session_cookie("eve")
+    stream = sse_stream(f"/streaming-demo/c/{room.id}/room", stranger)
+    assert (await stream.open())["status"] == 404
