@@ -67,6 +67,7 @@
     bindComposer(form);
     htmx.process(form);
     setState("sse", forced ? "Server-sent events" : "SSE fallback");
+    openRoomStream();
     followAll();
     // The socket never opened, so the message it held was never sent: send it over HTTP.
     if (queuedWhileDown) {
@@ -89,11 +90,16 @@
     queuedWhileDown = false; // hx-ws sends its queue on open
     followed.clear();
     setState("connected", "Connected · WebSocket");
+    joinRoom();
     followAll();
   });
-  document.addEventListener("htmx:ws:close", () => {
+  document.addEventListener("htmx:ws:close", (event) => {
     wsConnection = null;
     if (transport !== "ws") return;
+    if (event.detail?.code === 4403) {
+      setState("offline", "Removed from this conversation");
+      return;
+    }
     if (!wsEverOpen) useSSE();
     else setState("reconnecting", document.hidden ? "Paused (tab hidden)" : "Reconnecting…");
   });
@@ -113,6 +119,78 @@
     messages.querySelectorAll("[data-streamed]").forEach((reply) => reply.removeAttribute("data-streamed"));
     followAll();
   });
+
+  // --- The live room of a shared conversation -------------------------------------------------
+  // Who is here, who is typing and the other members' sends arrive as fragments: over the
+  // socket once it has joined, or over the room's own event stream on SSE. The page's sends
+  // carry its client id so the room does not echo them back to it.
+
+  const roomClient = Math.random().toString(36).slice(2, 12);
+  const TYPING_EVERY_MS = 2000; // at most one "typing" per this while keys are pressed
+  const TYPING_SHOWN_MS = 5000; // "Ana is typing…" goes after this long without another
+  let lastTyping = 0;
+
+  document.addEventListener("htmx:config:request", (event) => {
+    const headers = event.detail?.ctx?.request?.headers;
+    if (headers) headers["X-Room-Client"] = roomClient;
+  });
+
+  function joinRoom() {
+    const id = document.getElementById("conversation-id").value;
+    const socket = wsConnection?.socket;
+    if (!id || !chat.dataset.roomUrl || socket?.readyState !== WebSocket.OPEN) return;
+    socket.send(JSON.stringify({ action: "join", conversation: id, client: roomClient }));
+  }
+
+  function openRoomStream() {
+    const url = chat.dataset.roomUrl;
+    if (!url || document.getElementById("room-stream")) return;
+    const stream = document.createElement("div");
+    stream.id = "room-stream";
+    stream.hidden = true;
+    stream.setAttribute("hx-sse:connect", `${url}?client=${roomClient}`);
+    chat.append(stream);
+    htmx.process(stream);
+    // A person removed from the conversation: the stream says so and is not opened again.
+    stream.addEventListener("removed", () => {
+      stream.remove();
+      messages.querySelectorAll("[hx-sse\\:connect]").forEach((el) => el.removeAttribute("hx-sse:connect"));
+      setState("offline", "Removed from this conversation");
+    });
+  }
+
+  function sendTyping() {
+    const id = document.getElementById("conversation-id").value;
+    if (!id || !chat.dataset.roomUrl || !("presence" in chat.dataset)) return;
+    const now = Date.now();
+    if (now - lastTyping < TYPING_EVERY_MS) return;
+    lastTyping = now;
+    if (transport === "ws") {
+      const socket = wsConnection?.socket;
+      if (socket?.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ action: "typing", conversation: id }));
+    } else {
+      const token = document.querySelector("[name=csrfmiddlewaretoken]")?.value || "";
+      fetch(chat.dataset.typingUrl, { method: "POST", headers: { "X-CSRFToken": token } }).catch(() => {});
+    }
+  }
+
+  let typingTimer = null;
+  let eventTimer = null;
+  function roomLines() {
+    // Shown for a few seconds: the typing line after its last refresh, a join or leave notice.
+    const typing = document.getElementById("room-typing");
+    if (typing && typing.textContent && typing.dataset.shownAt !== typing.dataset.seen) {
+      typing.dataset.seen = typing.dataset.shownAt;
+      clearTimeout(typingTimer);
+      typingTimer = setTimeout(() => (typing.textContent = ""), TYPING_SHOWN_MS);
+    }
+    const notice = document.getElementById("room-event");
+    if (notice && notice.textContent && notice.dataset.shownAt !== notice.dataset.seen) {
+      notice.dataset.seen = notice.dataset.shownAt;
+      clearTimeout(eventTimer);
+      eventTimer = setTimeout(() => (notice.textContent = ""), TYPING_SHOWN_MS);
+    }
+  }
 
   // --- Following streaming replies ------------------------------------------------------------
 
@@ -156,6 +234,7 @@
   function bindComposer(form) {
     const field = form.querySelector("#message-input");
     field.addEventListener("input", updateCount);
+    field.addEventListener("input", sendTyping);
     field.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
@@ -324,6 +403,7 @@
       updateCount();
       stickToBottom = true;
     }
+    roomLines();
     const id = document.getElementById("conversation-id").value;
     if (id && id !== conversationId) {
       conversationId = id;
