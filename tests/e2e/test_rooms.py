@@ -1,0 +1,150 @@
+"""The live room in two browsers on two Daphne workers sharing Redis: the owner's page on one
+worker, the member's on the other. Presence, typing, a reply streamed to both, Stop from the
+member; and screenshots of the room in light and dark, desktop and phone width."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(240)]
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Owner and member sessions and a shared conversation, made in the workers' database (the
+# invite UI belongs to the sharing work; the rows are what it creates).
+SETUP = """
+from django.contrib.auth import get_user_model, SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+from chat.models import Conversation, ConversationMember
+U = get_user_model()
+def session(user):
+    s = SessionStore(); s[SESSION_KEY] = str(user.pk)
+    s[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    s[HASH_SESSION_KEY] = user.get_session_auth_hash(); s.create(); return s.session_key
+ana = U.objects.create_user("ana", password="x", first_name="Ana", last_name="Lima")
+bo = U.objects.create_user("bo", password="x", first_name="Bo", last_name="Berg")
+c = Conversation.objects.create(user=ana, provider="demo", model="demo", title="Trip plans")
+ConversationMember.objects.create(conversation=c, user=bo)
+print(session(ana), session(bo), c.pk)
+"""
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory, redis_url, app_env, migrate, daphne):
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    data = tmp_path_factory.mktemp("rooms")
+    env = app_env(data, REDIS_URL=redis_url, CHAT_DEMO_TOKENS_PER_SECOND="15")
+    migrate(env)
+    out = (
+        subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", SETUP],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+        .split()
+    )  # after the shell's "objects imported" line
+    with daphne(env, data / "one.log") as one, daphne(env, data / "two.log") as two:
+        yield {"owner": (one, out[0]), "member": (two, out[1]), "conversation": out[2]}
+
+
+def _page(browser, url: str, session_key: str, *, width=1280, height=800, dark=False):
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, color_scheme="dark" if dark else "light"
+    )
+    context.add_cookies([{"name": "sessionid", "value": session_key, "url": url}])
+    return context, context.new_page()
+
+
+def test_two_members_on_two_workers_share_the_room(browser, two_workers):
+    (owner_url, owner_key), (member_url, member_key) = two_workers["owner"], two_workers["member"]
+    path = f"/streaming-demo/c/{two_workers['conversation']}"
+    owner_context, owner = _page(browser, owner_url, owner_key)
+    member_context, member = _page(browser, member_url, member_key)
+    try:
+        owner.goto(owner_url + path)
+        owner.wait_for_selector("#connection-state[data-state=connected]")
+        member.goto(member_url + path)
+        member.wait_for_selector("#connection-state[data-state=connected]")
+        # Presence, across workers, within 2 s: both chips on both pages, "Bo Berg joined".
+        started = time.monotonic()
+        owner.wait_for_selector("#room-presence .presence-chip >> nth=1", timeout=2000)
+        assert time.monotonic() - started < 2
+        assert "Bo Berg joined" in owner.text_content("#room-announcer")
+        member.wait_for_selector("#room-presence .presence-chip >> nth=1", timeout=2000)
+        assert owner.text_content("#room-presence").count("BB") == 1
+
+        # Typing: shown to the owner within 1 s, never to the typist, gone within 6 s.
+        member.click("#message-input")
+        member.keyboard.type("Shall we")
+        owner.wait_for_selector("#room-typing:has-text('Bo Berg is typing')", timeout=1000)
+        assert member.text_content("#room-typing") == ""
+        owner.wait_for_selector("#room-typing:text-is('')", state="attached", timeout=6500)
+
+        # The member sends: both pages show the bubble with its author and stream the reply.
+        member.keyboard.type(" go to Lisbon?")
+        member.keyboard.press("Enter")
+        owner.wait_for_selector(".msg-user .msg-author:text-is('bo')", timeout=3000)
+        selector = '[data-role="assistant"][data-status="complete"] .markdown'
+        owner.wait_for_selector(selector, timeout=30000)
+        member.wait_for_selector(selector, timeout=30000)
+        assert owner.inner_text(selector) == member.inner_text(selector)
+
+        # Stop from the member, while the owner's send streams: both pages see it stopped.
+        owner.fill("#message-input", "Tell me more about the trams")
+        owner.keyboard.press("Enter")
+        member.wait_for_selector('[data-role="assistant"][data-status="streaming"]', timeout=5000)
+        member.wait_for_selector(
+            '[data-status="streaming"] .msg-text span[data-seq] >> nth=2', state="attached"
+        )
+        stopped_at = time.monotonic()
+        member.click("#stop-button")
+        for page in (owner, member):
+            page.wait_for_selector('[data-status="stopped"], .badge-stopped', timeout=3000)
+        assert time.monotonic() - stopped_at < 3
+        owner_text = owner.inner_text('[data-role="assistant"] >> nth=-1')
+        member_text = member.inner_text('[data-role="assistant"] >> nth=-1')
+        assert owner_text.split("\n")[0] == member_text.split("\n")[0]
+        _screenshots(browser, two_workers, path, owner, member)
+    finally:
+        owner_context.close()
+        member_context.close()
+
+
+def _screenshots(browser, two_workers, path, owner, member) -> None:
+    """The room as each member sees it: light and dark, desktop and 390 px."""
+    docs = REPO / "docs"
+    member.click("#message-input")
+    member.keyboard.type("Bookmarking")
+    owner.wait_for_selector("#room-typing:has-text('is typing')", timeout=2000)
+    owner.screenshot(path=str(docs / "screenshot-room-light-desktop.png"))
+    (member_url, member_key) = two_workers["member"]
+    for dark, width, name in (
+        (True, 1280, "dark-desktop"),
+        (False, 390, "light-390"),
+        (True, 390, "dark-390"),
+    ):
+        context, page = _page(browser, member_url, member_key, width=width, height=844, dark=dark)
+        try:
+            page.goto(member_url + path)
+            page.wait_for_selector("#room-presence .presence-chip >> nth=1", timeout=5000)
+            owner.click("#message-input")
+            owner.keyboard.type("x")
+            page.wait_for_selector("#room-typing:has-text('is typing')", timeout=3000)
+            page.screenshot(path=str(docs / f"screenshot-room-{name}.png"))
+            owner.fill("#message-input", "")
+            time.sleep(2.1)  # the typing throttle
+        finally:
+            context.close()
