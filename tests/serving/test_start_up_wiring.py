@@ -40,12 +40,15 @@ from django.urls import get_resolver
 get_resolver().url_patterns  # the URLconf, as the first request loads it
 from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.db.models.signals import post_save
+from chat.conversations.signals import member_removed, sharing_stopped
 def receivers(signal):
     return sorted(f"{r.__module__}.{r.__qualname__}" for r in signal._live_receivers(None)[0])
 print(json.dumps({
     "modules": sorted(m for m in sys.modules if m == "chat" or m.startswith("chat.")),
     "user_logged_in": receivers(user_logged_in),
     "user_logged_out": receivers(user_logged_out),
+    "member_removed": receivers(member_removed),
+    "sharing_stopped": receivers(sharing_stopped),
 }))
 """
 
@@ -64,6 +67,9 @@ def test_a_serving_process_has_every_receiver_the_app_defines():
     served = _serving_process()
     assert "chat.web.receivers.claim_anonymous_conversations" in served["user_logged_in"]
     assert "chat.web.receivers.forget_visitor_at_logout" in served["user_logged_out"]
+    # A removal closes the removed person's sockets and streams, on every worker.
+    assert "chat.rooms.receivers.on_member_removed" in served["member_removed"]
+    assert "chat.rooms.receivers.on_sharing_stopped" in served["sharing_stopped"]
 
 
 def test_a_serving_process_imports_every_module_of_the_app():
