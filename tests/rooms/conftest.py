@@ -113,12 +113,29 @@ async def _frames_until(communicator, needle: str, timeout: float = 5) -> list[s
             return seen
 
 
+async def _enter_all(room: SimpleNamespace, count: int | None = None) -> list:
+    """The room's people enter one after the other, each once everyone before them has heard
+    of them (so no test reads a join that raced another's)."""
+    sockets: list = []
+    for person, cookie in list(zip(room.people, room.cookies, strict=True))[:count]:
+        socket = await _open(cookie, room.id)
+        for s in [*sockets, socket]:
+            await _frames_until(s, f"{person.username} joined")
+        sockets.append(socket)
+    return sockets
+
+
 @pytest.fixture
 def room_socket() -> SimpleNamespace:
-    """`open(cookie, conversation_id)` a socket joined to the room; `frame(socket, **frame)`;
+    """`open(cookie, conversation_id)` a socket joined to the room; `enter_all(room, count)`
+    its people's sockets, in order, every join heard; `frame(socket, **frame)`;
     `until(socket, needle)` the frames up to one that contains it; `leaves_done()`."""
     return SimpleNamespace(
-        open=_open, frame=_frame, until=_frames_until, leaves_done=leave_checks_done
+        open=_open,
+        enter_all=_enter_all,
+        frame=_frame,
+        until=_frames_until,
+        leaves_done=leave_checks_done,
     )
 
 

@@ -45,9 +45,7 @@ async def test_a_flapping_connection_is_announced_neither_as_leaving_nor_as_join
     layer, shared_room, room_socket
 ):
     room = await shared_room()
-    owner = await room_socket.open(room.cookies[0], room.id)
-    member = await room_socket.open(room.cookies[1], room.id)
-    await room_socket.until(owner, f"{room.member.username} joined")
+    owner, member = await room_socket.enter_all(room)
 
     await member.disconnect()  # a reload, a blip: back within the debounce
     await asyncio.sleep(0.3)
@@ -69,10 +67,7 @@ async def test_typing_reaches_the_others_never_the_typist_and_is_throttled(
     layer, shared_room, room_socket
 ):
     room = await shared_room(members=2)
-    sockets = [await room_socket.open(cookie, room.id) for cookie in room.cookies]
-    await room_socket.until(sockets[0], f"{room.people[2].username} joined")
-    for s in sockets[1:]:
-        await room_socket.until(s, f"{room.people[2].username} joined")
+    sockets = await room_socket.enter_all(room)
 
     typist = sockets[1]
     for _ in range(5):  # a burst: relayed once
@@ -91,10 +86,7 @@ async def test_one_change_is_one_group_message_and_one_frame_per_connection(
     shared_room, room_socket, monkeypatch
 ):
     room = await shared_room(members=3)
-    sockets = [await room_socket.open(cookie, room.id) for cookie in room.cookies[:3]]
-    await room_socket.until(sockets[0], f"{room.people[2].username} joined")
-    for s in sockets[1:]:
-        await room_socket.until(s, f"{room.people[2].username} joined")
+    sockets = await room_socket.enter_all(room, 3)
     layer = get_layer()
     sent = []
     original = layer.group_send
