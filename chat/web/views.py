@@ -32,7 +32,7 @@ from chat.conversations.reads import (
     message_get,
     sidebar_page,
 )
-from chat.db import db_read
+from chat.db import db_read, db_write_blocking
 from chat.http.backpressure import (
     ResponseConnection,
     event_stream_response,
@@ -98,13 +98,18 @@ def streaming_demo(request: HttpRequest, conversation_id: uuid.UUID | None = Non
     )
 
 
+def _reap(message_ids: list[int]) -> int:
+    return db_write_blocking(functools.partial(reply_reap_stale, message_ids=message_ids))
+
+
 def _page_context(
     request: HttpRequest, visitor: Visitor, conversation: Conversation | None, **extra: Any
 ) -> dict[str, Any]:
     messages = conversation_messages(conversation) if conversation else []
     streaming_ids = [m.pk for m in messages if m.is_streaming]
     # A reply whose worker died shows as interrupted instead of streaming forever.
-    if conversation and streaming_ids and reply_reap_stale(message_ids=streaming_ids):
+    # (Through the writer, like every reply write: the page only asks.)
+    if conversation and streaming_ids and _reap(streaming_ids):
         messages = conversation_messages(conversation)
     options = providers.available_models()
     default = providers.default_model()
