@@ -89,9 +89,8 @@ def invite_disable(*, visitor: Visitor, conversation_id: Any) -> Conversation:
     return conversation
 
 
-def invite_join(*, visitor: Visitor, token: str) -> Conversation:
-    """Join the conversation of a working invite link as a member (again: nothing changes; the
-    owner: nothing to join). A disabled, expired or unknown link is the same 404."""
+def invite_check(token: str) -> ConversationInvite:
+    """A working invite link, or Http404 (turned off, expired, unknown: the same answer)."""
     invite = (
         ConversationInvite.objects.select_related("conversation")
         .filter(token=str(token)[:64])
@@ -99,7 +98,13 @@ def invite_join(*, visitor: Visitor, token: str) -> Conversation:
     )
     if invite is None or not invite.is_active or invite.conversation.deleted_at is not None:
         raise Http404("No such invite.")
-    conversation = invite.conversation
+    return invite
+
+
+def invite_join(*, visitor: Visitor, token: str) -> Conversation:
+    """Join the conversation of a working invite link as a member (again: nothing changes; the
+    owner: nothing to join). A disabled, expired or unknown link is the same 404."""
+    conversation = invite_check(token).conversation
     if visitor.is_authenticated and conversation.user_id != visitor.user.pk:
         ConversationMember.objects.get_or_create(conversation=conversation, user=visitor.user)
     return conversation
