@@ -39,7 +39,7 @@ def _message_record(message: Message, *, shown: bool) -> dict[str, Any]:
         "text": message.content,
         "created_at": _iso(message.created_at),
         # Who sent a user message, or asked for a reply (signed-in people; empty for others).
-        "author": message.author.get_username() if message.author_id else None,
+        "author": message.author.get_username() if message.author else None,
     }
     if message.role == Message.Role.ASSISTANT:
         record |= {
@@ -100,7 +100,7 @@ def conversation_markdown(conversation: Conversation) -> str:
     for message in tree.branch(conversation.current_leaf_id):
         lines.append("")
         if message.role == Message.Role.USER:
-            who = message.author.get_username() if named and message.author_id else "You"
+            who = message.author.get_username() if named and message.author else "You"
             lines += [f"## {who}", "", message.content]
             continue
         lines += [f"## Assistant · {message.model}", ""]

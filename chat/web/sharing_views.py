@@ -13,6 +13,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
 
 from chat.conversations import sharing, snapshots
@@ -22,6 +23,10 @@ from chat.web.rendering import render_markdown
 from chat.web.views import _login_required, _visitor
 
 NOINDEX = "noindex, nofollow"
+
+
+def _rendered(text: str) -> SafeString:
+    return mark_safe(render_markdown(text or ""))  # noqa: S308 - sanitised by nh3
 
 
 def not_allowed(request: HttpRequest, error: NotAllowed) -> HttpResponse:
@@ -114,8 +119,9 @@ def snapshot(request: HttpRequest, token: str) -> HttpResponse:
             return redirect_to_login(request.get_full_path())
         conversation = snapshots.share_continue(visitor=_visitor(request), token=token)
         return redirect("chat:conversation", conversation_id=conversation.pk)
+    # Rendered here with the chat's own Markdown (sanitised by nh3), the same as the page's.
     turns = [
-        {**turn, "html": render_markdown(turn["content"]) if turn["role"] == "assistant" else ""}
+        {**turn, "html": _rendered(turn["content"]) if turn["role"] == "assistant" else ""}
         for turn in share.snapshot
     ]
     authors = {turn["author"] for turn in share.snapshot if turn["role"] == "user"} - {""}
