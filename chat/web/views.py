@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from chat import providers
-from chat.conversations.errors import ChatInputError, ServiceUnavailable
+from chat.conversations.errors import ChatInputError
 from chat.conversations.feedback import FeedbackError, message_feedback_set
 from chat.conversations.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
 from chat.conversations.reads import (
@@ -29,6 +29,7 @@ from chat.conversations.reads import (
     chat_message_get,
     conversation_get,
     conversation_messages,
+    is_owner,
     message_get,
     sidebar_page,
 )
@@ -133,6 +134,8 @@ def _page_context(
         # The page asks for the generated name once a new conversation's first reply is done.
         "title_model": bool(settings.CHAT_TITLE_MODEL),
         "api_enabled": settings.CHAT_API_ENABLED,
+        # A member's view of a shared conversation: no rename, share or delete in its menu.
+        "member_view": bool(conversation and not is_owner(visitor, conversation)),
         **extra,
     }
 
@@ -150,7 +153,7 @@ async def post_message(request: HtmxHttpRequest) -> HttpResponseBase:
             raise Http404("No such conversation.")
         try:
             await services.reply_stop(visitor=visitor, conversation_id=conversation_id)
-        except ServiceUnavailable as exc:
+        except ChatInputError as exc:  # not theirs to stop (403), or the service is down (503)
             return _refused(HttpResponse(error_fragment(exc.message)), exc)
         if request.htmx:
             return HttpResponse(status=204)
