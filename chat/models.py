@@ -48,6 +48,8 @@ class Conversation(models.Model):
     provider = models.CharField(max_length=32)
     model = models.CharField(max_length=100)
     system_prompt = models.TextField(blank=True)
+    # Members see who else is here (chat/web's rooms); the owner may turn that off.
+    presence_enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField("last activity", default=timezone.now, db_index=True)
 
@@ -79,9 +81,6 @@ class Conversation(models.Model):
     feedback_up = models.PositiveIntegerField(default=0)
     feedback_down = models.PositiveIntegerField(default=0)
     feedback_comments = models.PositiveIntegerField(default=0)
-    # The owner's switch for who-is-here and typing in this conversation (CHAT_PRESENCE is the
-    # site's): off, no presence or typing event is sent or stored.
-    presence_enabled = models.BooleanField(default=True)
 
     objects = ConversationQuerySet.as_manager()
 
@@ -229,6 +228,16 @@ class Message(models.Model):
         Conversation, on_delete=models.CASCADE, related_name="messages"
     )
     role = models.CharField(max_length=16, choices=Role.choices)
+    # The signed-in person who sent a user message, and on its reply the person who asked (the
+    # reply is charged to them): in a shared conversation not always its owner. Empty for
+    # anonymous visitors' messages and for messages written before conversations were shared.
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     content = models.TextField(blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     ended_reason = models.CharField(max_length=32, choices=EndedReason.choices, blank=True)
@@ -248,14 +257,6 @@ class Message(models.Model):
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
     # A failed turn its owner deleted: gone from the chat, kept for staff and in the totals.
     deleted_at = models.DateTimeField(null=True, blank=True)
-    # Who sent it (a user message in a shared conversation); empty for replies and anonymous sends.
-    author = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-    )
     # The reply-stream sequence number that `content` reaches: a page rendered from the database
     # resumes the live stream after it, so no delta is shown twice or skipped.
     stream_seq = models.PositiveIntegerField(default=0)
@@ -332,24 +333,6 @@ class Message(models.Model):
     @property
     def cost_usd(self) -> float | None:
         return None if self.cost_microusd is None else self.cost_microusd / 1_000_000
-
-
-class ConversationMember(models.Model):
-    """Someone the owner shares a conversation with (the owner is `Conversation.user`, no row)."""
-
-    conversation = models.ForeignKey(
-        Conversation, on_delete=models.CASCADE, related_name="memberships"
-    )
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
-    )
-    added_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["conversation", "user"], name="member_once")]
-
-    def __str__(self) -> str:
-        return f"{self.user_id} in {self.conversation_id}"
 
 
 class UsageReport(Message):
@@ -615,3 +598,81 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+# --- Sharing ------------------------------------------------------------------------------------
+
+
+class ConversationMember(models.Model):
+    """Someone the owner let into a conversation (through an invite link): they read it, send
+    in it and stop their own replies. The owner is `Conversation.user` and has no row."""
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="memberships"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    added_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["added_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "user"], name="member_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.conversation_id}"
+
+
+class ConversationInvite(models.Model):
+    """The invite link of a conversation (`/join/<token>`). "New link" replaces the token, so
+    the old link stops working; "Turn off" disables it."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="invites")
+    token = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Invite to {self.conversation_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.disabled_at is None and (
+            self.expires_at is None or self.expires_at > timezone.now()
+        )
+
+
+class ConversationShare(models.Model):
+    """A read-only snapshot of a conversation's branch, published at `/s/<token>`. Sharing
+    again updates the same link's snapshot."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="shares")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversation_shares"
+    )
+    token = models.CharField(max_length=64, unique=True)
+    # The branch on screen when shared: [{role, author, content, created_at, model}, ...].
+    snapshot = models.JSONField(default=list)
+    title = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return f"Share of {self.conversation_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and (
+            self.expires_at is None or self.expires_at > timezone.now()
+        )

@@ -221,6 +221,8 @@ LOGOUT_REDIRECT_URL = "chat:home"
 # --- Accounts (chat/web/accounts.py; docs/security.md, "Accounts") --------------------------------
 # Self sign-up at /accounts/signup/: anyone may create a normal account (off: the page is a 404).
 CHAT_SIGNUP = env.bool("CHAT_SIGNUP", default=False)
+# Snapshot links (/s/<token>) open without an account; false: viewers must sign in.
+CHAT_PUBLIC_SHARES = env.bool("CHAT_PUBLIC_SHARES", default=True)
 CHAT_SIGNUP_RATE_LIMIT = env.str("CHAT_SIGNUP_RATE_LIMIT", default="5/h")  # per client IP
 # Outgoing email, e.g. smtp+tls://user:password@smtp.example.com:587 (django-environ's email_url).
 # Without it nothing is ever mailed: "Forgot password?" is hidden and the reset pages are a 404.

@@ -259,7 +259,7 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     ) -> HttpResponse:
         if obj is not None:
             context.update(
-                transcript=list(obj.messages.order_by("id")),
+                transcript=list(obj.messages.select_related("author").order_by("id")),
                 owner_label=owner_label(obj),
                 owner_query=urlencode({"owner": owner_of(obj)}),
             )

@@ -113,6 +113,7 @@ def _replies_of(days: list[date], usage_filter: UsageFilter) -> Iterator[Any]:
         "conversation__source",
         "conversation__user_id",
         "conversation__visitor_id",
+        "author_id",
         "ended_reason",
         "input_tokens",
         "output_tokens",
@@ -160,6 +161,7 @@ def figures_from_messages(
         source,
         user_id,
         visitor_id,
+        author_id,
         reason,
         tokens_in,
         tokens_out,
@@ -196,7 +198,8 @@ def figures_from_messages(
             latency.speed_histogram.add_value(speed)
         if not with_owners:
             continue
-        owner = owner_key(user_id, visitor_id)
+        # A reply is the person's who asked for it (a member, in a shared conversation).
+        owner = owner_key(author_id or user_id, visitor_id)
         owner_group = owners.get((day, owner, provider, model, source))
         if owner_group is None:
             owner_group = owners[day, owner, provider, model, source] = OwnerFigures(

@@ -89,7 +89,12 @@ class UsageFilter:
         PostgreSQL serve from the conversations' owner index and then each one's replies)."""
         kind, _, ident = self.owner.partition(":")
         if kind == "user":
-            return Q(conversation__user_id=int(ident)) if ident.isdigit() else Q(pk__in=[])
+            if not ident.isdigit():
+                return Q(pk__in=[])
+            # Their replies: the ones they asked for, in shared conversations too.
+            return Q(author_id=int(ident)) | Q(
+                author__isnull=True, conversation__user_id=int(ident)
+            )
         return Q(conversation__user__isnull=True, conversation__visitor_id=ident)
 
     def message_q(self) -> Q:

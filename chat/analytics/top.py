@@ -41,6 +41,11 @@ def _live_by_owner(live_figures: list[OwnerFigures]) -> dict[str, OwnerFigures]:
 # "user:<id>" or "visitor:<visitor id>", as `chat.analytics.figures.owner_key` writes it in
 # roll-ups.
 REPLY_OWNER = Case(
+    # The person who asked, in a shared conversation not always its owner.
+    When(
+        author__isnull=False,
+        then=Concat(Value("user:"), Cast("author_id", CharField()), output_field=CharField()),
+    ),
     When(
         conversation__user__isnull=True,
         then=Concat(Value("visitor:"), "conversation__visitor_id", output_field=CharField()),

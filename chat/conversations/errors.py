@@ -37,3 +37,10 @@ class ServiceUnavailable(ChatInputError):
             message or "The chat service is briefly unavailable. Try again in a few seconds."
         )
         self.retry_after = retry_after
+
+
+class NotAllowed(ChatInputError):
+    """The visitor may see the conversation but not do this in it (a member renaming it, or
+    stopping someone else's reply): HTTP 403, with the reason in words."""
+
+    status = 403

@@ -38,6 +38,8 @@ def _message_record(message: Message, *, shown: bool) -> dict[str, Any]:
         "role": message.role,
         "text": message.content,
         "created_at": _iso(message.created_at),
+        # Who sent a user message, or asked for a reply (signed-in people; empty for others).
+        "author": message.author.get_username() if message.author else None,
     }
     if message.role == Message.Role.ASSISTANT:
         record |= {
@@ -93,10 +95,13 @@ def conversation_markdown(conversation: Conversation) -> str:
     )
     if conversation.system_prompt:
         lines += ["", "**System prompt:**", "", _quoted(conversation.system_prompt)]
+    # In a conversation several people wrote in, each message says whose it is.
+    named = len({m.author_id for m in tree.by_id.values() if m.author_id is not None}) > 1
     for message in tree.branch(conversation.current_leaf_id):
         lines.append("")
         if message.role == Message.Role.USER:
-            lines += ["## You", "", message.content]
+            who = message.author.get_username() if named and message.author else "You"
+            lines += [f"## {who}", "", message.content]
             continue
         lines += [f"## Assistant · {message.model}", ""]
         if message.content:

@@ -14,7 +14,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from chat.analytics.rollup_ratings import rollup_ratings_invalidate
-from chat.conversations.reads import Visitor, message_get
+from chat.conversations.reads import Visitor, message_get, own_turn
 from chat.models import Conversation, Message
 
 COMMENT_MAX_CHARS = 2000
@@ -35,6 +35,10 @@ def message_feedback_set(
     """Rate a finished reply of the visitor's (`up`, `down`, or `none` to take the rating back)
     and set its comment (None keeps the one it has). Another visitor's reply is a 404."""
     message = message_get(visitor, message_id)
+    if not own_turn(visitor, message):
+        raise FeedbackError(
+            "Only the person who asked, or the conversation's owner, rates a reply."
+        )
     if rating not in RATINGS:
         raise FeedbackError("Rate the reply good or bad.")
     if comment is not None:

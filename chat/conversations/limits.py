@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.db.models import Q
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 
@@ -144,7 +145,10 @@ def streaming_check(visitor: Visitor) -> None:
 
     streaming = Message.objects.streaming()
     person = (
-        streaming.filter(conversation__user=visitor.user)
+        # The replies this person asked for, in their conversations and in shared ones.
+        streaming.filter(
+            Q(author_id=visitor.user.pk) | Q(author__isnull=True, conversation__user=visitor.user)
+        )
         if visitor.is_authenticated
         else streaming.filter(
             conversation__user__isnull=True, conversation__visitor_id=visitor.visitor_id

@@ -11,6 +11,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.http import Http404
 from django.utils import timezone
 
+from chat.conversations.errors import NotAllowed
 from chat.conversations.tree import Tree, Versions
 from chat.models import Conversation, ConversationMember, Message
 
@@ -34,30 +35,21 @@ class Visitor:
 
 
 def conversations_for(visitor: Visitor) -> Any:
-    """The visitor's conversations, without the ones they deleted."""
+    """The visitor's conversations, without the ones they deleted: their own and, signed in,
+    those they are a member of."""
+    if visitor.is_authenticated:
+        # A subquery, not a join: a join would repeat an owned conversation once per member.
+        member_of = ConversationMember.objects.filter(user_id=visitor.user.pk).values(
+            "conversation_id"
+        )
+        return Conversation.objects.filter(Q(user_id=visitor.user.pk) | Q(pk__in=member_of)).live()
     return Conversation.objects.owned_by(user=visitor.user, visitor_id=visitor.visitor_id).live()
 
 
-def visible_to(visitor: Visitor, conversation: Conversation) -> bool:
-    """Whether `conversation` is one of `conversations_for(visitor)`, checked on a loaded row."""
+def is_owner(visitor: Visitor, conversation: Conversation) -> bool:
+    """Whether the visitor owns `conversation` (a member does not)."""
     if conversation.deleted_at is not None:
         return False
-    if visitor.is_authenticated:
-        # The owner without a query; a member (ConversationMember) with one.
-        return bool(
-            conversation.user_id == visitor.user.pk
-            or ConversationMember.objects.filter(
-                conversation_id=conversation.pk, user_id=visitor.user.pk
-            ).exists()
-        )
-    return bool(
-        visitor.visitor_id
-        and conversation.user_id is None
-        and conversation.visitor_id == visitor.visitor_id
-    )
-
-
-def is_owner(visitor: Visitor, conversation: Conversation) -> bool:
     if visitor.is_authenticated:
         return bool(conversation.user_id == visitor.user.pk)
     return bool(
@@ -67,16 +59,61 @@ def is_owner(visitor: Visitor, conversation: Conversation) -> bool:
     )
 
 
+def is_member(visitor: Visitor, conversation: Conversation) -> bool:
+    """Whether the visitor is a member of `conversation` (signed in, let in by an invite)."""
+    return bool(
+        visitor.is_authenticated
+        and conversation.deleted_at is None
+        and ConversationMember.objects.filter(
+            conversation_id=conversation.pk, user_id=visitor.user.pk
+        ).exists()
+    )
+
+
+def is_shared(conversation: Conversation) -> bool:
+    """Whether anyone besides the owner is a member."""
+    return ConversationMember.objects.filter(conversation_id=conversation.pk).exists()
+
+
 def conversation_members(conversation: Conversation) -> list[Any]:
-    """Everyone who may see a shared conversation: its owner first, then its members in the
-    order they were added (an anonymous visitor's conversation has no one but them)."""
+    """Everyone in the conversation: the owner first, then members in the order they joined.
+    An anonymous visitor's conversation has no members (sharing needs a signed-in owner)."""
     members = [
         membership.user
         for membership in ConversationMember.objects.filter(conversation_id=conversation.pk)
         .select_related("user")
-        .order_by("added_at", "pk")
+        .order_by("added_at", "id")
     ]
     return [conversation.user, *members] if conversation.user is not None else members
+
+
+def own_turn(visitor: Visitor, message: Message) -> bool:
+    """Whether the visitor may act on this turn (stop, regenerate, edit, delete or rate it):
+    the owner on any, a member on their own (a reply is the asker's)."""
+    if is_owner(visitor, message.conversation):
+        return True
+    return bool(visitor.is_authenticated and message.author_id == visitor.user.pk)
+
+
+def own_turn_required(visitor: Visitor, message: Message, *, doing: str) -> None:
+    if not own_turn(visitor, message):
+        raise NotAllowed(
+            f"Only the person who sent this turn, or the conversation's owner, can {doing} it."
+        )
+
+
+def visible_to(visitor: Visitor, conversation: Conversation) -> bool:
+    """Whether `conversation` is one of `conversations_for(visitor)`, checked on a loaded row:
+    its owner's, or a member's (one more query, only for someone who is not the owner)."""
+    if conversation.deleted_at is not None:
+        return False
+    if visitor.is_authenticated:
+        return bool(conversation.user_id == visitor.user.pk) or is_member(visitor, conversation)
+    return bool(
+        visitor.visitor_id
+        and conversation.user_id is None
+        and conversation.visitor_id == visitor.visitor_id
+    )
 
 
 # Both reads below fetch the row by its key and check the visitor in Python rather than with a
@@ -211,6 +248,7 @@ def sidebar_page(
     rows = list(
         conversations_for(visitor)
         .only("id", "title", "updated_at")
+        .annotate(shared=Exists(ConversationMember.objects.filter(conversation_id=OuterRef("pk"))))
         .order_by("-updated_at", "-id")[offset : offset + limit + 1]
     )
     today = timezone.localdate()

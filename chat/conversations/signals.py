@@ -1,10 +1,15 @@
-"""What sharing tells the rest of the site. Both are sent once the change is committed."""
+"""Signals of the sharing domain, sent after the transaction that caused them commits.
+
+The live part of a room (chat/web) connects receivers that close the removed people's sockets
+and end their event streams on every worker.
+"""
 
 from __future__ import annotations
 
-from django.dispatch import Signal
+import django.dispatch
 
-# A member was taken out of a conversation: kwargs `conversation_id`, `user_id`.
-member_removed = Signal()
-# The owner stopped sharing a conversation: kwargs `conversation_id`, `user_ids` (every member).
-sharing_stopped = Signal()
+# A member was removed by the owner: `conversation_id` (UUID), `user_id`.
+member_removed = django.dispatch.Signal()
+# The owner stopped sharing (the invite turned off, every member removed): `conversation_id`,
+# `user_ids` (the members removed).
+sharing_stopped = django.dispatch.Signal()

@@ -51,7 +51,7 @@ class Tree:
     @classmethod
     def of(cls, conversation: Conversation) -> Tree:
         """Every chat message of `conversation` (not its title jobs), read once."""
-        return cls(conversation.messages.filter(kind=Message.Kind.CHAT))
+        return cls(conversation.messages.filter(kind=Message.Kind.CHAT).select_related("author"))
 
     def path_to(self, message_id: int | None) -> list[Message]:
         """Root to `message_id`, inclusive (empty if it is not a live message)."""
@@ -103,7 +103,21 @@ def history_turns(path: Sequence[Message]) -> list[ChatTurn]:
     the first token) is left out with its question: it is never merged into the next prompt,
     and the model is never asked to continue a reply nobody saw. A reply with partial text
     (stopped, or dropped mid-way) is sent as it was shown. Turns an API client sent as its own
-    history (`from_client`) are passed on as it sent them, neighbours of one role joined."""
+    history (`from_client`) are passed on as it sent them, neighbours of one role joined.
+
+    When more than one person has written on the branch (a shared conversation), each user
+    turn carries its author's name; the provider adapter tells the model."""
+    authors = {
+        message.author_id
+        for message in path
+        if message.role == Message.Role.USER and message.author_id is not None
+    }
+    named = len(authors) > 1
+
+    def user_turn(message: Message) -> ChatTurn:
+        name = message.author.get_username() if named and message.author is not None else ""
+        return ChatTurn("user", message.content, name=name)
+
     turns: list[ChatTurn] = []
     question: Message | None = None
     for message in path:
@@ -114,20 +128,18 @@ def history_turns(path: Sequence[Message]) -> list[ChatTurn]:
         if message.role == Message.Role.USER:
             question = message  # a question with no reply before it is dropped
         elif question is not None and message.content and not message.is_streaming:
-            turns += [
-                ChatTurn("user", question.content),
-                ChatTurn("assistant", message.content),
-            ]
+            turns += [user_turn(question), ChatTurn("assistant", message.content)]
             question = None
         else:
             question = None
     if question is not None:
-        turns.append(ChatTurn("user", question.content))
+        turns.append(user_turn(question))
     # Only where a client's own history meets the conversation can two turns of one role meet.
     joined: list[ChatTurn] = []
     for turn in turns:
         if joined and joined[-1].role == turn.role:
-            joined[-1] = ChatTurn(turn.role, f"{joined[-1].content}\n\n{turn.content}")
+            name = turn.name if turn.name == joined[-1].name else ""
+            joined[-1] = ChatTurn(turn.role, f"{joined[-1].content}\n\n{turn.content}", name)
         else:
             joined.append(turn)
     return joined

@@ -10,7 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat.conversations.errors import ChatInputError
-from chat.conversations.reads import Visitor, chat_message_get, conversation_get, message_get
+from chat.conversations.reads import Visitor, chat_message_get, message_get, own_turn_required
+from chat.conversations.sharing import owned_conversation_get
 from chat.conversations.text import has_visible, title_clean
 from chat.conversations.tree import Tree
 from chat.models import Conversation, Message
@@ -47,6 +48,7 @@ def turn_delete(*, visitor: Visitor, message_id: int | str) -> Conversation:
     reply, the question too. The rows stay for staff and in the totals (they may have cost
     something), marked deleted; messages that followed are re-attached above the turn."""
     message = message_get(visitor, message_id)
+    own_turn_required(visitor, message, doing="delete")
     if message.is_streaming:
         raise ChatInputError("This reply is still streaming. Stop it first.")
     if not (message.failed or not message.content):
@@ -81,7 +83,7 @@ def conversation_rename(*, visitor: Visitor, conversation_id: Any, title: str) -
         raise ChatInputError("Give the conversation a name.")
     if len(title) > RENAME_MAX_CHARS:
         raise ChatInputError(f"A name is at most {RENAME_MAX_CHARS} characters long.")
-    conversation = conversation_get(visitor, conversation_id)
+    conversation = owned_conversation_get(visitor, conversation_id, doing="rename it")
     Conversation.objects.filter(pk=conversation.pk).update(title=title)
     conversation.title = title
     return conversation

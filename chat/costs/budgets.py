@@ -69,7 +69,10 @@ def spent_microusd(
     anonymous replies sent from the same address count as well, so a fresh session does not
     bring a fresh allowance."""
     if user_id is not None:
-        owner = Q(conversation__user_id=user_id)
+        # A reply is charged to the person who asked (`author`), in their own conversations
+        # and in those shared with them; replies from before authors were recorded (and
+        # generated titles) to the conversation's owner.
+        owner = Q(author_id=user_id) | Q(author__isnull=True, conversation__user_id=user_id)
     else:
         owner = Q(conversation__user__isnull=True, conversation__visitor_id=visitor_id)
         if client_key:

@@ -21,6 +21,7 @@ UPDATE per batch instead of one transaction per reply); starts stay concurrent t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -101,7 +102,18 @@ class _Waiter:
     future: asyncio.Future[Any]
 
 
-def _resolve(waiter: _Waiter, result: Any = None, error: BaseException | None = None) -> None:
+def _resolve(
+    waiter: _Waiter | concurrent.futures.Future[Any],
+    result: Any = None,
+    error: BaseException | None = None,
+) -> None:
+    if isinstance(waiter, concurrent.futures.Future):  # a synchronous caller, blocked on it
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(result)
+        return
+
     def settle() -> None:
         if waiter.future.done():  # the caller was cancelled meanwhile
             return
@@ -119,7 +131,9 @@ class ReplyWriter:
 
     def __init__(self) -> None:
         self._wake = threading.Condition()
-        self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...], _Waiter]] = deque()
+        self._calls: deque[
+            tuple[Callable[..., Any], tuple[Any, ...], _Waiter | concurrent.futures.Future[Any]]
+        ] = deque()
         # One pending save per reply: a newer one replaces it, and both callers get its result.
         self._progress: dict[int, tuple[Progress, list[_Waiter]]] = {}
         self._progress_due = 0.0  # monotonic time before which no batch is saved
@@ -138,6 +152,18 @@ class ReplyWriter:
             self._calls.append((function, args, waiter))
             self._wake.notify()
         return await waiter.future  # type: ignore[no-any-return]
+
+    def call_blocking(self, function: Callable[..., T], *args: Any, timeout: float) -> T:
+        """`call` for synchronous code (a sync view's request thread): queued behind what is
+        there, and waited for, at most `timeout` seconds."""
+        if threading.current_thread() is self._thread:
+            return function(*args)  # already on the writer
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._wake:
+            self._ensure_thread()
+            self._calls.append((function, args, future))
+            self._wake.notify()
+        return future.result(timeout)
 
     async def save(self, progress: Progress) -> bool:
         waiter = _Waiter(asyncio.get_running_loop(), asyncio.get_running_loop().create_future())
@@ -209,6 +235,12 @@ async def db_write(function: Callable[..., T], *args: Any, concurrent: bool = Fa
 
         return await db_read(function, *args)
     return await _writer.call(function, *args)
+
+
+def db_write_blocking(function: Callable[..., T], *args: Any, timeout: float = 30.0) -> T:
+    """`db_write` for synchronous code: a sync view that must write (rarely) does it on the
+    writer too, and waits for it."""
+    return _writer.call_blocking(function, *args, timeout=timeout)
 
 
 async def reply_progress_save(

@@ -18,7 +18,14 @@ import anthropic
 import anyio
 import httpx2
 
-from chat.providers.base import ChatTurn, Event, ProviderError, TextDelta, Usage
+from chat.providers.base import (
+    ChatTurn,
+    Event,
+    ProviderError,
+    TextDelta,
+    Usage,
+    named_content,
+)
 from chat.providers.transport import connection_failed
 
 if TYPE_CHECKING:
@@ -62,7 +69,8 @@ class AnthropicProvider:
         messages: list[MessageParam] = []
         for turn in turns:
             if turn.role == "user":
-                messages.append({"role": "user", "content": turn.content})
+                # Anthropic has no name field: the author goes in front of the text.
+                messages.append({"role": "user", "content": named_content(turn)})
             else:
                 messages.append({"role": "assistant", "content": turn.content})
         finished = False

@@ -7,6 +7,7 @@ transports; the generation job (`chat.replies.generation`) drives them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -18,6 +19,23 @@ Role = Literal["user", "assistant"]
 class ChatTurn:
     role: Role
     content: str
+    # Who wrote a user turn, when more than one person writes in the conversation (a shared
+    # one); each adapter tells the model in its own way (docs/features.md, "Sharing and rooms").
+    name: str = ""
+
+
+def openai_name(name: str) -> str:
+    """`name` as OpenAI accepts it on a message (`^[a-zA-Z0-9_-]{1,64}$`), or empty."""
+    cleaned = re.sub(r"[^a-zA-Z0-9_-]+", "_", name).strip("_")[:64]
+    return cleaned
+
+
+def named_content(turn: ChatTurn) -> str:
+    """The turn's text prefixed with its author's name, for providers without a name field."""
+    if not turn.name:
+        return turn.content
+    name = " ".join(turn.name.replace("]", ")").split())[:64]
+    return f"[{name}]: {turn.content}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,14 @@ import aiohttp
 import httpx2
 import openai
 
-from chat.providers.base import ChatTurn, Event, ProviderError, TextDelta, Usage
+from chat.providers.base import (
+    ChatTurn,
+    Event,
+    ProviderError,
+    TextDelta,
+    Usage,
+    openai_name,
+)
 from chat.providers.transport import connection_failed
 
 if TYPE_CHECKING:
@@ -56,7 +63,11 @@ class OpenAIProvider:
             messages.append({"role": "system", "content": system_prompt})
         for turn in turns:
             if turn.role == "user":
-                messages.append({"role": "user", "content": turn.content})
+                # OpenAI's own field for who wrote a turn, when several people write.
+                if name := openai_name(turn.name):
+                    messages.append({"role": "user", "name": name, "content": turn.content})
+                else:
+                    messages.append({"role": "user", "content": turn.content})
             else:
                 messages.append({"role": "assistant", "content": turn.content})
         # The raw streaming response: the SDK still builds the request (auth, base_url), retries

@@ -78,7 +78,8 @@ def job_context_load(message_id: int, *, with_budget: bool = True) -> JobContext
     tree = Tree.of(conversation)
     budget = (
         budget_guard(
-            user_id=conversation.user_id,
+            # The person who asked pays, in a shared conversation too.
+            user_id=message.author_id or conversation.user_id,
             visitor_id=conversation.visitor_id,
             provider=message.provider,
             model=message.model,

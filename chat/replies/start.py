@@ -27,8 +27,10 @@ from chat.conversations.reads import (
     Visitor,
     conversation_get,
     message_get,
+    own_turn_required,
     user_message_get,
 )
+from chat.conversations.sharing import owned_conversation_get
 from chat.conversations.text import has_visible, text_clean
 from chat.conversations.tree import Tree, Versions
 from chat.conversations.writes import leaf_set
@@ -169,10 +171,10 @@ def reply_start(
         user_message = Message.objects.create(
             conversation=conversation,
             role=Message.Role.USER,
+            author=_author(visitor),
             content=text,
             client_key=client_key(visitor.client_ip),
             parent_id=parent_id,
-            author=_author(visitor),
         )
         assistant_message = _assistant_create(
             conversation, visitor, parent_id=user_message.pk, max_output_tokens=max_output_tokens
@@ -204,6 +206,7 @@ def reply_regenerate(*, visitor: Visitor, message_id: int | str) -> ReplyStarted
     that version's branch."""
     message = message_get(visitor, message_id)
     conversation = message.conversation
+    own_turn_required(visitor, message, doing="regenerate")
     _budget_for_send(visitor, provider=conversation.provider, model=conversation.model)
     with transaction.atomic():
         streaming_check(visitor)
@@ -224,6 +227,7 @@ def message_edit(*, visitor: Visitor, message_id: int | str, text: str) -> Reply
     """Edit a sent user message and resend it: the edit is a new branch beside the original
     (which is kept, with everything that followed it), and a reply to it starts streaming."""
     original = user_message_get(visitor, message_id)
+    own_turn_required(visitor, original, doing="edit")
     text = _validated_text(text)
     conversation = original.conversation
     _budget_for_send(visitor, provider=conversation.provider, model=conversation.model)
@@ -234,10 +238,10 @@ def message_edit(*, visitor: Visitor, message_id: int | str, text: str) -> Reply
         user_message = Message.objects.create(
             conversation=conversation,
             role=Message.Role.USER,
+            author=_author(visitor),
             content=text,
             parent_id=original.parent_id,
             client_key=client_key(visitor.client_ip),
-            author=_author(visitor),
         )
         assistant_message = _assistant_create(conversation, visitor, parent_id=user_message.pk)
         leaf_set(conversation, assistant_message.pk)
@@ -263,7 +267,7 @@ def _locked_idle(visitor: Visitor, conversation_id: Any) -> Conversation:
 
 
 def _author(visitor: Visitor) -> Any:
-    # Who sent a message: in a shared conversation, its bubble says so to everyone.
+    """Who a message is by (and whom its reply is charged to): the signed-in sender."""
     return visitor.user if visitor.is_authenticated else None
 
 
@@ -278,6 +282,7 @@ def _require_model(conversation: Conversation) -> None:
 def conversation_delete(*, visitor: Visitor, conversation_id: Any) -> None:
     """Delete a conversation for its owner. It is hidden from them everywhere at once; staff
     still see it in the admin, marked deleted, unless CHAT_PURGE_DELETED removes its rows."""
+    owned_conversation_get(visitor, conversation_id, doing="delete it")
     with transaction.atomic():
         conversation = _locked_idle(visitor, conversation_id)
         if settings.CHAT_PURGE_DELETED:
@@ -315,6 +320,8 @@ def _assistant_create(
         conversation=conversation,
         parent_id=parent_id,
         client_key=client_key(visitor.client_ip),
+        # Charged to the person who asked, whoever owns the conversation.
+        author=_author(visitor),
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         provider=conversation.provider,
@@ -369,15 +376,36 @@ async def amessage_edit(*, visitor: Visitor, message_id: int | str, text: str) -
 # --- Stopping --------------------------------------------------------------------------------
 
 
-def _streaming_reply_in(visitor: Visitor, conversation_id: str) -> Message | None:
-    conversation = conversation_get(visitor, conversation_id)
-    return conversation.messages.streaming().order_by("-id").first()
+def _streaming_reply_in(
+    visitor: Visitor, conversation_id: str | None, message_id: int | str | None = None
+) -> Message | None:
+    """The streaming reply to stop, by its conversation or by its id, if the visitor may stop
+    it: the owner any, a member their own (NotAllowed otherwise); someone else's is a 404."""
+    if message_id is not None:
+        message: Message | None = message_get(visitor, message_id)
+        if message is not None and not message.is_streaming:
+            return None
+    else:
+        conversation = conversation_get(visitor, conversation_id)
+        message = conversation.messages.streaming().order_by("-id").first()
+        if message is not None:
+            message.conversation = conversation
+    if message is not None:
+        own_turn_required(visitor, message, doing="stop")
+    return message
 
 
-async def reply_stop(*, visitor: Visitor, conversation_id: str) -> Message | None:
-    """Ask the conversation's streaming reply to stop. Any worker may call this: the job, wherever
-    it runs, sees the signal within a second, closes the upstream request and keeps the text."""
-    message = await db_read(_streaming_reply_in, visitor, conversation_id)
+async def reply_stop(
+    *,
+    visitor: Visitor,
+    conversation_id: str | None = None,
+    message_id: int | str | None = None,
+) -> Message | None:
+    """Ask the conversation's streaming reply (or reply `message_id`) to stop. Any worker may
+    call this: the job, wherever it runs, sees the signal within a second, closes the upstream
+    request and keeps the text. In a shared conversation a member stops only their own reply;
+    the owner any."""
+    message = await db_read(_streaming_reply_in, visitor, conversation_id, message_id)
     if message is None:
         return None
     try:

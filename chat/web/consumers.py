@@ -238,9 +238,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if action == "send":
                 await self.send_message(frame)
             elif action == "stop":
-                await services.reply_stop(
-                    visitor=self.visitor, conversation_id=_text_field(frame, "conversation")
-                )
+                await self.stop(frame)
             elif action == "watch":
                 await self.watch(frame.get("message_id"), frame.get("after"))
             elif action == "join":
@@ -260,6 +258,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.deliver(error_fragment("Not found."))
         except ChatInputError as exc:
             await self.deliver(error_fragment(exc.message))
+
+    async def stop(self, frame: dict[str, Any]) -> None:
+        """Stop a reply by its id, or the conversation's streaming reply. In a shared
+        conversation a member stops only their own (the domain says no in words)."""
+        if frame.get("message_id") not in (None, ""):
+            message_pk = _small_int(frame.get("message_id"))
+            if message_pk is None:
+                raise Http404("No such reply.")
+            await services.reply_stop(visitor=self.visitor, message_id=message_pk)
+            return
+        await services.reply_stop(
+            visitor=self.visitor, conversation_id=_text_field(frame, "conversation")
+        )
 
     async def send_message(self, frame: dict[str, Any]) -> None:
         started = await services.areply_start(

@@ -48,10 +48,10 @@ def rename(request: HtmxHttpRequest, conversation_id: uuid.UUID) -> HttpResponse
         )
     except ChatInputError as exc:
         if request.htmx:
-            return HttpResponse(error_fragment(exc.message), status=400)
+            return HttpResponse(error_fragment(exc.message), status=exc.status)
         conversation = conversation_get(visitor, conversation_id)
         context = _page_context(request, visitor, conversation, error=exc.message)
-        return render(request, "chat/streaming_demo.html", context, status=400)
+        return render(request, "chat/streaming_demo.html", context, status=exc.status)
     if request.htmx:
         return HttpResponse(
             render_to_string(
@@ -73,7 +73,7 @@ def delete(request: HtmxHttpRequest, conversation_id: uuid.UUID) -> HttpResponse
     except ChatInputError as exc:
         conversation = conversation_get(visitor, conversation_id)
         context = _page_context(request, visitor, conversation, error=exc.message)
-        return render(request, "chat/streaming_demo.html", context, status=400)
+        return render(request, "chat/streaming_demo.html", context, status=exc.status)
     return redirect("chat:streaming_demo")
 
 
@@ -173,8 +173,8 @@ def delete_turn(request: HtmxHttpRequest, message_id: int) -> HttpResponse:
         conversation = writes.turn_delete(visitor=visitor, message_id=message_id)
     except ChatInputError as exc:
         if request.htmx:
-            return HttpResponse(error_fragment(exc.message), status=400)
+            return HttpResponse(error_fragment(exc.message), status=exc.status)
         message = chat_message_get(visitor, message_id)
         context = _page_context(request, visitor, message.conversation, error=exc.message)
-        return render(request, "chat/streaming_demo.html", context, status=400)
+        return render(request, "chat/streaming_demo.html", context, status=exc.status)
     return _branch_changed(request, conversation.pk)

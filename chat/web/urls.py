@@ -3,11 +3,19 @@ from __future__ import annotations
 from django.urls import path
 
 from chat.api import pages as api_pages
-from chat.web import conversation_views, rooms, views
+from chat.web import conversation_views, rooms, sharing_views, views
 
 app_name = "chat"
 
 urlpatterns = [
+    path(
+        "streaming-demo/c/<uuid:conversation_id>/sharing",
+        sharing_views.sharing_page,
+        name="sharing",
+    ),
+    path("join/<str:token>", sharing_views.join, name="join"),
+    path("s/<str:token>", sharing_views.snapshot, name="snapshot"),
+    path("settings/shares", sharing_views.shares, name="shares"),
     path("", views.home, name="home"),
     path("streaming-demo", views.streaming_demo, name="streaming_demo"),
     path("streaming-demo/c/<uuid:conversation_id>", views.streaming_demo, name="conversation"),

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from chat import providers
-from chat.conversations.errors import ChatInputError, ServiceUnavailable
+from chat.conversations.errors import ChatInputError
 from chat.conversations.feedback import FeedbackError, message_feedback_set
 from chat.conversations.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
 from chat.conversations.reads import (
@@ -33,7 +33,7 @@ from chat.conversations.reads import (
     message_get,
     sidebar_page,
 )
-from chat.db import db_read
+from chat.db import db_read, db_write_blocking
 from chat.http.backpressure import (
     ResponseConnection,
     event_stream_response,
@@ -101,13 +101,18 @@ def streaming_demo(request: HttpRequest, conversation_id: uuid.UUID | None = Non
     )
 
 
+def _reap(message_ids: list[int]) -> int:
+    return db_write_blocking(functools.partial(reply_reap_stale, message_ids=message_ids))
+
+
 def _page_context(
     request: HttpRequest, visitor: Visitor, conversation: Conversation | None, **extra: Any
 ) -> dict[str, Any]:
     messages = conversation_messages(conversation) if conversation else []
     streaming_ids = [m.pk for m in messages if m.is_streaming]
     # A reply whose worker died shows as interrupted instead of streaming forever.
-    if conversation and streaming_ids and reply_reap_stale(message_ids=streaming_ids):
+    # (Through the writer, like every reply write: the page only asks.)
+    if conversation and streaming_ids and _reap(streaming_ids):
         messages = conversation_messages(conversation)
     options = providers.available_models()
     default = providers.default_model()
@@ -131,6 +136,8 @@ def _page_context(
         # The page asks for the generated name once a new conversation's first reply is done.
         "title_model": bool(settings.CHAT_TITLE_MODEL),
         "api_enabled": settings.CHAT_API_ENABLED,
+        # A member's view of a shared conversation: no rename, share or delete in its menu.
+        "member_view": bool(conversation and not is_owner(visitor, conversation)),
         **room_page_context(visitor, conversation),
         **extra,
     }
@@ -149,7 +156,7 @@ async def post_message(request: HtmxHttpRequest) -> HttpResponseBase:
             raise Http404("No such conversation.")
         try:
             await services.reply_stop(visitor=visitor, conversation_id=conversation_id)
-        except ServiceUnavailable as exc:
+        except ChatInputError as exc:  # not theirs to stop (403), or the service is down (503)
             return _refused(HttpResponse(error_fragment(exc.message)), exc)
         if request.htmx:
             return HttpResponse(status=204)

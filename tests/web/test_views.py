@@ -87,6 +87,39 @@ def test_a_streaming_reply_renders_with_its_offset(client, page_visitor):
     )
 
 
+def test_a_reply_whose_worker_died_shows_ended_and_the_page_only_asks_the_writer(
+    client, page_visitor, monkeypatch
+):
+    # The page is a reader: the reply it finds abandoned is ended by the reaper on the one
+    # writer thread, as every reply write is, and then shown as it ended.
+    import threading
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from chat.web import views
+
+    started = saved_reply(
+        page_visitor, client, "Abandoned", content="Partial", stream_seq=3,
+        heartbeat_at=timezone.now() - timedelta(hours=1),
+    )  # fmt: skip
+    threads: list[str] = []
+    real_reap = views.reply_reap_stale
+
+    def recorded(**kwargs):
+        threads.append(threading.current_thread().name)
+        return real_reap(**kwargs)
+
+    monkeypatch.setattr(views, "reply_reap_stale", recorded)
+
+    html = client.get(f"/streaming-demo/c/{started.conversation.pk}").content.decode()
+
+    assert threads == ["reply-writer"]
+    assert 'data-status="streaming"' not in html
+    reply = Message.objects.get(pk=started.assistant_message.pk)
+    assert (reply.ended_reason, reply.content) == (Message.EndedReason.INTERRUPTED, "Partial")
+
+
 def test_markdown_is_sanitised(client, page_visitor):
     started = saved_reply(
         page_visitor,
