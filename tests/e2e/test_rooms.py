@@ -15,12 +15,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(240)]
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Owner and member sessions and a shared conversation, made in the workers' database (the
-# invite UI belongs to the sharing work; the rows are what it creates).
+# Owner and member sessions and a shared conversation, made in the workers' database through
+# the sharing domain (the owner's invite link, the member joining by it).
 SETUP = """
 from django.contrib.auth import get_user_model, SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
-from chat.models import Conversation, ConversationMember
+from chat.conversations import sharing
+from chat.conversations.reads import Visitor
+from chat.models import Conversation
 U = get_user_model()
 def session(user):
     s = SessionStore(); s[SESSION_KEY] = str(user.pk)
@@ -29,7 +31,8 @@ def session(user):
 ana = U.objects.create_user("ana", password="x", first_name="Ana", last_name="Lima")
 bo = U.objects.create_user("bo", password="x", first_name="Bo", last_name="Berg")
 c = Conversation.objects.create(user=ana, provider="demo", model="demo", title="Trip plans")
-ConversationMember.objects.create(conversation=c, user=bo)
+invite = sharing.invite_create(visitor=Visitor(user=ana, visitor_id=""), conversation_id=c.pk)
+sharing.invite_join(visitor=Visitor(user=bo, visitor_id=""), token=invite.token)
 print(session(ana), session(bo), c.pk)
 """
 

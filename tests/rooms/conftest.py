@@ -14,7 +14,9 @@ from django.conf import settings as django_settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.sessions.backends.db import SessionStore
 
-from chat.models import Conversation, ConversationMember
+from chat.conversations import sharing
+from chat.conversations.reads import Visitor
+from chat.models import Conversation
 from chat.rooms.connection import leave_checks_done
 from chat.rooms.layer import redis_layer_hosts
 from chat.rooms.presence import presence_forget
@@ -50,6 +52,10 @@ def _user_session(user) -> str:
     return f"{django_settings.SESSION_COOKIE_NAME}={session.session_key}"
 
 
+def _visitor(user) -> Visitor:
+    return Visitor(user=user, visitor_id="")
+
+
 @sync_to_async
 def _room(members: int = 1, presence_enabled: bool = True) -> SimpleNamespace:
     users = get_user_model()
@@ -59,9 +65,12 @@ def _room(members: int = 1, presence_enabled: bool = True) -> SimpleNamespace:
         user=owner, provider="demo", model="demo", presence_enabled=presence_enabled
     )
     people = [owner]
+    if members:
+        # As people join a room: the owner's invite link, each member opening it.
+        invite = sharing.invite_create(visitor=_visitor(owner), conversation_id=conversation.pk)
     for n in range(members):
         member = users.objects.create_user(f"bo{n}-{tag}", password="x")  # noqa: S106
-        ConversationMember.objects.create(conversation=conversation, user=member)
+        sharing.invite_join(visitor=_visitor(member), token=invite.token)
         people.append(member)
     return SimpleNamespace(
         conversation=conversation,

@@ -9,8 +9,8 @@ import re
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat.conversations.signals import member_removed
-from chat.models import ConversationMember
+from chat.conversations import sharing
+from chat.conversations.reads import Visitor
 from chat.providers.demo import demo_reply
 from chat.replies.registry import live_jobs
 
@@ -52,14 +52,19 @@ async def test_a_members_send_shows_its_author_and_streams_to_the_owners_page(
 
 
 @sync_to_async
-def _remove(conversation_id: str, user_id: int) -> None:
-    # As the sharing domain does: the row goes, then the signal (on commit).
-    ConversationMember.objects.filter(conversation_id=conversation_id, user_id=user_id).delete()
-    member_removed.send(sender=None, conversation_id=conversation_id, user_id=user_id)
+def _remove(how: str, room) -> None:
+    # The owner's real writes: the membership goes, then `member_removed` or `sharing_stopped`
+    # on commit, which the rooms' receivers turn into the room's removal event.
+    owner = Visitor(user=room.owner, visitor_id="")
+    if how == "remove":
+        sharing.member_remove(visitor=owner, conversation_id=room.id, user_id=room.member.pk)
+    else:
+        sharing.sharing_stop(visitor=owner, conversation_id=room.id)
 
 
+@pytest.mark.parametrize("how", ["remove", "stop sharing"])
 async def test_removal_closes_the_members_socket_and_ends_their_sse_streams(
-    settings, shared_room, room_socket, sse_stream
+    settings, shared_room, room_socket, sse_stream, how
 ):
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 5  # a reply that is still streaming when removed
     room = await shared_room()
@@ -78,7 +83,7 @@ async def test_removal_closes_the_members_socket_and_ends_their_sse_streams(
     assert (await reply_stream.open())["status"] == 200
     await reply_stream.event()
 
-    await _remove(room.id, room.member.pk)
+    await _remove(how, room)
 
     told = (await room_socket.until(member, "no longer a member"))[-1]
     assert 'id="composer-error"' in told
