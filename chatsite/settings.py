@@ -156,7 +156,7 @@ if REDIS_URL:
 
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "chat.rooms.redis_layer.ResilientRedisChannelLayer",
             "CONFIG": {"hosts": redis_layer_hosts(REDIS_URL), "capacity": 200, "expiry": 30},
         }
     }

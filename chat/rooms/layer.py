@@ -1,13 +1,31 @@
 """The channel layer's room groups, and its Redis connection settings.
 
 No Django imports at module level: chatsite/settings.py builds CHANNEL_LAYERS with
-`redis_layer_hosts`.
+`redis_layer_hosts` (the layer class itself is in chat/rooms/redis_layer.py).
+
+The room is an extra: while the layer's Redis is unreachable, room operations fail, are logged
+at WARNING by `room_guarded` and skipped, and the chat (send, stop, watch, the reply streams)
+goes on; the room comes back by itself with Redis.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Awaitable
 from typing import Any
+
+import redis.exceptions
+
+logger = logging.getLogger(__name__)
+
+# What the layer and the presence store raise while Redis is down, restarting or unreachable
+# (redis-py's own errors are not OSErrors; a refused or reset socket may surface as one).
+REDIS_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
 
 # channels-redis waits this long in BZPOPMIN for a consumer's next message (its `brpop_timeout`).
 LAYER_BLOCKING_POP_SECONDS = 5.0
@@ -48,3 +66,17 @@ async def room_send(conversation_id: Any, event: dict[str, Any]) -> None:
     """One message to the room's group: the layer delivers it to each member's connection
     (O(connections in the room) messages, never a list of the whole site)."""
     await get_layer().group_send(room_group(conversation_id), event)
+
+
+async def room_guarded(operation: Awaitable[Any], *, doing: str) -> bool:
+    """Await a room operation (a group add, discard or send, a presence write); if Redis is
+    unreachable, log it at WARNING and go on: the room pauses, the connection does not fail.
+    Whether it succeeded."""
+    try:
+        await operation
+    except REDIS_OUTAGE_ERRORS as exc:
+        logger.warning(
+            "The room could not %s (Redis unreachable: %s); it goes on without", doing, exc
+        )
+        return False
+    return True

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from chat.rooms.connection import RoomConnection
 from chat.rooms.events import REMOVED
-from chat.rooms.layer import get_layer, room_group
+from chat.rooms.layer import get_layer, room_group, room_guarded
 from chat.rooms.presence import HEARTBEAT_SECONDS
 
 T = TypeVar("T")
@@ -19,15 +19,16 @@ T = TypeVar("T")
 async def room_listen(room: RoomConnection) -> AsyncIterator[dict[str, Any] | None]:
     """The room's events for one connection (its `channel` a fresh one of the layer), from
     entering to leaving; None each heartbeat without news (the stream pings then). Ends after a
-    removal of this connection's person."""
+    removal of this connection's person. While Redis is down the stream only pings: the
+    layer's receive waits for it, and the room's writes are logged and skipped."""
     layer = get_layer()
-    await room.enter()
+    await room_guarded(room.enter(), doing="take a connection in")
     try:
         while True:
             try:
                 event = await asyncio.wait_for(layer.receive(room.channel), HEARTBEAT_SECONDS)
             except TimeoutError:
-                await room.beat()
+                await room_guarded(room.beat(), doing="refresh who is here")
                 yield None
                 continue
             yield event
@@ -43,7 +44,8 @@ async def _removal(conversation_id: Any, user_id: int) -> None:
     layer = get_layer()
     group = room_group(conversation_id)
     channel = await layer.new_channel()
-    await layer.group_add(group, channel)
+    # Redis unreachable: the reply's stream goes on (the layer adds the channel once it is back).
+    await room_guarded(layer.group_add(group, channel), doing="watch for a removal")
     try:
         while True:
             event = await layer.receive(channel)

@@ -12,6 +12,9 @@ Outgoing frames are HTML whose elements carry hx-swap-oob.
 A shared conversation's room (chat/rooms/) reaches this socket through the channel layer's
 group: who is here, who is typing, other members' sends (whose replies this socket then follows
 from the reply stream, like any other), and a removal, which closes the socket with 4403.
+The room is an extra: while the layer's Redis is down, room operations are logged and skipped,
+and the layer's `receive` waits for Redis (chat/rooms/redis_layer.py) instead of failing the
+socket, so send, stop and watch go on.
 
 What one socket can make this process hold is bounded: frames have a size cap, watches a rate,
 readers a count per person and per IP, a reply is never sent twice on one socket, and a client
@@ -40,6 +43,7 @@ from chat.conversations.reads import Visitor, conversation_get, message_get
 from chat.db import db_read
 from chat.replies import start as services
 from chat.rooms.connection import RoomConnection
+from chat.rooms.layer import room_guarded
 from chat.rooms.presence import HEARTBEAT_SECONDS, presence_on
 from chat.telemetry import metrics
 from chat.web.rendering import error_fragment, started_fragment
@@ -147,7 +151,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             channel=self.channel_name,
             presence=presence_on(conversation),
         )
-        await self.room.enter()
+        # Redis unreachable: the socket stays in the room regardless; the layer adds its channel
+        # to the group again when Redis is back, and the heartbeat writes its presence.
+        await room_guarded(self.room.enter(), doing="take a connection in")
         if self.room.presence:
             self.room_beat = asyncio.create_task(self._beat(self.room))
 
@@ -250,7 +256,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     self.room is not None
                     and _text_field(frame, "conversation") == self.room.conversation_id
                 ):
-                    await self.room.typing()
+                    await room_guarded(self.room.typing(), doing="relay typing")
             else:
                 await self.deliver(error_fragment("That action is not known here."))
         except Http404:

@@ -30,7 +30,7 @@ from chat.http.backpressure import (
 from chat.models import Conversation
 from chat.rooms import events
 from chat.rooms.connection import RoomConnection
-from chat.rooms.layer import get_layer
+from chat.rooms.layer import get_layer, room_guarded
 from chat.rooms.presence import presence_on, present_from_lists
 from chat.rooms.readers import room_listen
 
@@ -128,12 +128,16 @@ async def announce_started(started: Any, *, origin: str) -> None:
     room yet)."""
     if started.created_conversation:
         return
-    await events.reply_started(
-        started.conversation.pk,
-        assistant_id=started.assistant_message.pk,
-        user_message_id=started.user_message.pk if started.user_message else None,
-        branch_changed=started.branch_changed,
-        origin=origin,
+    # The reply has started whatever the room hears: its sender's page follows it regardless.
+    await room_guarded(
+        events.reply_started(
+            started.conversation.pk,
+            assistant_id=started.assistant_message.pk,
+            user_message_id=started.user_message.pk if started.user_message else None,
+            branch_changed=started.branch_changed,
+            origin=origin,
+        ),
+        doing="announce a reply",
     )
 
 
@@ -216,7 +220,7 @@ async def typing(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
             channel="",
             presence=True,
         )
-        await room.typing()
+        await room_guarded(room.typing(), doing="relay typing")
     return HttpResponse(status=204)
 
 

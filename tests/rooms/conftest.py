@@ -36,7 +36,7 @@ def room_redis(settings, use_redis):
     """channels-redis and presence on the suite's Redis, as several workers run them."""
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "chat.rooms.redis_layer.ResilientRedisChannelLayer",
             "CONFIG": {"hosts": redis_layer_hosts(use_redis)},
         }
     }
