@@ -35,6 +35,17 @@ LAYER_SOCKET_TIMEOUT = LAYER_BLOCKING_POP_SECONDS + 10.0
 LAYER_CONNECT_TIMEOUT = 2.0
 
 
+def redis_retry() -> Any:
+    """redis-py's retry for the room's asyncio clients (the layer's pools, presence): a command
+    on a pooled connection that Redis dropped (a restart) reconnects and runs again, instead of
+    failing once per stale connection after Redis is back. A Redis that stays down still fails
+    within a second, and the room's callers go on without it."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2)
+
+
 def redis_layer_hosts(url: str) -> list[dict[str, Any]]:
     """channels-redis hosts as dicts: the rest of each is passed to redis-py's connection pool."""
     return [
@@ -44,6 +55,7 @@ def redis_layer_hosts(url: str) -> list[dict[str, Any]]:
             "socket_connect_timeout": LAYER_CONNECT_TIMEOUT,
             "socket_keepalive": True,
             "health_check_interval": 10,
+            "retry": redis_retry(),
         }
     ]
 

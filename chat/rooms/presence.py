@@ -85,12 +85,15 @@ class RedisPresence:
     def __init__(self, url: str) -> None:
         import redis.asyncio as redis
 
+        from chat.rooms.layer import redis_retry
+
         self.redis = redis.Redis.from_url(
             url,
             decode_responses=True,
             socket_timeout=5,
             socket_connect_timeout=2,
             health_check_interval=10,
+            retry=redis_retry(),
         )
 
     @staticmethod
