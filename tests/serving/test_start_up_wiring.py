@@ -27,6 +27,7 @@ NOT_SERVED = {
     "chat.providers.demo": "imported by the first demo reply (it is small and offline)",
     "chat.providers.openai": "imported when OPENAI_API_KEY is set",
     "chat.providers.transport": "the SDK providers' HTTP transport",
+    "chat.rooms.redis_layer": "the channel layer with REDIS_URL (Channels loads it on first use)",
     "chat.templatetags": "loaded by the first template that uses its tags",
     "chat.templatetags.chat_tags": "loaded by the first template that uses it",
 }
