@@ -1,6 +1,6 @@
 """The live room in two browsers on two Daphne workers sharing Redis: the owner's page on one
 worker, the member's on the other. Presence, typing, a reply streamed to both, Stop from the
-member; and screenshots of the room in light and dark, desktop and phone width."""
+member of their own reply; screenshots of the room in light and dark, desktop and phone width."""
 
 from __future__ import annotations
 
@@ -105,10 +105,11 @@ def test_two_members_on_two_workers_share_the_room(browser, two_workers):
         member.wait_for_selector(selector, timeout=30000)
         assert owner.inner_text(selector) == member.inner_text(selector)
 
-        # Stop from the member, while the owner's send streams: both pages see it stopped.
-        owner.fill("#message-input", "Tell me more about the trams")
-        owner.keyboard.press("Enter")
-        member.wait_for_selector('[data-role="assistant"][data-status="streaming"]', timeout=5000)
+        # Stop from the member, of their own reply (a member stops only their own turns; the
+        # owner any), while it streams on both pages: both see it stopped.
+        member.fill("#message-input", "Tell me more about the trams")
+        member.keyboard.press("Enter")
+        owner.wait_for_selector('[data-role="assistant"][data-status="streaming"]', timeout=5000)
         member.wait_for_selector(
             '[data-status="streaming"] .msg-text span[data-seq] >> nth=2', state="attached"
         )
