@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
 import subprocess
@@ -332,3 +333,23 @@ def pytest_collection_modifyitems(config, items):
     # Browser tests last: sync Playwright drives its own event loop on the main thread, which
     # must not overlap the pytest-asyncio tests.
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
+class _LogWatch(logging.Handler):
+    """Every log record with a traceback or at ERROR and above, while a test runs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.bad: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info or record.levelno >= logging.ERROR:
+            self.bad.append(record)
+
+
+@pytest.fixture
+def log_watch() -> Iterator[_LogWatch]:
+    handler = _LogWatch()
+    logging.getLogger().addHandler(handler)
+    yield handler
+    logging.getLogger().removeHandler(handler)

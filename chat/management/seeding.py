@@ -269,10 +269,13 @@ class RowInserter:
     def insert(self, rows: list[dict[str, Any]]) -> None:
         names = [f.name for f in self.fields]
         pairs = list(zip(names, self.adapters, strict=True))
+        # A column the seed does not set gets its field's default (a field added since).
+        defaults = {f.name: f.get_default() for f in self.fields}
         values = [
             tuple(
-                row[name] if adapt is None or row[name] is None else adapt(row[name])
+                value if adapt is None or value is None else adapt(value)
                 for name, adapt in pairs
+                for value in (row.get(name, defaults[name]),)
             )
             for row in rows
         ]

@@ -15,7 +15,6 @@ elsewhere 150 keep the loop quick. API_FUZZ_EXAMPLES overrides both.
 from __future__ import annotations
 
 import json
-import logging
 import os
 
 import pytest
@@ -164,24 +163,6 @@ def api_body(draw) -> bytes:
         closing = "]" if nesting == "[" else "}"
         raw = raw[:-1] + f', "metadata": {nesting * depth}1{closing * depth}}}'.encode()
     return raw
-
-
-class LogWatch(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.bad: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info or record.levelno >= logging.ERROR:
-            self.bad.append(record)
-
-
-@pytest.fixture
-def log_watch():
-    handler = LogWatch()
-    logging.getLogger().addHandler(handler)
-    yield handler
-    logging.getLogger().removeHandler(handler)
 
 
 @pytest.fixture

@@ -258,3 +258,22 @@ async def test_the_memory_stream_also_reads_a_republished_batch_once():
 
     entries = await stream.read(3, after=0, timeout=0)
     assert [(e.seq, e.text) for e in entries] == [(1, "a"), (2, "b"), (3, "c")]
+
+
+async def test_cancelling_the_stop_listener_at_any_moment_of_its_start_ends_it(use_redis):
+    """A cancel that landed in the listener's subscribe or first key check could be swallowed
+    by redis-py; the listener then blocked in its read for good and shutdown hung (CI, stop 16)."""
+    import random
+
+    lost = 0
+    for _ in range(60):
+        stream = RedisReplyStream(url=use_redis, retention_seconds=60)
+        stream.start_listening()
+        listener = stream._listener()
+        listener.register(1)  # the start-up key check then has a key to look at
+        await asyncio.sleep(random.uniform(0, 0.006))
+        listener.task.cancel()
+        listener.backstop.cancel()
+        _, pending = await asyncio.wait({listener.task, listener.backstop}, timeout=3)
+        lost += bool(pending)
+    assert lost == 0, f"{lost} of 60 cancelled listeners kept running"

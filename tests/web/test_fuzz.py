@@ -10,7 +10,6 @@ elsewhere a smaller profile keeps the loop quick (FUZZ_EXAMPLES overrides both).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import uuid
@@ -139,24 +138,6 @@ def stored_texts(visitor_id: str) -> list[str]:
         .order_by("id")
         .values_list("content", flat=True)
     )
-
-
-class LogWatch(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.bad: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info or record.levelno >= logging.ERROR:
-            self.bad.append(record)
-
-
-@pytest.fixture
-def log_watch():
-    handler = LogWatch()
-    logging.getLogger().addHandler(handler)
-    yield handler
-    logging.getLogger().removeHandler(handler)
 
 
 @pytest.fixture

@@ -83,8 +83,13 @@ class _StopListener:
         while True:
             pubsub = self.stream.client().pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.stream.stop_channel)
-                await self._recheck()  # stops sent while we were not subscribed
+                # Every call as a task of its own (`bounded`): a cancel that lands inside
+                # redis-py can be swallowed, and the listener then blocked in its read for good
+                # (shutdown hung on it).
+                timeout = self.stream.CALL_TIMEOUT_SECONDS
+                await bounded(pubsub.subscribe(self.stream.stop_channel), timeout=timeout)
+                # Stops sent while we were not subscribed.
+                await bounded(self._recheck(), timeout=timeout)
                 if failing:
                     logger.info("The stop channel is back")
                 backoff, failing = 0.1, False
@@ -92,8 +97,7 @@ class _StopListener:
                     # Blocking, without a read timeout: a timeout that fires while a message
                     # is half read can lose it. A dead connection raises (keepalive, health
                     # checks), and the backstop covers the time until it does.
-                    # As a task of its own (`bounded`), so that cancelling the listener works
-                    # even if redis-py swallows it; the socket is then closed under the read.
+                    # Cancelling the listener closes the socket under the read (`finally`).
                     message = await bounded(pubsub.get_message(timeout=None), timeout=None)
                     if message and message.get("type") == "message":
                         with contextlib.suppress(ValueError):
