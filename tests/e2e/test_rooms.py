@@ -1,9 +1,11 @@
-"""The live room in two browsers on two Daphne workers sharing Redis: the owner's page on one
+"""The live room in Chromium on two Daphne workers sharing Redis: the owner's page on one
 worker, the member's on the other. Presence, typing, a reply streamed to both, Stop from the
-member of their own reply; screenshots of the room in light and dark, desktop and phone width."""
+member of their own reply; an outsider (signed in, not a member) refused everywhere while a
+reply streams on; screenshots of the room in light and dark, desktop and phone width."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -15,9 +17,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(240)]
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Owner and member sessions and a shared conversation, made in the workers' database through
-# the sharing domain (the owner's invite link, the member joining by it).
+# Owner, member and outsider sessions and a shared conversation, made in the workers' database
+# through the sharing domain (the owner's invite link, the member joining by it).
 SETUP = """
+import json
 from django.contrib.auth import get_user_model, SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 from chat.conversations import sharing
@@ -30,10 +33,14 @@ def session(user):
     s[HASH_SESSION_KEY] = user.get_session_auth_hash(); s.create(); return s.session_key
 ana = U.objects.create_user("ana", password="x", first_name="Ana", last_name="Lima")
 bo = U.objects.create_user("bo", password="x", first_name="Bo", last_name="Berg")
-c = Conversation.objects.create(user=ana, provider="demo", model="demo", title="Trip plans")
-invite = sharing.invite_create(visitor=Visitor(user=ana, visitor_id=""), conversation_id=c.pk)
-sharing.invite_join(visitor=Visitor(user=bo, visitor_id=""), token=invite.token)
-print(session(ana), session(bo), c.pk)
+cy = U.objects.create_user("cy", password="x", first_name="Cy", last_name="Cole")
+def shared(title):
+    c = Conversation.objects.create(user=ana, provider="demo", model="demo", title=title)
+    invite = sharing.invite_create(visitor=Visitor(user=ana, visitor_id=""), conversation_id=c.pk)
+    sharing.invite_join(visitor=Visitor(user=bo, visitor_id=""), token=invite.token)
+    return str(c.pk)
+print(json.dumps({"owner": session(ana), "member": session(bo), "outsider": session(cy),
+                  "conversation": shared("Trip plans")}))
 """
 
 
@@ -45,7 +52,7 @@ def two_workers(tmp_path_factory, redis_url, app_env, migrate, daphne):
     data = tmp_path_factory.mktemp("rooms")
     env = app_env(data, REDIS_URL=redis_url, CHAT_DEMO_TOKENS_PER_SECOND="15")
     migrate(env)
-    out = (
+    made = json.loads(
         subprocess.run(
             [sys.executable, "manage.py", "shell", "-c", SETUP],
             cwd=REPO,
@@ -57,10 +64,15 @@ def two_workers(tmp_path_factory, redis_url, app_env, migrate, daphne):
         )
         .stdout.strip()
         .splitlines()[-1]
-        .split()
     )  # after the shell's "objects imported" line
     with daphne(env, data / "one.log") as one, daphne(env, data / "two.log") as two:
-        yield {"owner": (one, out[0]), "member": (two, out[1]), "conversation": out[2]}
+        # The outsider's cookie is sent to both workers (cookies do not tell ports apart).
+        yield {
+            "owner": (one, made["owner"]),
+            "member": (two, made["member"]),
+            "outsider": (one, made["outsider"]),
+            "conversation": made["conversation"],
+        }
 
 
 def _page(browser, url: str, session_key: str, *, width=1280, height=800, dark=False):
@@ -151,4 +163,121 @@ def _screenshots(browser, two_workers, path, owner, member) -> None:
             owner.fill("#message-input", "")
             time.sleep(2.1)  # the typing throttle
         finally:
+            context.close()
+
+
+# The outsider's own socket, opened from their page as a script on that page would: the frames
+# it sends, and every frame the server answers until there is one per frame sent.
+SOCKET_ATTEMPT = """async ({url, frames}) => {
+  const socket = new WebSocket(url);
+  const received = [];
+  socket.onmessage = (event) => received.push(event.data);
+  await new Promise((resolve, reject) => {
+    socket.onopen = resolve;
+    socket.onclose = (event) => reject(new Error(`closed with ${event.code}`));
+  });
+  for (const frame of frames) socket.send(JSON.stringify(frame));
+  while (received.length < frames.length && socket.readyState === WebSocket.OPEN) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  const open = socket.readyState === WebSocket.OPEN;
+  socket.close();
+  return {received, open};
+}"""
+
+
+def _reply_text(page, selector: str) -> str:
+    """A finished reply's text without the buttons the page adds to it (Copy) when it can."""
+    return page.eval_on_selector(
+        selector,
+        """(reply) => {
+            const copy = reply.cloneNode(true);
+            copy.querySelectorAll("button").forEach((button) => button.remove());
+            return copy.textContent;
+        }""",
+    )
+
+
+def _streaming_reply(page) -> int:
+    selector = '[data-role="assistant"][data-status="streaming"]'
+    page.wait_for_selector(f"{selector} .msg-text span[data-seq]", state="attached", timeout=10000)
+    return int(page.get_attribute(selector, "data-message-id"))
+
+
+def test_an_outsider_is_refused_everywhere_and_the_reply_streams_on(browser, two_workers):
+    (owner_url, owner_key), (member_url, member_key) = two_workers["owner"], two_workers["member"]
+    outsider_key = two_workers["outsider"][1]
+    conversation = two_workers["conversation"]
+    path = f"/streaming-demo/c/{conversation}"
+    owner_context, owner = _page(browser, owner_url, owner_key)
+    member_context, member = _page(browser, member_url, member_key)
+    outsider_context, outsider = _page(browser, owner_url, outsider_key)
+    try:
+        for page, url in ((owner, owner_url), (member, member_url)):
+            page.goto(url + path)
+            page.wait_for_selector("#connection-state[data-state=connected]")
+        owner.wait_for_selector("#room-presence .presence-chip >> nth=1", timeout=5000)
+        owner.fill("#message-input", "What should we see in Porto?")
+        owner.keyboard.press("Enter")
+        reply_id = _streaming_reply(owner)
+        assert _streaming_reply(member) == reply_id
+
+        # The socket, on both workers (the reply runs on the owner's): watch and stop by the
+        # reply's id, stop and join by the conversation's. Each is "Not found.", the socket
+        # stays open, and not one piece of the reply reaches it.
+        frames = [
+            {"action": "watch", "message_id": reply_id, "after": 0},
+            {"action": "stop", "message_id": reply_id},
+            {"action": "stop", "conversation": conversation},
+            {"action": "join", "conversation": conversation, "client": "outsider"},
+        ]
+        for url in (member_url, owner_url):
+            assert outsider.goto(url + "/streaming-demo").status == 200  # their own chat
+            ws_url = url.replace("http://", "ws://") + "/ws/chat/"
+            answer = outsider.evaluate(SOCKET_ATTEMPT, {"url": ws_url, "frames": frames})
+            assert answer["open"], answer
+            assert len(answer["received"]) == len(frames), answer
+            for received in answer["received"]:
+                assert 'id="composer-error"' in received and "Not found." in received
+                assert "data-seq" not in received and "msg-text" not in received
+        # The stops had no effect: the reply still streams on both members' pages.
+        assert owner.get_attribute(f"#msg-{reply_id}", "data-status") == "streaming"
+
+        # Over HTTP, on both workers: the page, the sharing page, both exports, the reply's SSE
+        # events (from the start and from an offset) are all 404.
+        for url in (owner_url, member_url):
+            assert outsider.goto(url + path).status == 404
+            for target in (
+                f"{path}/sharing",
+                f"{path}/export.md",
+                f"{path}/export.json",
+                f"{path}/room",
+                f"/streaming-demo/replies/{reply_id}/events",
+                f"/streaming-demo/replies/{reply_id}/events?after=3",
+            ):
+                response = outsider.request.get(url + target, max_redirects=0)
+                assert response.status == 404, (target, response.status)
+                assert "What should we see" not in response.text()
+
+        # The owner turns the invite link off on the sharing page (another tab, the chat page
+        # streams on); the outsider who got hold of the link is refused by it.
+        sharing = owner_context.new_page()
+        sharing.goto(owner_url + path + "/sharing")
+        invite_url = sharing.input_value("#invite-url")
+        assert "/join/" in invite_url
+        sharing.click("button[value=turn_off]")
+        sharing.wait_for_selector("text=No invite link is on")
+        response = outsider.goto(invite_url)
+        assert response.status == 404
+        assert "This invite link does not work" in outsider.text_content("h1")
+        assert outsider.goto(member_url + path).status == 404  # still not a member
+
+        # The reply streams to its end on both members' pages, the same text.
+        selector = f'#msg-{reply_id}[data-status="complete"] .markdown'
+        owner.wait_for_selector(selector, timeout=30000)
+        member.wait_for_selector(selector, timeout=30000)
+        assert _reply_text(owner, selector) == _reply_text(member, selector)
+        assert owner.query_selector(f"#msg-{reply_id} .badge-stopped") is None
+    finally:
+        for context in (owner_context, member_context, outsider_context):
             context.close()
