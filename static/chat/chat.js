@@ -16,6 +16,7 @@
   let fallbackTimer = null;
   const followed = new Set(); // replies followed over the current socket
   let queuedWhileDown = false; // a message hx-ws holds until the socket opens
+  let started = false; // the transport has started (after htmx's first pass over the page)
 
   const composer = () => document.getElementById("composer");
   const input = () => document.getElementById("message-input");
@@ -216,6 +217,7 @@
   }
 
   function followAll() {
+    if (!started) return; // the transport's start follows them
     messages
       .querySelectorAll('[data-role="assistant"][data-status="streaming"]')
       .forEach(follow);
@@ -472,6 +474,13 @@
   bindComposer(composer());
   afterChange();
   if (!location.hash) input()?.focus({ preventScroll: true });
-  if (transport === "ws") useWebSocket();
-  else useSSE();
+  // The transport starts once htmx has made its first pass over the page: an element given
+  // hx-sse:connect before that pass is connected by it a second time, and two event streams
+  // show every token twice. htmx starts on a zero-delay timer set when its (deferred) script
+  // ran, before this one; a timer set now fires after it.
+  setTimeout(() => {
+    started = true;
+    if (transport === "ws") useWebSocket();
+    else useSSE();
+  });
 })();

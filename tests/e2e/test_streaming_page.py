@@ -352,6 +352,23 @@ def test_reload_mid_reply_resumes_and_finishes_once(page: Any, page_errors) -> N
     )
 
 
+def test_reload_mid_reply_over_sse_opens_one_stream_and_shows_each_token_once(page: Any) -> None:
+    # The page's script and htmx's first pass over the page both used to start the reply's
+    # event stream: two streams appended every token twice until the reply ended.
+    prompt = "What happens if I reload while a reply streams over SSE?"
+    full = demo_reply(prompt)
+    open_sse_chat(page)
+    send(page, prompt)
+    wait_for_streamed_text(page, 60)
+    requests = requests_of(page)
+    page.reload()
+    lengths, state = watch_stream(page, full)
+    assert len(lengths) >= 3, f"the reply did not continue live after the reload: {lengths}"
+    assert state["status"] == "complete" and state["count"] == 1
+    assert len([path for path in requests if "/events" in path]) == 1, requests
+    assert_rendered_reply(page, full)
+
+
 def test_no_javascript_form_still_posts_and_shows_finished_reply(new_page: Any) -> None:
     page = new_page(java_script_enabled=False)
     prompt = "Does this work without JavaScript?"
