@@ -98,7 +98,7 @@
     wsConnection = null;
     if (transport !== "ws") return;
     if (event.detail?.code === 4403) {
-      setState("offline", "Removed from this conversation");
+      removedFromRoom();
       return;
     }
     if (!wsEverOpen) useSSE();
@@ -155,8 +155,30 @@
     // A person removed from the conversation: the stream says so and is not opened again.
     stream.addEventListener("removed", () => {
       stream.remove();
-      messages.querySelectorAll("[hx-sse\\:connect]").forEach((el) => el.removeAttribute("hx-sse:connect"));
-      setState("offline", "Removed from this conversation");
+      removedFromRoom();
+    });
+  }
+
+  // Removed from the conversation (the socket closed with 4403, or the room stream said so):
+  // its replies no longer reach this page, so each one streaming here ends where it is and
+  // says why, instead of blinking its cursor for ever. An event stream of the page goes with
+  // the element it is on: hx-sse neither reads on nor reconnects once that has left the page.
+  function removedFromRoom() {
+    setState("offline", "Removed from this conversation");
+    messages.querySelectorAll('[data-role="assistant"][data-status="streaming"]').forEach((reply) => {
+      reply.dataset.status = "cut-off";
+      reply.removeAttribute("data-events-url");
+      reply.querySelectorAll(".cursor").forEach((cursor) => cursor.remove());
+      const badge = document.createElement("span");
+      badge.className = "badge badge-cut-off";
+      badge.textContent = "Cut off";
+      badge.title = "You are no longer a member of this conversation: the rest of this reply is not shown.";
+      reply.querySelector(".msg-meta")?.prepend(badge);
+    });
+    messages.querySelectorAll("[hx-sse\\:connect]").forEach((element) => {
+      const copy = element.cloneNode(true);
+      copy.removeAttribute("hx-sse:connect");
+      element.replaceWith(copy);
     });
   }
 

@@ -1,7 +1,8 @@
 """The live room in Chromium on two Daphne workers sharing Redis: the owner's page on one
 worker, the member's on the other. Presence, typing, a reply streamed to both, Stop from the
 member of their own reply; an outsider (signed in, not a member) refused everywhere while a
-reply streams on; screenshots of the room in light and dark, desktop and phone width."""
+reply streams on; a member removed mid-reply; screenshots of the room in light and dark, desktop
+and phone width."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(240)]
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Owner, member and outsider sessions and a shared conversation, made in the workers' database
-# through the sharing domain (the owner's invite link, the member joining by it).
+# Owner, member and outsider sessions and two shared conversations (one for the removal), made
+# in the workers' database through the sharing domain (the owner's invite link, the member
+# joining by it).
 SETUP = """
 import json
 from django.contrib.auth import get_user_model, SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY
@@ -40,7 +42,8 @@ def shared(title):
     sharing.invite_join(visitor=Visitor(user=bo, visitor_id=""), token=invite.token)
     return str(c.pk)
 print(json.dumps({"owner": session(ana), "member": session(bo), "outsider": session(cy),
-                  "conversation": shared("Trip plans")}))
+                  "conversation": shared("Trip plans"), "removal_ws": shared("Weekend in Porto"),
+                  "removal_sse": shared("Weekend in Braga")}))
 """
 
 
@@ -72,6 +75,8 @@ def two_workers(tmp_path_factory, redis_url, app_env, migrate, daphne):
             "member": (two, made["member"]),
             "outsider": (one, made["outsider"]),
             "conversation": made["conversation"],
+            "removal_ws": made["removal_ws"],
+            "removal_sse": made["removal_sse"],
         }
 
 
@@ -281,3 +286,61 @@ def test_an_outsider_is_refused_everywhere_and_the_reply_streams_on(browser, two
     finally:
         for context in (owner_context, member_context, outsider_context):
             context.close()
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_a_member_removed_mid_reply_sees_it_end_and_then_a_404(browser, two_workers, transport):
+    (owner_url, owner_key), (member_url, member_key) = two_workers["owner"], two_workers["member"]
+    path = f"/streaming-demo/c/{two_workers[f'removal_{transport}']}"
+    owner_context, owner = _page(browser, owner_url, owner_key)
+    member_context, member = _page(browser, member_url, member_key)
+    try:
+        owner.goto(owner_url + path)
+        owner.wait_for_selector("#connection-state[data-state=connected]")
+        # The member's page on the WebSocket, or on the SSE fallback (its room stream).
+        member.goto(member_url + path + ("?transport=sse" if transport == "sse" else ""))
+        member.wait_for_selector(
+            f"#connection-state[data-state={'connected' if transport == 'ws' else 'sse'}]"
+        )
+        owner.wait_for_selector("#room-presence .presence-chip >> nth=1", timeout=5000)
+        sharing = owner_context.new_page()  # the owner's sharing page, in another tab
+        sharing.goto(owner_url + path + "/sharing")
+
+        owner.fill("#message-input", "Plan a weekend in Porto for two")
+        owner.keyboard.press("Enter")
+        reply_id = _streaming_reply(owner)
+        member.wait_for_selector(
+            f'#msg-{reply_id}[data-status="streaming"] .msg-text span[data-seq] >> nth=2',
+            state="attached",
+        )
+
+        assert member.locator("#messages > article").count() == 2  # each bubble once
+
+        removed_at = time.monotonic()
+        sharing.click("button[aria-label='Remove bo']")
+        # Within 2 s the member's page shows the reply ended, not an endless cursor: nothing
+        # streams there any more, no cursor blinks, no Stop is offered, and it says why.
+        member.wait_for_selector('[data-status="streaming"]', state="detached", timeout=2000)
+        assert time.monotonic() - removed_at < 2
+        ended = member.locator(f"#msg-{reply_id}")
+        assert ended.get_attribute("data-status") == "cut-off"
+        assert ended.locator(".badge").inner_text() == "Cut off"
+        assert ended.locator(".cursor").count() == 0
+        assert not member.is_visible("#stop-button")
+        assert "no longer a member" in member.text_content("#composer-error")
+        assert member.text_content("#connection-state") == "Removed from this conversation"
+        cut_off_text = ended.locator(".markdown").inner_text()
+        assert cut_off_text.strip()  # what the member had is kept
+        sharing.wait_for_selector("button[aria-label='Remove bo']", state="detached")
+
+        # The owner's page streams on to the end; nothing more reached the member's page, and
+        # the member's reload is a 404.
+        finished = f'#msg-{reply_id}[data-status="complete"] .markdown'
+        owner.wait_for_selector(finished, timeout=30000)
+        assert owner.query_selector(f"#msg-{reply_id} .badge-stopped") is None
+        assert len(_reply_text(owner, finished)) > len(cut_off_text)
+        assert ended.locator(".markdown").inner_text() == cut_off_text
+        assert member.reload().status == 404
+    finally:
+        owner_context.close()
+        member_context.close()
