@@ -2,10 +2,11 @@
 worker, the member's on the other. Presence, typing, a reply streamed to both, Stop from the
 member of their own reply; an outsider (signed in, not a member) refused everywhere while a
 reply streams on; a member removed mid-reply; screenshots of the room in light and dark, desktop
-and phone width."""
+and phone width, and the two pages side by side (the README's)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -22,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 # in the workers' database through the sharing domain (the owner's invite link, the member
 # joining by it).
 SETUP = """
+import base64
 import json
 from django.contrib.auth import get_user_model, SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
@@ -43,7 +45,7 @@ def shared(title):
     return str(c.pk)
 print(json.dumps({"owner": session(ana), "member": session(bo), "outsider": session(cy),
                   "conversation": shared("Trip plans"), "removal_ws": shared("Weekend in Porto"),
-                  "removal_sse": shared("Weekend in Braga")}))
+                  "removal_sse": shared("Day trip to Sintra")}))
 """
 
 
@@ -145,8 +147,10 @@ def test_two_members_on_two_workers_share_the_room(browser, two_workers):
 
 
 def _screenshots(browser, two_workers, path, owner, member) -> None:
-    """The room as each member sees it: light and dark, desktop and 390 px."""
+    """The room as each member sees it: light and dark, desktop and 390 px, and both pages side
+    by side."""
     docs = REPO / "docs"
+    _side_by_side(browser, owner, member, docs / "screenshot-room-side-by-side.png")
     member.click("#message-input")
     member.keyboard.type("Bookmarking")
     owner.wait_for_selector("#room-typing:has-text('is typing')", timeout=2000)
@@ -344,3 +348,54 @@ def test_a_member_removed_mid_reply_sees_it_end_and_then_a_404(browser, two_work
     finally:
         owner_context.close()
         member_context.close()
+
+
+# Two screenshots side by side in one picture, each under its caption.
+SIDE_BY_SIDE = """<!doctype html><html><head><style>
+  body { margin: 0; padding: 24px; display: flex; gap: 24px; background: #dfe4ea;
+         font: 600 20px system-ui, sans-serif; color: #1f2937; }
+  figure { margin: 0; }
+  figcaption { margin: 0 0 10px 4px; }
+  figcaption span { font-weight: 400; color: #4b5563; }
+  img { display: block; width: 1280px; border: 1px solid #b8c0ca; border-radius: 8px;
+        box-shadow: 0 6px 20px rgb(0 0 0 / 18%); }
+</style></head><body>FIGURES</body></html>"""
+
+
+def _side_by_side(browser, owner, member, target: Path) -> None:
+    """The owner's and the member's pages at one moment, side by side: a reply streaming to
+    both, who is here, and each seeing the other type."""
+    owner.fill("#message-input", "Which viewpoints are worth the climb?")
+    owner.keyboard.press("Enter")
+    for page in (owner, member):
+        page.wait_for_selector(
+            '[data-status="streaming"] .msg-text span[data-seq] >> nth=12', state="attached"
+        )
+    member.click("#message-input")
+    member.keyboard.type("Miradouro da Graça at sunset?")
+    owner.wait_for_selector("#room-typing:has-text('Bo Berg is typing')", timeout=3000)
+    owner.click("#message-input")
+    owner.keyboard.type("Yes, and")
+    member.wait_for_selector("#room-typing:has-text('Ana Lima is typing')", timeout=3000)
+    shots = [page.screenshot(animations="disabled") for page in (owner, member)]
+    figures = "".join(
+        f"<figure><figcaption>{who} <span>· {where}</span></figcaption>"
+        f'<img src="data:image/png;base64,{base64.b64encode(shot).decode()}"></figure>'
+        for who, where, shot in zip(
+            ("Ana Lima, the owner", "Bo Berg, a member"),
+            ("Daphne worker one", "Daphne worker two"),
+            shots,
+            strict=True,
+        )
+    )
+    context = browser.new_context(viewport={"width": 2 * 1282 + 3 * 24, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_content(SIDE_BY_SIDE.replace("FIGURES", figures))
+        page.screenshot(path=str(target), full_page=True)
+    finally:
+        context.close()
+    # The reply ends on both pages before the other screenshots, and the composers are empty.
+    for page in (owner, member):
+        page.fill("#message-input", "")
+        page.wait_for_selector('[data-status="streaming"]', state="detached", timeout=30000)
