@@ -75,6 +75,17 @@ def is_shared(conversation: Conversation) -> bool:
     return ConversationMember.objects.filter(conversation_id=conversation.pk).exists()
 
 
+def presence_enabled(conversation_id: Any) -> bool:
+    """Whether the owner lets the conversation show who is here and who is typing (a deleted
+    or unknown conversation: no). One row by its key: a room's heartbeat asks it."""
+    enabled = (
+        Conversation.objects.filter(pk=conversation_id, deleted_at__isnull=True)
+        .values_list("presence_enabled", flat=True)
+        .first()
+    )
+    return bool(enabled)
+
+
 def conversation_members(conversation: Conversation) -> list[Any]:
     """Everyone in the conversation: the owner first, then members in the order they joined.
     An anonymous visitor's conversation has no members (sharing needs a signed-in owner)."""

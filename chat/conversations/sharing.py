@@ -4,6 +4,7 @@ Who may do what (docs/features.md, "Sharing and rooms"): the owner — a signed-
 anonymous visitor cannot share — renames, deletes and shares the conversation, and may stop any
 reply or regenerate and edit any turn; a member (a signed-in person who opened the invite link)
 reads, sends, and stops, regenerates or edits only their own turns. Everyone else gets 404.
+The owner also decides whether the room shows who is here and who is typing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from django.utils import timezone
 
 from chat.conversations.errors import NotAllowed
 from chat.conversations.reads import Visitor, conversation_get, is_owner
-from chat.conversations.signals import member_removed, sharing_stopped
+from chat.conversations.signals import member_removed, presence_switched, sharing_stopped
 from chat.models import Conversation, ConversationInvite, ConversationMember
 
 # The expiries the sharing page offers (none, a day, a week).
@@ -146,4 +147,25 @@ def sharing_stop(*, visitor: Visitor, conversation_id: Any) -> Conversation:
                 sender=Conversation, conversation_id=conversation_pk, user_ids=user_ids
             )
         )
+    return conversation
+
+
+def presence_set(*, visitor: Visitor, conversation_id: Any, enabled: bool) -> Conversation:
+    """The owner's switch "Show who is here and who is typing". Off, the room drops what it
+    stores of who is here and every page is told (`presence_switched`, after the commit); from
+    then on no presence or typing event is sent or stored for the conversation. On, the pages
+    open on it show who is here again. Setting it as it already is changes nothing."""
+    with transaction.atomic():
+        conversation = _shareable(visitor, conversation_id)
+        changed = Conversation.objects.filter(
+            pk=conversation.pk, presence_enabled=not enabled
+        ).update(presence_enabled=enabled)
+        conversation.presence_enabled = enabled
+        if changed:
+            conversation_pk: uuid.UUID = conversation.pk
+            transaction.on_commit(
+                lambda: presence_switched.send(
+                    sender=Conversation, conversation_id=conversation_pk, enabled=enabled
+                )
+            )
     return conversation

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from chat.rooms.layer import room_send
-from chat.rooms.presence import Change, present_as_lists
+from chat.rooms.layer import room_group, room_send
+from chat.rooms.presence import Change, presence_clear, present_as_lists
 
 PRESENCE = "room.presence"
 TYPING = "room.typing"
 REPLY = "room.reply"
 REMOVED = "room.removed"
+# The owner turned who-is-here and typing off or on.
+PRESENCE_SWITCH = "room.presence_switch"
+# "Show who is here now": each connection reads the list from the store as it hears this (sent
+# by each connection as presence comes back on, after it is here again).
+PRESENCE_REFRESH = "room.presence_refresh"
 
 
 def presence_event(conversation_id: Any, change: Change) -> dict[str, Any]:
@@ -54,3 +59,18 @@ async def members_removed(conversation_id: Any, user_ids: list[int]) -> None:
         conversation_id,
         {"type": REMOVED, "conversation": str(conversation_id), "user_ids": list(user_ids)},
     )
+
+
+def presence_switch_event(conversation_id: Any, *, enabled: bool) -> dict[str, Any]:
+    return {"type": PRESENCE_SWITCH, "conversation": str(conversation_id), "enabled": enabled}
+
+
+async def presence_switched(conversation_id: Any, *, enabled: bool) -> None:
+    """The owner turned presence off or on: every connection of the room is told (and follows
+    it, chat/rooms/connection.py). Off, the store forgets everyone here at once — connections
+    of every worker, and entries a dead worker left behind."""
+    try:
+        await room_send(conversation_id, presence_switch_event(conversation_id, enabled=enabled))
+    finally:
+        if not enabled:
+            await presence_clear(room_group(conversation_id))

@@ -58,6 +58,12 @@ class PresenceStore(Protocol):
 
     async def entries(self, room: str, *, now: float) -> list[str]: ...
 
+    async def drop(self, room: str, entry: str) -> None:
+        """Remove one entry at once (no linger)."""
+
+    async def clear(self, room: str) -> None:
+        """Remove every entry of the room."""
+
 
 class MemoryPresence:
     def __init__(self) -> None:
@@ -79,6 +85,15 @@ class MemoryPresence:
 
     async def entries(self, room: str, *, now: float) -> list[str]:
         return [e for e, expires in self.rooms.get(room, {}).items() if expires > now]
+
+    async def drop(self, room: str, entry: str) -> None:
+        entries = self.rooms.get(room, {})
+        entries.pop(entry, None)
+        if not entries:
+            self.rooms.pop(room, None)
+
+    async def clear(self, room: str) -> None:
+        self.rooms.pop(room, None)
 
 
 class RedisPresence:
@@ -133,6 +148,12 @@ class RedisPresence:
     async def entries(self, room: str, *, now: float) -> list[str]:
         return [str(e) for e in await self.redis.zrangebyscore(self.key(room), f"({now}", "+inf")]
 
+    async def drop(self, room: str, entry: str) -> None:
+        await self.redis.zrem(self.key(room), entry)
+
+    async def clear(self, room: str) -> None:
+        await self.redis.delete(self.key(room))
+
 
 _memory = MemoryPresence()
 # Redis clients belong to the event loop they were made on.
@@ -181,6 +202,17 @@ async def presence_linger(room: str, *, user_id: int, name: str, connection: str
     await presence_store().put(
         room, _entry(user_id, connection, name), expires=time.time() + LEAVE_DEBOUNCE_SECONDS
     )
+
+
+async def presence_drop(room: str, *, user_id: int, name: str, connection: str) -> None:
+    """The connection's entry goes at once, unannounced (the owner turned presence off)."""
+    await presence_store().drop(room, _entry(user_id, connection, name))
+
+
+async def presence_clear(room: str) -> None:
+    """Nobody is here any more, as far as the store knows: every entry of the room goes, those
+    of connections on other workers and of workers that died included (presence turned off)."""
+    await presence_store().clear(room)
 
 
 async def presence_sweep(room: str) -> Change | None:

@@ -18,9 +18,11 @@ T = TypeVar("T")
 
 async def room_listen(room: RoomConnection) -> AsyncIterator[dict[str, Any] | None]:
     """The room's events for one connection (its `channel` a fresh one of the layer), from
-    entering to leaving; None each heartbeat without news (the stream pings then). Ends after a
-    removal of this connection's person. While Redis is down the stream only pings: the
-    layer's receive waits for it, and the room's writes are logged and skipped."""
+    entering to leaving, as the connection hears them (`RoomConnection.heard`: no presence or
+    typing while the owner has it off); None each heartbeat without news (the stream pings
+    then). Ends after a removal of this connection's person. While Redis is down the stream
+    only pings: the layer's receive waits for it, and the room's writes are logged and
+    skipped."""
     layer = get_layer()
     await room_guarded(room.enter(), doing="take a connection in")
     try:
@@ -31,7 +33,9 @@ async def room_listen(room: RoomConnection) -> AsyncIterator[dict[str, Any] | No
                 await room_guarded(room.beat(), doing="refresh who is here")
                 yield None
                 continue
-            yield event
+            heard = await room.heard(event)
+            if heard is not None:
+                yield heard
             if event.get("type") == REMOVED and room.user_id in event.get("user_ids", []):
                 return
     finally:

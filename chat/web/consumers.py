@@ -10,8 +10,9 @@ Incoming frames are JSON (form values plus "headers", as hx-ws sends them) with 
 Outgoing frames are HTML whose elements carry hx-swap-oob.
 
 A shared conversation's room (chat/rooms/) reaches this socket through the channel layer's
-group: who is here, who is typing, other members' sends (whose replies this socket then follows
-from the reply stream, like any other), and a removal, which closes the socket with 4403.
+group: who is here, who is typing, the owner's presence switch, other members' sends (whose
+replies this socket then follows from the reply stream, like any other), and a removal, which
+closes the socket with 4403.
 The room is an extra: while the layer's Redis is down, room operations are logged and skipped,
 and the layer's `receive` waits for Redis (chat/rooms/redis_layer.py) instead of failing the
 socket, so send, stop and watch go on.
@@ -52,6 +53,7 @@ from chat.web.rooms import (
     display_name,
     page_origin,
     presence_fragment,
+    presence_switch_fragment,
     removed_fragment,
     reply_started_fragment,
     typing_fragment,
@@ -154,7 +156,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Redis unreachable: the socket stays in the room regardless; the layer adds its channel
         # to the group again when Redis is back, and the heartbeat writes its presence.
         await room_guarded(self.room.enter(), doing="take a connection in")
-        if self.room.presence:
+        if settings.CHAT_PRESENCE:
+            # Beats while the owner has presence off too: a switch this socket missed is read
+            # there (RoomConnection.beat).
             self.room_beat = asyncio.create_task(self._beat(self.room))
 
     async def _beat(self, room: RoomConnection) -> None:
@@ -179,12 +183,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def room_typing(self, event: dict[str, Any]) -> None:
         if self.closing or event.get("user_id") == self.visitor.user.pk:
             return  # never shown to the typist (nor on their other tabs)
-        if self.room is not None and event.get("conversation") == self.room.conversation_id:
+        if self.room is not None and await self.room.heard(event):
             await self.deliver(typing_fragment(event))
 
     async def room_presence(self, event: dict[str, Any]) -> None:
-        if self.room is not None and event.get("conversation") == self.room.conversation_id:
+        if self.room is not None and await self.room.heard(event):
             await self.deliver(presence_fragment(event, viewer_id=self.visitor.user.pk))
+
+    async def room_presence_switch(self, event: dict[str, Any]) -> None:
+        """The owner turned presence off or on: the page is told (off: its chips and typing
+        line go), and this socket follows (off: it sends and stores nothing more)."""
+        if self.room is not None and await self.room.heard(event):
+            await self.deliver(presence_switch_fragment(event))
+
+    async def room_presence_refresh(self, event: dict[str, Any]) -> None:
+        if self.room is not None and (present := await self.room.heard(event)):
+            await self.deliver(presence_fragment(present, viewer_id=self.visitor.user.pk))
 
     async def room_reply(self, event: dict[str, Any]) -> None:
         """Another page's send: show its bubbles here and follow its reply from the stream."""

@@ -78,6 +78,25 @@ def typing_fragment(event: dict[str, Any]) -> str:
     )
 
 
+def presence_switch_fragment(event: dict[str, Any]) -> str:
+    """The owner turned presence off (the chips and the typing line go, the header says so) or
+    on (the header note goes; who is here follows as each connection says it is here again)."""
+    enabled = bool(event.get("enabled"))
+    return render_to_string(
+        "chat/partials/_presence_switched.html",
+        {
+            "enabled": enabled,
+            "switched_off": not enabled,
+            "announce": (
+                "The owner turned on who is here and who is typing."
+                if enabled
+                else "The owner turned off who is here and who is typing."
+            ),
+            "shown_at": int(time.time() * 1000),
+        },
+    )
+
+
 def removed_fragment() -> str:
     return render_to_string("chat/partials/_room_removed.html")
 
@@ -118,6 +137,8 @@ def room_fragment(visitor: Visitor, event: dict[str, Any]) -> str | None:
         return presence_fragment(event, viewer_id=viewer_id)
     if kind == events.TYPING:
         return None if event.get("user_id") == viewer_id else typing_fragment(event)
+    if kind == events.PRESENCE_SWITCH:
+        return presence_switch_fragment(event)
     if kind == events.REMOVED:
         return removed_fragment() if viewer_id in event.get("user_ids", []) else None
     return None
@@ -156,9 +177,10 @@ def _room_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> Conv
 
 @require_GET
 async def room_events(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponseBase:
-    """The room of a conversation as SSE: presence, typing and other members' sends as HTML
-    fragments (unnamed events, which hx-sse swaps), `event: removed` before it ends for a
-    person taken out of it. Members only (404 for anyone else, as for the page)."""
+    """The room of a conversation as SSE: presence, typing, the owner's presence switch and
+    other members' sends as HTML fragments (unnamed events, which hx-sse swaps), `event:
+    removed` before it ends for a person taken out of it. Members only (404 for anyone else,
+    as for the page)."""
     await request.auser()
     conversation = await db_read(_room_conversation, request, conversation_id)
     visitor = _room_visitor(request)
@@ -234,5 +256,6 @@ def room_page_context(visitor: Visitor, conversation: Conversation | None) -> di
         "shared": conversation.memberships.exists(),
         "viewer_id": visitor.user.pk,
         "presence": presence_on(conversation),
-        "room_settings": settings.CHAT_PRESENCE,
+        # The owner turned it off here (the header says so; off for the whole site, it does not).
+        "presence_switched_off": settings.CHAT_PRESENCE and not conversation.presence_enabled,
     }

@@ -20,7 +20,7 @@ from chat.conversations import sharing, snapshots
 from chat.conversations.errors import NotAllowed
 from chat.conversations.reads import conversation_get, conversation_members
 from chat.web.rendering import render_markdown
-from chat.web.views import _login_required, _visitor
+from chat.web.views import HtmxHttpRequest, _login_required, _visitor
 
 NOINDEX = "noindex, nofollow"
 
@@ -35,9 +35,10 @@ def not_allowed(request: HttpRequest, error: NotAllowed) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-def sharing_page(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+def sharing_page(request: HtmxHttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """The owner's "Share…" page. POST `action`: `new_link` (with `expiry`), `turn_off`,
-    `remove` (`user`), `stop_sharing`, `publish` (with `expiry`)."""
+    `remove` (`user`), `stop_sharing`, `publish` (with `expiry`), `presence` (the switch: on
+    when `presence` is sent; htmx gets the switch's new status line, not a redirect)."""
     if denied := _login_required(request):
         return denied
     visitor = _visitor(request)
@@ -66,6 +67,14 @@ def sharing_page(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
                 sharing.sharing_stop(**kwargs)
             elif action == "publish":
                 snapshots.share_publish(**kwargs, expiry=request.POST.get("expiry", ""))
+            elif action == "presence":
+                conversation = sharing.presence_set(
+                    **kwargs, enabled=request.POST.get("presence") == "on"
+                )
+                if request.htmx:
+                    return render(
+                        request, "chat/partials/_presence_switch_status.html", _switch(conversation)
+                    )
         except NotAllowed as exc:
             return not_allowed(request, exc)
         return redirect("chat:sharing", conversation_id=conversation.pk)
@@ -83,8 +92,18 @@ def sharing_page(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
         "share_url": request.build_absolute_uri(reverse("chat:snapshot", args=[share.token]))
         if share
         else "",
+        **_switch(conversation),
     }
     return render(request, "chat/sharing.html", context)
+
+
+def _switch(conversation: Any) -> dict[str, Any]:
+    """The presence switch as the sharing page shows it (off for the whole site: shown, not
+    switchable)."""
+    return {
+        "presence_enabled": conversation.presence_enabled,
+        "site_presence": settings.CHAT_PRESENCE,
+    }
 
 
 @require_GET

@@ -182,9 +182,15 @@
     });
   }
 
+  // Whether the room shows who is here and who is typing: the owner may turn it off or on while
+  // the page is open (the room then swaps #presence-state), and the page stops sending "typing".
+  function presenceOn() {
+    return document.getElementById("presence-state")?.dataset.presence === "on";
+  }
+
   function sendTyping() {
     const id = document.getElementById("conversation-id").value;
-    if (!id || !chat.dataset.roomUrl || !("presence" in chat.dataset)) return;
+    if (!id || !chat.dataset.roomUrl || !presenceOn()) return;
     const now = Date.now();
     if (now - lastTyping < TYPING_EVERY_MS) return;
     lastTyping = now;

@@ -21,7 +21,7 @@ from chat.conversations.reads import (
     sidebar_page,
     visible_to,
 )
-from chat.conversations.signals import member_removed, sharing_stopped
+from chat.conversations.signals import member_removed, presence_switched, sharing_stopped
 from chat.models import Conversation, ConversationMember, Message
 
 pytestmark = pytest.mark.django_db
@@ -162,3 +162,41 @@ def test_a_new_link_retires_the_old_one(people):
     with pytest.raises(Http404):
         sharing.invite_join(visitor=ben, token=old.token)
     assert sharing.invite_join(visitor=ben, token=new.token) == room
+
+
+def test_only_the_owner_switches_presence_and_the_room_hears_of_each_change_once(
+    people, django_capture_on_commit_callbacks
+):
+    ana, ben, cy = people
+    room = _room(ana, ben)
+    sent: list[dict] = []
+    presence_switched.connect(receiver := lambda **kw: sent.append(kw), weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            sharing.presence_set(visitor=ana, conversation_id=room.pk, enabled=False)
+            # Again (a second tab, a double submit): nothing changes, nobody is told twice.
+            sharing.presence_set(visitor=ana, conversation_id=room.pk, enabled=False)
+        assert Conversation.objects.get(pk=room.pk).presence_enabled is False
+        assert [(s["conversation_id"], s["enabled"]) for s in sent] == [(room.pk, False)]
+
+        with pytest.raises(NotAllowed):
+            sharing.presence_set(visitor=ben, conversation_id=room.pk, enabled=True)
+        with pytest.raises(Http404):
+            sharing.presence_set(visitor=cy, conversation_id=room.pk, enabled=True)
+        assert Conversation.objects.get(pk=room.pk).presence_enabled is False
+
+        with django_capture_on_commit_callbacks(execute=True):
+            sharing.presence_set(visitor=ana, conversation_id=room.pk, enabled=True)
+        assert Conversation.objects.get(pk=room.pk).presence_enabled is True
+        assert [s["enabled"] for s in sent] == [False, True]
+    finally:
+        presence_switched.disconnect(receiver)
+
+
+def test_an_anonymous_owner_has_no_presence_switch():
+    visitor = Visitor(user=AnonymousUser(), visitor_id=uuid.uuid4().hex)
+    conversation = Conversation.objects.create(visitor_id=visitor.visitor_id, model="demo")
+
+    with pytest.raises(NotAllowed, match="needs an account"):
+        sharing.presence_set(visitor=visitor, conversation_id=conversation.pk, enabled=False)
+    assert Conversation.objects.get(pk=conversation.pk).presence_enabled is True

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import deployment, pages
+from tests.support import deployment, pages, rooms
 from tests.support.fake_upstream import FakeUpstream, running_fake_upstream
 from tests.support.servers import app_env, daphne, migrate
 
@@ -171,6 +171,16 @@ def serving_with_upstream():
     """`with serving_with_upstream(prefix, prepare=..., **overrides) as (url, upstream):` the
     app with the OpenAI provider pointed at a fake upstream the test scripts."""
     return _serving_with_upstream
+
+
+@pytest.fixture(scope="module")
+def room_on_two_workers(tmp_path_factory, redis_url) -> Iterator[dict[str, Any]]:
+    """Ana shares "Trip plans" with Bo, served by two Daphne workers on one Redis:
+    {"owner": (her worker's URL, her session key), "member": (his), "conversation": its id}."""
+    with rooms.room_on_two_workers(
+        tmp_path_factory.mktemp("room"), redis_url, CHAT_DEMO_TOKENS_PER_SECOND="60"
+    ) as served:
+        yield served
 
 
 # --- The browser ------------------------------------------------------------------------------

@@ -8,9 +8,13 @@ import asyncio
 import time
 
 import pytest
+from asgiref.sync import sync_to_async
 
+from chat.conversations import sharing
+from chat.conversations.reads import Visitor
+from chat.models import Conversation
 from chat.rooms.layer import get_layer, room_group
-from chat.rooms.presence import LEAVE_DEBOUNCE_SECONDS, presence_list
+from chat.rooms.presence import LEAVE_DEBOUNCE_SECONDS, presence_list, presence_store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -151,4 +155,147 @@ async def test_only_members_may_enter_a_room(shared_room, room_socket, session_c
     assert len(await presence_list(room_group(room.id))) == 1
     await socket.disconnect()
     await owner.disconnect()
+    await room_socket.leaves_done()
+
+
+# --- The owner's switch (Share…, "Show who is here and who is typing") -----------------------
+
+
+@sync_to_async
+def _switch(room, *, enabled: bool) -> None:
+    # The owner's real write: the flag, then `presence_switched` on commit, which the rooms'
+    # receiver turns into the room's event (and, off, drops what is stored).
+    owner = Visitor(user=room.owner, visitor_id="")
+    sharing.presence_set(visitor=owner, conversation_id=room.id, enabled=enabled)
+
+
+async def _stored(room) -> list[str]:
+    """Every entry the presence store holds for the room, expired or not."""
+    return await presence_store().entries(room_group(room.id), now=0)
+
+
+def _count_group_sends(monkeypatch) -> list[str]:
+    layer = get_layer()
+    sent: list[str] = []
+    original = layer.group_send
+
+    async def counted(group, message):
+        sent.append(message["type"])
+        await original(group, message)
+
+    monkeypatch.setattr(layer, "group_send", counted)
+    return sent
+
+
+EMPTY_CHIPS = (
+    '<ul id="room-presence" class="presence" aria-label="Here now" hx-swap-oob="true"></ul>'
+)
+
+
+async def _sse_until(stream, needle: str) -> str:
+    while needle not in (data := (await stream.event()).get("data", "")):
+        pass
+    return data
+
+
+async def test_switched_off_every_page_is_told_and_nothing_is_sent_or_stored_after(
+    layer, shared_room, room_socket, sse_stream, monkeypatch
+):
+    room = await shared_room(members=2)
+    owner, member = await room_socket.enter_all(room, 2)
+    # The second member's page is on the SSE fallback: the room's event stream.
+    stream = sse_stream(f"/streaming-demo/c/{room.id}/room?client=x", room.cookies[2])
+    assert (await stream.open())["status"] == 200
+    for socket in (owner, member):
+        await room_socket.until(socket, f"{room.people[2].username} joined")
+    assert len(await _stored(room)) == 3
+    sent = _count_group_sends(monkeypatch)
+
+    await _switch(room, enabled=False)
+
+    # Every page hears it: the chips and the typing line emptied, the header says so.
+    for socket in (owner, member):
+        told = (await room_socket.until(socket, "Presence is off"))[-1]
+        assert EMPTY_CHIPS in told
+        assert '<p id="room-typing" class="typing" hx-swap-oob="true"></p>' in told
+    assert 'data-presence="off"' in await _sse_until(stream, "Presence is off")
+    assert await _stored(room) == []
+
+    # From now on: typing is ignored, a leave and a return are neither said nor stored.
+    await room_socket.frame(member, action="typing", conversation=room.id)
+    await member.disconnect()
+    await room_socket.leaves_done()
+    member = await room_socket.open(room.cookies[1], room.id)
+    await room_socket.frame(member, action="typing", conversation=room.id)
+    assert await owner.receive_nothing(LEAVE_DEBOUNCE_SECONDS + 0.5)
+    assert await member.receive_nothing(0.2)
+    assert await stream.app.receive_nothing(0.2)
+    assert sent == ["room.presence_switch"]
+    assert await _stored(room) == []
+    await stream.close()
+    for socket in (owner, member):
+        await socket.disconnect()
+    await room_socket.leaves_done()
+    assert await _stored(room) == []
+
+
+def _chips(frame: str) -> int:
+    return frame.count('class="presence-chip')
+
+
+async def test_switched_back_on_everyone_here_shows_again_without_a_reload(
+    layer, shared_room, room_socket, sse_stream
+):
+    room = await shared_room(members=2)
+    owner, member = await room_socket.enter_all(room, 2)
+    stream = sse_stream(f"/streaming-demo/c/{room.id}/room?client=x", room.cookies[2])
+    assert (await stream.open())["status"] == 200
+    for socket in (owner, member):
+        await room_socket.until(socket, f"{room.people[2].username} joined")
+    await _switch(room, enabled=False)
+    for socket in (owner, member):
+        await room_socket.until(socket, "Presence is off")
+    await _sse_until(stream, "Presence is off")
+
+    await _switch(room, enabled=True)
+
+    # Each page is told, and the chips of all three come back (each connection says it is here
+    # again, without a "joined": nobody came).
+    for socket in (owner, member):
+        frames = await room_socket.until(socket, 'data-presence="on"')
+        while _chips(frames[-1]) < 3:
+            frames.append(await socket.receive_from(5))
+        assert not any("joined" in frame for frame in frames)
+    while _chips(await _sse_until(stream, "presence-chip")) < 3:
+        pass
+    assert len(await _stored(room)) == 3
+    # And presence works again as before: typing reaches the others.
+    await room_socket.frame(member, action="typing", conversation=room.id)
+    assert f"{room.member.username} is typing" in (await room_socket.until(owner, "is typing"))[-1]
+    await stream.close()
+    for socket in (owner, member):
+        await socket.disconnect()
+    await room_socket.leaves_done()
+
+
+async def test_a_page_that_missed_the_switch_follows_it_at_its_next_heartbeat(
+    layer, shared_room, room_socket, monkeypatch
+):
+    # As if Redis had been unreachable when the owner switched: the flag changed, nobody heard.
+    monkeypatch.setattr("chat.web.consumers.HEARTBEAT_SECONDS", 0.2)
+    room = await shared_room()
+    owner, member = await room_socket.enter_all(room)
+    await Conversation.objects.filter(pk=room.id).aupdate(presence_enabled=False)
+
+    for socket in (owner, member):
+        await room_socket.until(socket, "Presence is off")
+    assert await _stored(room) == []
+    await Conversation.objects.filter(pk=room.id).aupdate(presence_enabled=True)
+    for socket in (owner, member):
+        frames = await room_socket.until(socket, 'data-presence="on"')
+        while _chips(frames[-1]) < 2:
+            frames.append(await socket.receive_from(5))
+    assert len(await _stored(room)) == 2
+    for socket in (owner, member):
+        await socket.disconnect()
     await room_socket.leaves_done()

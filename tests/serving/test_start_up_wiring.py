@@ -41,7 +41,7 @@ from django.urls import get_resolver
 get_resolver().url_patterns  # the URLconf, as the first request loads it
 from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.db.models.signals import post_save
-from chat.conversations.signals import member_removed, sharing_stopped
+from chat.conversations.signals import member_removed, presence_switched, sharing_stopped
 def receivers(signal):
     return sorted(f"{r.__module__}.{r.__qualname__}" for r in signal._live_receivers(None)[0])
 print(json.dumps({
@@ -50,6 +50,7 @@ print(json.dumps({
     "user_logged_out": receivers(user_logged_out),
     "member_removed": receivers(member_removed),
     "sharing_stopped": receivers(sharing_stopped),
+    "presence_switched": receivers(presence_switched),
 }))
 """
 
@@ -71,6 +72,8 @@ def test_a_serving_process_has_every_receiver_the_app_defines():
     # A removal closes the removed person's sockets and streams, on every worker.
     assert "chat.rooms.receivers.on_member_removed" in served["member_removed"]
     assert "chat.rooms.receivers.on_sharing_stopped" in served["sharing_stopped"]
+    # The owner's presence switch reaches every page of the room, on every worker.
+    assert "chat.rooms.receivers.on_presence_switched" in served["presence_switched"]
 
 
 def test_a_serving_process_imports_every_module_of_the_app():

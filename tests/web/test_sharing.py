@@ -252,3 +252,89 @@ async def test_a_member_cannot_stop_another_members_reply_over_the_socket(
         await socket.disconnect()
 
     assert "conversation&#x27;s owner, can stop it" in refused
+
+
+SWITCH = (
+    '<input type="checkbox" role="switch" id="presence-switch-input" name="presence" value="on"'
+    ' aria-describedby="presence-switch-status"'
+)
+
+
+def _presence(conversation) -> bool:
+    conversation.refresh_from_db(fields=["presence_enabled"])
+    return conversation.presence_enabled
+
+
+def test_the_owner_turns_presence_off_and_on_without_javascript(owner_room):
+    client, conversation, _ = owner_room
+    page = f"/streaming-demo/c/{conversation.pk}/sharing"
+
+    html = client.get(page).content.decode()
+    assert f"{SWITCH} checked>" in html
+    assert '<label for="presence-switch-input">Show who is here and who is typing</label>' in html
+    # An unticked box sends nothing: the form says which switch it is, and Save sends it.
+    off = client.post(page, {"action": "presence"})
+    assert off.status_code == 302 and off["Location"] == page
+    assert _presence(conversation) is False
+    html = client.get(page).content.decode()
+    assert f"{SWITCH}>" in html and "Off: nobody sees who is here" in html
+
+    on = client.post(page, {"action": "presence", "presence": "on"})
+    assert on.status_code == 302 and _presence(conversation) is True
+
+
+def test_the_presence_switch_over_htmx_answers_with_its_new_status(owner_room):
+    client, conversation, _ = owner_room
+    page = f"/streaming-demo/c/{conversation.pk}/sharing"
+
+    html = client.get(page).content.decode()
+    assert 'hx-post="' + page + '" hx-trigger="change"' in html
+    answer = client.post(page, {"action": "presence"}, headers={"HX-Request": "true"})
+
+    assert answer.status_code == 200
+    assert "Off: nobody sees who is here" in answer.content.decode()
+    assert "<html" not in answer.content.decode()  # the status line only, not the page
+    assert _presence(conversation) is False
+    answer = client.post(
+        page, {"action": "presence", "presence": "on"}, headers={"HX-Request": "true"}
+    )
+    assert "On: everyone here sees" in answer.content.decode() and _presence(conversation)
+
+
+def test_only_the_owner_may_switch_presence_and_only_with_the_csrf_token(owner_room):
+    client, conversation, _ = owner_room
+    page = f"/streaming-demo/c/{conversation.pk}/sharing"
+    ben_client, ben = _signed_in("ben")
+    ben_client.get(_invite_path(client, conversation))
+    cy_client, _ = _signed_in("cy")
+
+    assert ben_client.post(page, {"action": "presence"}).status_code == 403  # a member
+    assert cy_client.post(page, {"action": "presence"}).status_code == 404  # anyone else
+    forged = Client(enforce_csrf_checks=True)
+    forged.force_login(conversation.user)
+    assert forged.post(page, {"action": "presence"}).status_code == 403
+    assert _presence(conversation) is True
+
+
+def test_the_chat_page_says_when_presence_is_off(owner_room):
+    client, conversation, _ = owner_room
+    chat = f"/streaming-demo/c/{conversation.pk}"
+    html = client.get(chat).content.decode()
+    assert 'id="presence-state" class="presence-state" data-presence="on"></span>' in html
+
+    client.post(f"{chat}/sharing", {"action": "presence"})
+
+    html = client.get(chat).content.decode()
+    assert 'data-presence="off">Presence is off</span>' in html
+
+
+def test_with_presence_off_for_the_site_the_switch_says_so_and_is_greyed_out(owner_room, settings):
+    settings.CHAT_PRESENCE = False
+    client, conversation, _ = owner_room
+
+    html = client.get(f"/streaming-demo/c/{conversation.pk}/sharing").content.decode()
+
+    assert f"{SWITCH} checked disabled>" in html
+    assert "Turned off for the whole site" in html and "data-without-js" not in html
+    chat = client.get(f"/streaming-demo/c/{conversation.pk}").content.decode()
+    assert 'data-presence="off"></span>' in chat  # no "Presence is off" on every page
