@@ -3,9 +3,7 @@ from __future__ import annotations
 import logging
 import shutil
 import socket
-import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,42 +69,10 @@ def other_visitor() -> Visitor:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real redis-server on loopback, started for this test session."""
-    server = need("redis-server")
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="chatsite-redis-")
-    process = subprocess.Popen(
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("redis-server did not start")
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(5)
+    need("redis-server")
+    workdir = Path(tempfile.mkdtemp(prefix="chatsite-redis-"))
+    with servers.redis_server(workdir) as (url, _process):
+        yield url
     shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -277,3 +277,39 @@ async def test_cancelling_the_stop_listener_at_any_moment_of_its_start_ends_it(u
         _, pending = await asyncio.wait({listener.task, listener.backstop}, timeout=3)
         lost += bool(pending)
     assert lost == 0, f"{lost} of 60 cancelled listeners kept running"
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+async def test_a_call_bounded_gives_up_on_leaves_no_unretrieved_error(how):
+    """A call `bounded` stops waiting for may still fail afterwards (its socket was closed under
+    it). Its error must be consumed: "Task exception was never retrieved" is logged at garbage
+    collection, and on CPython 3.11 the traceback it formats inside another thread's ast.parse
+    raised "SystemError: AST constructor recursion depth mismatch" (CI, stop 16)."""
+    import contextlib
+    import gc
+
+    from chat.replies.stream.base import StreamUnavailable, bounded
+
+    unretrieved = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+
+    async def fails_after_being_given_up() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # as redis-py can swallow it
+            await asyncio.sleep(10)
+        await asyncio.sleep(0)
+        raise AttributeError("'NoneType' object has no attribute 'writelines'")
+
+    if how == "timeout":
+        with pytest.raises(StreamUnavailable):
+            await bounded(fails_after_being_given_up(), timeout=0.01)
+    else:
+        caller = asyncio.create_task(bounded(fails_after_being_given_up(), timeout=None))
+        await asyncio.sleep(0.01)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+    for _ in range(5):
+        await asyncio.sleep(0)
+    gc.collect()
+    assert unretrieved == []

@@ -51,12 +51,26 @@ async def bounded(awaitable: Awaitable[T], *, timeout: float | None) -> T:
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except asyncio.CancelledError:
-        task.cancel()
+        _give_up(task)
         raise
     if not done:
-        task.cancel()
+        _give_up(task)
         raise StreamUnavailable(f"no answer within {timeout:g} s")
     return task.result()
+
+
+def _give_up(task: asyncio.Future[Any]) -> None:
+    """Cancel a call no one waits for any more, and consume how it ends: it may still fail (its
+    socket closed under it), and an error never retrieved is logged when the task is collected,
+    at any moment in any thread (on CPython 3.11 that logging, inside another ast.parse, raised
+    "AST constructor recursion depth mismatch")."""
+    task.cancel()
+    task.add_done_callback(_consume)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class ReplyStream:
