@@ -24,13 +24,22 @@ async def room_listen(room: RoomConnection) -> AsyncIterator[dict[str, Any] | No
     only pings: the layer's receive waits for it, and the room's writes are logged and
     skipped."""
     layer = get_layer()
+    loop = asyncio.get_running_loop()
     await room_guarded(room.enter(), doing="take a connection in")
+    # The beat is due on time however busy the room is (a room where someone is always typing
+    # would otherwise never let it beat, and its entry would expire with the page open).
+    next_beat = loop.time() + HEARTBEAT_SECONDS
     try:
         while True:
-            try:
-                event = await asyncio.wait_for(layer.receive(room.channel), HEARTBEAT_SECONDS)
-            except TimeoutError:
+            event: dict[str, Any] | None = None
+            with contextlib.suppress(TimeoutError):
+                event = await asyncio.wait_for(
+                    layer.receive(room.channel), max(0.0, next_beat - loop.time())
+                )
+            if loop.time() >= next_beat:
                 await room_guarded(room.beat(), doing="refresh who is here")
+                next_beat = loop.time() + HEARTBEAT_SECONDS
+            if event is None:
                 yield None
                 continue
             heard = await room.heard(event)

@@ -299,3 +299,34 @@ async def test_a_page_that_missed_the_switch_follows_it_at_its_next_heartbeat(
     for socket in (owner, member):
         await socket.disconnect()
     await room_socket.leaves_done()
+
+
+async def test_a_room_stream_beats_on_time_in_a_busy_room(
+    layer, shared_room, sse_stream, monkeypatch
+):
+    """The SSE room stream beat only after a heartbeat's time without events: in a room where
+    someone is always typing it never beat, and its person was said to have left once the entry
+    expired, though their page was open."""
+    from chat.rooms.connection import RoomConnection
+    from chat.rooms.events import TYPING
+
+    monkeypatch.setattr("chat.rooms.readers.HEARTBEAT_SECONDS", 0.4)
+    beats = []
+    real_beat = RoomConnection.beat
+
+    async def counted(self):
+        beats.append(self.user_id)
+        await real_beat(self)
+
+    monkeypatch.setattr(RoomConnection, "beat", counted)
+    room = await shared_room()
+    stream = sse_stream(f"/streaming-demo/c/{room.id}/room?client=x", room.cookies[1])
+    assert (await stream.open())["status"] == 200
+    typing = {"type": TYPING, "conversation": room.id, "user_id": room.owner.pk, "name": "ana"}
+    for _ in range(20):  # 2 s of someone typing, an event every 0.1 s
+        await get_layer().group_send(room_group(room.id), typing)
+        await asyncio.sleep(0.1)
+        while await stream.app.receive_nothing(0) is False:
+            await stream.app.receive_output(0.1)
+    assert beats.count(room.member.pk) >= 3
+    await stream.close()
