@@ -149,8 +149,10 @@ def export_json(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespons
 
 def _branch_changed(request: HtmxHttpRequest, conversation_id: object) -> HttpResponse:
     if request.htmx:
-        conversation = conversation_get(_visitor(request), conversation_id)
-        return HttpResponse(message_list_fragment(conversation))
+        visitor = _visitor(request)
+        conversation = conversation_get(visitor, conversation_id)
+        viewer_id = visitor.user.pk if visitor.is_authenticated else None
+        return HttpResponse(message_list_fragment(conversation, viewer_id=viewer_id))
     return _back_to(conversation_id)
 
 

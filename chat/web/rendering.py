@@ -160,12 +160,24 @@ def final_fragment(message: Any) -> str:
     )
 
 
-def message_list_fragment(conversation: Any) -> str:
+def authors_context(conversation: Any, *, viewer_id: int | None) -> dict[str, Any]:
+    """Whether the bubbles say who wrote them (a conversation shared with members), and who
+    "You" is. Visitors cannot share, so a conversation without an owner account never is."""
+    if conversation.user_id is None or viewer_id is None:
+        return {"shared": False}
+    return {"shared": conversation.memberships.exists(), "viewer_id": viewer_id}
+
+
+def message_list_fragment(conversation: Any, *, viewer_id: int | None = None) -> str:
     """The whole visible branch, replacing the page's message list (after a version switch,
     an edit, a new version or a deleted turn), with the conversation's totals."""
     return render_to_string(
         "chat/partials/_message_list.html",
-        {"messages": conversation_messages(conversation), "totals": conversation.totals()},
+        {
+            "messages": conversation_messages(conversation),
+            "totals": conversation.totals(),
+            **authors_context(conversation, viewer_id=viewer_id),
+        },
     )
 
 
@@ -178,7 +190,12 @@ def started_fragment(started: Any, *, streamed: bool = False) -> str:
     """What the page needs once a reply has started: the new bubbles, the conversation id for
     the next message, and the conversation in the sidebar if it is new. `streamed`: the reply
     follows in the same response, so its bubble says the page need not ask for it."""
-    context: dict[str, Any] = {"started": started, "reply_streamed": streamed}
+    context: dict[str, Any] = {
+        "started": started,
+        "reply_streamed": streamed,
+        # The person who asked is the one whose page this is.
+        **authors_context(started.conversation, viewer_id=started.assistant_message.author_id),
+    }
     if started.branch_changed:
         context["messages"] = conversation_messages(started.conversation)
     return render_to_string("chat/partials/_started.html", context)

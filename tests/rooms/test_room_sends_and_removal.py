@@ -34,6 +34,9 @@ async def test_a_members_send_shows_its_author_and_streams_to_the_owners_page(
     started = (await room_socket.until(owner, "hello room"))[-1]
     assert f'<p class="msg-author">{room.member.username}</p>' in started
     assert f'aria-label="{room.member.username}"' in started
+    # The sender's own page says "You" on their bubble at once, as after a reload.
+    own = (await room_socket.until(member, "hello room"))[-1]
+    assert '<p class="msg-author">You</p>' in own
     reply_id = int(STREAMING.search(started).group(1))
     # The owner's socket follows the reply from its stream, without asking: the same text.
     pieces, final = [], ""

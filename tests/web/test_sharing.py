@@ -338,3 +338,16 @@ def test_with_presence_off_for_the_site_the_switch_says_so_and_is_greyed_out(own
     assert "Turned off for the whole site" in html and "data-without-js" not in html
     chat = client.get(f"/streaming-demo/c/{conversation.pk}").content.decode()
     assert 'data-presence="off"></span>' in chat  # no "Presence is off" on every page
+
+
+def test_a_redrawn_message_list_keeps_the_authors_in_a_shared_conversation(owner_room):
+    # A version switch, an edit or a deleted turn redraws the list: it said nobody's name.
+    client, conversation, reply_id = owner_room
+    ben_client, _ = _signed_in("ben")
+    ben_client.get(_invite_path(client, conversation))
+
+    redrawn = client.post(
+        f"/streaming-demo/messages/{reply_id}/show", HTTP_HX_REQUEST="true"
+    ).content.decode()
+
+    assert '<p class="msg-author">You</p>' in redrawn
