@@ -11,6 +11,7 @@ in auto mode here, and the sync API refuses to run inside an asyncio loop.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -173,13 +174,18 @@ def serving_with_upstream():
     return _serving_with_upstream
 
 
+@pytest.fixture(scope="session")
+def serve_room(redis_url):
+    """`with serve_room(data_dir, **settings) as served:` a shared conversation on two Daphne
+    workers on the suite's Redis (tests/support/rooms.py says what `served` holds)."""
+    return functools.partial(rooms.room_on_two_workers, redis_url=redis_url)
+
+
 @pytest.fixture(scope="module")
-def room_on_two_workers(tmp_path_factory, redis_url) -> Iterator[dict[str, Any]]:
+def room_on_two_workers(tmp_path_factory, serve_room) -> Iterator[dict[str, Any]]:
     """Ana shares "Trip plans" with Bo, served by two Daphne workers on one Redis:
     {"owner": (her worker's URL, her session key), "member": (his), "conversation": its id}."""
-    with rooms.room_on_two_workers(
-        tmp_path_factory.mktemp("room"), redis_url, CHAT_DEMO_TOKENS_PER_SECOND="60"
-    ) as served:
+    with serve_room(tmp_path_factory.mktemp("room"), CHAT_DEMO_TOKENS_PER_SECOND="60") as served:
         yield served
 
 

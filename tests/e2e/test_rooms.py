@@ -7,9 +7,6 @@ and phone width, and the two pages side by side (the README's)."""
 from __future__ import annotations
 
 import base64
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,67 +16,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(240)]
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Owner, member and outsider sessions and two shared conversations (one for the removal), made
-# in the workers' database through the sharing domain (the owner's invite link, the member
-# joining by it).
-SETUP = """
-import base64
-import json
-from django.contrib.auth import get_user_model, SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY
-from django.contrib.sessions.backends.db import SessionStore
-from chat.conversations import sharing
-from chat.conversations.reads import Visitor
-from chat.models import Conversation
-U = get_user_model()
-def session(user):
-    s = SessionStore(); s[SESSION_KEY] = str(user.pk)
-    s[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    s[HASH_SESSION_KEY] = user.get_session_auth_hash(); s.create(); return s.session_key
-ana = U.objects.create_user("ana", password="x", first_name="Ana", last_name="Lima")
-bo = U.objects.create_user("bo", password="x", first_name="Bo", last_name="Berg")
-cy = U.objects.create_user("cy", password="x", first_name="Cy", last_name="Cole")
-def shared(title):
-    c = Conversation.objects.create(user=ana, provider="demo", model="demo", title=title)
-    invite = sharing.invite_create(visitor=Visitor(user=ana, visitor_id=""), conversation_id=c.pk)
-    sharing.invite_join(visitor=Visitor(user=bo, visitor_id=""), token=invite.token)
-    return str(c.pk)
-print(json.dumps({"owner": session(ana), "member": session(bo), "outsider": session(cy),
-                  "conversation": shared("Trip plans"), "removal_ws": shared("Weekend in Porto"),
-                  "removal_sse": shared("Day trip to Sintra")}))
-"""
-
 
 @pytest.fixture(scope="module")
-def two_workers(tmp_path_factory, redis_url, app_env, migrate, daphne):
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    data = tmp_path_factory.mktemp("rooms")
-    env = app_env(data, REDIS_URL=redis_url, CHAT_DEMO_TOKENS_PER_SECOND="15")
-    migrate(env)
-    made = json.loads(
-        subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", SETUP],
-            cwd=REPO,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )  # after the shell's "objects imported" line
-    with daphne(env, data / "one.log") as one, daphne(env, data / "two.log") as two:
-        # The outsider's cookie is sent to both workers (cookies do not tell ports apart).
-        yield {
-            "owner": (one, made["owner"]),
-            "member": (two, made["member"]),
-            "outsider": (one, made["outsider"]),
-            "conversation": made["conversation"],
-            "removal_ws": made["removal_ws"],
-            "removal_sse": made["removal_sse"],
-        }
+def two_workers(tmp_path_factory, serve_room):
+    with serve_room(tmp_path_factory.mktemp("rooms"), CHAT_DEMO_TOKENS_PER_SECOND="15") as served:
+        yield served
 
 
 def _page(browser, url: str, session_key: str, *, width=1280, height=800, dark=False):
@@ -118,7 +59,7 @@ def test_two_members_on_two_workers_share_the_room(browser, two_workers):
         # The member sends: both pages show the bubble with its author and stream the reply.
         member.keyboard.type(" go to Lisbon?")
         member.keyboard.press("Enter")
-        owner.wait_for_selector(".msg-user .msg-author:text-is('bo')", timeout=3000)
+        owner.wait_for_selector(".msg-user .msg-author:text-is('Bo Berg')", timeout=3000)
         selector = '[data-role="assistant"][data-status="complete"] .markdown'
         owner.wait_for_selector(selector, timeout=30000)
         member.wait_for_selector(selector, timeout=30000)
