@@ -144,3 +144,56 @@ def test_the_incremental_live_render_equals_a_full_render_at_every_step(
         markdown_corpus,
     )
     assert mismatches == []
+
+
+WIDE_TABLE = (
+    "| Framework | Requests per second | Latency | Memory | Licence | Notes |\n"
+    "|---|---|---|---|---|---|\n"
+    "| Framework | 80,000 | 12.5&nbsp;ms | 256&nbsp;MB | Apache-2.0 | partial support |\n"
+    "| Starlette | 120,000 | 8.1&nbsp;ms | 128&nbsp;MB | BSD-3-Clause | asynchronous |\n"
+)
+
+# Words of the reply's table cells that the browser broke across two lines (at a hyphen a line
+# may break, as in any text: "Apache-" and "2.0" are two words here).
+_BROKEN_WORDS = """(selector) => {
+  const broken = [];
+  for (const cell of document.querySelectorAll(selector + " :is(td, th)")) {
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const match of node.textContent.matchAll(/[^\\s-]+/g)) {
+        const range = document.createRange();
+        range.setStart(node, match.index);
+        range.setEnd(node, match.index + match[0].length);
+        if (range.getClientRects().length > 1) broken.push(match[0]);
+      }
+    }
+  }
+  return broken;
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_a_wide_table_scrolls_sideways_and_never_breaks_a_word(
+    new_page: Any, provider_server: tuple[str, Any], width: int
+) -> None:
+    """Cells shrank below their words ("Framewor|k", "80,00|0"; one letter per line at 390 px)
+    because the message text may break anywhere; a table scrolls sideways instead."""
+    url, upstream = provider_server
+    upstream.script(text=WIDE_TABLE * 2)
+    page = new_page(base_url=url, viewport={"width": width, "height": 800})
+    page.goto("/streaming-demo")
+    page.get_by_text("Connected · WebSocket").wait_for()
+    page.fill("#message-input", "Compare the frameworks")
+    page.press("#message-input", "Enter")
+    done = f"{ASSISTANT}[data-status='complete'] .msg-text.markdown"
+    page.wait_for_selector(f"{done} table")
+
+    assert page.evaluate(_BROKEN_WORDS, done) == []
+    if width == 390:  # too wide for a phone: it scrolls within the message, not the page
+        table = page.evaluate(
+            """(s) => { const t = document.querySelector(s + " table");
+                        return [t.scrollWidth, t.clientWidth, getComputedStyle(t).overflowX]; }""",
+            done,
+        )
+        assert table[0] > table[1] and table[2] == "auto", table
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
