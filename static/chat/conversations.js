@@ -43,11 +43,29 @@
     }
   }, true);
 
+  // Cancel (or Escape) in an edit box: the message as it was, the box closed, focus back on
+  // its "Edit", and said so.
+  const announcer = () => document.getElementById("composer-status");
+  function cancelEdit(details) {
+    details.querySelector("form")?.reset();
+    details.open = false;
+    details.querySelector("summary")?.focus();
+    const status = announcer();
+    if (status) status.textContent = "Edit cancelled; the message is unchanged.";
+  }
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest?.("[data-cancel-edit]");
+    const details = button?.closest("details.edit-message");
+    if (details) cancelEdit(details);
+  });
+
   // Escape or a click elsewhere closes an open menu or edit box.
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape") return;
     openDisclosures().forEach((details) => {
-      if (details.contains(document.activeElement) || details.matches(".conversation-actions")) {
+      if (details.matches(".edit-message") && details.contains(document.activeElement)) {
+        cancelEdit(details);
+      } else if (details.contains(document.activeElement) || details.matches(".conversation-actions")) {
         details.open = false;
         details.querySelector("summary")?.focus();
       }

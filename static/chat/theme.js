@@ -6,6 +6,8 @@
   "use strict";
   const KEY = "chatsite-theme";
   const root = document.documentElement;
+  // Controls that only work with JavaScript (an edit's Cancel) show when it runs.
+  root.dataset.js = "";
 
   function stored() {
     try {

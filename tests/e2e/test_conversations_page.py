@@ -226,3 +226,43 @@ def test_a_generated_title_appears_without_a_reload(
     assert page.locator(".conversation-item.active").inner_text() == "Lisbon week"
     assert upstream.requests[-1].body["model"] == "gpt-4.1-nano"
     assert page.title().startswith("Lisbon week")
+
+
+@pytest.mark.parametrize("how", ["Cancel", "Escape"])
+def test_an_edit_is_cancelled_on_screen_or_with_escape_and_says_so(
+    chat: tuple[Any, Any], how: str
+) -> None:
+    page, upstream = chat
+    send(page, upstream, "Capital of France?", "Paris.")
+    sent = len(upstream.requests)
+    edit = page.locator(USER).first.locator(".edit-message")
+    edit.locator("summary").click()
+    edit.locator("textarea").fill("Capital of Spain?")
+    cancel = edit.get_by_role("button", name="Cancel")
+    box = cancel.bounding_box()
+    assert box["width"] >= 24 and box["height"] >= 24, box
+
+    if how == "Cancel":
+        cancel.click()
+    else:
+        page.keyboard.press("Escape")
+
+    assert edit.evaluate("(details) => details.open") is False
+    assert page.evaluate("document.activeElement.textContent") == "Edit"
+    assert "Edit cancelled" in page.text_content("#composer-status")
+    assert page.locator(f"{USER} .msg-text").first.text_content() == "Capital of France?"
+    edit.locator("summary").click()
+    assert edit.locator("textarea").input_value() == "Capital of France?"
+    assert len(upstream.requests) == sent  # nothing was sent
+
+
+def test_without_javascript_an_edit_offers_no_dead_cancel(
+    new_page: Any, provider_server: tuple[str, Any]
+) -> None:
+    url, _ = provider_server
+    page = new_page(base_url=url, java_script_enabled=False)
+    page.goto("/streaming-demo")
+    page.fill("#message-input", "Hello")
+    page.click("#send-button")
+    page.wait_for_selector(f"{USER} .edit-message")
+    assert page.locator(f"{USER} .cancel-edit").first.is_hidden()
