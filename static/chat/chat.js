@@ -321,6 +321,47 @@
     stickToBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
   });
 
+  // A control that redraws its message (‹ ›, 👍/👎, Regenerate, Retry) keeps that message where
+  // it was on the screen, and the keyboard focus on the same control (or, when that one is
+  // gone or disabled, on another of the message's): the redraw replaced the elements, which
+  // sent the focus to the body and, with the whole list redrawn, the view to the bottom.
+  let anchor = null;
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    const article = form.closest?.("#messages > article");
+    if (!article || form.closest(".edit-form")) return;
+    const control = event.submitter;
+    anchor = {
+      index: Array.prototype.indexOf.call(messages.children, article),
+      article,
+      form,
+      top: article.getBoundingClientRect().top,
+      control: control?.classList.length ? `.${[...control.classList].join(".")}` : null,
+      until: Date.now() + 15000,
+    };
+  }, true);
+
+  function restoreAnchor() {
+    if (!anchor) return false;
+    if (Date.now() > anchor.until) {
+      anchor = null;
+      return false;
+    }
+    const target = messages.children[anchor.index];
+    if (!target || (target === anchor.article && anchor.form.isConnected)) return false; // not yet
+    scroller.scrollTop += target.getBoundingClientRect().top - anchor.top;
+    stickToBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+    const active = document.activeElement;
+    if (anchor.control && (!active || active === document.body)) {
+      const control =
+        target.querySelector(`${anchor.control}:not(:disabled)`) ||
+        target.querySelector(".versions button:not(:disabled), .msg-actions button:not(:disabled)");
+      control?.focus({ preventScroll: true });
+    }
+    anchor = null;
+    return true;
+  }
+
   function enhance(root) {
     root.querySelectorAll(".msg").forEach((reply) => {
       const blocks = reply.querySelectorAll(".markdown:not(.live) .code-block:not([data-enhanced])");
@@ -444,7 +485,8 @@
     if (markdown) messages.querySelectorAll('[data-status="streaming"]').forEach(renderLive);
     announceEndings();
     followAll();
-    if (stickToBottom) scroller.scrollTop = scroller.scrollHeight;
+    const anchored = restoreAnchor();
+    if (stickToBottom && !anchored) scroller.scrollTop = scroller.scrollHeight;
   }
 
   let scheduled = false;

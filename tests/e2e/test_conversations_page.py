@@ -266,3 +266,57 @@ def test_without_javascript_an_edit_offers_no_dead_cancel(
     page.click("#send-button")
     page.wait_for_selector(f"{USER} .edit-message")
     assert page.locator(f"{USER} .cancel-edit").first.is_hidden()
+
+
+# The position of the n-th message from the top of the chat's viewport, and what has focus.
+_PLACE = """(n) => {
+  const article = document.querySelectorAll("#messages > article")[n];
+  const active = document.activeElement;
+  return {
+    top: Math.round(article.getBoundingClientRect().top),
+    focus: active === document.body ? "body" : active.className || active.tagName,
+    inArticle: article.contains(active),
+  };
+}"""
+
+
+def test_a_version_switch_or_a_rating_keeps_the_message_in_place_and_the_focus(
+    chat: tuple[Any, Any],
+) -> None:
+    """‹ › jumped to the bottom of the chat (scroll 513 → 2759 px) and, like 👍/👎 and
+    Regenerate, dropped the keyboard focus on the page's body; the controls were under 24 px."""
+    page, upstream = chat
+    long = "A long answer. " * 120
+    send(page, upstream, "First question?", long)
+    upstream.script(text="Another take. " * 120)
+    page.locator(ASSISTANT).nth(0).get_by_role("button", name="Regenerate this reply").click()
+    page.locator(f"{ASSISTANT} .version-count", has_text="2/2").wait_for()
+    wait_idle(page)
+    for question in ("Second?", "Third?", "Fourth?"):
+        send(page, upstream, question, long)
+    reply = page.locator(ASSISTANT).first  # article 1 of the list: the first reply, 2 versions
+    reply.scroll_into_view_if_needed()
+    page.evaluate("document.getElementById('messages').scrollTop -= 120")
+    before = page.evaluate(_PLACE, 1)
+
+    previous = reply.get_by_role("button", name="Previous version")
+    for control in (previous, reply.locator(".versions button").first):
+        box = control.bounding_box()
+        assert box["width"] >= 24 and box["height"] >= 24, box
+    previous.focus()
+    page.keyboard.press("Enter")
+    page.locator(f"{ASSISTANT} .version-count", has_text="1/2").first.wait_for()
+    page.wait_for_timeout(300)  # a frame or two for any scroll to happen
+    after = page.evaluate(_PLACE, 1)
+    assert abs(after["top"] - before["top"]) <= 2, (before, after)
+    assert after["inArticle"] and "version" in after["focus"], after
+
+    rating = page.locator(ASSISTANT).first.locator(".feedback-up")
+    box = rating.bounding_box()
+    assert box["width"] >= 24 and box["height"] >= 24, box
+    rating.focus()
+    page.keyboard.press("Enter")
+    page.locator(f"{ASSISTANT} .feedback-up[aria-pressed=true]").first.wait_for()
+    page.wait_for_function("document.activeElement.classList.contains('feedback-up')", timeout=2000)
+    edit = page.locator(USER).first.locator(".edit-message > summary").bounding_box()
+    assert edit["width"] >= 24 and edit["height"] >= 24, edit
