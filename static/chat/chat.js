@@ -261,11 +261,19 @@
     counter.classList.toggle("near-limit", field.value.length > max * 0.9);
   }
 
+  // On a touch keyboard Enter is a new line, as people expect there; the Send button sends.
+  const touchTyping = matchMedia("(pointer: coarse)").matches;
+
   function bindComposer(form) {
     const field = form.querySelector("#message-input");
     field.addEventListener("input", updateCount);
     field.addEventListener("input", sendTyping);
+    if (touchTyping) {
+      field.enterKeyHint = "enter";
+      field.placeholder = "Ask anything…";
+    }
     field.addEventListener("keydown", (event) => {
+      if (touchTyping) return;
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
         if (isStreaming()) say("A reply is still being written. Press Escape or Stop to end it, then send.");

@@ -193,6 +193,39 @@ def test_the_composer_keeps_send_on_its_row_at_390_px(new_page: Any) -> None:
     page.locator(f"{ASSISTANT}[data-status='complete']").wait_for(timeout=20_000)
 
 
+def test_on_a_phone_enter_is_a_new_line_the_model_shows_whole_and_the_composer_sits_low(
+    new_page: Any,
+) -> None:
+    """On a touch keyboard Enter sent the message (people expect a new line there), the model
+    select was clipped ("Demo (offlin"), and an empty chat had its composer mid-screen."""
+    page = new_page(viewport=PHONE, is_mobile=True, has_touch=True)
+    open_chat(page)
+
+    composer = page.locator(".composer-box").bounding_box()
+    assert composer["y"] + composer["height"] > PHONE["height"] * 0.85, composer
+    model = page.evaluate(
+        "(() => { const s = document.getElementById('model');"
+        " return [s.scrollWidth, s.clientWidth, s.options[s.selectedIndex].text]; })()"
+    )
+    width = page.evaluate(
+        """(text) => { const c = document.createElement("canvas").getContext("2d");
+                       const s = getComputedStyle(document.getElementById("model"));
+                       c.font = `${s.fontSize} ${s.fontFamily}`;
+                       return c.measureText(text).width; }""",
+        model[2],
+    )
+    assert model[1] >= width + 20, (model, width)  # the text and the arrow fit
+
+    page.locator("#message-input").tap()
+    page.keyboard.type("First line")
+    page.keyboard.press("Enter")
+    page.keyboard.type("second line")
+    assert page.input_value("#message-input") == "First line\nsecond line"
+    assert page.locator("#messages > article").count() == 0
+    page.locator("#send-button").tap()
+    page.locator(f"{ASSISTANT}[data-status]").wait_for()
+
+
 def test_focus_lands_in_the_composer_on_load(page: Any) -> None:
     open_chat(page)
     assert page.evaluate("document.activeElement.id") == "message-input"
