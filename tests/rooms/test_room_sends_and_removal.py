@@ -24,9 +24,7 @@ async def test_a_members_send_shows_its_author_and_streams_to_the_owners_page(
 ):
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 200
     room = await shared_room()
-    owner = await room_socket.open(room.cookies[0], room.id)
-    member = await room_socket.open(room.cookies[1], room.id)
-    await room_socket.until(owner, f"{room.member.username} joined")
+    owner, member = await room_socket.enter_all(room)  # one after the other: no join races
 
     await room_socket.frame(
         member, action="send", message="hello room", model="demo:demo", conversation=room.id
@@ -68,9 +66,7 @@ async def test_removal_closes_the_members_socket_and_ends_their_sse_streams(
 ):
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 5  # a reply that is still streaming when removed
     room = await shared_room()
-    owner = await room_socket.open(room.cookies[0], room.id)
-    member = await room_socket.open(room.cookies[1], room.id)
-    await room_socket.until(owner, f"{room.member.username} joined")
+    owner, member = await room_socket.enter_all(room)  # one after the other: no join races
     await room_socket.frame(
         owner, action="send", message="a long one", model="demo:demo", conversation=room.id
     )
