@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
+from django.db.backends.utils import CursorWrapper
 
 from chat.conversations.reads import Visitor
 from chat.costs.staff_config import staff_config_forget
@@ -353,3 +355,22 @@ def log_watch() -> Iterator[_LogWatch]:
     logging.getLogger().addHandler(handler)
     yield handler
     logging.getLogger().removeHandler(handler)
+
+
+@pytest.fixture
+def statements(monkeypatch) -> list[tuple[str, str]]:
+    """Every SQL statement any thread runs from now on, as (thread name, SQL)."""
+    seen: list[tuple[str, str]] = []
+    execute, executemany = CursorWrapper.execute, CursorWrapper.executemany
+
+    def recorded_execute(self, sql, params=None):
+        seen.append((threading.current_thread().name, sql))
+        return execute(self, sql, params)
+
+    def recorded_executemany(self, sql, param_list):
+        seen.append((threading.current_thread().name, sql))
+        return executemany(self, sql, param_list)
+
+    monkeypatch.setattr(CursorWrapper, "execute", recorded_execute)
+    monkeypatch.setattr(CursorWrapper, "executemany", recorded_executemany)
+    return seen

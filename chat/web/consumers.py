@@ -53,7 +53,7 @@ from chat.web.rooms import (
     page_origin,
     presence_fragment,
     removed_fragment,
-    reply_started_fragment,
+    room_started_html,
     typing_fragment,
 )
 from chat.web.updates import reply_updates
@@ -196,7 +196,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message_id is None or message_id in self.readers or message_id in self.delivered:
             return
         try:
-            html = await db_read(reply_started_fragment, self.visitor, event)
+            html = await room_started_html(self.visitor, event)
         except Http404:
             return
         if not await self.deliver(html):
