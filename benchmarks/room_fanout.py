@@ -240,6 +240,11 @@ async def separate_replies(
     return _summary(server, load, results, meter, kind="separate")
 
 
+def _left_people(announced: list[str]) -> int:
+    """How many people the room's notices said left ("A left, B left" is one notice)."""
+    return sum(line.count(" left") for line in announced if line.endswith(" left"))
+
+
 def _commands(redis_url: str) -> Counter[str]:
     import redis
 
@@ -274,7 +279,6 @@ async def _window(
     everyone = present + visitors
     announced = list(present[0].announced)
     joins = sum(1 for line in announced if line.endswith(" joined"))
-    left_events = [line for line in announced if line.endswith(" left")]
     return {
         "wall_s": round(meter.wall, 2),
         "server_cpu_s": round(meter.cpu, 3),
@@ -282,8 +286,8 @@ async def _window(
         "redis_commands": dict(commands.most_common()),
         "redis_commands_total": sum(commands.values()),
         "join_events": joins,
-        "left_events": len(left_events),
-        "left_people": sum(line.count(" left") for line in left_events),
+        "left_events": sum(1 for line in announced if line.endswith(" left")),
+        "left_people": _left_people(announced),
         "present_people": len(present),
         "frames_per_present_person": {
             "mean": round(sum(frames) / len(frames), 1),
@@ -314,13 +318,6 @@ async def comings_and_goings(
     for index, socket in enumerate(present):
         await socket.enter(room, f"present{index}")
     await asyncio.sleep(1.0)
-    # Until the last leave has been announced (each is said LEAVE_DEBOUNCE_SECONDS after it).
-    tail = LEAVE_DEBOUNCE_SECONDS + 2.0
-    length = args.churn_seconds + args.stay + tail
-
-    async def idle() -> list[RoomSocket]:
-        await asyncio.sleep(length)
-        return []
 
     async def churn() -> list[RoomSocket]:
         loop = asyncio.get_running_loop()
@@ -339,11 +336,16 @@ async def comings_and_goings(
             return socket
 
         visitors = await asyncio.gather(*(one(k) for k in range(args.churn)))
-        await asyncio.sleep(max(0.0, start + length - loop.time()))
+        # Until every leave has been announced (each LEAVE_DEBOUNCE_SECONDS after it), or not.
+        deadline = loop.time() + LEAVE_DEBOUNCE_SECONDS + 30
+        while _left_people(present[0].announced) < args.churn and loop.time() < deadline:
+            await asyncio.sleep(0.1)
         return list(visitors)
 
-    quiet = await _window(server, redis_url, present, idle(), upstream_pid=upstream_pid)
     busy = await _window(server, redis_url, present, churn(), upstream_pid=upstream_pid)
+    # The same room, as long, with nobody coming or going: its heartbeats.
+    idle = asyncio.sleep(busy["wall_s"], result=[])
+    quiet = await _window(server, redis_url, present, idle, upstream_pid=upstream_pid)
     for socket in present:
         socket.close()
     changes = Counter(busy["redis_commands"])
@@ -401,21 +403,13 @@ async def _run_mode(
         # First requests import and build things (the SDK client, templates): not measured.
         await separate_replies(server, sessions[-2 * workers :], args, upstream_pid=upstream_pid)
         mode = {"mode": server.name, "workers": workers}
-        results = [
-            {
-                **mode,
-                **await room_reply(
-                    server, sessions[: args.members], room, args, upstream_pid=upstream_pid
-                ),
-            },
-            {
-                **mode,
-                **await separate_replies(
-                    server, sessions[: args.members], args, upstream_pid=upstream_pid
-                ),
-            },
-        ]
-        if redis_url:
+        results: list[dict[str, Any]] = []
+        if "fanout" in args.parts:
+            members = sessions[: args.members]
+            room_results = await room_reply(server, members, room, args, upstream_pid=upstream_pid)
+            separate = await separate_replies(server, members, args, upstream_pid=upstream_pid)
+            results += [{**mode, **room_results}, {**mode, **separate}]
+        if redis_url and "churn" in args.parts:
             churn = await comings_and_goings(
                 server, sessions, churn_room, redis_url, args, upstream_pid=upstream_pid
             )
@@ -474,7 +468,7 @@ def markdown(output: dict[str, Any]) -> str:
     lines = ["| | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
     for label, cell in FANOUT_ROWS:
         lines.append(f"| {label} | " + " | ".join(cell(r) for r in fanouts) + " |")
-    parts = ["\n".join(lines)]
+    parts = ["\n".join(lines)] if fanouts else []
     for churn in (r for r in results if r["kind"] == "churn"):
         parts.append(_churn_table(churn))
     return "\n\n".join(parts)
@@ -554,6 +548,9 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="10 members, 20 comings and goings")
     parser.add_argument("--workers", default="1,2", help="the modes: 1 (in memory), 2 (Redis)")
+    parser.add_argument(
+        "--parts", default="fanout,churn", help="fanout (a reply), churn (joins and leaves)"
+    )
     parser.add_argument("--members", type=int, default=50, help="people in the room")
     parser.add_argument("--tokens", type=int, default=100)
     parser.add_argument("--rate", type=float, default=20.0, help="tokens per second")
@@ -565,6 +562,7 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true", help="update docs/performance.md")
     args = parser.parse_args()
     args.workers = [int(w) for w in args.workers.split(",")]
+    args.parts = args.parts.split(",")
     if args.quick:
         args.members, args.tokens, args.present, args.churn, args.churn_seconds = 10, 40, 5, 20, 2.0
     report.run_and_report(_main(args), args, markdown, write_docs)
