@@ -374,3 +374,19 @@ def statements(monkeypatch) -> list[tuple[str, str]]:
     monkeypatch.setattr(CursorWrapper, "execute", recorded_execute)
     monkeypatch.setattr(CursorWrapper, "executemany", recorded_executemany)
     return seen
+
+
+@pytest.fixture
+def room_renders(monkeypatch) -> list[str]:
+    """The templates chat/web/rooms.py renders from now on, by name."""
+    from chat.web import rooms
+
+    renders: list[str] = []
+    render = rooms.render_to_string
+
+    def counted(template_name, *args, **kwargs):
+        renders.append(template_name)
+        return render(template_name, *args, **kwargs)
+
+    monkeypatch.setattr(rooms, "render_to_string", counted)
+    return renders

@@ -7,6 +7,7 @@ import asyncio
 import functools
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from chat.conversations.reads import (
@@ -36,7 +38,7 @@ from chat.models import Conversation, Message
 from chat.rooms import events
 from chat.rooms.connection import RoomConnection
 from chat.rooms.layer import get_layer, room_guarded
-from chat.rooms.presence import presence_on, present_from_lists
+from chat.rooms.presence import Present, presence_on, present_from_lists
 from chat.rooms.readers import room_listen
 
 # What a page's room stream calls itself, so that the room does not echo the page's own sends
@@ -57,19 +59,63 @@ def display_name(user: Any) -> str:
 # --- Room events as HTML, for one viewer --------------------------------------------------------
 
 
-def presence_fragment(event: dict[str, Any], *, viewer_id: int | None) -> str:
+# Presence changes rendered lately, by event id: a change is rendered once in a process, and
+# each of its connections of the room gets it with its own person's chip marked. Rendered whole
+# for each connection, a change cost O(people here) per connection, O(people²) in all: ~35 ms of
+# the core for one change in a room of 30 (benchmarks/room_fanout.py).
+PRESENCE_RENDERS_KEPT = 64
+_presence_renders: OrderedDict[str, PresenceRender] = OrderedDict()
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRender:
+    html: str  # as someone who is not in the list sees it
+    chips: dict[int, tuple[str, str]]  # user id: their chip as the others see it, as they do
+
+
+def _presence_chip(person: Present, *, is_self: bool) -> str:
+    return render_to_string(
+        "chat/partials/_presence_chip.html", {"person": person, "is_self": is_self}
+    )
+
+
+def _presence_render(event: dict[str, Any]) -> PresenceRender:
     joined, left = event.get("joined") or "", event.get("left") or []
     announce = f"{joined} joined" if joined else ", ".join(f"{name} left" for name in left)
-    return render_to_string(
+    chips = {
+        person.user_id: (
+            _presence_chip(person, is_self=False),
+            _presence_chip(person, is_self=True),
+        )
+        for person in present_from_lists(event.get("present"))
+    }
+    others_see = "".join(chip for chip, _own in chips.values())
+    html = render_to_string(
         "chat/partials/_presence.html",
         {
-            "present": present_from_lists(event.get("present")),
-            "viewer_id": viewer_id,
+            "chips": mark_safe(others_see),  # noqa: S308 - rendered (and escaped) above
             "announce": announce,
             "shown_at": int(time.time() * 1000),
             "oob": True,
         },
     )
+    return PresenceRender(html, chips)
+
+
+def presence_fragment(event: dict[str, Any], *, viewer_id: int | None) -> str:
+    key = str(event.get("id") or "")
+    rendered = _presence_renders.get(key) if key else None
+    if rendered is None:
+        rendered = _presence_render(event)
+        if key:
+            _presence_renders[key] = rendered
+            while len(_presence_renders) > PRESENCE_RENDERS_KEPT:
+                _presence_renders.popitem(last=False)
+    if viewer_id is None or viewer_id not in rendered.chips:
+        return rendered.html
+    # The chip carries its person's id: it is the only one of its kind in the list.
+    chip, own = rendered.chips[viewer_id]
+    return rendered.html.replace(chip, own, 1)
 
 
 def typing_fragment(event: dict[str, Any]) -> str:

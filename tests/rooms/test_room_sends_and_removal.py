@@ -13,7 +13,6 @@ from chat.conversations import sharing
 from chat.conversations.reads import Visitor
 from chat.providers.demo import demo_reply
 from chat.replies.registry import live_jobs
-from chat.web import rooms
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,7 +112,7 @@ async def test_the_room_stream_is_for_members_only(shared_room, sse_stream, sess
 
 
 async def test_a_send_reaches_each_member_for_one_query_and_one_shared_render(
-    settings, shared_room, room_socket, statements, monkeypatch
+    settings, shared_room, room_socket, statements, room_renders
 ):
     # Each member's socket checks that its person may see the new reply (one query: their
     # membership); the bubbles are read and rendered once in this process for all of them. A
@@ -123,14 +122,6 @@ async def test_a_send_reaches_each_member_for_one_query_and_one_shared_render(
     settings.CHAT_WORKER_DEAD_AFTER_SECONDS = 3600  # no heartbeat or reaper in the count
     room = await shared_room(members=4)
     sockets = await room_socket.enter_all(room)
-    renders = []
-    render = rooms.render_to_string
-
-    def counted(template_name, *args, **kwargs):
-        renders.append(template_name)
-        return render(template_name, *args, **kwargs)
-
-    monkeypatch.setattr(rooms, "render_to_string", counted)
     before = len(statements)
     await room_socket.frame(
         sockets[0], action="send", message="hello room", model="demo:demo", conversation=room.id
@@ -145,7 +136,7 @@ async def test_a_send_reaches_each_member_for_one_query_and_one_shared_render(
     assert len(memberships) == len(sockets) - 1
     # The reply with its conversation, the question, the question's author.
     assert len(rows) == 3
-    assert renders.count("chat/partials/_room_started.html") == 1
+    assert room_renders.count("chat/partials/_room_started.html") == 1
     for s in sockets:
         await s.disconnect()
     await room_socket.leaves_done()
