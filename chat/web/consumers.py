@@ -37,6 +37,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.http import Http404
 
+from chat.adapters.daphne_transport import SEND_ON_CLOSED_ERRORS
 from chat.conversations.errors import ChatInputError
 from chat.conversations.limits import ReaderSlot, TooManyReaders, reader_acquire, scope_client_ip
 from chat.conversations.reads import Visitor, conversation_get, message_get
@@ -350,7 +351,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     reader.cancel()
             await self.close(code=CLOSE_TOO_SLOW)
             return False
-        await self.send(text_data=html)
+        try:
+            await self.send(text_data=html)
+        except SEND_ON_CLOSED_ERRORS:
+            # The client has just closed; its disconnect follows, and `disconnect` cleans up.
+            # Raised from here, it ended the consumer without that: a room member stayed
+            # "here" for good, their heartbeat beating on.
+            self.closing = True
+            return False
         return True
 
     async def forward(self, message_id: int, after: int, slot: ReaderSlot) -> None:
