@@ -4,6 +4,7 @@ import logging
 import shutil
 import socket
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
+from django.db.backends.utils import CursorWrapper
 
 from chat.conversations.reads import Visitor
 from chat.costs.staff_config import staff_config_forget
@@ -319,3 +321,38 @@ def log_watch() -> Iterator[_LogWatch]:
     logging.getLogger().addHandler(handler)
     yield handler
     logging.getLogger().removeHandler(handler)
+
+
+@pytest.fixture
+def statements(monkeypatch) -> list[tuple[str, str]]:
+    """Every SQL statement any thread runs from now on, as (thread name, SQL)."""
+    seen: list[tuple[str, str]] = []
+    execute, executemany = CursorWrapper.execute, CursorWrapper.executemany
+
+    def recorded_execute(self, sql, params=None):
+        seen.append((threading.current_thread().name, sql))
+        return execute(self, sql, params)
+
+    def recorded_executemany(self, sql, param_list):
+        seen.append((threading.current_thread().name, sql))
+        return executemany(self, sql, param_list)
+
+    monkeypatch.setattr(CursorWrapper, "execute", recorded_execute)
+    monkeypatch.setattr(CursorWrapper, "executemany", recorded_executemany)
+    return seen
+
+
+@pytest.fixture
+def room_renders(monkeypatch) -> list[str]:
+    """The templates chat/web/rooms.py renders from now on, by name."""
+    from chat.web import rooms
+
+    renders: list[str] = []
+    render = rooms.render_to_string
+
+    def counted(template_name, *args, **kwargs):
+        renders.append(template_name)
+        return render(template_name, *args, **kwargs)
+
+    monkeypatch.setattr(rooms, "render_to_string", counted)
+    return renders

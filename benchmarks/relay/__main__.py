@@ -18,14 +18,9 @@ docs/performance.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import json
 import os
-import platform
 import shutil
-import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,12 +32,6 @@ from benchmarks.relay.run import Load, measure, passes
 TABLE_STREAMS = [1, 50, 100, 200]
 CAPACITY_STEPS = [300, 400, 500, 600, 800, 1000]
 MEMORY_STREAMS = 100  # the run that also measures memory per socket and per stream
-
-
-def _pin_self() -> None:
-    with contextlib.suppress(AttributeError, OSError):
-        if (os.cpu_count() or 1) > 1:
-            os.sched_setaffinity(0, {servers.CLIENT_CORE})
 
 
 @contextlib.contextmanager
@@ -152,7 +141,7 @@ async def _series(
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    _pin_self()
+    servers.pin_client()
     started = time.monotonic()
     results: list[dict[str, Any]] = []
     # Kept after the run: the servers' logs (and chatsite's database) are worth a look.
@@ -169,13 +158,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                         server, transport, args, upstream_pid=pid, started=started
                     )
     return {
-        "command": " ".join(["python -m benchmarks.relay", *sys.argv[1:]]),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_at_end": Path("/proc/loadavg").read_text().split()[:3],
-        },
+        **report.run_record("benchmarks.relay", started),
         "settings": {
             "tokens_per_reply": args.tokens,
             "tokens_per_second": args.rate,
@@ -184,7 +167,6 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             "client_core": servers.CLIENT_CORE,
             "event_loop": args.event_loop,
         },
-        "duration_s": round(time.monotonic() - started, 1),
         "results": results,
     }
 
@@ -229,15 +211,7 @@ def main() -> None:
     if args.quick:
         args.streams = [1, 50]
         args.capacity = False
-    # A SIGTERM must still stop the servers it started (the context managers' exits).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    output = asyncio.run(_main(args))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(output, indent=1))
-    print(f"\n{report.markdown(output)}\nJSON: {args.json}")
-    if args.write_docs:
-        report.write_docs(output)
-        print("docs/performance.md updated")
+    report.run_and_report(_main(args), args, report.markdown, report.write_docs)
 
 
 if __name__ == "__main__":

@@ -424,7 +424,17 @@ class ChatsiteSocket:
             return
         self.result.take(text, received_ns)
 
-    async def run(self, prompt: str, model: str) -> StreamResult:
+    def join(self, conversation: str, client: str) -> None:
+        """Enter the conversation's live room, as chat.js does once the socket is open on the
+        conversation's page (`client`: the page's id, so the room does not echo its sends)."""
+        if self.socket is None:
+            raise RuntimeError("not connected")
+        frame = {"action": "join", "conversation": conversation, "client": client}
+        self.socket.send_text(json.dumps(frame))
+
+    async def run(self, prompt: str, model: str, conversation: str = "") -> StreamResult:
+        """Send `prompt` (in `conversation`, or a new one) and read the reply to its end. A
+        socket in a room whose other member sends reads that reply too: await `ended`."""
         if self.socket is None or self.ended is None:
             raise RuntimeError("not connected")
         self.result.sent_ns = time.monotonic_ns()
@@ -434,7 +444,7 @@ class ChatsiteSocket:
             "message": prompt,
             "model": model,
             "system_prompt": "",
-            "conversation": "",
+            "conversation": conversation,
             "headers": {"HX-Request": "true", "HX-Trigger": "composer"},
         }
         self.socket.send_text(json.dumps(frame))

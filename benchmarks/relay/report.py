@@ -3,7 +3,16 @@ same markdown written into docs/performance.md between markers (so a re-run repl
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import os
+import platform
 import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +22,51 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
 TRANSPORT_NAMES = {"ws": "WebSocket", "sse": "SSE"}
 
 
+def load_averages() -> list[str]:
+    """The 1, 5 and 15 minute load averages, as `uptime` shows them."""
+    return Path("/proc/loadavg").read_text().split()[:3]
+
+
+def run_record(module: str, started: float) -> dict[str, Any]:
+    """What a benchmark's JSON says of its run: the command, when, the machine, how long (from
+    `started`, a time.monotonic())."""
+    return {
+        "command": " ".join([f"python -m {module}", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_end": load_averages(),
+        },
+        "duration_s": round(time.monotonic() - started, 1),
+    }
+
+
+def run_and_report(
+    run: Coroutine[Any, Any, dict[str, Any]],
+    args: argparse.Namespace,
+    markdown: Callable[[dict[str, Any]], str],
+    write_docs: Callable[[dict[str, Any]], None],
+) -> None:
+    """Run a benchmark, keep its JSON (`args.json`), print its tables, and with
+    `args.write_docs` put them in docs/performance.md."""
+    # A SIGTERM must still stop the servers it started (the context managers' exits).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    output = asyncio.run(run)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(output, indent=1))
+    print(f"\n{markdown(output)}\nJSON: {args.json}")
+    if args.write_docs:
+        write_docs(output)
+        print("docs/performance.md updated")
+
+
 def line(r: dict[str, Any]) -> str:
     return (
-        f"  {r['streams']:>4} streams: added p50 {_num(r['added_ms']['p50'])} / p99 "
-        f"{_num(r['added_ms']['p99'])} / max {_num(r['added_ms']['max'])} ms, first token p50 "
-        f"{_num(r['first_token_ms']['p50'])} ms (send answered "
-        f"{_num((r.get('send_answered_ms') or {}).get('p50'))} ms), "
+        f"  {r['streams']:>4} streams: added p50 {number(r['added_ms']['p50'])} / p99 "
+        f"{number(r['added_ms']['p99'])} / max {number(r['added_ms']['max'])} ms, first token p50 "
+        f"{number(r['first_token_ms']['p50'])} ms (send answered "
+        f"{number((r.get('send_answered_ms') or {}).get('p50'))} ms), "
         f"lost {r['lost']}, doubled {r['doubled']}, "
         f"frames/token {r['frames_per_token']}, CPU {r['server_cpu_ms_per_1000_tokens']} ms/1k "
         f"tokens ({_pct(r['server_cpu_busy'])} busy, "
@@ -42,14 +90,14 @@ SHORT_KINDS = {
 
 def _kinds(r: dict[str, Any]) -> str:
     by_kind = r.get("server_cpu_ms_per_reply_by_thread") or {}
-    return " · ".join(f"{SHORT_KINDS.get(k, k)} {_num(v)}" for k, v in by_kind.items() if v)
+    return " · ".join(f"{SHORT_KINDS.get(k, k)} {number(v)}" for k, v in by_kind.items() if v)
 
 
 def _errors(r: dict[str, Any]) -> str:
     return f"\n    errors: {r['errors']}" if r["errors"] else ""
 
 
-def _num(value: float | None, digits: int = 0) -> str:
+def number(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "—"
     if abs(value) >= 1000:
@@ -103,7 +151,7 @@ def _cell(ours: dict[str, Any] | None, theirs: dict[str, Any] | None, field: str
             return _pct(value)
         if field == "frames_per_token":
             return "—" if value is None else f"{value:.2f}"
-        return _num(value)
+        return number(value)
 
     plain = unit in ("%", "kinds")
     if theirs is None:
@@ -160,7 +208,7 @@ def _table(
         lines.append(
             "| DB transactions per second | "
             + " | ".join(
-                "—" if k not in by_k else _num(by_k[k]["db_transactions_per_second"])
+                "—" if k not in by_k else number(by_k[k]["db_transactions_per_second"])
                 for k in columns
             )
             + " |"
@@ -262,9 +310,9 @@ def _summary(results: list[dict[str, Any]], ours_names: list[str], baseline: str
             ):
                 mine = memory(ours, field)
                 other = memory(theirs, field) if theirs else None
-                value = "—" if mine is None else f"{_num(mine)} KiB"
+                value = "—" if mine is None else f"{number(mine)} KiB"
                 if other is not None:
-                    value += f" vs {_num(other)} KiB"
+                    value += f" vs {number(other)} KiB"
                 cells.append(value)
     lines.append(
         "| capacity: largest K with p99 added ≤ 100 ms, nothing lost | "
@@ -298,13 +346,17 @@ def write_docs(output: dict[str, Any]) -> None:
         )
         + f"\n\n{markdown(output)}\n{end}"
     )
+    put_block(block, start, end, anchor="<!-- bench:relay:insert-here -->")
+
+
+def put_block(block: str, start: str, end: str, *, anchor: str) -> None:
+    """Put `block` (which begins with `start` and ends with `end`) into docs/performance.md: in
+    place of the one between those markers, else before `anchor`, else at the end."""
     text = DOC.read_text()
     if start in text and end in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    elif anchor in text:
+        text = text.replace(anchor, f"{block}\n\n{anchor}")
     else:
-        anchor = "<!-- bench:relay:insert-here -->"
-        if anchor in text:
-            text = text.replace(anchor, f"{block}\n\n{anchor}")
-        else:
-            text = text.rstrip("\n") + f"\n\n{block}\n"
+        text = text.rstrip("\n") + f"\n\n{block}\n"
     DOC.write_text(text)

@@ -122,7 +122,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-async def _gather_limited(coroutines: list[Any], limit: int) -> list[Any]:
+async def gather_limited(coroutines: list[Any], limit: int) -> list[Any]:
     semaphore = asyncio.Semaphore(limit)
 
     async def one(coroutine: Any) -> Any:
@@ -130,6 +130,68 @@ async def _gather_limited(coroutines: list[Any], limit: int) -> list[Any]:
             return await coroutine
 
     return await asyncio.gather(*(one(c) for c in coroutines))
+
+
+class Meter:
+    """What the server did while a load ran (`async with Meter(...) as meter:` around it): its
+    CPU, summed over its workers and by kind of thread for the first, the time its event loops
+    waited for the CPU, its peak RSS, its database writes, the CPU of the other core's load
+    client and upstream, and the load average at the start. `figures()` are `summarize`'s."""
+
+    def __init__(self, server: Server, *, upstream_pid: int, rss_start: int, rss_idle: int) -> None:
+        self.server = server
+        self.upstream_pid = upstream_pid
+        self.rss_start, self.rss_idle, self.peak_rss = rss_start, rss_idle, rss_idle
+
+    async def __aenter__(self) -> Meter:
+        pids = self.server.pids
+        self.writes_before = db_writes(self.server)
+        self.cpu_before = sum(cpu_seconds(pid) for pid in pids)
+        self.threads_before = thread_cpu_seconds(pids[0])
+        self.waited_before = sum(runqueue_wait_seconds(pid) for pid in pids)
+        self.upstream_cpu_before = cpu_seconds(self.upstream_pid)
+        self.own_before = os.times()
+        self.load_before = load_average()
+        self.sampler = asyncio.create_task(self._sample_rss())
+        self.started = time.monotonic()
+        return self
+
+    async def _sample_rss(self) -> None:
+        while True:
+            self.peak_rss = max(self.peak_rss, sum(rss_bytes(pid) for pid in self.server.pids))
+            await asyncio.sleep(0.1)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.wall = time.monotonic() - self.started
+        self.sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.sampler
+        pids = self.server.pids
+        self.cpu = sum(cpu_seconds(pid) for pid in pids) - self.cpu_before
+        self.threads_cpu = cpu_by_thread_kind(
+            self.threads_before, thread_cpu_seconds(pids[0]), thread_names(self.server)
+        )
+        self.waited = sum(runqueue_wait_seconds(pid) for pid in pids) - self.waited_before
+        upstream_cpu = cpu_seconds(self.upstream_pid) - self.upstream_cpu_before
+        own_after = os.times()
+        own_cpu = (own_after.user + own_after.system) - (
+            self.own_before.user + self.own_before.system
+        )
+        self.client_cpu = own_cpu + upstream_cpu
+        writes_after = db_writes(self.server)
+        self.writes = {k: writes_after[k] - self.writes_before[k] for k in writes_after}
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "wall": self.wall,
+            "cpu": self.cpu,
+            "threads_cpu": self.threads_cpu,
+            "client_cpu": self.client_cpu,
+            "waited": self.waited,
+            "rss": (self.rss_start, self.rss_idle, self.peak_rss),
+            "writes": self.writes,
+            "load_average": self.load_before,
+        }
 
 
 async def measure(
@@ -147,7 +209,7 @@ async def measure(
     chatsite = server.name.startswith("chatsite")
     visitors: list[client.Visitor | None] = [None] * load.streams
     if chatsite:
-        visitors = await _gather_limited(
+        visitors = await gather_limited(
             [client.visitor_open(port_of[i]) for i in range(load.streams)], 16
         )
     # After the page loads (sessions, template caches): what follows is the sockets' own memory.
@@ -162,29 +224,11 @@ async def measure(
             ]
         else:
             sockets = [client.BaselineSocket(port_of[i]) for i in range(load.streams)]
-        await _gather_limited([s.open() for s in sockets], 32)
+        await gather_limited([s.open() for s in sockets], 32)
     await asyncio.sleep(1.0)  # let the server settle after the connections
     rss_idle = sum(rss_bytes(pid) for pid in pid_list)
 
-    writes_before = db_writes(server)
-    cpu_before = sum(cpu_seconds(pid) for pid in pid_list)
-    threads_before = thread_cpu_seconds(pid_list[0])
-    waited_before = sum(runqueue_wait_seconds(pid) for pid in pid_list)
-    upstream_cpu_before = cpu_seconds(upstream_pid)
-    own_before = os.times()
-    load_before = load_average()
-    peak_rss = rss_idle
-    sampling = True
-
-    async def sample_rss() -> None:
-        nonlocal peak_rss
-        while sampling:
-            peak_rss = max(peak_rss, sum(rss_bytes(pid) for pid in pid_list))
-            await asyncio.sleep(0.1)
-
-    sampler = asyncio.create_task(sample_rss())
     loop = asyncio.get_running_loop()
-    start = loop.time() + 0.2
     deadline = load.ramp + load.tokens / load.rate + 60
 
     async def one(index: int) -> client.StreamResult:
@@ -211,42 +255,21 @@ async def measure(
             result.error = f"{type(exc).__name__}: {exc}"[:300]
             return result
 
-    wall_start = time.monotonic()
     with contextlib.ExitStack() as stack:
         if profile_to is not None:
             seconds = load.ramp + load.tokens / load.rate
             stack.enter_context(
                 profile.recording(pid_list[0], profile_to, seconds, gil=profile_gil)
             )
-        results = await asyncio.gather(*(one(i) for i in range(load.streams)))
-        wall = time.monotonic() - wall_start
-    sampling = False
-    await sampler
-    cpu = sum(cpu_seconds(pid) for pid in pid_list) - cpu_before
-    threads_cpu = cpu_by_thread_kind(
-        threads_before, thread_cpu_seconds(pid_list[0]), thread_names(server)
-    )
-    waited = sum(runqueue_wait_seconds(pid) for pid in pid_list) - waited_before
-    upstream_cpu = cpu_seconds(upstream_pid) - upstream_cpu_before
-    own_after = os.times()
-    own_cpu = (own_after.user + own_after.system) - (own_before.user + own_before.system)
-    writes_after = db_writes(server)
+        async with Meter(
+            server, upstream_pid=upstream_pid, rss_start=rss_start, rss_idle=rss_idle
+        ) as meter:
+            start = loop.time() + 0.2
+            results = await asyncio.gather(*(one(i) for i in range(load.streams)))
     for s in sockets:
         s.close()
     await asyncio.sleep(0.5)
-    return summarize(
-        server,
-        load,
-        results,
-        wall=wall,
-        cpu=cpu,
-        threads_cpu=threads_cpu,
-        client_cpu=own_cpu + upstream_cpu,
-        waited=waited,
-        rss=(rss_start, rss_idle, peak_rss),
-        writes={k: writes_after[k] - writes_before[k] for k in writes_after},
-        load_average=load_before,
-    )
+    return summarize(server, load, results, **meter.figures())
 
 
 def _ms(value: float | None) -> float | None:

@@ -24,6 +24,13 @@ CLIENT_CORE = 1
 MODEL = "gpt-4.1-mini"
 
 
+def pin_client() -> None:
+    """Pin this process (the load client) to the client's core."""
+    with contextlib.suppress(AttributeError, OSError):
+        if (os.cpu_count() or 1) > 1:
+            os.sched_setaffinity(0, {CLIENT_CORE})
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -77,6 +84,7 @@ class Server:
     model: str = ""
     counts_writes: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # chatsite's: for manage.py beside it
 
 
 @contextlib.contextmanager
@@ -166,7 +174,7 @@ def chatsite(
             )
             ports.append(port)
             pids.append(proc.pid)
-        yield Server("chatsite", ports, pids, model=f"openai:{MODEL}", counts_writes=True)
+        yield Server("chatsite", ports, pids, model=f"openai:{MODEL}", counts_writes=True, env=env)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,13 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from autobahn.exception import Disconnected
+
+# What a send on a WebSocket whose client has closed raises until the app has handled its
+# `websocket.disconnect`: Daphne's comes from autobahn (the ASGI spec asks servers for an
+# OSError subclass, which others raise).
+SEND_ON_CLOSED_ERRORS: tuple[type[Exception], ...] = (Disconnected, OSError)
+
 
 def transport_of(send: Any) -> Any | None:
     """The Twisted transport behind Daphne's `send`; None under any other server."""

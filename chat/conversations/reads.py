@@ -146,6 +146,15 @@ def conversation_get(visitor: Visitor, conversation_id: Any) -> Conversation:
 
 def chat_message_get(visitor: Visitor, message_id: Any, *, role: str | None = None) -> Message:
     """One of the visitor's chat messages (not deleted, not a title job), or Http404."""
+    message = room_message_get(message_id, role=role)
+    if not visible_to(visitor, message.conversation):
+        raise Http404("No such message.")
+    return message
+
+
+def room_message_get(message_id: Any, *, role: str | None = None) -> Message:
+    """A chat message (not deleted, not a title job) read once for all the members of its
+    conversation's room, or Http404: each of them is then checked with `visible_to`."""
     try:
         pk = int(message_id)
         if not 0 < pk < 2**63:  # beyond any database's integer key
@@ -157,7 +166,6 @@ def chat_message_get(visitor: Visitor, message_id: Any, *, role: str | None = No
         message.deleted_at is not None
         or message.kind != Message.Kind.CHAT
         or (role and message.role != role)
-        or not visible_to(visitor, message.conversation)
     ):
         raise Http404("No such message.")
     return message

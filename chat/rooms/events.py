@@ -3,6 +3,7 @@ serialises them with msgpack), each `type` naming the consumer method that recei
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from chat.rooms.layer import room_group, room_send
@@ -22,6 +23,9 @@ PRESENCE_REFRESH = "room.presence_refresh"
 def presence_event(conversation_id: Any, change: Change) -> dict[str, Any]:
     return {
         "type": PRESENCE,
+        # Each process renders a change once for all its connections of the room (the layer
+        # hands each its own copy of the event).
+        "id": uuid.uuid4().hex,
         "conversation": str(conversation_id),
         "present": present_as_lists(change.present),
         "joined": change.joined.name if change.joined else "",

@@ -38,6 +38,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.http import Http404
 
+from chat.adapters.daphne_transport import SEND_ON_CLOSED_ERRORS
 from chat.conversations.errors import ChatInputError
 from chat.conversations.limits import ReaderSlot, TooManyReaders, reader_acquire, scope_client_ip
 from chat.conversations.reads import Visitor, conversation_get, message_get
@@ -55,7 +56,7 @@ from chat.web.rooms import (
     presence_fragment,
     presence_switch_fragment,
     removed_fragment,
-    reply_started_fragment,
+    room_started_html,
     typing_fragment,
 )
 from chat.web.updates import reply_updates
@@ -210,7 +211,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message_id is None or message_id in self.readers or message_id in self.delivered:
             return
         try:
-            html = await db_read(reply_started_fragment, self.visitor, event)
+            html = await room_started_html(self.visitor, event)
         except Http404:
             return
         if not await self.deliver(html):
@@ -364,7 +365,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     reader.cancel()
             await self.close(code=CLOSE_TOO_SLOW)
             return False
-        await self.send(text_data=html)
+        try:
+            await self.send(text_data=html)
+        except SEND_ON_CLOSED_ERRORS:
+            # The client has just closed; its disconnect follows, and `disconnect` cleans up.
+            # Raised from here, it ended the consumer without that: a room member stayed
+            # "here" for good, their heartbeat beating on.
+            self.closing = True
+            return False
         return True
 
     async def forward(self, message_id: int, after: int, slot: ReaderSlot) -> None:

@@ -3,14 +3,19 @@ fallback's room stream, and the typing POST of a page on SSE. Thin: chat/rooms d
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from chat.conversations.reads import (
@@ -18,7 +23,9 @@ from chat.conversations.reads import (
     conversation_get,
     conversation_messages,
     message_get,
+    room_message_get,
     user_message_get,
+    visible_to,
 )
 from chat.db import db_read
 from chat.http.backpressure import (
@@ -27,11 +34,11 @@ from chat.http.backpressure import (
     reader_stream,
     sse_data,
 )
-from chat.models import Conversation
+from chat.models import Conversation, Message
 from chat.rooms import events
 from chat.rooms.connection import RoomConnection
 from chat.rooms.layer import get_layer, room_guarded
-from chat.rooms.presence import presence_on, present_from_lists
+from chat.rooms.presence import Present, presence_on, present_from_lists
 from chat.rooms.readers import room_listen
 
 # What a page's room stream calls itself, so that the room does not echo the page's own sends
@@ -52,19 +59,63 @@ def display_name(user: Any) -> str:
 # --- Room events as HTML, for one viewer --------------------------------------------------------
 
 
-def presence_fragment(event: dict[str, Any], *, viewer_id: int | None) -> str:
+# Presence changes rendered lately, by event id: a change is rendered once in a process, and
+# each of its connections of the room gets it with its own person's chip marked. Rendered whole
+# for each connection, a change cost O(people here) per connection, O(people²) in all: ~35 ms of
+# the core for one change in a room of 30 (benchmarks/room_fanout.py).
+PRESENCE_RENDERS_KEPT = 64
+_presence_renders: OrderedDict[str, PresenceRender] = OrderedDict()
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRender:
+    html: str  # as someone who is not in the list sees it
+    chips: dict[int, tuple[str, str]]  # user id: their chip as the others see it, as they do
+
+
+def _presence_chip(person: Present, *, is_self: bool) -> str:
+    return render_to_string(
+        "chat/partials/_presence_chip.html", {"person": person, "is_self": is_self}
+    )
+
+
+def _presence_render(event: dict[str, Any]) -> PresenceRender:
     joined, left = event.get("joined") or "", event.get("left") or []
     announce = f"{joined} joined" if joined else ", ".join(f"{name} left" for name in left)
-    return render_to_string(
+    chips = {
+        person.user_id: (
+            _presence_chip(person, is_self=False),
+            _presence_chip(person, is_self=True),
+        )
+        for person in present_from_lists(event.get("present"))
+    }
+    others_see = "".join(chip for chip, _own in chips.values())
+    html = render_to_string(
         "chat/partials/_presence.html",
         {
-            "present": present_from_lists(event.get("present")),
-            "viewer_id": viewer_id,
+            "chips": mark_safe(others_see),  # noqa: S308 - rendered (and escaped) above
             "announce": announce,
             "shown_at": int(time.time() * 1000),
             "oob": True,
         },
     )
+    return PresenceRender(html, chips)
+
+
+def presence_fragment(event: dict[str, Any], *, viewer_id: int | None) -> str:
+    key = str(event.get("id") or "")
+    rendered = _presence_renders.get(key) if key else None
+    if rendered is None:
+        rendered = _presence_render(event)
+        if key:
+            _presence_renders[key] = rendered
+            while len(_presence_renders) > PRESENCE_RENDERS_KEPT:
+                _presence_renders.popitem(last=False)
+    if viewer_id is None or viewer_id not in rendered.chips:
+        return rendered.html
+    # The chip carries its person's id: it is the only one of its kind in the list.
+    chip, own = rendered.chips[viewer_id]
+    return rendered.html.replace(chip, own, 1)
 
 
 def typing_fragment(event: dict[str, Any]) -> str:
@@ -104,8 +155,10 @@ def removed_fragment() -> str:
 def reply_started_fragment(visitor: Visitor, event: dict[str, Any]) -> str:
     """Another member's send as this viewer's page shows it: their message (with their name)
     and the reply's streaming bubble, or the whole branch after a Regenerate or an Edit. Read
-    as this viewer (a reply they may not see is Http404)."""
+    as this viewer (a reply they may not see is Http404). `room_started_html` shares the reads
+    and the render among the room's connections in this process."""
     reply = message_get(visitor, event["assistant_id"])
+    viewer_id = visitor.user.pk if visitor.is_authenticated else None
     if event.get("branch_changed"):
         return render_to_string(
             "chat/partials/_message_list.html",
@@ -113,20 +166,89 @@ def reply_started_fragment(visitor: Visitor, event: dict[str, Any]) -> str:
                 "messages": conversation_messages(reply.conversation),
                 "totals": reply.conversation.totals(),
                 "shared": True,
-                "viewer_id": visitor.user.pk if visitor.is_authenticated else None,
+                "viewer_id": viewer_id,
             },
         )
+    user_message = (
+        user_message_get(visitor, event["user_message_id"])
+        if event.get("user_message_id")
+        else None
+    )
+    return _started_render(reply, user_message, viewer_id)
+
+
+def _started_render(reply: Message, user_message: Message | None, viewer_id: int | None) -> str:
     context: dict[str, Any] = {
         "reply": reply,
-        "user_message": (
-            user_message_get(visitor, event["user_message_id"])
-            if event.get("user_message_id")
-            else None
-        ),
+        "user_message": user_message,
         "shared": True,
-        "viewer_id": visitor.user.pk if visitor.is_authenticated else None,
+        "viewer_id": viewer_id,
     }
     return render_to_string("chat/partials/_room_started.html", context)
+
+
+# The new bubbles of a send in a room are read and rendered once in this process for all the
+# room's connections here, which hear of it within moments of each other; the shared result is
+# kept this long. (Read and rendered for each member, one after another on the few database
+# threads, a room of 50 waited ~0.3 s for its last member's reply to begin, and those members
+# got its first tokens that much late: benchmarks/room_fanout.py.)
+STARTED_SHARED_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RoomStarted:
+    reply: Message
+    user_message: Message | None
+    html: str  # as every member but the question's author sees it
+
+
+_started: dict[tuple[asyncio.AbstractEventLoop, str, str], asyncio.Future[RoomStarted]] = {}
+
+
+def _room_started_read(event: dict[str, Any]) -> RoomStarted:
+    reply = room_message_get(event["assistant_id"], role=Message.Role.ASSISTANT)
+    user_message = None
+    if event.get("user_message_id"):
+        user_message = room_message_get(event["user_message_id"], role=Message.Role.USER)
+        if user_message.conversation_id != reply.conversation_id:
+            raise Http404("No such message.")
+    return RoomStarted(reply, user_message, _started_render(reply, user_message, None))
+
+
+def _room_started_for(visitor: Visitor, started: RoomStarted) -> str:
+    if not visible_to(visitor, started.reply.conversation):
+        raise Http404("No such message.")
+    author_id = started.user_message.author_id if started.user_message else None
+    if visitor.is_authenticated and author_id == visitor.user.pk:
+        # The author's other tabs say "You".
+        return _started_render(started.reply, started.user_message, author_id)
+    return started.html
+
+
+def _started_read_done(
+    key: tuple[asyncio.AbstractEventLoop, str, str], done: asyncio.Future[RoomStarted]
+) -> None:
+    # A failed read is not kept (the next connection to hear of the reply reads again), and is
+    # looked at even if every connection waiting for it has gone.
+    if done.cancelled() or done.exception() is not None:
+        _started.pop(key, None)
+
+
+async def room_started_html(visitor: Visitor, event: dict[str, Any]) -> str:
+    """`reply_started_fragment` for this viewer, each viewer checked on their own (one query for a
+    member, none for the owner) and the reads and the render shared by this process's
+    connections of the room."""
+    if event.get("branch_changed"):
+        return await db_read(reply_started_fragment, visitor, event)  # the viewer's whole branch
+    loop = asyncio.get_running_loop()
+    key = (loop, str(event.get("assistant_id")), str(event.get("user_message_id")))
+    shared = _started.get(key)
+    if shared is None:
+        shared = _started[key] = asyncio.ensure_future(db_read(_room_started_read, event))
+        shared.add_done_callback(functools.partial(_started_read_done, key))
+        loop.call_later(STARTED_SHARED_SECONDS, _started.pop, key, None)
+    started = await asyncio.shield(shared)
+    return await db_read(_room_started_for, visitor, started)
 
 
 def room_fragment(visitor: Visitor, event: dict[str, Any]) -> str | None:
@@ -217,7 +339,7 @@ async def _room_stream(visitor: Visitor, room: RoomConnection, origin: str) -> A
             if origin and event.get("origin") == origin:
                 continue
             try:
-                html = await db_read(reply_started_fragment, visitor, event)
+                html = await room_started_html(visitor, event)
             except Http404:
                 continue
         else:

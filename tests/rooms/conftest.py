@@ -89,8 +89,11 @@ def shared_room():
     return _room
 
 
-async def _open(cookie: str, conversation_id: str | None = None, client: str = ""):
-    from chatsite.asgi import application
+async def _open(
+    cookie: str, conversation_id: str | None = None, client: str = "", application=None
+):
+    if application is None:
+        from chatsite.asgi import application
 
     communicator = WebsocketCommunicator(
         application,
@@ -136,7 +139,8 @@ async def _enter_all(room: SimpleNamespace, count: int | None = None) -> list:
 
 @pytest.fixture
 def room_socket() -> SimpleNamespace:
-    """`open(cookie, conversation_id)` a socket joined to the room; `enter_all(room, count)`
+    """`open(cookie, conversation_id, application=...)` a socket joined to the room (through
+    the given ASGI application, the site's by default); `enter_all(room, count)`
     its people's sockets, in order, every join heard; `frame(socket, **frame)`;
     `until(socket, needle)` the frames up to one that contains it; `leaves_done()`."""
     return SimpleNamespace(

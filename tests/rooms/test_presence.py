@@ -330,3 +330,42 @@ async def test_a_room_stream_beats_on_time_in_a_busy_room(
             await stream.app.receive_output(0.1)
     assert beats.count(room.member.pk) >= 3
     await stream.close()
+
+
+async def test_a_socket_closed_while_a_frame_was_on_its_way_leaves_the_room(
+    layer, shared_room, room_socket
+):
+    # Under Daphne, a frame sent to a WebSocket whose client has just closed raises (autobahn's
+    # Disconnected) until the consumer handles the disconnect. Raised from a room handler, it
+    # ended the consumer without its `disconnect`: the person stayed "here" for good, their
+    # heartbeat beating on (one in about 100 comings and goings in benchmarks/room_fanout.py).
+    # The race cannot be timed on a real server, so the application's `send` here raises as
+    # Daphne's does once the client is gone.
+    from autobahn.exception import Disconnected
+
+    from chatsite.asgi import application
+
+    client_gone, refused = False, asyncio.Event()
+
+    async def as_under_daphne(scope, receive, send):
+        async def daphne_send(message):
+            if client_gone and message["type"] == "websocket.send":
+                refused.set()
+                raise Disconnected("Attempt to send on a closed protocol")
+            await send(message)
+
+        await application(scope, receive, daphne_send)
+
+    room = await shared_room()
+    (owner,) = await room_socket.enter_all(room, 1)
+    member = await room_socket.open(room.cookies[1], room.id, application=as_under_daphne)
+    await room_socket.until(owner, f"{room.member.username} joined")
+
+    client_gone = True
+    await room_socket.frame(owner, action="typing", conversation=room.id)
+    await asyncio.wait_for(refused.wait(), 5)
+    await member.disconnect()  # Daphne's websocket.disconnect, which now reaches the consumer
+    await room_socket.until(owner, f"{room.member.username} left", timeout=8)
+    assert [p.name for p in await presence_list(room_group(room.id))] == [room.owner.username]
+    await owner.disconnect()
+    await room_socket.leaves_done()

@@ -24,7 +24,7 @@ async def test_a_members_send_shows_its_author_and_streams_to_the_owners_page(
 ):
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 200
     room = await shared_room()
-    owner, member = await room_socket.enter_all(room)
+    owner, member = await room_socket.enter_all(room)  # one after the other: no join races
 
     await room_socket.frame(
         member, action="send", message="hello room", model="demo:demo", conversation=room.id
@@ -40,7 +40,7 @@ async def test_a_members_send_shows_its_author_and_streams_to_the_owners_page(
     pieces, final = [], ""
     while not final:
         frame = await owner.receive_from(5)
-        if f'id="msg-{reply_id}"' in frame and 'hx-swap-oob="outerHTML"' in frame:
+        if _final(frame, reply_id):
             final = frame
         else:
             pieces += deltas(frame)
@@ -50,6 +50,10 @@ async def test_a_members_send_shows_its_author_and_streams_to_the_owners_page(
     await owner.disconnect()
     await member.disconnect()
     await room_socket.leaves_done()
+
+
+def _final(frame: str, reply_id: int) -> bool:
+    return f'id="msg-{reply_id}"' in frame and 'hx-swap-oob="outerHTML"' in frame
 
 
 @sync_to_async
@@ -69,7 +73,7 @@ async def test_removal_closes_the_members_socket_and_ends_their_sse_streams(
 ):
     settings.CHAT_DEMO_TOKENS_PER_SECOND = 5  # a reply that is still streaming when removed
     room = await shared_room()
-    owner, member = await room_socket.enter_all(room)
+    owner, member = await room_socket.enter_all(room)  # one after the other: no join races
     await room_socket.frame(
         owner, action="send", message="a long one", model="demo:demo", conversation=room.id
     )
@@ -108,3 +112,57 @@ async def test_the_room_stream_is_for_members_only(shared_room, sse_stream, sess
     stranger = await session_cookie("eve")
     stream = sse_stream(f"/streaming-demo/c/{room.id}/room", stranger)
     assert (await stream.open())["status"] == 404
+
+
+async def test_a_send_reaches_each_member_for_one_query_and_one_shared_render(
+    settings, shared_room, room_socket, statements, room_renders
+):
+    # Each member's socket checks that its person may see the new reply (one query: their
+    # membership); the bubbles are read and rendered once in this process for all of them. A
+    # room of 50 read and rendered them 50 times, one after another on the database threads:
+    # the last member's reply began ~0.3 s after the first's (benchmarks/room_fanout.py).
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 100
+    settings.CHAT_WORKER_DEAD_AFTER_SECONDS = 3600  # no heartbeat or reaper in the count
+    room = await shared_room(members=4)
+    sockets = await room_socket.enter_all(room)
+    before = len(statements)
+    await room_socket.frame(
+        sockets[0], action="send", message="hello room", model="demo:demo", conversation=room.id
+    )
+    for member in sockets[1:]:
+        await room_socket.until(member, "hello room")
+    for job in live_jobs():
+        await job
+    on_reply_threads = [sql for thread, sql in statements[before:] if thread.startswith("reply-db")]
+    memberships = [sql for sql in on_reply_threads if "chat_conversationmember" in sql]
+    rows = [sql for sql in on_reply_threads if re.search(r'FROM "(chat_message|auth_user)"', sql)]
+    assert len(memberships) == len(sockets) - 1
+    # The reply with its conversation, the question, the question's author.
+    assert len(rows) == 3
+    assert room_renders.count("chat/partials/_room_started.html") == 1
+    for s in sockets:
+        await s.disconnect()
+    await room_socket.leaves_done()
+
+
+async def test_the_senders_other_tab_shows_their_message_as_theirs(
+    settings, shared_room, room_socket
+):
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 200
+    room = await shared_room()
+    owner, member = await room_socket.enter_all(room)
+    other_tab = await room_socket.open(room.cookies[1], room.id)
+    await room_socket.until(other_tab, "room-presence")
+
+    await room_socket.frame(
+        member, action="send", message="hello room", model="demo:demo", conversation=room.id
+    )
+    on_owner = (await room_socket.until(owner, "hello room"))[-1]
+    on_other_tab = (await room_socket.until(other_tab, "hello room"))[-1]
+    assert f'<p class="msg-author">{room.member.username}</p>' in on_owner
+    assert '<p class="msg-author">You</p>' in on_other_tab
+    for job in live_jobs():
+        await job
+    for s in (owner, member, other_tab):
+        await s.disconnect()
+    await room_socket.leaves_done()

@@ -33,12 +33,10 @@ What each count consists of (SQLite, the suite's first run):
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.db import connection
-from django.db.backends.utils import CursorWrapper
 
 from chat.conversations.reads import Visitor
 from chat.models import Conversation, Message
@@ -50,25 +48,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 HTMX = {"HX-Request": "true"}
 WRITER = "reply-writer"
-
-
-@pytest.fixture
-def statements(monkeypatch) -> list[tuple[str, str]]:
-    """Every SQL statement any thread runs from now on, as (thread name, SQL)."""
-    seen: list[tuple[str, str]] = []
-    execute, executemany = CursorWrapper.execute, CursorWrapper.executemany
-
-    def recorded_execute(self, sql, params=None):
-        seen.append((threading.current_thread().name, sql))
-        return execute(self, sql, params)
-
-    def recorded_executemany(self, sql, param_list):
-        seen.append((threading.current_thread().name, sql))
-        return executemany(self, sql, param_list)
-
-    monkeypatch.setattr(CursorWrapper, "execute", recorded_execute)
-    monkeypatch.setattr(CursorWrapper, "executemany", recorded_executemany)
-    return seen
 
 
 @pytest.fixture(autouse=True)
