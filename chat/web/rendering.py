@@ -165,7 +165,9 @@ def authors_context(conversation: Any, *, viewer_id: int | None) -> dict[str, An
     "You" is. Visitors cannot share, so a conversation without an owner account never is."""
     if conversation.user_id is None or viewer_id is None:
         return {"shared": False}
-    return {"shared": conversation.memberships.exists(), "viewer_id": viewer_id}
+    # Anyone but the owner who can see it is a member: no need to ask.
+    shared = viewer_id != conversation.user_id or conversation.memberships.exists()
+    return {"shared": shared, "viewer_id": viewer_id}
 
 
 def message_list_fragment(conversation: Any, *, viewer_id: int | None = None) -> str:
