@@ -73,6 +73,25 @@ class PresenceRender:
     chips: dict[int, tuple[str, str]]  # user id: their chip as the others see it, as they do
 
 
+# A person's chip, as the others see it and as they do, by (user id, name): rendered once, not
+# for every change of every room they are in.
+PRESENCE_CHIPS_KEPT = 4096
+_presence_chips: OrderedDict[tuple[int, str], tuple[str, str]] = OrderedDict()
+
+
+def _presence_chips_of(person: Present) -> tuple[str, str]:
+    key = (person.user_id, person.name)
+    chips = _presence_chips.get(key)
+    if chips is not None:
+        _presence_chips.move_to_end(key)
+        return chips
+    chips = (_presence_chip(person, is_self=False), _presence_chip(person, is_self=True))
+    _presence_chips[key] = chips
+    while len(_presence_chips) > PRESENCE_CHIPS_KEPT:
+        _presence_chips.popitem(last=False)
+    return chips
+
+
 def _presence_chip(person: Present, *, is_self: bool) -> str:
     return render_to_string(
         "chat/partials/_presence_chip.html", {"person": person, "is_self": is_self}
@@ -83,10 +102,7 @@ def _presence_render(event: dict[str, Any]) -> PresenceRender:
     joined, left = event.get("joined") or "", event.get("left") or []
     announce = f"{joined} joined" if joined else ", ".join(f"{name} left" for name in left)
     chips = {
-        person.user_id: (
-            _presence_chip(person, is_self=False),
-            _presence_chip(person, is_self=True),
-        )
+        person.user_id: _presence_chips_of(person)
         for person in present_from_lists(event.get("present"))
     }
     others_see = "".join(chip for chip, _own in chips.values())

@@ -369,3 +369,30 @@ async def test_a_socket_closed_while_a_frame_was_on_its_way_leaves_the_room(
     assert [p.name for p in await presence_list(room_group(room.id))] == [room.owner.username]
     await owner.disconnect()
     await room_socket.leaves_done()
+
+
+async def test_room_events_reach_a_socket_without_a_hop_to_its_database_thread(
+    shared_room, room_socket, monkeypatch
+):
+    # Channels closes stale database connections on a consumer's own thread before each message
+    # it dispatches, a hop to that thread. Room events do no database work there; the hop was
+    # ~15 % of the server's CPU while people came and went (benchmarks/room_fanout.py).
+    import channels.consumer
+
+    hops = []
+    close_old = channels.consumer.aclose_old_connections
+
+    async def counted():
+        hops.append("hop")
+        await close_old()
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    room = await shared_room()
+    owner, member = await room_socket.enter_all(room)
+    hops.clear()
+    await room_socket.frame(member, action="typing", conversation=room.id)
+    await room_socket.until(owner, "is typing")
+    assert hops == ["hop"]  # the member's frame; not the room's event on the owner's socket
+    await owner.disconnect()
+    await member.disconnect()
+    await room_socket.leaves_done()
