@@ -220,6 +220,12 @@ def app_env():
 
 
 @pytest.fixture(scope="session")
+def manage_shell():
+    """`manage_shell(env, code)`: `manage.py shell -c code` in that environment; its output."""
+    return servers.manage_shell
+
+
+@pytest.fixture(scope="session")
 def migrate():
     """`migrate(env)`: run the migrations of an app server's database."""
     return servers.migrate

@@ -4,8 +4,6 @@ once revoked on /settings/shares and once past its expiry."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,24 +32,12 @@ assert ConversationShare.objects.filter(token={token!r}).update(
 """
 
 
-def _manage_shell(env: dict[str, str], code: str) -> str:
-    return subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=REPO,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout.strip()
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, app_env, migrate, daphne):
+def server(tmp_path_factory, app_env, migrate, daphne, manage_shell):
     data = tmp_path_factory.mktemp("shares")
     env = app_env(data, CHAT_DEMO_TOKENS_PER_SECOND="0")
     migrate(env)
-    session_key = _manage_shell(env, SETUP).splitlines()[-1]
+    session_key = manage_shell(env, SETUP).splitlines()[-1]
     with daphne(env, data / "server.log") as url:
         yield {"url": url, "env": env, "owner": session_key}
 
@@ -76,7 +62,9 @@ def _publish(page, *, expiry: str = "") -> str:
     return page.input_value("#share-url")
 
 
-def test_a_snapshot_link_opens_without_an_account_until_revoked_or_expired(browser, server):
+def test_a_snapshot_link_opens_without_an_account_until_revoked_or_expired(
+    browser, server, manage_shell
+):
     url, env = server["url"], server["env"]
     owner_context = browser.new_context(viewport={"width": 1280, "height": 800})
     owner_context.add_cookies([{"name": "sessionid", "value": server["owner"], "url": url}])
@@ -119,7 +107,7 @@ def test_a_snapshot_link_opens_without_an_account_until_revoked_or_expired(brows
         expiring_url = _publish(owner, expiry="1d")
         assert expiring_url != share_url
         assert _open_anonymously(browser, expiring_url)[0] == 200
-        _manage_shell(env, EXPIRE.format(token=expiring_url.rsplit("/", 1)[1]))
+        manage_shell(env, EXPIRE.format(token=expiring_url.rsplit("/", 1)[1]))
         status, text, headers, _ = _open_anonymously(browser, expiring_url)
         assert status == 404 and "This link does not work" in text
         assert "noindex" in headers["x-robots-tag"]

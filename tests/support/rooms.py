@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.support.servers import REPO, app_env, daphne, migrate
+from tests.support.servers import app_env, daphne, manage_shell, migrate
 
 # Owner, member and outsider sessions and two shared conversations (one for the removal), made
 # in the workers' database through the sharing domain (the owner's invite link, the member
@@ -55,17 +53,7 @@ def room_on_two_workers(data: Path, redis_url: str, **settings: str) -> Iterator
     env = app_env(data, REDIS_URL=redis_url, **settings)
     migrate(env)
     made = json.loads(
-        subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", SETUP],
-            cwd=REPO,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
+        manage_shell(env, SETUP).splitlines()[-1]
     )  # after the shell's "objects imported" line
     with daphne(env, data / "one.log") as one, daphne(env, data / "two.log") as two:
         # The outsider's cookie is sent to both workers (cookies do not tell ports apart).

@@ -78,6 +78,19 @@ def app_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
+def manage_shell(env: dict[str, str], code: str) -> str:
+    """Run `code` with `manage.py shell -c` in the app's environment; its standard output."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+
+
 def migrate(env: dict[str, str]) -> None:
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
