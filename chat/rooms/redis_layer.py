@@ -60,6 +60,17 @@ class ResilientRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
             self._recovered()
             return message
 
+    async def _clean_receive_backup(self, index: int, channel: str) -> None:
+        # channels-redis runs this in a task nobody awaits, after a message was received: if
+        # Redis went in between, its error was never retrieved and asyncio logged it at ERROR
+        # when the task was collected. The message was delivered; a Redis that restarts has no
+        # backup queue left to clean (at worst a surviving one redelivers it, as channels-redis
+        # accepts for a cancelled cleaner).
+        try:
+            await super()._clean_receive_backup(index, channel)
+        except REDIS_OUTAGE_ERRORS as exc:
+            self._outage(exc)
+
     async def group_add(self, group: str, channel: str) -> None:
         # Remembered first: added again after an outage even if this add fails.
         self.local_groups[channel].add(group)
