@@ -268,6 +268,12 @@
     const field = form.querySelector("#message-input");
     field.addEventListener("input", updateCount);
     field.addEventListener("input", sendTyping);
+    // The System toggle shows whether a prompt is set, as it is typed or cleared.
+    const prompt = form.querySelector("#system-prompt-input");
+    const promptSet = form.querySelector(".system-prompt .prompt-set");
+    prompt?.addEventListener("input", () => {
+      if (promptSet) promptSet.hidden = !prompt.value.trim();
+    });
     if (touchTyping) {
       field.enterKeyHint = "enter";
       field.placeholder = "Ask anything…";
