@@ -91,15 +91,7 @@ async def test_one_change_is_one_group_message_and_one_frame_per_connection(
 ):
     room = await shared_room(members=3)
     sockets = await room_socket.enter_all(room, 3)
-    layer = get_layer()
-    sent = []
-    original = layer.group_send
-
-    async def counted(group, message):
-        sent.append(message["type"])
-        await original(group, message)
-
-    monkeypatch.setattr(layer, "group_send", counted)
+    sent = _count_group_sends(monkeypatch)
     late = await room_socket.open(room.cookies[3], room.id)
     for s in [*sockets, late]:
         await room_socket.until(s, f"{room.people[3].username} joined")
@@ -121,15 +113,7 @@ async def test_with_presence_off_nothing_is_sent_or_stored(
     if switch == "setting":
         settings.CHAT_PRESENCE = False
     room = await shared_room(presence_enabled=switch != "conversation")
-    layer = get_layer()
-    sent = []
-    original = layer.group_send
-
-    async def counted(group, message):
-        sent.append(message["type"])
-        await original(group, message)
-
-    monkeypatch.setattr(layer, "group_send", counted)
+    sent = _count_group_sends(monkeypatch)
     owner = await room_socket.open(room.cookies[0], room.id)
     member = await room_socket.open(room.cookies[1], room.id)
     await room_socket.frame(member, action="typing", conversation=room.id)
