@@ -197,8 +197,9 @@ def test_rename_search_export_and_delete(chat: tuple[Any, Any]) -> None:
     # Delete, after a confirmation step: gone from the sidebar, its link is a 404.
     page.locator(".delete-conversation > summary").click()
     page.get_by_role("button", name="Delete conversation").click()
-    page.wait_for_url(re.compile(r"/streaming-demo$"))
+    page.wait_for_url(re.compile(r"/streaming-demo\?deleted=[0-9a-f-]+$"))
     assert page.locator(".conversation-item", has_text="Lisbon trip").count() == 0
+    assert page.locator(".deleted-note").inner_text().startswith("Deleted “Lisbon trip”.")
     assert page.request.get(conversation_url).status == 404
     page.locator("#search-input").fill("pastel")
     page.get_by_text("Nothing found").wait_for()
