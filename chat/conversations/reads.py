@@ -59,6 +59,26 @@ def is_owner(visitor: Visitor, conversation: Conversation) -> bool:
     )
 
 
+def deleted_own(visitor: Visitor, conversation_id: Any) -> Conversation | None:
+    """The visitor's own conversation that they deleted (and that is kept: without
+    CHAT_PURGE_DELETED), or None — for anyone else it does not exist, as before."""
+    try:
+        conversation = Conversation.objects.get(pk=uuid.UUID(str(conversation_id)))
+    except (ValueError, Conversation.DoesNotExist):
+        return None
+    if conversation.deleted_at is None:
+        return None
+    if visitor.is_authenticated:
+        owned = conversation.user_id == visitor.user.pk
+    else:
+        owned = bool(
+            visitor.visitor_id
+            and conversation.user_id is None
+            and conversation.visitor_id == visitor.visitor_id
+        )
+    return conversation if owned else None
+
+
 def is_member(visitor: Visitor, conversation: Conversation) -> bool:
     """Whether the visitor is a member of `conversation` (signed in, let in by an invite)."""
     return bool(

@@ -7,10 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 
 from chat.conversations.errors import ChatInputError
-from chat.conversations.reads import Visitor, chat_message_get, message_get, own_turn_required
+from chat.conversations.reads import (
+    Visitor,
+    chat_message_get,
+    deleted_own,
+    message_get,
+    own_turn_required,
+)
 from chat.conversations.sharing import owned_conversation_get
 from chat.conversations.text import has_visible, title_clean
 from chat.conversations.tree import Tree
@@ -92,3 +99,14 @@ def conversation_rename(*, visitor: Visitor, conversation_id: Any, title: str) -
 def conversations_claim(*, visitor_id: str, user: Any) -> int:
     """Give a visitor's anonymous conversations to the account they signed in to."""
     return Conversation.objects.filter(user__isnull=True, visitor_id=visitor_id).update(user=user)
+
+
+def conversation_restore(*, visitor: Visitor, conversation_id: Any) -> Conversation:
+    """Undo a delete: the owner's conversation is back in their sidebar, as it was. Only while
+    it is kept (CHAT_PURGE_DELETED removes the rows at once, and then there is nothing to undo)."""
+    conversation = deleted_own(visitor, conversation_id)
+    if conversation is None:
+        raise Http404("No deleted conversation of yours.")
+    Conversation.objects.filter(pk=conversation.pk).update(deleted_at=None)
+    conversation.deleted_at = None
+    return conversation

@@ -52,6 +52,8 @@ class Progress:
     text: str
     seq: int
     usage: Usage | None = None
+    # Time to the first token, once there was one: kept if the reply later dies with its worker.
+    ttft_ms: int | None = None
 
 
 def progress_save(batch: list[Progress]) -> set[int]:
@@ -74,16 +76,18 @@ def progress_save(batch: list[Progress]) -> set[int]:
             if item.message_id not in live:
                 continue
             if item.usage is None:
-                plain.append((item.text, item.seq, heartbeat, item.message_id))
+                plain.append((item.text, item.seq, heartbeat, item.ttft_ms, item.message_id))
             else:
                 # Exact input counts sent early (Anthropic): kept for the reaper's estimate.
                 usage = item.usage
                 with_usage.append(
-                    (item.text, item.seq, heartbeat, usage.input_tokens,
+                    (item.text, item.seq, heartbeat, item.ttft_ms, usage.input_tokens,
                      usage.cached_input_tokens, item.message_id)
                 )  # fmt: skip
         table = connection.ops.quote_name(Message._meta.db_table)
-        columns = "content = %s, stream_seq = %s, heartbeat_at = %s"
+        columns = (
+            "content = %s, stream_seq = %s, heartbeat_at = %s, ttft_ms = COALESCE(ttft_ms, %s)"
+        )
         with connection.cursor() as cursor:
             if plain:
                 cursor.executemany(f"UPDATE {table} SET {columns} WHERE id = %s", plain)  # noqa: S608 - our own names
@@ -244,10 +248,15 @@ def db_write_blocking(function: Callable[..., T], *args: Any, timeout: float = 3
 
 
 async def reply_progress_save(
-    *, message_id: int, text: str, seq: int, usage: Usage | None = None
+    *,
+    message_id: int,
+    text: str,
+    seq: int,
+    usage: Usage | None = None,
+    ttft_ms: int | None = None,
 ) -> bool:
     """Save a live reply's progress with the next batch; False if the reply was ended elsewhere."""
-    return await _writer.save(Progress(message_id, text, seq, usage))
+    return await _writer.save(Progress(message_id, text, seq, usage, ttft_ms))
 
 
 def writer_serializes_starts() -> bool:

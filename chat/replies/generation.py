@@ -226,8 +226,13 @@ async def _flush_periodically(message_id: int, state: ReplyState) -> None:
         seq, text = state.seq, state.text
         try:
             # With every other live reply's, in one transaction (chat/db/writer.py).
+            first = state.first_token_at
             saved = await reply_progress_save(
-                message_id=message_id, text=text, seq=seq, usage=state.usage
+                message_id=message_id,
+                text=text,
+                seq=seq,
+                usage=state.usage,
+                ttft_ms=None if first is None else round((first - state.started) * 1000),
             )
         except Exception:
             logger.warning("Saving reply %s failed; will try again", message_id, exc_info=True)

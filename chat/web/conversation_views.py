@@ -10,6 +10,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from chat.conversations import writes
@@ -74,7 +75,17 @@ def delete(request: HtmxHttpRequest, conversation_id: uuid.UUID) -> HttpResponse
         conversation = conversation_get(visitor, conversation_id)
         context = _page_context(request, visitor, conversation, error=exc.message)
         return render(request, "chat/streaming_demo.html", context, status=exc.status)
-    return redirect("chat:streaming_demo")
+    # The new chat's page says so, with Undo while the conversation is kept.
+    return redirect(f"{reverse('chat:streaming_demo')}?deleted={conversation_id}")
+
+
+@require_POST
+def restore(request: HtmxHttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    """Undo a delete (the page after deleting offers it, as does the deleted chat's link)."""
+    if denied := _login_required(request):
+        return denied
+    writes.conversation_restore(visitor=_visitor(request), conversation_id=conversation_id)
+    return redirect("chat:conversation", conversation_id=conversation_id)
 
 
 @require_GET

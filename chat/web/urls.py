@@ -58,6 +58,11 @@ urlpatterns = [
         name="delete",
     ),
     path(
+        "streaming-demo/c/<uuid:conversation_id>/restore",
+        conversation_views.restore,
+        name="restore",
+    ),
+    path(
         "streaming-demo/c/<uuid:conversation_id>/title",
         conversation_views.title,
         name="conversation_title",

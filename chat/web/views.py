@@ -29,6 +29,7 @@ from chat.conversations.reads import (
     chat_message_get,
     conversation_get,
     conversation_messages,
+    deleted_own,
     is_owner,
     message_get,
     sidebar_page,
@@ -94,11 +95,18 @@ def streaming_demo(request: HttpRequest, conversation_id: uuid.UUID | None = Non
         conversation = conversation_get(visitor, conversation_id) if conversation_id else None
     except Http404:
         # Someone else's chat and no chat at all get the same page (ids cannot be probed), one
-        # that says why a link can stop working here and how to get back to it.
-        return render(request, "chat/not_yours.html", status=404)
-    return render(
-        request, "chat/streaming_demo.html", _page_context(request, visitor, conversation)
-    )
+        # that says why a link can stop working here and how to get back to it. Its owner is
+        # told they deleted it, and may restore it.
+        deleted = deleted_own(visitor, conversation_id)
+        return render(request, "chat/not_yours.html", {"deleted": deleted}, status=404)
+    context = _page_context(request, visitor, conversation)
+    if conversation is None and request.GET.get("deleted"):
+        # Just deleted (the delete redirects here): say so, with Undo while it is kept.
+        context["just_deleted"] = deleted_own(visitor, request.GET["deleted"])
+        context["deleted_for_good"] = (
+            context["just_deleted"] is None and settings.CHAT_PURGE_DELETED
+        )
+    return render(request, "chat/streaming_demo.html", context)
 
 
 def _reap(message_ids: list[int]) -> int:

@@ -24,6 +24,8 @@
   function setState(state, label) {
     stateEl.dataset.state = state;
     stateEl.textContent = label;
+    // The stylesheet pauses a streaming reply's cursor while the connection is away.
+    document.body.dataset.connection = state;
     document.body.dataset.transport = transport;
     if (state === "connected" || state === "sse") {
       const status = document.getElementById("composer-status");
@@ -268,6 +270,12 @@
     const field = form.querySelector("#message-input");
     field.addEventListener("input", updateCount);
     field.addEventListener("input", sendTyping);
+    // The System toggle shows whether a prompt is set, as it is typed or cleared.
+    const prompt = form.querySelector("#system-prompt-input");
+    const promptSet = form.querySelector(".system-prompt .prompt-set");
+    prompt?.addEventListener("input", () => {
+      if (promptSet) promptSet.hidden = !prompt.value.trim();
+    });
     if (touchTyping) {
       field.enterKeyHint = "enter";
       field.placeholder = "Ask anything…";
@@ -276,7 +284,9 @@
       if (touchTyping) return;
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
-        if (isStreaming()) say("A reply is still being written. Press Escape or Stop to end it, then send.");
+        if (isStreaming() && socketDown()) {
+          say("The connection to the server is lost. The reply goes on (or ends) once it is back; then you can send.");
+        } else if (isStreaming()) say("A reply is still being written. Press Escape or Stop to end it, then send.");
         else form.requestSubmit(form.querySelector("#send-button"));
       }
     });

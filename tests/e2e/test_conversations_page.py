@@ -197,8 +197,9 @@ def test_rename_search_export_and_delete(chat: tuple[Any, Any]) -> None:
     # Delete, after a confirmation step: gone from the sidebar, its link is a 404.
     page.locator(".delete-conversation > summary").click()
     page.get_by_role("button", name="Delete conversation").click()
-    page.wait_for_url(re.compile(r"/streaming-demo$"))
+    page.wait_for_url(re.compile(r"/streaming-demo\?deleted=[0-9a-f-]+$"))
     assert page.locator(".conversation-item", has_text="Lisbon trip").count() == 0
+    assert page.locator(".deleted-note").inner_text().startswith("Deleted “Lisbon trip”.")
     assert page.request.get(conversation_url).status == 404
     page.locator("#search-input").fill("pastel")
     page.get_by_text("Nothing found").wait_for()
@@ -320,3 +321,28 @@ def test_a_version_switch_or_a_rating_keeps_the_message_in_place_and_the_focus(
     page.wait_for_function("document.activeElement.classList.contains('feedback-up')", timeout=2000)
     edit = page.locator(USER).first.locator(".edit-message > summary").bounding_box()
     assert edit["width"] >= 24 and edit["height"] >= 24, edit
+
+
+def test_a_system_prompt_once_set_shows_on_its_toggle(chat: tuple[Any, Any]) -> None:
+    """The System toggle looked the same with or without a prompt."""
+    page, upstream = chat
+    mark = page.locator(".system-prompt .prompt-set")
+    assert mark.is_hidden()
+    page.locator(".system-prompt summary").click()
+    page.fill("#system-prompt-input", "Answer like a pirate.")
+    assert mark.is_visible()
+    page.fill("#system-prompt-input", "  ")
+    assert mark.is_hidden()
+    page.fill("#system-prompt-input", "Answer like a pirate.")
+    send(page, upstream, "Hello?", "Ahoy.")
+    assert upstream.requests[-1].body["messages"][0] == {
+        "role": "system",
+        "content": "Answer like a pirate.",
+    }
+
+    page.reload()
+    page.get_by_text("Connected · WebSocket").wait_for()
+    summary = page.locator(".system-prompt summary")
+    assert mark.is_visible()
+    assert summary.get_attribute("title") == "Answer like a pirate."
+    assert "(set)" in summary.text_content()  # what a screen reader hears

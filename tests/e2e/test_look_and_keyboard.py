@@ -286,6 +286,53 @@ def test_enter_while_the_socket_is_down_says_it_waits_and_the_message_still_goes
         _offline_send(page)
 
 
+def test_a_reply_streaming_when_the_connection_drops_says_it_waits(
+    new_page: Any, page_errors
+) -> None:
+    """During an outage the streaming reply kept its blinking cursor and Stop, and Enter said
+    "A reply is still being written" as if all were well."""
+    page_errors.allow(r"htmx:ws:error")
+    page = new_page(bypass_csp=True)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        # Sockets work until `__down`; then the open ones close and new ones never connect.
+        page.add_init_script(
+            f"""window.__sockets = [];
+               window.WebSocket = new Proxy(window.WebSocket, {{
+                 construct(Real, args) {{
+                   const ws = window.__down ? new Real("ws://127.0.0.1:{port}/ws/chat/", args[1])
+                                            : new Real(...args);
+                   window.__sockets.push(ws);
+                   return ws;
+                 }}
+               }});"""
+        )
+        open_chat(page)
+        send(page, "A long question")
+        wait_streaming_text(page, 20)
+        page.evaluate("window.__down = true; window.__sockets.forEach((s) => s.close())")
+        page.wait_for_function("document.body.dataset.connection === 'reconnecting'")
+
+        cursor = page.evaluate(
+            """() => {
+              const raw = document.querySelector("article[data-status='streaming'] .msg-text");
+              const after = getComputedStyle(raw, "::after");
+              return [after.animationName, after.opacity];
+            }"""
+        )
+        assert cursor == ["none", "0.3"], cursor
+        meta = page.evaluate(
+            """() => getComputedStyle(
+                 document.querySelector("article[data-status='streaming'] .msg-meta"), "::before"
+               ).content"""
+        )
+        assert "Waiting for the server" in meta
+        page.press("#message-input", "Enter")
+        assert "connection to the server is lost" in page.inner_text("#composer-status")
+
+
 def _offline_send(page: Any) -> None:
     page.goto("/streaming-demo")
     page.fill("#message-input", "Sent while offline")

@@ -72,3 +72,18 @@ async def test_aborting_a_pubsub_socket_ends_a_read_blocked_on_it(redis_url):
         await asyncio.wait_for(reading, 5)
     await pubsub.aclose()
     await client.aclose()
+
+
+def test_a_send_on_a_closed_websocket_still_raises_what_the_consumer_drops():
+    import inspect
+
+    from autobahn.exception import Disconnected
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    from chat.adapters.daphne_transport import SEND_ON_CLOSED_ERRORS
+
+    # Daphne's WebSocket protocol is autobahn's: a frame sent after the client's close raises
+    # Disconnected until the consumer has handled the close (chat/web/consumers.deliver).
+    assert "raise Disconnected" in inspect.getsource(WebSocketProtocol.sendMessage)
+    assert Disconnected in SEND_ON_CLOSED_ERRORS
+    assert OSError in SEND_ON_CLOSED_ERRORS  # what the ASGI spec asks of other servers

@@ -320,6 +320,9 @@ async def test_text_is_saved_while_streaming_not_only_at_the_end(visitor, settin
     assert mid.status == Message.Status.STREAMING
     assert mid.content and demo_reply("Flush me").startswith(mid.content)
     assert mid.stream_seq == len(tokenize(mid.content))
+    # And when its first token came: a reply whose worker dies keeps it (its footer read
+    # "– to first token" though tokens had arrived).
+    assert mid.ttft_ms is not None and mid.ttft_ms >= 0
 
 
 async def test_shutdown_cancelling_the_job_saves_the_partial_text(visitor, settings):

@@ -111,7 +111,8 @@ def test_deleted_conversation_is_gone_for_its_owner_everywhere(client, conversat
 
     response = client.post(f"/streaming-demo/c/{conversation.pk}/delete")
 
-    assert response.status_code == 302 and response["Location"] == "/streaming-demo"
+    assert response.status_code == 302
+    assert response["Location"] == f"/streaming-demo?deleted={conversation.pk}"
     assert client.get(f"/streaming-demo/c/{conversation.pk}").status_code == 404
     assert "Secret plans" not in client.get("/streaming-demo").content.decode()
     assert "Secret plans" not in client.get("/streaming-demo/search?q=secret").content.decode()
@@ -119,6 +120,51 @@ def test_deleted_conversation_is_gone_for_its_owner_everywhere(client, conversat
     # Kept for staff review, marked.
     conversation.refresh_from_db()
     assert conversation.deleted_at is not None
+
+
+def test_a_delete_can_be_undone_from_the_next_page_or_the_chats_link(client, conversation_of):
+    """No undo after a delete, and the deleted chat's link told its own owner to sign in."""
+    conversation = conversation_of(client, title="Trip to Porto")
+    after = client.post(f"/streaming-demo/c/{conversation.pk}/delete", follow=True)
+    page = after.content.decode()
+    assert "Deleted “Trip to Porto”." in page
+    assert f'action="/streaming-demo/c/{conversation.pk}/restore"' in page
+
+    link = client.get(f"/streaming-demo/c/{conversation.pk}")
+    assert link.status_code == 404
+    assert "You deleted this chat" in link.content.decode()
+    assert "Sign in to see it" not in link.content.decode()
+
+    restored = client.post(f"/streaming-demo/c/{conversation.pk}/restore")
+    assert restored["Location"] == f"/streaming-demo/c/{conversation.pk}"
+    assert "Trip to Porto" in client.get(restored["Location"]).content.decode()
+    conversation.refresh_from_db()
+    assert conversation.deleted_at is None
+
+
+def test_only_its_owner_may_restore_and_others_learn_nothing(page_visitor, conversation_of):
+    owner, stranger = Client(), Client()
+    conversation = conversation_of(owner, title="Private")
+    owner.post(f"/streaming-demo/c/{conversation.pk}/delete")
+    page_visitor(stranger)
+
+    assert stranger.post(f"/streaming-demo/c/{conversation.pk}/restore").status_code == 404
+    link = stranger.get(f"/streaming-demo/c/{conversation.pk}").content.decode()
+    assert "You deleted this chat" not in link and "Private" not in link
+    assert (
+        "Deleted “"
+        not in stranger.get(f"/streaming-demo?deleted={conversation.pk}").content.decode()
+    )
+    conversation.refresh_from_db()
+    assert conversation.deleted_at is not None
+
+
+def test_with_purge_a_delete_says_so_and_offers_no_undo(client, conversation_of, settings):
+    settings.CHAT_PURGE_DELETED = True
+    conversation = conversation_of(client, title="Gone for good")
+    page = client.post(f"/streaming-demo/c/{conversation.pk}/delete", follow=True).content.decode()
+    assert "The chat was deleted." in page and "Undo" not in page
+    assert client.post(f"/streaming-demo/c/{conversation.pk}/restore").status_code == 404
 
 
 def test_staff_see_a_deleted_conversation_marked_and_can_filter(
@@ -246,7 +292,7 @@ def test_long_histories_page_with_show_more(client, settings, conversation_of):
     assert more
 
     page = client.get(more.group(1).replace("&amp;", "&"), headers=HTMX).content.decode()
-    assert re.findall(r"Chat number (\d)", page) == ["3", "4", "5"]
+    assert re.findall(r">Chat number (\d)<", page) == ["3", "4", "5"]
     # "Previous 7 days" started on the first page: its heading is not repeated.
     assert ">Previous 7 days<" not in page and ">Older<" in page
     assert "Show more" in page
