@@ -345,7 +345,11 @@ CHAT_PROVIDER_MAX_RETRIES = env.int("CHAT_PROVIDER_MAX_RETRIES", default=2)
 CHAT_REPLY_TIMEOUT = env.float("CHAT_REPLY_TIMEOUT", default=300.0)
 CHAT_IDLE_TIMEOUT = env.float("CHAT_IDLE_TIMEOUT", default=60.0)
 CHAT_COALESCE_MS = env.int("CHAT_COALESCE_MS", default=40)
-CHAT_FLUSH_SECONDS = env.float("CHAT_FLUSH_SECONDS", default=1.0)
+# How often a live reply's text is saved. Without Redis the database is its only record if the
+# process dies, so a crash loses at most this much of what readers saw; with Redis the shared log
+# keeps every delta for the reaper, and the database is written less often
+# (benchmarks/progress_save.py, docs/performance.md).
+CHAT_FLUSH_SECONDS = env.float("CHAT_FLUSH_SECONDS", default=1.0 if REDIS_URL else 0.25)
 # Each worker marks its live replies alive (in Redis and the database) every quarter of this;
 # another worker ends the replies of a worker silent this long as `interrupted`.
 CHAT_WORKER_DEAD_AFTER_SECONDS = env.float("CHAT_WORKER_DEAD_AFTER_SECONDS", default=10.0)
