@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import resource
 import shutil
 import socket
 import tempfile
@@ -30,6 +31,16 @@ from tests.support import (
 )
 from tests.support.fake_upstream import FakeUpstream, running_fake_upstream
 from tests.support.servers import IN_CI, need
+
+
+def pytest_configure(config) -> None:
+    # A CI runner's soft limit on open files may be 1,024: the suite's own many connections (300
+    # concurrent Redis reads in one test) and the servers it starts (which inherit it) need more,
+    # as a deployment's workers do (docs/deploy.md: LimitNOFILE).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _free_port() -> int:
