@@ -7,6 +7,16 @@
   if (!window.markdownit || !window.DOMPurify || !window.texmath) return;
   const texmath = window.texmath;
 
+  // Only a shortcut, as on the server: an opening delimiter with no closing one after it is not
+  // maths, which the regular expression would find out by reading to the end of the text, once
+  // per opening delimiter.
+  const lastCloser = new Map(); // closer -> [text, where it last occurs]
+  const closesLater = (closer) => (src, _outerSpace, begin) => {
+    let known = lastCloser.get(closer);
+    if (!known || known[0] !== src) lastCloser.set(closer, (known = [src, src.lastIndexOf(closer)]));
+    return known[1] > begin + 1;
+  };
+
   const restOfLineBlank = (src, end) => {
     const lineEnd = src.indexOf("\n", end + 1);
     return !src.slice(end + 1, lineEnd >= 0 ? lineEnd : src.length).trim();
@@ -17,8 +27,8 @@
   // formula is a block only when nothing follows it on its line, display maths within a
   // paragraph otherwise.
   const bracketInline = [
-    { name: "math_inline_bracket", rex: /\\\((.+?)\\\)/gsy, tag: "\\(" },
-    { name: "math_display_bracket", rex: /\\\[(.+?)\\\]/gsy, tag: "\\[" },
+    { name: "math_inline_bracket", rex: /\\\((.+?)\\\)/gsy, tag: "\\(", pre: closesLater("\\)") },
+    { name: "math_display_bracket", rex: /\\\[(.+?)\\\]/gsy, tag: "\\[", pre: closesLater("\\]") },
   ];
   // texmath's block rule reads its rule at each call; like the server's it must end within the
   // block being parsed, and in a quote on the line it starts.
@@ -26,6 +36,7 @@
     name: "math_block_bracket",
     rex: /\\\[([\s\S]+?)\\\]/gmy,
     tag: "\\[",
+    pre: closesLater("\\]"),
     post: (src, _outerSpace, end) =>
       restOfLineBlank(src, end) &&
       end <= bracketBlock.limit &&

@@ -153,3 +153,34 @@ def test_bracket_and_one_line_dollar_maths_is_typeset_live_final_in_the_admin_an
         context.close()
     if page_errors.errors:
         pytest.fail("The page logged errors:\n" + "\n".join(page_errors.errors), pytrace=False)
+
+
+def test_the_live_render_of_unclosed_maths_delimiters_takes_linear_time(
+    browser: Any, site: tuple[str, Any]
+) -> None:
+    """As on the server (tests/web/test_rendering.py): every opening delimiter with no closing one
+    made the live preview read to the end of the text, on every frame of a stream."""
+    context = browser.new_context(base_url=site[0])
+    try:
+        page = context.new_page()
+        page.goto("/streaming-demo")
+        page.wait_for_function("() => window.chatsiteMarkdown")
+        timings = page.evaluate(
+            """() => {
+              const seconds = (text) => {
+                const started = performance.now();
+                const html = document.createElement("div");
+                html.append(window.chatsiteMarkdown.render(text));
+                if (html.querySelector(".math")) throw new Error("maths in " + text.slice(0, 9));
+                return (performance.now() - started) / 1000;
+              };
+              return ["\\\\(", "a \\\\[", "\\\\[\\n"].map((opener) => [
+                seconds(opener.repeat(20000)),
+                seconds(opener.replace("\\\\", "x").repeat(20000)),
+              ]);
+            }"""
+        )
+        for with_backslashes, without in timings:
+            assert with_backslashes < 3 * without + 0.5, timings
+    finally:
+        context.close()

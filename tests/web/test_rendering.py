@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from chat.templatetags.chat_tags import usd
@@ -66,3 +68,17 @@ def test_markdown_highlights_code_and_keeps_unknown_languages_plain():
 )
 def test_maths_in_every_delimiter_models_write_becomes_a_math_element(text, html):
     assert render_markdown(text) == html
+
+
+@pytest.mark.parametrize("text", ["\\(" * 20_000, "a \\[" * 20_000, "\\[\n" * 20_000])
+def test_opening_maths_delimiters_with_no_closing_one_render_in_linear_time(text):
+    """Each unclosed delimiter made the renderer read to the end of the text: 16 s for these, 0.5 s
+    for the same text without the backslashes. Now about the same."""
+
+    def seconds(markdown: str) -> float:
+        started = time.perf_counter()
+        html = render_markdown(markdown)
+        assert "math" not in html
+        return time.perf_counter() - started
+
+    assert seconds(text) < 3 * seconds(text.replace("\\", "x")) + 0.5
