@@ -184,3 +184,53 @@ def test_the_live_render_of_unclosed_maths_delimiters_takes_linear_time(
             assert with_backslashes < 3 * without + 0.5, timings
     finally:
         context.close()
+
+
+# Where the delimiters meet the rest of Markdown: each renders to the same DOM on the page and
+# on the server.
+EDGE_CASES = [
+    "- \\[x^2\\]\n- \\(y\\) in a list\n  \\[\n  z\n  \\]",
+    "> \\[\n> a\n> \\]\n\n> \\[b\\]",
+    "\\[x\\] (1) and text after it",
+    "| a | b |\n|---|---|\n| \\(x\\) | $$y$$ |",
+    "`\\(code\\)` and ```\\[x\\]``` and\n\n    \\[indented code\\]",
+    "\\(unclosed and \\[unclosed",
+    "a \\\\(escaped backslash\\\\) b",
+    "$$x$$ (2)\n\n$$\ny\n$$\n\n$5 and $6, $$5 and $$6",
+    "Text\n\\[\nx\n\\]\n\\(y\\)\n\n# \\(h\\) title",
+    "**\\(b\\)** [\\(link\\)](https://example.com) ~~$$s$$~~",
+    "\\[ a \\] \\[ b \\]\n\n\\[\n\\]\n\n\\(\\)",
+]
+
+_SAME_DOM = """([markdown, server]) => {
+  const shape = (root) => {
+    root.querySelectorAll(".math").forEach((m) => {
+      m.textContent = m.dataset.tex ?? m.textContent;
+      for (const name of ["data-typeset", "data-tex"]) m.removeAttribute(name);
+    });
+    root.normalize();
+    return root.innerHTML.replace(/\\s+/g, " ").replace(/> </g, "><").trim();
+  };
+  const page = document.createElement("div");
+  page.append(window.chatsiteMarkdown.render(markdown));
+  const fromServer = document.createElement("div");
+  fromServer.innerHTML = server;
+  return [shape(page), shape(fromServer)];
+}"""
+
+
+def test_maths_next_to_other_markdown_renders_the_same_on_the_page_and_the_server(
+    browser: Any, site: tuple[str, Any]
+) -> None:
+    from chat.web.rendering import render_markdown
+
+    context = browser.new_context(base_url=site[0])
+    try:
+        page = context.new_page()
+        page.goto("/streaming-demo")
+        page.wait_for_function("() => window.chatsiteMarkdown")
+        for markdown in EDGE_CASES:
+            on_page, on_server = page.evaluate(_SAME_DOM, [markdown, render_markdown(markdown)])
+            assert on_page == on_server, markdown
+    finally:
+        context.close()
