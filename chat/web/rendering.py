@@ -22,12 +22,12 @@ from markdown_it import MarkdownIt
 from markdown_it.common.utils import unescapeAll
 from mdit_py_plugins.dollarmath import dollarmath_plugin
 from mdit_py_plugins.tasklists import tasklists_plugin
-from mdit_py_plugins.texmath.index import RuleDictType, make_block_func, make_inline_func
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
 from pygments.util import ClassNotFound
 
+from chat.adapters.texmath_rules import add_texmath_rules
 from chat.conversations.reads import conversation_messages, message_with_versions
 
 _formatter = HtmlFormatter(nowrap=True)
@@ -62,11 +62,12 @@ def _rest_of_line_blank(src: str, end: int) -> bool:
 
 # TeX in \(…\) and \[…\], the delimiters GPT-4o, the o-series and DeepSeek write, with the rule
 # builders of texmath (the port of markdown-it-texmath, which the page uses: the same rules, the
-# same regular expressions). Its "brackets" set as is would drop the text after a `\[…\]` that
-# ends mid-line and leave `\[…\]` inside a paragraph as "[…]": here a display formula is a
-# block only when nothing follows it on its line, and display maths within a paragraph otherwise
-# (models often start `\[` on the line after the text, with no blank line between).
-BRACKET_MATH_INLINE: list[RuleDictType] = [
+# same regular expressions; chat/adapters/texmath_rules.py). Its "brackets" set as is would drop
+# the text after a `\[…\]` that ends mid-line and leave `\[…\]` inside a paragraph as "[…]": here
+# a display formula is a block only when nothing follows it on its line, and display maths
+# within a paragraph otherwise (models often start `\[` on the line after the text, with no
+# blank line between).
+BRACKET_MATH_INLINE: list[dict[str, Any]] = [
     {
         "name": "math_inline_bracket",
         "rex": re.compile(r"^\\\((.+?)\\\)", re.DOTALL),
@@ -82,7 +83,7 @@ BRACKET_MATH_INLINE: list[RuleDictType] = [
         "pre": _closes_later("\\]"),
     },
 ]
-BRACKET_MATH_BLOCK: RuleDictType = {
+BRACKET_MATH_BLOCK: dict[str, Any] = {
     "name": "math_block_bracket",
     "rex": re.compile(r"^\\\[([\s\S]+?)\\\]", re.MULTILINE),
     "tag": "\\[",
@@ -93,9 +94,7 @@ BRACKET_MATH_BLOCK: RuleDictType = {
 
 
 def _bracket_math(md: MarkdownIt) -> None:
-    for rule in BRACKET_MATH_INLINE:
-        md.inline.ruler.before("escape", rule["name"], make_inline_func(rule))
-    md.block.ruler.before("fence", BRACKET_MATH_BLOCK["name"], make_block_func(BRACKET_MATH_BLOCK))
+    add_texmath_rules(md, BRACKET_MATH_INLINE, [BRACKET_MATH_BLOCK])
 
 
 # The same options as the page's live preview (static/chat/markdown.js). `$5 and $6` stays
