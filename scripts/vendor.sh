@@ -9,6 +9,7 @@ dompurify="${DOMPURIFY_VERSION:-3.4.18}"
 chartjs="${CHARTJS_VERSION:-4.6.1}"
 task_lists="${TASK_LISTS_VERSION:-2.1.1}"
 dollarmath="${DOLLARMATH_VERSION:-0.5.0}"
+texmath="${TEXMATH_VERSION:-1.0.0}"
 katex="${KATEX_VERSION:-0.19.1}"
 axe="${AXE_CORE_VERSION:-4.14.1}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -65,8 +66,19 @@ cp "$work/markdown-it-dollarmath/package/dist/index.umd.min.js" \
 cp "$work/markdown-it-dollarmath/package/LICENSE" "$vendor/markdown-it-dollarmath/"
 echo "markdown-it-dollarmath@${dollarmath}" > "$vendor/markdown-it-dollarmath/VERSION"
 
-# KaTeX typesets $…$ and $$…$$ on the page, in the live preview and the final reply alike; its
-# fonts are served from here too (the stylesheet names them relative to itself).
+# \(…\) and \[…\], the delimiters GPT-4o, the o-series and DeepSeek write: the original of the
+# server's mdit-py-plugins texmath (brackets). Published as one plain script, which defines the
+# global `texmath` in a page; chat/markdown.js replaces its KaTeX render rules with the shared ones.
+unpack markdown-it-texmath "$texmath"
+mkdir -p "$vendor/markdown-it-texmath"
+cp "$work/markdown-it-texmath/package/texmath.js" \
+  "$vendor/markdown-it-texmath/markdown-it-texmath.js"
+cp "$work/markdown-it-texmath/package/license.txt" "$vendor/markdown-it-texmath/LICENSE"
+echo "markdown-it-texmath@${texmath}" > "$vendor/markdown-it-texmath/VERSION"
+
+# KaTeX typesets $…$, $$…$$, \(…\) and \[…\] on the page (static/chat/math.js), in the live
+# preview and the final reply alike; its fonts are served from here too (the stylesheet names them
+# relative to itself).
 unpack katex "$katex"
 rm -rf "$vendor/katex" && mkdir -p "$vendor/katex"
 cp "$work/katex/package/dist/katex.min.js" "$work/katex/package/dist/katex.min.css" \
@@ -83,4 +95,4 @@ echo "axe-core@${axe}" > "$root/tests/e2e/vendor/axe-core/VERSION"
 
 echo "vendored htmx.org@${htmx}, markdown-it@${markdown_it}, dompurify@${dompurify}," \
   "chart.js@${chartjs}, markdown-it-task-lists@${task_lists}," \
-  "markdown-it-dollarmath@${dollarmath}, katex@${katex} into $vendor; axe-core@${axe} into tests/"
+  "markdown-it-dollarmath@${dollarmath}, markdown-it-texmath@${texmath}, katex@${katex} into $vendor; axe-core@${axe} into tests/"

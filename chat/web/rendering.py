@@ -1,11 +1,12 @@
 """Markdown for finished replies, and the HTML fragments every transport sends.
 
 Markdown is rendered with markdown-it-py (CommonMark, raw HTML off, plus tables, strikethrough,
-task lists and $-math), code is highlighted with Pygments, and the result is sanitised with nh3
+task lists and maths), code is highlighted with Pygments, and the result is sanitised with nh3
 (ammonia) before it reaches the page. Streaming text is never parsed here: it is HTML-escaped and
 appended as plain text; the page previews it with markdown-it (the original of markdown-it-py)
-and the same plugins (static/chat/markdown.js), so the live and the final render agree. Math is
-left as TeX in `.math` elements for KaTeX on the page, in both renders.
+and the same plugins (static/chat/markdown.js), so the live and the final render agree. Maths
+in `$…$`, `$$…$$`, `\\(…\\)` or `\\[…\\]` is left as TeX in `.math` elements (the same HTML in
+both renders) that KaTeX typesets on the page (static/chat/math.js).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
 from pygments.util import ClassNotFound
 
+from chat.adapters.texmath_rules import add_texmath_rules
 from chat.conversations.reads import conversation_messages, message_with_versions
 
 _formatter = HtmlFormatter(nowrap=True)
@@ -41,16 +43,96 @@ def _highlight(code: str, lang: str, _attrs: Any) -> str:
     return highlight(code, lexer, _formatter)
 
 
+@lru_cache(maxsize=16)
+def _last(src: str, closer: str) -> int:
+    return src.rfind(closer)
+
+
+def _closes_later(closer: str) -> Any:
+    # Only a shortcut: an opening delimiter with no closing one after it is not maths, which the
+    # regular expression would find out by reading to the end of the text, once per opening
+    # delimiter (16 s for 40 kB of `\(`).
+    return lambda src, begin: _last(src, closer) > begin + 1
+
+
+def _rest_of_line_blank(src: str, end: int) -> bool:
+    line_end = src.find("\n", end + 1)
+    return not src[end + 1 : line_end if line_end >= 0 else len(src)].strip()
+
+
+# TeX in \(…\) and \[…\], the delimiters GPT-4o, the o-series and DeepSeek write, with the rule
+# builders of texmath (the port of markdown-it-texmath, which the page uses: the same rules, the
+# same regular expressions; chat/adapters/texmath_rules.py). Its "brackets" set as is would drop
+# the text after a `\[…\]` that ends mid-line and leave `\[…\]` inside a paragraph as "[…]": here
+# a display formula is a block only when nothing follows it on its line, and display maths
+# within a paragraph otherwise (models often start `\[` on the line after the text, with no
+# blank line between).
+BRACKET_MATH_INLINE: list[dict[str, Any]] = [
+    {
+        "name": "math_inline_bracket",
+        "rex": re.compile(r"^\\\((.+?)\\\)", re.DOTALL),
+        "tag": "\\(",
+        "tmpl": "",
+        "pre": _closes_later("\\)"),
+    },
+    {
+        "name": "math_display_bracket",
+        "rex": re.compile(r"^\\\[(.+?)\\\]", re.DOTALL),
+        "tag": "\\[",
+        "tmpl": "",
+        "pre": _closes_later("\\]"),
+    },
+]
+BRACKET_MATH_BLOCK: dict[str, Any] = {
+    "name": "math_block_bracket",
+    "rex": re.compile(r"^\\\[([\s\S]+?)\\\]", re.MULTILINE),
+    "tag": "\\[",
+    "tmpl": "",
+    "pre": _closes_later("\\]"),
+    "post": _rest_of_line_blank,
+}
+
+
+def _bracket_math(md: MarkdownIt) -> None:
+    add_texmath_rules(md, BRACKET_MATH_INLINE, [BRACKET_MATH_BLOCK])
+
+
 # The same options as the page's live preview (static/chat/markdown.js). `$5 and $6` stays
-# text: a dollar next to a digit or a space does not open or close math.
+# text: a dollar next to a digit or a space does not open or close math. `$$…$$` within a line
+# is display maths, as on a line of its own.
 _markdown = (
     MarkdownIt("commonmark", {"html": False, "highlight": _highlight, "breaks": False})
     .enable("table")
     .enable("strikethrough")
     .use(tasklists_plugin, label=True)  # the item's text labels its checkbox
-    .use(dollarmath_plugin, allow_space=False, allow_digits=False)
+    .use(dollarmath_plugin, allow_space=False, allow_digits=False, double_inline=True)
+    .use(_bracket_math)
 )
 _renderer: Any = _markdown.renderer
+
+
+# Every kind of maths comes out as one of three elements, whatever its delimiters, in both
+# renders (static/chat/markdown.js has the same table): math.js typesets `.math` with KaTeX, in
+# display mode unless it is `.inline`.
+_MATH_HTML = {
+    "math_inline": ("span", "math inline"),
+    "math_inline_bracket": ("span", "math inline"),
+    "math_inline_double": ("span", "math display"),
+    "math_display_bracket": ("span", "math display"),
+    "math_block": ("div", "math block"),
+    "math_block_label": ("div", "math block"),  # `$$…$$ (1)`: the label is not shown
+    "math_block_bracket": ("div", "math block"),
+}
+
+
+def _math(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+    tag, classes = _MATH_HTML[tokens[idx].type]
+    end = "\n" if tag == "div" else ""
+    return f'<{tag} class="{classes}">{escape(tokens[idx].content.strip())}</{tag}>{end}'
+
+
+for _name in _MATH_HTML:
+    _markdown.add_render_rule(_name, _math)
 _default_fence = _renderer.rules["fence"]
 _default_code_block = _renderer.rules["code_block"]
 

@@ -1,17 +1,87 @@
-// Markdown on the page: the live preview of a streaming reply, and KaTeX for the math of every
-// reply. The server renders the finished reply with markdown-it-py and the Python ports of the
-// same plugins (chat/web/rendering.py); this file mirrors its options rule for rule, so the live and
-// the final render agree (tests/e2e/test_markdown_parity.py compares the two DOMs).
+// Markdown on the page: the live preview of a streaming reply, its maths typeset by math.js. The
+// server renders the finished reply with markdown-it-py and the Python ports of the same plugins
+// (chat/web/rendering.py); this file mirrors its options rule for rule, so the live and the final
+// render agree (tests/e2e/test_markdown_parity.py compares the two DOMs).
 (() => {
   "use strict";
-  if (!window.markdownit || !window.DOMPurify) return;
+  if (!window.markdownit || !window.DOMPurify || !window.texmath) return;
+  const texmath = window.texmath;
+
+  // Only a shortcut, as on the server: an opening delimiter with no closing one after it is not
+  // maths, which the regular expression would find out by reading to the end of the text, once
+  // per opening delimiter.
+  const lastCloser = new Map(); // closer -> [text, where it last occurs]
+  const closesLater = (closer) => (src, _outerSpace, begin) => {
+    let known = lastCloser.get(closer);
+    if (!known || known[0] !== src) lastCloser.set(closer, (known = [src, src.lastIndexOf(closer)]));
+    return known[1] > begin + 1;
+  };
+
+  const restOfLineBlank = (src, end) => {
+    const lineEnd = src.indexOf("\n", end + 1);
+    return !src.slice(end + 1, lineEnd >= 0 ? lineEnd : src.length).trim();
+  };
+
+  // TeX in \(…\) and \[…\] (GPT-4o, the o-series, DeepSeek), built with markdown-it-texmath's
+  // rule builders from the same rules as the server's (rendering.py: BRACKET_MATH_*): a display
+  // formula is a block only when nothing follows it on its line, display maths within a
+  // paragraph otherwise.
+  const bracketInline = [
+    { name: "math_inline_bracket", rex: /\\\((.+?)\\\)/gsy, tag: "\\(", pre: closesLater("\\)") },
+    { name: "math_display_bracket", rex: /\\\[(.+?)\\\]/gsy, tag: "\\[", pre: closesLater("\\]") },
+  ];
+  // texmath's block rule reads its rule at each call; like the server's it must end within the
+  // block being parsed, and in a quote on the line it starts.
+  const bracketBlock = {
+    name: "math_block_bracket",
+    rex: /\\\[([\s\S]+?)\\\]/gmy,
+    tag: "\\[",
+    pre: closesLater("\\]"),
+    post: (src, _outerSpace, end) =>
+      restOfLineBlank(src, end) &&
+      end <= bracketBlock.limit &&
+      !(bracketBlock.inQuote && src.slice(bracketBlock.start, end).includes("\n")),
+  };
+  const bracketBlockRule = texmath.block(bracketBlock);
+  function bracketMath(md) {
+    for (const rule of bracketInline) md.inline.ruler.before("escape", rule.name, texmath.inline(rule));
+    md.block.ruler.before("fence", bracketBlock.name, (state, begLine, endLine, silent) => {
+      bracketBlock.start = state.bMarks[begLine] + state.tShift[begLine];
+      bracketBlock.limit = state.eMarks[endLine - 1];
+      bracketBlock.inQuote = state.parentType === "blockquote";
+      return bracketBlockRule(state, begLine, endLine, silent);
+    });
+  }
 
   const md = window
     .markdownit("commonmark", { html: false })
     .enable(["table", "strikethrough"])
     .use(window.markdownitTaskLists, { label: true }) // the item's text labels its checkbox
     // `$5 and $6` stays text: a dollar next to a digit or a space neither opens nor closes math.
-    .use(window.markdownitDollarmath.dollarmathPlugin, { allow_space: false, allow_digits: false });
+    // `$$…$$` within a line is display maths, as on a line of its own.
+    .use(window.markdownitDollarmath.dollarmathPlugin, {
+      allow_space: false,
+      allow_digits: false,
+      double_inline: true,
+    })
+    .use(bracketMath);
+
+  // Every kind of maths comes out as one of three elements, as on the server (rendering.py:
+  // _MATH_HTML); math.js typesets them.
+  const MATH_HTML = {
+    math_inline: ["span", "math inline"],
+    math_inline_bracket: ["span", "math inline"],
+    math_inline_double: ["span", "math display"],
+    math_display_bracket: ["span", "math display"],
+    math_block: ["div", "math block"],
+    math_block_label: ["div", "math block"], // `$$…$$ (1)`: the label is not shown
+    math_block_bracket: ["div", "math block"],
+  };
+  for (const [name, [tag, classes]] of Object.entries(MATH_HTML)) {
+    md.renderer.rules[name] = (tokens, idx) =>
+      `<${tag} class="${classes}">${md.utils.escapeHtml(tokens[idx].content.trim())}</${tag}>` +
+      (tag === "div" ? "\n" : "");
+  }
 
   md.renderer.rules.image = (tokens, idx, options, env, self) => {
     // As on the server: a reply never makes the browser fetch an image by itself.
@@ -69,22 +139,7 @@
   }
 
   function typeset(root) {
-    if (!window.katex) return;
-    root.querySelectorAll(".math:not([data-typeset])").forEach((element) => {
-      const tex = element.textContent;
-      element.dataset.typeset = "";
-      element.dataset.tex = tex;
-      try {
-        // katex.render builds DOM nodes (styles through the CSSOM), which a strict CSP allows.
-        window.katex.render(tex, element, {
-          displayMode: element.classList.contains("block"),
-          throwOnError: false,
-          output: "htmlAndMathml",
-        });
-      } catch {
-        element.textContent = tex;
-      }
-    });
+    if (window.chatsiteMath) window.chatsiteMath.typeset(root);
   }
 
   // The live preview of a streaming reply, in time proportional to what changed: the text only

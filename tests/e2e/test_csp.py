@@ -222,6 +222,8 @@ XSS_PAYLOADS = [
     '<meta http-equiv="refresh" content="0;url=javascript:alert(\'meta\')"><base href=//evil/>',
     '```"><img src=x onerror=alert("fence-lang")>\ncode\n```',
     '$\\href{javascript:alert("katex")}{click}$ and $$\\htmlData{onload=alert(1)}{x}$$',
+    "\\(<img src=x onerror=alert(1)>\\) and \\(\\href{javascript:alert('katex-paren')}{x}\\)",
+    '\\[<svg onload=alert("bracket")>\\]\n\nText \\[</span><img src=x onerror=alert(2)>\\] on',
     "<form action=\"javascript:alert('form')\"><button>go</button></form>",
 ]
 

@@ -80,7 +80,7 @@ def test_live_and_final_renders_of_one_corpus_are_the_same_dom(
     )
     page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
     live = page.evaluate(_NORMALISED, f"{ASSISTANT}[data-status='streaming'] .msg-text.live")
-    assert page.locator(f"{ASSISTANT} .msg-text.live .katex").count() == 2  # typeset live too
+    assert page.locator(f"{ASSISTANT} .msg-text.live .katex").count() == 7  # typeset live too
 
     upstream.release()
     page.wait_for_selector(f"{ASSISTANT}[data-status='complete'] .msg-text.markdown .katex")
@@ -102,7 +102,16 @@ def test_live_and_final_renders_of_one_corpus_are_the_same_dom(
     )
     assert any(a[1]["href"] == "https://example.com/chart.png" for a in links)  # image as link
     maths = [n for n in nodes if "math" in n[1].get("class", "")]
-    assert [m[1]["class"] for m in maths] == ["math inline", "math block"]
+    assert [m[1]["class"] for m in maths] == [
+        "math inline",  # $…$
+        "math block",  # $$ on lines of their own
+        "math inline",  # \(…\)
+        "math block",  # \[…\] on a line of its own
+        "math display",  # $$…$$ within a line
+        "math display",  # \[ on the line after the text
+        "math block",  # $$…$$ alone on one line
+    ]
+    assert [m[2] for m in maths][2:5] == [["\\alpha + \\beta"], ["E = mc^2"], ["x^2"]]
     assert "img" not in tags
     assert [n[1] for n in nodes if n[0] == "th"][1] == {"class": "align-right"}
     assert sum(1 for n in nodes if n[1].get("class") == "code-block") == 2

@@ -87,3 +87,34 @@ def test_a_send_on_a_closed_websocket_still_raises_what_the_consumer_drops():
     assert "raise Disconnected" in inspect.getsource(WebSocketProtocol.sendMessage)
     assert Disconnected in SEND_ON_CLOSED_ERRORS
     assert OSError in SEND_ON_CLOSED_ERRORS  # what the ASGI spec asks of other servers
+
+
+def test_texmath_still_builds_parser_rules_from_rule_dicts_with_pre_and_post():
+    import re
+
+    from markdown_it import MarkdownIt
+
+    from chat.adapters.texmath_rules import add_texmath_rules
+
+    md = MarkdownIt("commonmark")
+    seen: list[str] = []
+    inline = {
+        "name": "t_inline",
+        "rex": re.compile(r"^\\\((.+?)\\\)"),
+        "tag": "\\(",
+        "pre": lambda src, begin: seen.append("pre") or True,
+    }
+    block = {
+        "name": "t_block",
+        "rex": re.compile(r"^\\\[([\s\S]+?)\\\]", re.MULTILINE),
+        "tag": "\\[",
+        "post": lambda src, end: seen.append("post") or src[end] == "]",
+    }
+    assert add_texmath_rules(md, [inline], [block])
+    tokens = md.parse("\\[\nE\n\\]\n\na \\(x\\) b")
+    assert [(t.type, t.content) for t in tokens if t.type == "t_block"] == [("t_block", "\nE\n")]
+    children = next(t for t in tokens if t.type == "inline" and "a" in t.content).children
+    assert [(c.type, c.content) for c in children or [] if c.type == "t_inline"] == [
+        ("t_inline", "x")
+    ]
+    assert set(seen) == {"pre", "post"}
