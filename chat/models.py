@@ -676,3 +676,24 @@ class ConversationShare(models.Model):
         return self.revoked_at is None and (
             self.expires_at is None or self.expires_at > timezone.now()
         )
+
+
+# --- Preferences --------------------------------------------------------------------------------
+
+
+class Preferences(models.Model):
+    """A signed-in person's own settings, one row each (created on first save). Their default
+    instructions prefill a new conversation's system prompt; existing conversations keep theirs."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_preferences"
+    )
+    # Capped by CHAT_MAX_SYSTEM_PROMPT_CHARS when saved (chat.conversations.preferences).
+    default_instructions = models.TextField(blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "preferences"
+
+    def __str__(self) -> str:
+        return f"Preferences of {self.user_id}"

@@ -13,6 +13,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from chat.costs.budgets import anonymous_caps_notice_log  # noqa: E402
 from chat.http.backpressure import BufferedBytesMiddleware  # noqa: E402
 from chat.web.origins import SameOriginValidator  # noqa: E402
 from chat.web.routing import websocket_urlpatterns  # noqa: E402
@@ -20,6 +21,8 @@ from chatsite.serving.lifecycle import install_shutdown_hook  # noqa: E402
 from chatsite.serving.request_threads import RequestThreads  # noqa: E402
 
 install_shutdown_hook()
+# The operator hears, in each worker's log, how anonymous use of paid models is capped.
+anonymous_caps_notice_log()
 
 application = BufferedBytesMiddleware(
     # Each request's and socket's sync work on a thread of its own, reused once it is done.

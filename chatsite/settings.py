@@ -8,11 +8,13 @@ cache and the offline `demo` model, so `make run` needs no account anywhere.
 from __future__ import annotations
 
 import secrets
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from chatsite.serving.middleware_list import MiddlewareList
 
@@ -323,7 +325,6 @@ LOGGING = {
 }
 
 # --- Chat -----------------------------------------------------------------------------------------
-CHAT_DEMO_ENABLED = env.bool("CHAT_DEMO_ENABLED", default=True)
 CHAT_DEMO_TOKENS_PER_SECOND = env.float("CHAT_DEMO_TOKENS_PER_SECOND", default=30.0)
 
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
@@ -337,6 +338,39 @@ OPENAI_PROVIDER_NAME = env.str("OPENAI_PROVIDER_NAME", default="OpenAI")
 ANTHROPIC_PROVIDER_NAME = env.str("ANTHROPIC_PROVIDER_NAME", default="Anthropic")
 
 CHAT_DEFAULT_MODEL = env.str("CHAT_DEFAULT_MODEL", default="")
+# The offline demo model. Unset (None): offered only while no real provider is configured
+# (chat.providers.demo_enabled), so a site with a key set shows its real models alone.
+CHAT_DEMO_ENABLED: bool | None = (
+    env.bool("CHAT_DEMO_ENABLED") if env.str("CHAT_DEMO_ENABLED", default="") else None
+)
+
+
+def _usd_cap(name: str, value: str) -> Decimal | None:
+    """A dollar amount from the environment; `none` (or `off`) turns the cap off."""
+    value = value.strip()
+    if value.lower() in {"none", "off", ""}:
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise ImproperlyConfigured(
+            f"{name} must be an amount in dollars (e.g. 0.25) or `none`, not {value!r}."
+        ) from None
+    if amount < 0:
+        raise ImproperlyConfigured(f"{name} must not be negative, not {value!r}.")
+    return amount
+
+
+# Default spending caps for anonymous visitors on priced models (chat.costs.budgets): each
+# visitor's per day, and all anonymous visitors' together per day. A cap staff set in the admin
+# for anonymous visitors (or for everyone) replaces the per-visitor one.
+CHAT_ANONYMOUS_DAILY_CAP_USD = _usd_cap(
+    "CHAT_ANONYMOUS_DAILY_CAP_USD", env.str("CHAT_ANONYMOUS_DAILY_CAP_USD", default="0.25")
+)
+CHAT_ANONYMOUS_TOTAL_DAILY_CAP_USD = _usd_cap(
+    "CHAT_ANONYMOUS_TOTAL_DAILY_CAP_USD",
+    env.str("CHAT_ANONYMOUS_TOTAL_DAILY_CAP_USD", default="5"),
+)
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 CHAT_MAX_SYSTEM_PROMPT_CHARS = env.int("CHAT_MAX_SYSTEM_PROMPT_CHARS", default=4000)
 CHAT_MAX_OUTPUT_TOKENS = env.int("CHAT_MAX_OUTPUT_TOKENS", default=4096)

@@ -61,6 +61,11 @@ def chat_settings(settings):
     settings.CHAT_FLUSH_SECONDS = 0.05
     settings.CHAT_PROVIDER_MAX_RETRIES = 0
     settings.REDIS_URL = ""
+    # The suite's tests set provider keys as they need them: the demo stays offered, and the
+    # default anonymous caps (tests/ops/test_self_hosting_defaults.py tests them) are off.
+    settings.CHAT_DEMO_ENABLED = True
+    settings.CHAT_ANONYMOUS_DAILY_CAP_USD = None
+    settings.CHAT_ANONYMOUS_TOTAL_DAILY_CAP_USD = None
     reset_reply_stream()
     # Each test's database starts empty (or rolls back): no prices or caps of another test's.
     staff_config_forget()

@@ -106,7 +106,7 @@ def unit_prices(*, provider: str, model: str, on: date | None = None) -> tuple[i
     override = price_override_for(provider=provider, model=model, on=on)
     if override is not None:
         return _sample_prices(provider, model, override)
-    return _library_unit_prices(provider, model)
+    return library_unit_prices(provider, model)
 
 
 def _sample_prices(
@@ -121,6 +121,6 @@ def _sample_prices(
 
 
 @lru_cache(maxsize=512)
-def _library_unit_prices(provider: str, model: str) -> tuple[int, int] | None:
+def library_unit_prices(provider: str, model: str) -> tuple[int, int] | None:
     # genai-prices' figures change only with the package: two calculations per send saved.
     return _sample_prices(provider, model, None)

@@ -1,13 +1,14 @@
 """Provider registry: which models this installation offers, and the adapter for each.
 
-Only configured providers appear: `demo` unless disabled, OpenAI when OPENAI_API_KEY is set,
-Anthropic when ANTHROPIC_API_KEY is set. Keys stay on the server; the browser only ever sees
-"provider:model" choices.
+Only configured providers appear: OpenAI when OPENAI_API_KEY is set, Anthropic when
+ANTHROPIC_API_KEY is set, and `demo` while neither is (or as CHAT_DEMO_ENABLED says). Keys stay on
+the server; the browser only ever sees "provider:model" choices.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from chat.providers.base import Provider, ProviderError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +47,21 @@ def provider_display_name(provider: str) -> str:
     return names.get(provider) or provider
 
 
+def real_provider_configured() -> bool:
+    return bool(settings.OPENAI_API_KEY or settings.ANTHROPIC_API_KEY)
+
+
+def demo_enabled() -> bool:
+    """CHAT_DEMO_ENABLED when set; unset, the demo is offered only while no real provider is
+    configured (beside real models it only confuses, and it is not what a key was set for)."""
+    if settings.CHAT_DEMO_ENABLED is not None:
+        return bool(settings.CHAT_DEMO_ENABLED)
+    return not real_provider_configured()
+
+
 def available_models() -> list[ModelOption]:
     options: list[ModelOption] = []
-    if settings.CHAT_DEMO_ENABLED:
+    if demo_enabled():
         options.append(ModelOption("demo", "demo"))
     if settings.OPENAI_API_KEY:
         options += [ModelOption("openai", name) for name in settings.OPENAI_MODELS if name]
@@ -79,15 +94,19 @@ def get_provider(name: str) -> Provider:
         return DemoProvider(tokens_per_second=settings.CHAT_DEMO_TOKENS_PER_SECOND)
     if name == "openai":
         if not settings.OPENAI_API_KEY:
-            raise ProviderError(
-                "OpenAI is not configured on this server (OPENAI_API_KEY is unset)."
+            # A chat started before the key was removed. The setting is for the log only.
+            logger.error(
+                "A reply asked for OpenAI, which is not configured: OPENAI_API_KEY is unset."
             )
+            raise ProviderError("OpenAI is no longer available here. Pick another model.")
         return _openai_provider(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL)
     if name == "anthropic":
         if not settings.ANTHROPIC_API_KEY:
-            raise ProviderError(
-                "Anthropic is not configured on this server (ANTHROPIC_API_KEY is unset)."
+            # A chat started before the key was removed. The setting is for the log only.
+            logger.error(
+                "A reply asked for Anthropic, which is not configured: ANTHROPIC_API_KEY is unset."
             )
+            raise ProviderError("Anthropic is no longer available here. Pick another model.")
         return _anthropic_provider(settings.ANTHROPIC_API_KEY, settings.ANTHROPIC_BASE_URL)
     raise ProviderError(f"Unknown provider {name!r}.")
 

@@ -9,6 +9,7 @@ the real output total follows. Consumers keep the last `Usage` they saw: one wit
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
@@ -113,6 +114,8 @@ class AnthropicProvider:
             raise ProviderError(_DROPPED)
 
 
+logger = logging.getLogger(__name__)
+
 _DROPPED = "The connection to Anthropic dropped before the reply finished."
 
 
@@ -132,7 +135,12 @@ def _provider_error(exc: anthropic.APIError, model: str) -> ProviderError:
         return ProviderError("Anthropic did not respond in time. Try again.")
     if isinstance(exc, anthropic.APIConnectionError):
         # Raised before any reply (connect failures); drops mid-body surface as transport errors.
-        return ProviderError("Could not connect to Anthropic. Check the server's network access.")
+        logger.error(
+            "Could not connect to Anthropic: check the server's network access and "
+            "ANTHROPIC_BASE_URL. %s",
+            exc,
+        )
+        return ProviderError("Could not connect to Anthropic. Try again in a moment.")
     if not isinstance(exc, anthropic.APIStatusError):
         return ProviderError(f"Anthropic reported an error: {exc.message}")
     status = exc.status_code
@@ -142,7 +150,12 @@ def _provider_error(exc: anthropic.APIError, model: str) -> ProviderError:
         status = _STATUS_BY_TYPE.get(exc.type or "", 500)
     detail = _detail(exc)
     if status == 401:
-        message = "The Anthropic API key was rejected (401). Check ANTHROPIC_API_KEY on the server."
+        # The visitor is told what happened; the setting to fix is for the operator's log.
+        logger.error(
+            "Anthropic rejected the API key (401): check ANTHROPIC_API_KEY on the server. %s",
+            detail,
+        )
+        message = "The Anthropic API key was rejected (401). The site's operator has to fix this."
     elif status == 403:
         message = f"Anthropic refused access (403): {detail}"
     elif status == 404:

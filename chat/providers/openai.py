@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -145,6 +146,8 @@ async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
         yield "\n".join(data)
 
 
+logger = logging.getLogger(__name__)
+
 _DROPPED = "The connection to OpenAI dropped before the reply finished."
 _UNREADABLE = "{name} sent a part of the reply that could not be read, so the reply was ended."
 
@@ -154,14 +157,23 @@ def _provider_error(exc: openai.APIError, model: str) -> ProviderError:
     if isinstance(exc, openai.APITimeoutError) and not connection_failed(exc):
         return ProviderError("OpenAI did not respond in time. Try again.")
     if isinstance(exc, openai.APIConnectionError):  # a timeout that was a failed connection, too
-        return ProviderError("Could not connect to OpenAI. Check the server's network access.")
+        logger.error(
+            "Could not connect to OpenAI: check the server's network access and "
+            "OPENAI_BASE_URL. %s",
+            exc,
+        )
+        return ProviderError("Could not connect to OpenAI. Try again in a moment.")
     if not isinstance(exc, openai.APIStatusError):
         # An error object inside an otherwise successful stream.
         return ProviderError(f"OpenAI reported an error mid-reply: {_detail(exc)}")
     status = exc.status_code
     detail = _detail(exc)
     if status == 401:
-        message = "The OpenAI API key was rejected (401). Check OPENAI_API_KEY on the server."
+        # The visitor is told what happened; the setting to fix is for the operator's log.
+        logger.error(
+            "OpenAI rejected the API key (401): check OPENAI_API_KEY on the server. %s", detail
+        )
+        message = "The OpenAI API key was rejected (401). The site's operator has to fix this."
     elif status == 403:
         message = f"OpenAI refused access (403): {detail}"
     elif status == 404:

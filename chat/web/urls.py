@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from chat.api import pages as api_pages
-from chat.web import conversation_views, rooms, sharing_views, views
+from chat.web import conversation_views, rooms, settings_views, sharing_views, views
 
 app_name = "chat"
 
@@ -30,6 +30,7 @@ urlpatterns = [
     path("streaming-demo/c/<uuid:conversation_id>/room", rooms.room_events, name="room_events"),
     path("streaming-demo/c/<uuid:conversation_id>/typing", rooms.typing, name="room_typing"),
     path("settings/api-keys", api_pages.api_keys, name="api_keys"),
+    path("settings/instructions", settings_views.instructions, name="instructions"),
     path(
         "streaming-demo/replies/<int:message_id>/delete",
         conversation_views.delete_turn,

@@ -24,6 +24,7 @@ from chat import providers
 from chat.conversations.errors import ChatInputError
 from chat.conversations.feedback import FeedbackError, message_feedback_set
 from chat.conversations.limits import ReaderSlot, TooManyReaders, reader_acquire, request_client_ip
+from chat.conversations.preferences import default_instructions_for
 from chat.conversations.reads import (
     Visitor,
     chat_message_get,
@@ -129,6 +130,11 @@ def _page_context(
         if conversation
         else (default.value if default else "")
     )
+    # A new chat starts from the person's default instructions (chat.conversations.preferences);
+    # a started one shows its own prompt.
+    system_prompt = (
+        conversation.system_prompt if conversation else default_instructions_for(request.user)
+    )
     # Without JavaScript, "Show more" reloads the page with a longer list (`?shown=`).
     shown = min(_offset(request.GET.get("shown")) or sidebar_page_size(), MAX_SHOWN)
     return {
@@ -139,6 +145,7 @@ def _page_context(
         "totals": conversation.totals() if conversation else None,
         "model_options": options,
         "selected_model": selected,
+        "system_prompt": system_prompt,
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         "transport": "sse" if request.GET.get("transport") == "sse" else "ws",
         # The page asks for the generated name once a new conversation's first reply is done.
@@ -256,6 +263,7 @@ def _page_with_error(
         conversation,
         error=error.message,
         draft=request.POST.get("message", ""),
+        system_prompt=request.POST.get("system_prompt", ""),
     )
     return render(request, "chat/streaming_demo.html", context, status=400)
 

@@ -71,6 +71,11 @@ def app_env(data_dir: Path, **overrides: str) -> dict[str, str]:
             "CHAT_IP_RATE_LIMIT": "",
             "CHAT_MAX_STREAMING_PER_PERSON": "0",
             "CHAT_MAX_STREAMING_PER_IP": "0",
+            # Whatever provider a test configures, the demo stays offered and anonymous use
+            # uncapped, unless the test says otherwise (tests/ops/test_self_hosting_defaults.py).
+            "CHAT_DEMO_ENABLED": "true",
+            "CHAT_ANONYMOUS_DAILY_CAP_USD": "none",
+            "CHAT_ANONYMOUS_TOTAL_DAILY_CAP_USD": "none",
             "PYTHONUNBUFFERED": "1",
         }
     )
