@@ -22,7 +22,6 @@ class Server(DaphneServer):  # type: ignore[misc]
             details = {**details, "path": url_redact(details["path"])}
         super().log_action(protocol, action, details)
 
-
     # Set by `--announce-url` (chatsite/serving/server.py; `make run` passes it): once the
     # socket listens, say where to open the chat — Daphne itself only logs the address, and
     # that at a level `make run` does not show.
