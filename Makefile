@@ -27,7 +27,7 @@ $(VENV)/.installed-dev: requirements-dev.lock | $(BIN)/python
 
 run: $(VENV)/.installed  ## Set up and serve on http://$(HOST):$(PORT)/streaming-demo
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python -m chatsite.serving.server -b $(HOST) -p $(PORT) chatsite.asgi:application
+	$(BIN)/python -m chatsite.serving.server --announce-url -b $(HOST) -p $(PORT) chatsite.asgi:application
 
 run-prod: $(VENV)/.installed  ## Production: migrate, collectstatic, CHAT_WORKERS Daphne workers behind nginx (needs DATABASE_URL, REDIS_URL)
 	$(BIN)/python scripts/run_prod.py --host $(HOST) --port $(PORT)

@@ -66,6 +66,8 @@ def main() -> None:
                         shot.goto(conversation)
                         shot.wait_for_selector(".katex")
                         shot.evaluate("document.getElementById('messages').scrollTop = 420")
+                        # Scrolled up, the page may offer "↓ Latest": not part of the picture.
+                        shot.add_style_tag(content="#jump-latest { display: none !important; }")
                         shot.screenshot(path=str(DOCS / f"screenshot-{name}-{scheme}.png"))
                         shot.context.close()
                     login = browser.new_context(

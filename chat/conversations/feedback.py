@@ -52,6 +52,11 @@ def message_feedback_set(
     if message.superseded:
         raise FeedbackError("This reply was replaced by a newer one.")
     value = RATINGS[rating]
+    if message.failed and value is not None:
+        # A failed reply has no answer to judge: its error is the server's or the provider's.
+        raise FeedbackError(
+            "This reply failed, so there is nothing to rate: retry it or delete the turn."
+        )
     if value is None:
         comment = ""  # a comment belongs to a rating
     elif comment is None:

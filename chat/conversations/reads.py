@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -303,6 +304,7 @@ def sidebar_page(
 # --- Search ------------------------------------------------------------------------------------
 
 SNIPPET_CHARS = 60
+_WHITESPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,8 +321,11 @@ def _snippet(text: str, query: str) -> tuple[str, str, str] | None:
         return None
     start = max(0, at - SNIPPET_CHARS)
     end = min(len(text), at + len(query) + SNIPPET_CHARS)
-    before = ("…" if start else "") + " ".join(text[start:at].split())
-    after = " ".join(text[at + len(query) : end].split()) + ("…" if end < len(text) else "")
+    # Runs of whitespace become one space — but the spaces next to the match stay, or
+    # "with pytest" would read "with**pytest**".
+    before = ("…" if start else "") + _WHITESPACE.sub(" ", text[start:at]).lstrip()
+    after = _WHITESPACE.sub(" ", text[at + len(query) : end]).rstrip()
+    after += "…" if end < len(text) else ""
     return before, text[at : at + len(query)], after
 
 

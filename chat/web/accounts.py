@@ -118,6 +118,13 @@ class SignUpForm(UserCreationForm):  # type: ignore[type-arg]
             raise ValidationError(USERNAME_REFUSED, code="confusable")
         return super().clean_username()
 
+    def validate_password_for_user(self, user: Any, **options: Any) -> None:
+        # Django checks the confirmation field and shows "too short" or "too common" under it;
+        # the rules are about the password, so their errors go under Password (a mismatch
+        # still shows under the confirmation). Not in django-stubs yet: Django 5.1's.
+        options.setdefault("password_field_name", "password1")
+        super().validate_password_for_user(user, **options)  # type: ignore[misc]
+
     def clean_email(self) -> str:
         email = self.cleaned_data.get("email") or ""
         if email and get_user_model().objects.filter(email__iexact=email).exists():

@@ -22,6 +22,24 @@ class Server(DaphneServer):  # type: ignore[misc]
             details = {**details, "path": url_redact(details["path"])}
         super().log_action(protocol, action, details)
 
+    # Set by `--announce-url` (chatsite/serving/server.py; `make run` passes it): once the
+    # socket listens, say where to open the chat — Daphne itself only logs the address, and
+    # that at a level `make run` does not show.
+    announce_url = False
+    announced = False
+
+    def listen_success(self, port: Any) -> None:
+        super().listen_success(port)
+        if not self.announce_url or self.announced or not self.listening_addresses:
+            return
+        self.announced = True
+        host, port_number = self.listening_addresses[0]
+        if host in ("0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding to it
+            host = "localhost"
+        elif ":" in host:
+            host = f"[{host}]"
+        print(f"Open http://{host}:{port_number}/streaming-demo", flush=True)
+
 
 class CommandLineInterface(DaphneCommandLineInterface):  # type: ignore[misc]
     server_class = Server

@@ -6,7 +6,8 @@ library's selector loop. Every socket read and write of the process goes through
 standard loop re-registers a socket with epoll on most of them: uvloop cut the CPU of a bare relay
 by ~15 % and chatsite's reads from a provider by ~20 % (docs/journal.md, the third pass).
 Everything else is Daphne's own command line, unchanged, except that the access log never writes a
-credential (chatsite/serving/daphne_server.py). CHAT_EVENT_LOOP=asyncio keeps the standard loop.
+credential (chatsite/serving/daphne_server.py) and `--announce-url` prints the chat's address once
+the socket listens (`make run`). CHAT_EVENT_LOOP=asyncio keeps the standard loop.
 """
 
 from __future__ import annotations
@@ -34,11 +35,14 @@ def event_loop_install(name: str | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    announce_url = "--announce-url" in arguments
+    arguments = [argument for argument in arguments if argument != "--announce-url"]
     event_loop_install()
     # Imported only now: importing Daphne creates its event loop. Daphne's own command line,
     # with a server whose access log redacts credentials in URLs (chatsite/serving/redaction.py).
-    from chatsite.serving.daphne_server import CommandLineInterface
+    from chatsite.serving.daphne_server import CommandLineInterface, Server
 
+    Server.announce_url = announce_url
     CommandLineInterface().run(arguments)
 
 

@@ -337,6 +337,30 @@
   const scroller = messages;
   scroller.addEventListener("scroll", () => {
     stickToBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+    updateJump();
+  });
+
+  // --- "↓ Latest": back to the bottom while a reply streams (or new text came) above it --------
+  // Scrolled up to read, the view stays put as the reply grows; this button says there is more
+  // below and takes the reader there. It hides at the bottom.
+  const jump = document.getElementById("jump-latest");
+  let seenCount = messages.children.length; // the messages there were when the reader last was at the bottom
+
+  function updateJump({ grew = false } = {}) {
+    if (!jump) return;
+    if (stickToBottom) {
+      seenCount = messages.children.length;
+      jump.hidden = true;
+    } else if (isStreaming() || grew) jump.hidden = false;
+  }
+
+  jump?.addEventListener("click", () => {
+    scroller.scrollTop = scroller.scrollHeight;
+    stickToBottom = true;
+    updateJump();
+    // The button is gone: the keyboard goes on from the composer (on a touch screen that
+    // would open the keyboard, so not there).
+    if (!touchTyping) input()?.focus({ preventScroll: true });
   });
 
   // A control that redraws its message (‹ ›, 👍/👎, Regenerate, Retry) keeps that message where
@@ -497,15 +521,42 @@
     if (id && id !== conversationId) {
       conversationId = id;
       history.replaceState(null, "", `/streaming-demo/c/${id}${location.search}`);
-      document.title = `${document.getElementById("conversation-title").textContent} · chatsite`;
     }
+    followTitle();
     enhance(messages);
     if (markdown) messages.querySelectorAll('[data-status="streaming"]').forEach(renderLive);
     announceEndings();
     followAll();
     const anchored = restoreAnchor();
     if (stickToBottom && !anchored) scroller.scrollTop = scroller.scrollHeight;
+    updateJump({ grew: messages.children.length > seenCount });
   }
+
+  // --- The tab's title follows the conversation's ------------------------------------------------
+  // A rename here swaps #conversation-title (so does a generated title); the tab follows, and
+  // tells this browser's other tabs, whose pages of the same conversation follow too.
+  const titles = "BroadcastChannel" in window ? new BroadcastChannel("chatsite-titles") : null;
+  let shownTitle = document.getElementById("conversation-title")?.textContent ?? "";
+
+  function followTitle() {
+    const heading = document.getElementById("conversation-title");
+    if (!heading || !conversationId) return;
+    const title = heading.textContent.trim();
+    const wanted = `${title} · chatsite`;
+    if (document.title !== wanted) document.title = wanted;
+    if (title === shownTitle) return;
+    shownTitle = title;
+    titles?.postMessage({ conversation: conversationId, title });
+  }
+
+  titles?.addEventListener("message", (event) => {
+    const { conversation, title } = event.data || {};
+    const heading = document.getElementById("conversation-title");
+    if (!heading || conversation !== conversationId || typeof title !== "string") return;
+    shownTitle = title; // not told back to the tab it came from
+    heading.textContent = title;
+    document.title = `${title} · chatsite`;
+  });
 
   let scheduled = false;
   const observer = new MutationObserver(() => {
@@ -519,6 +570,59 @@
     });
   });
   observer.observe(chat, { childList: true, subtree: true, characterData: true });
+
+  // --- A reply's figures, behind its (i) -----------------------------------------------------------
+  // The footer keeps the controls on one line; model, time to first token, speed, tokens and cost
+  // open in a small popover: on hover (a mouse), on a tap or Enter/Space (pinned until Escape, a
+  // second press or a click elsewhere). The footers are the server's (redrawn when a reply ends),
+  // so the listeners are the document's.
+
+  let pinned = false;
+
+  function openFigures() {
+    return messages.querySelector(".msg-figures.open");
+  }
+
+  function closeFigures() {
+    const open = openFigures();
+    if (!open) return;
+    open.classList.remove("open", "below", "start");
+    open.closest(".msg-figures-wrap")?.querySelector(".figures-toggle")?.setAttribute("aria-expanded", "false");
+    pinned = false;
+  }
+
+  function showFigures(toggle, { pin }) {
+    const figures = document.getElementById(toggle.getAttribute("aria-controls"));
+    if (!figures) return;
+    if (openFigures() !== figures) closeFigures();
+    figures.classList.add("open");
+    toggle.setAttribute("aria-expanded", "true");
+    pinned = pin || pinned;
+    // Kept on screen: opening rightwards when (i) is near the left edge, below it near the
+    // list's top. (Classes, not inline styles: the CSP allows none, and htmx copies a swapped
+    // element's style attribute.)
+    const box = figures.getBoundingClientRect();
+    if (box.left < 8) figures.classList.add("start");
+    if (box.top < scroller.getBoundingClientRect().top) figures.classList.add("below");
+  }
+
+  document.addEventListener("click", (event) => {
+    const toggle = event.target.closest?.(".figures-toggle");
+    if (toggle) {
+      const expanded = toggle.getAttribute("aria-expanded") === "true";
+      if (expanded && pinned) closeFigures();
+      else showFigures(toggle, { pin: true });
+    } else if (openFigures() && !event.target.closest?.(".msg-figures")) closeFigures();
+  });
+  document.addEventListener("pointerover", (event) => {
+    const toggle = event.pointerType === "mouse" && event.target.closest?.(".figures-toggle");
+    if (toggle && toggle.getAttribute("aria-expanded") !== "true") showFigures(toggle, { pin: false });
+  });
+  document.addEventListener("pointerout", (event) => {
+    if (event.pointerType !== "mouse" || pinned) return;
+    const wrap = event.target.closest?.(".msg-figures-wrap");
+    if (wrap && !wrap.contains(event.relatedTarget)) closeFigures();
+  });
 
   // --- The conversations drawer (phones) ----------------------------------------------------------
 
@@ -549,7 +653,12 @@
 
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape" || event.isComposing) return;
-    if (drawerOpen()) {
+    const open = openFigures();
+    if (open) {
+      event.preventDefault();
+      closeFigures();
+      open.closest(".msg-figures-wrap")?.querySelector(".figures-toggle")?.focus();
+    } else if (drawerOpen()) {
       setDrawer(false);
       toggle?.focus();
     } else if (isStreaming()) {

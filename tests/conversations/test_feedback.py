@@ -122,6 +122,11 @@ def test_the_users_message_and_an_unknown_reply_are_404s(client, page_visitor):
         ({}, {"rating": "up", "comment": "x" * 2001}, "the limit is 2,000"),
         ({"status": "streaming", "ended_reason": ""}, {"rating": "up"}, "still being written"),
         ({"superseded": True}, {"rating": "up"}, "replaced by a newer one"),
+        (
+            {"status": "error", "ended_reason": "provider_error", "content": ""},
+            {"rating": "down"},
+            "This reply failed, so there is nothing to rate",
+        ),
     ],
 )
 def test_bad_feedback_gets_a_clear_error(client, fields, form, error, page_visitor):
@@ -171,3 +176,16 @@ def test_staff_filter_conversations_by_feedback_and_read_it(staff_client, visito
     html = page.content.decode()
     assert 'data-feedback="down"' in html and "Rated bad by the owner" in html
     assert "It &lt;b&gt;made up&lt;/b&gt; a law." in html
+
+
+def test_a_failed_reply_shows_no_rating_buttons(client, page_visitor):
+    visitor = page_visitor(client)
+    failed = finished_reply(visitor, status="error", ended_reason="provider_error", content="")
+    fine = finished_reply(visitor, text="Another question?")
+
+    failed_html = client.get(f"/streaming-demo/c/{failed.conversation_id}").content.decode()
+    fine_html = client.get(f"/streaming-demo/c/{fine.conversation_id}").content.decode()
+
+    assert f'id="feedback-{failed.pk}"' not in failed_html
+    assert "Retry this reply" in failed_html
+    assert f'id="feedback-{fine.pk}"' in fine_html

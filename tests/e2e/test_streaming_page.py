@@ -168,7 +168,9 @@ def test_reply_streams_over_websocket(page: Any, artifacts) -> None:
     assert page.locator(USER).count() == 1
     assert page.locator(f"{USER} .msg-text").inner_text().strip() == prompt
     assert_conversation_url(page)
-    meta = page.locator(f"{ASSISTANT} .msg-meta").inner_text()
+    # The figures wait behind the reply's (i).
+    page.locator(ASSISTANT).get_by_role("button", name="Reply figures").click()
+    meta = page.locator(f"{ASSISTANT} .msg-figures").inner_text()
     assert "tok/s" in meta and "to first token" in meta, meta
     assert re.search(r"\d+(\.\d+)? tok/s", meta), meta
     # The composer is ready for the next message.

@@ -102,6 +102,23 @@ def test_sign_up_shows_field_errors(client, settings):
     assert not User.objects.filter(username="x").exists()
 
 
+def test_sign_up_shows_password_errors_under_password(client, settings):
+    settings.CHAT_SIGNUP = True
+    response = client.post(
+        "/accounts/signup/", {"username": "sam", "password1": "short", "password2": "short"}
+    )
+
+    assert response.status_code == 400
+    form = response.context["form"]
+    assert any("too short" in error for error in form.errors["password1"])
+    assert "password2" not in form.errors
+    html = response.content.decode()
+    # In the page too: the list sits between the Password label and its field.
+    password_errors = html.index('id="id_password1_errors"')
+    assert html.index('for="id_password1"') < password_errors < html.index('id="id_password1"')
+    assert "too short" in html[password_errors : html.index('id="id_password1"')]
+
+
 def test_sign_up_is_rate_limited_per_address(settings):
     settings.CHAT_SIGNUP = True
     settings.CHAT_SIGNUP_RATE_LIMIT = "2/h"

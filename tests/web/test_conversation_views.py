@@ -219,6 +219,14 @@ def test_search_finds_titles_and_message_text_and_escapes_them(client, conversat
     assert f"/streaming-demo/c/{by_title.pk}" in html and "1 result for" in html
 
 
+def test_search_snippets_keep_the_spaces_around_the_match(client, conversation_of):
+    conversation_of(client, title="Testing", reply="Test it with\n  pytest and\tcoverage, daily.")
+
+    html = client.get("/streaming-demo/search?q=pytest", headers=HTMX).content.decode()
+
+    assert "Test it with <mark>pytest</mark> and coverage, daily." in html
+
+
 def test_search_without_javascript_renders_the_page_with_results(client, conversation_of):
     conversation = conversation_of(client, title="Bread recipes")
 
