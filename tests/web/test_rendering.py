@@ -32,3 +32,8 @@ def test_markdown_highlights_code_and_keeps_unknown_languages_plain():
     html = render_markdown("```python\nx = 1\n```\n\n```nosuchlang\n<tag>\n```")
     assert '<span class="n">x</span>' in html
     assert "&lt;tag&gt;" in html
+
+
+def test_code_blocks_are_focusable_for_keyboards_that_scroll_them():
+    html = render_markdown("```python\nx = 1\n```\n\n    indented code\n")
+    assert html.count('<pre tabindex="0">') == 2
