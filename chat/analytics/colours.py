@@ -57,7 +57,9 @@ def _fnv1a(text: str) -> int:
 def _beyond_palette(label: str) -> str:
     # More models than colours: a hue from the name, still stable, less distinct.
     value = _fnv1a(label)
-    red, green, blue = colorsys.hls_to_rgb((value % 360) / 360, 0.38 + (value >> 9) % 3 * 0.08, 0.68)
+    red, green, blue = colorsys.hls_to_rgb(
+        (value % 360) / 360, 0.38 + (value >> 9) % 3 * 0.08, 0.68
+    )
     return f"#{round(red * 255):02x}{round(green * 255):02x}{round(blue * 255):02x}"
 
 

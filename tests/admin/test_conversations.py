@@ -638,7 +638,12 @@ def test_csv_and_jsonl_exports_carry_the_owners_feedback(admin_client):
     rated_at = datetime.datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
     good = exchange(chat, "One", answer="Good answer", feedback=1, feedback_at=rated_at)
     bad = exchange(
-        chat, "Two", answer="Bad answer", feedback=-1, feedback_comment="=wrong", feedback_at=rated_at
+        chat,
+        "Two",
+        answer="Bad answer",
+        feedback=-1,
+        feedback_comment="=wrong",
+        feedback_at=rated_at,
     )
     unrated = exchange(chat, "Three", answer="Unrated")
 

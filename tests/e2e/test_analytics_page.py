@@ -209,10 +209,13 @@ DRAWN_COLOURS = """() => {
   for (const id of ["chart-cost", "chart-speed"]) {
     const chart = Chart.getChart(id);
     if (!chart) continue;
-    for (const set of chart.data.datasets) (drawn[set.label] ??= new Set()).add(hex(set.backgroundColor));
+    for (const set of chart.data.datasets) {
+      (drawn[set.label] ??= new Set()).add(hex(set.backgroundColor));
+    }
   }
   document.querySelectorAll("[data-colour-for]").forEach((swatch) => {
-    (drawn[swatch.dataset.colourFor] ??= new Set()).add(hex(getComputedStyle(swatch).backgroundColor));
+    const colour = hex(getComputedStyle(swatch).backgroundColor);
+    (drawn[swatch.dataset.colourFor] ??= new Set()).add(colour);
   });
   return Object.fromEntries(Object.entries(drawn).map(([label, set]) => [label, [...set]]));
 }"""

@@ -27,7 +27,9 @@ def _contrast(a: str, b: str) -> float:
 
 def _token_colours(prefix: str) -> dict[str, str]:
     rules = (STATIC / "pygments.css").read_text().splitlines()
-    pattern = re.compile(re.escape(prefix) + r" \.([\w-]+) \{[^}]*?(?<![-\w])color: (#[0-9a-fA-F]{3,6})")
+    pattern = re.compile(
+        re.escape(prefix) + r" \.([\w-]+) \{[^}]*?(?<![-\w])color: (#[0-9a-fA-F]{3,6})"
+    )
     return {m.group(1): m.group(2) for line in rules if (m := pattern.match(line.strip()))}
 
 
