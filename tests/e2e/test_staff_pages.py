@@ -138,14 +138,19 @@ def _contrast(page: Any, selector: str) -> list[dict[str, Any]]:
     )
 
 
-@pytest.mark.parametrize("scheme", ["light", "dark"])
+# The system's scheme, and the theme chosen with the admin's own toggle ("auto" follows the system).
+@pytest.mark.parametrize(
+    ("scheme", "chosen"), [("light", "auto"), ("dark", "auto"), ("light", "dark")]
+)
 def test_the_transcript_renders_code_like_the_chat_readable_in_both_schemes(
-    staff_page, staff_site, scheme, run_axe, describe_violations, page_errors
+    staff_page, staff_site, scheme, chosen, run_axe, describe_violations, page_errors
 ):
     # axe-core (evaluated through DevTools, not served by the app) sets inline styles while it
     # measures, which the admin's CSP refuses and logs; the page itself sets none.
     page_errors.allow(r"Applying inline style violates the following Content Security Policy")
     page = staff_page(color_scheme=scheme, viewport={"width": 1280, "height": 900})
+    page.evaluate("(theme) => localStorage.setItem('theme', theme)", chosen)
+    dark = scheme == "dark" or chosen == "dark"
     page.goto(f"/admin/chat/conversation/{staff_site[1]}/change/")
     pre = page.locator(".review-msg .markdown .code-block pre")
     pre.wait_for()
@@ -156,7 +161,8 @@ def test_the_transcript_renders_code_like_the_chat_readable_in_both_schemes(
     low = [token for token in tokens if token["ratio"] < 4.5 and token["text"].strip()]
     assert low == [], low
     background = pre.evaluate("(el) => getComputedStyle(el).backgroundColor")
-    assert background == ("rgb(248, 250, 252)" if scheme == "light" else "rgb(13, 17, 23)")
+    assert background == ("rgb(13, 17, 23)" if dark else "rgb(248, 250, 252)")
+    assert page.evaluate("() => document.documentElement.dataset.theme") == chosen
     # A keyboard reaches the code block, which scrolls sideways.
     assert pre.get_attribute("tabindex") == "0"
     pre.focus()
