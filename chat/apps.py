@@ -30,6 +30,10 @@ class ChatConfig(AppConfig):
         from chat.rooms import receivers as room_receivers
 
         room_receivers.connect()
+        # The sign-in library's admin entries, only with single sign-on configured.
+        from chat.admin.sign_in import hide_sign_in_admin_unless_sso
+
+        hide_sign_in_admin_unless_sso()
         # Import the configured SDKs now: importing one lazily inside the event loop on the first
         # reply would stall every stream of the process for most of a second.
         from django.conf import settings

@@ -1,7 +1,10 @@
 """Write static/chat/pygments.css: code colours for the light and the dark scheme.
 
 Light is Pygments' "xcode" and dark is "github-dark" — both keep every token at a contrast of at
-least 4.5:1 on their background (the browser tests run axe on highlighted code in both schemes).
+least 4.5:1 on the code blocks' backgrounds (`--code-bg` in static/chat/chat.css and admin.css;
+tests/web/test_code_colours.py checks every token, and the browser tests run axe on highlighted
+code in both schemes, in the chat and in the staff transcript). Choose another style only if it
+passes that test.
 The dark rules apply when the page is dark: chosen (`data-theme="dark"` on <html>) or by the
 system while nothing else was chosen.
 

@@ -23,6 +23,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
 from chat.admin.exports import Echo, attachment
+from chat.analytics.colours import model_colours
 from chat.analytics.filters import ANONYMOUS, SIGNED_IN, UsageFilter
 from chat.analytics.report import MAX_PERIOD_DAYS, PRESETS, Period, UsageSummary
 from chat.analytics.summary import usage_summary
@@ -242,7 +243,15 @@ class UsageReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             "opts": self.opts,
             "summary": summary,
             "changes": summary.changes(),
-            "chart_data": {**summary.chart_data(), "drill": drill},
+            "chart_data": {
+                **summary.chart_data(),
+                "drill": drill,
+                # Over every model seen, so each keeps its colour on every page and filter.
+                "colours": model_colours(
+                    [f"{provider}:{model}" for provider, model in pairs]
+                    + [model.label for model in summary.models]
+                ),
+            },
             "presets": PRESETS,
             "preset": preset,
             "form": form,

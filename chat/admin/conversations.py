@@ -55,8 +55,8 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "tokens_display",
         "cost_display",
         "last_activity_display",
-        "ended_reasons_display",
-        "flagged_display",
+        # How the replies ended and the review marks share a column: the title takes the room.
+        "outcome_display",
     ]
     list_display_links = ["title_display"]
     sortable_by = ["last_activity_display", "cost_display", "tokens_display", "messages_display"]
@@ -191,21 +191,21 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         when = timezone.localtime(conversation.updated_at)
         return format_html("{}<br>{}", date_format(when, "Y-m-d"), date_format(when, "H:i"))
 
-    @admin.display(description="ended reasons")
-    def ended_reasons_display(self, conversation: Conversation) -> SafeString | None:
-        reasons = ended_reasons(conversation)
-        if not reasons:
-            return None
-        # Problems first; "completed" is the normal case and stays quiet.
-        reasons.sort(key=lambda reason: reason == Message.EndedReason.COMPLETED)
+    @admin.display(description="ended · review")
+    def outcome_display(self, conversation: Conversation) -> SafeString:
         return format_html_join(
             " ",
-            '<span class="review-badge review-badge-{}">{}</span>',
-            ((reason, REASON_LABELS.get(reason, reason)) for reason in reasons),
+            '<span class="review-badge review-badge-{}"{}>{}</span>',
+            [*self._ending_badges(conversation), *self._review_badges(conversation)],
         )
 
-    @admin.display(description="review")
-    def flagged_display(self, conversation: Conversation) -> SafeString | str:
+    def _ending_badges(self, conversation: Conversation) -> list[tuple[str, str, str]]:
+        reasons = ended_reasons(conversation)
+        # Problems first; "completed" is the normal case and stays quiet.
+        reasons.sort(key=lambda reason: reason == Message.EndedReason.COMPLETED)
+        return [(reason, "", REASON_LABELS.get(reason, reason)) for reason in reasons]
+
+    def _review_badges(self, conversation: Conversation) -> list[tuple[str, SafeString, str]]:
         # Only the flagged and the rated stand out: a red cross on every other row would be noise.
         badges = []
         if conversation.flagged:
@@ -225,11 +225,7 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if conversation.feedback_comments:
             count = conversation.feedback_comments
             badges.append(("feedback-comment", f"{count} comment{pluralize(count)}", "Comments"))
-        return format_html_join(
-            " ",
-            '<span class="review-badge review-badge-{}" title="{}">{}</span>',
-            ((kind, title, text) for kind, text, title in badges),
-        )
+        return [(kind, format_html(' title="{}"', title), text) for kind, text, title in badges]
 
     # The review page
 

@@ -51,6 +51,9 @@ CSV_COLUMNS = [
     "duration_ms",
     "tokens_per_second",
     "error_text",
+    "feedback",
+    "feedback_comment",
+    "feedback_at",
     "content",
 ]
 # A spreadsheet runs a cell starting with one of these as a formula; visitors write the content.
@@ -77,6 +80,16 @@ def export_owner(conversation: Conversation) -> str:
     if conversation.user is not None:
         return conversation.user.get_username()
     return f"visitor:{conversation.visitor_id}"
+
+
+def feedback_label(message: Message) -> str:
+    """The owner's rating of a reply as the list's feedback filter names it: "good", "bad", or
+    "" when unrated (and for user messages)."""
+    if message.feedback == Message.Feedback.UP:
+        return "good"
+    if message.feedback == Message.Feedback.DOWN:
+        return "bad"
+    return ""
 
 
 def _csv_cell(value: Any) -> Any:
@@ -128,6 +141,9 @@ def _message_columns(message: Message) -> list[Any]:
         message.duration_ms,
         message.tokens_per_second,
         message.error_text,
+        feedback_label(message),
+        message.feedback_comment,
+        message.feedback_at.isoformat() if message.feedback_at else None,
         message.content,
     ]
 
@@ -179,6 +195,9 @@ def _message_record(message: Message) -> dict[str, Any]:
         "duration_ms": message.duration_ms,
         "tokens_per_second": message.tokens_per_second,
         "error_text": message.error_text,
+        "feedback": feedback_label(message) or None,
+        "feedback_comment": message.feedback_comment,
+        "feedback_at": message.feedback_at.isoformat() if message.feedback_at else None,
         "content": message.content,
     }
 

@@ -19,6 +19,7 @@ from chat.conversations.tree import Tree
 from chat.models import Conversation, Message
 
 FORMAT_VERSION = 1
+_FEEDBACK: dict[int, str] = {Message.Feedback.UP: "good", Message.Feedback.DOWN: "bad"}
 
 
 def export_filename(conversation: Conversation, extension: str) -> str:
@@ -58,6 +59,9 @@ def _message_record(message: Message, *, shown: bool) -> dict[str, Any]:
             "cost_usd": message.cost_usd,
             "time_to_first_token_ms": message.ttft_ms,
             "tokens_per_second": message.tokens_per_second,
+            # The owner's own rating of the reply: "good", "bad" or null, and their comment.
+            "feedback": _FEEDBACK.get(message.feedback or 0),
+            "feedback_comment": message.feedback_comment or None,
         }
     return record
 

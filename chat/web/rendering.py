@@ -195,6 +195,9 @@ _ALLOWED_ATTRIBUTES = {
     "ol": {"start", "class"},
     "th": {"class"},
     "td": {"class"},
+    # A code block scrolls sideways: a keyboard must be able to reach it (see
+    # set_tag_attribute_values).
+    "pre": {"tabindex"},
     # Task-list checkboxes, which are always disabled (see set_tag_attribute_values).
     "input": {"class", "type", "checked", "disabled"},
 }
@@ -213,6 +216,9 @@ def render_markdown(text: str) -> str:
         set_tag_attribute_values={
             "a": {"target": "_blank"},
             "input": {"type": "checkbox", "disabled": "disabled"},
+            # Only code blocks make a <pre>; one that scrolls must be focusable to be read with
+            # a keyboard (axe: scrollable-region-focusable).
+            "pre": {"tabindex": "0"},
         },
     )
 

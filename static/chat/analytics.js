@@ -9,17 +9,19 @@
     provider_error: "#dc2626", timeout: "#7f1d1d", interrupted: "#7c3aed", service_error: "#be185d",
   };
 
-  // A model keeps its colour whatever the period or filters: the hue comes from its name
-  // (FNV-1a), not from its rank in this period's list.
+  // A model keeps its colour whatever the period or filters: the server assigns one per model,
+  // distinct over every model it has seen (chat/analytics/colours.py), in the figures' "colours".
+  // Anything else (an ended reason without a colour of its own) gets a hue from its name.
+  let modelColours = {};
+
   function colourFor(label) {
+    if (modelColours[label]) return modelColours[label];
     let hash = 0x811c9dc5;
     for (let i = 0; i < label.length; i++) {
       hash ^= label.charCodeAt(i);
       hash = Math.imul(hash, 0x01000193) >>> 0;
     }
-    const hue = hash % 360;
-    const lightness = 38 + ((hash >>> 9) % 3) * 8; // 38, 46 or 54 %: neighbours in hue still differ
-    return `hsl(${hue} 68% ${lightness}%)`;
+    return `hsl(${hash % 360} 68% ${38 + ((hash >>> 9) % 3) * 8}%)`;
   }
 
   function css(name, fallback) {
@@ -95,12 +97,13 @@
   }
 
   function init() {
+    const source = document.getElementById("usage-chart-data");
+    const data = source ? JSON.parse(source.textContent) : null;
+    modelColours = (data && data.colours) || {};
     document.querySelectorAll("[data-colour-for]").forEach((swatch) => {
       swatch.style.backgroundColor = colourFor(swatch.dataset.colourFor);
     });
-    const source = document.getElementById("usage-chart-data");
-    if (!source || !window.Chart) return;
-    const data = JSON.parse(source.textContent);
+    if (!data || !window.Chart) return;
     const labels = data.days.map(shortDay);
 
     const dollars = clickable(baseOptions(true, "$"), drillDown(data, data.cost_by_model));

@@ -127,6 +127,9 @@
       // Only task-list checkboxes come out of the renderer; they are never editable.
       node.setAttribute("type", "checkbox");
       node.setAttribute("disabled", "");
+    } else if (node.tagName === "PRE") {
+      // A code block that scrolls sideways must be reachable with a keyboard (as on the server).
+      node.setAttribute("tabindex", "0");
     }
   });
 

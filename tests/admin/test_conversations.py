@@ -633,6 +633,38 @@ def test_jsonl_export_has_one_line_per_selected_conversation(admin_client, expor
     assert records[str(third.pk)]["messages"] == []
 
 
+def test_csv_and_jsonl_exports_carry_the_owners_feedback(admin_client):
+    chat = make_conversation(title="Rated")
+    rated_at = datetime.datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+    good = exchange(chat, "One", answer="Good answer", feedback=1, feedback_at=rated_at)
+    bad = exchange(
+        chat,
+        "Two",
+        answer="Bad answer",
+        feedback=-1,
+        feedback_comment="=wrong",
+        feedback_at=rated_at,
+    )
+    unrated = exchange(chat, "Three", answer="Unrated")
+
+    _, body = export(admin_client, "export_csv", _selected_action=[chat.pk])
+    rows = {row["message_id"]: row for row in csv_rows(body)}
+    assert rows[str(good.pk)]["feedback"] == "good"
+    assert rows[str(good.pk)]["feedback_at"] == rated_at.isoformat()
+    # A comment is the owner's text: neutralised for spreadsheets like the content.
+    assert (rows[str(bad.pk)]["feedback"], rows[str(bad.pk)]["feedback_comment"]) == (
+        "bad",
+        "'=wrong",
+    )
+    assert rows[str(unrated.pk)]["feedback"] == rows[str(unrated.pk)]["feedback_at"] == ""
+
+    _, body = export(admin_client, "export_jsonl", _selected_action=[chat.pk])
+    messages = {m["id"]: m for m in json.loads(body.decode())["messages"]}
+    assert messages[bad.pk] | {"feedback": "bad", "feedback_comment": "=wrong"} == messages[bad.pk]
+    assert messages[good.pk]["feedback_at"] == rated_at.isoformat()
+    assert messages[unrated.pk]["feedback"] is None
+
+
 def test_jsonl_export_of_all_matching_a_search(admin_client, exported):
     first, second, third = exported
 

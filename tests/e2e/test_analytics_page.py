@@ -195,3 +195,48 @@ def test_the_analytics_page_fits_a_phone(staff_page, analytics_charts, drawn):
     cards = page.locator(".usage-card").all()
     assert len(cards) == 9
     assert all(card.bounding_box()["x"] + card.bounding_box()["width"] <= 390 for card in cards)
+
+
+# A model's colour in each place the page draws it: the cost chart's bars and the speed chart's
+# lines (by label) and the per-model table's swatches (as the browser computed them).
+DRAWN_COLOURS = """() => {
+  const hex = (colour) => {
+    const probe = document.createElement("canvas").getContext("2d");
+    probe.fillStyle = colour;
+    return probe.fillStyle;
+  };
+  const drawn = {};
+  for (const id of ["chart-cost", "chart-speed"]) {
+    const chart = Chart.getChart(id);
+    if (!chart) continue;
+    for (const set of chart.data.datasets) {
+      (drawn[set.label] ??= new Set()).add(hex(set.backgroundColor));
+    }
+  }
+  document.querySelectorAll("[data-colour-for]").forEach((swatch) => {
+    const colour = hex(getComputedStyle(swatch).backgroundColor);
+    (drawn[swatch.dataset.colourFor] ??= new Set()).add(colour);
+  });
+  return Object.fromEntries(Object.entries(drawn).map(([label, set]) => [label, [...set]]));
+}"""
+
+
+def _drawn_colours(page: Any, query: str) -> dict[str, str]:
+    page.goto(f"/admin/chat/usagereport/?{query}")
+    page.wait_for_function("() => window.Chart && Chart.getChart('chart-cost')")
+    drawn = page.evaluate(DRAWN_COLOURS)
+    assert all(len(colours) == 1 for colours in drawn.values()), drawn  # one colour everywhere
+    return {label: colours[0] for label, colours in drawn.items()}
+
+
+def test_each_model_has_its_own_colour_the_same_on_every_page(staff_page):
+    page = staff_page
+    everyone = _drawn_colours(page, "days=30")
+    models = ["openai:gpt-4o", "openai:gpt-4o-mini", "anthropic:claude-haiku-4-5",
+              "anthropic:claude-sonnet-4-5", "demo:demo", "openai:llama3.1-local"]  # fmt: skip
+    assert set(models) <= set(everyone), everyone
+    assert len({everyone[label] for label in models}) == len(models), everyone
+
+    narrowed = _drawn_colours(page, "days=7&provider=anthropic")
+    assert set(narrowed) == {"anthropic:claude-haiku-4-5", "anthropic:claude-sonnet-4-5"}
+    assert all(narrowed[label] == everyone[label] for label in narrowed), (narrowed, everyone)

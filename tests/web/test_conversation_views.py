@@ -361,6 +361,19 @@ def test_export_json_holds_every_branch_with_usage(client, page_visitor, convers
     assert second["ended_reason"] == "stopped" and second["created_at"]
 
 
+def test_export_json_holds_the_owners_rating_and_comment(client, conversation_of):
+    conversation = conversation_of(client, title="Rate me", reply="Rated.")
+    Message.objects.filter(conversation=conversation, role="assistant").update(
+        feedback=Message.Feedback.DOWN, feedback_comment="Too short", feedback_at=timezone.now()
+    )
+
+    document = json.loads(client.get(f"/streaming-demo/c/{conversation.pk}/export.json").content)
+
+    question, answer = document["messages"]
+    assert answer["feedback"] == "bad" and answer["feedback_comment"] == "Too short"
+    assert "feedback" not in question  # a user message has no rating
+
+
 # --- Versions ----------------------------------------------------------------------------------
 
 

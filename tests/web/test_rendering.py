@@ -82,3 +82,8 @@ def test_opening_maths_delimiters_with_no_closing_one_render_in_linear_time(text
         return time.perf_counter() - started
 
     assert seconds(text) < 3 * seconds(text.replace("\\", "x")) + 0.5
+
+
+def test_code_blocks_are_focusable_for_keyboards_that_scroll_them():
+    html = render_markdown("```python\nx = 1\n```\n\n    indented code\n")
+    assert html.count('<pre tabindex="0">') == 2
