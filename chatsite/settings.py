@@ -389,8 +389,9 @@ CHAT_FLUSH_SECONDS = env.float("CHAT_FLUSH_SECONDS", default=1.0 if REDIS_URL el
 CHAT_WORKER_DEAD_AFTER_SECONDS = env.float("CHAT_WORKER_DEAD_AFTER_SECONDS", default=10.0)
 # On SIGTERM a worker takes no new replies and lets live ones finish for this long.
 CHAT_SHUTDOWN_GRACE_SECONDS = env.float("CHAT_SHUTDOWN_GRACE_SECONDS", default=8.0)
-# With Redis, a job publishes the deltas of this window in one command (the first at once).
-CHAT_REDIS_PUBLISH_MS = env.int("CHAT_REDIS_PUBLISH_MS", default=350)
+# With Redis, a worker publishes its replies' deltas for other workers in one pipeline per window of
+# this length (the first of a quiet spell at once); readers on the worker itself never wait for it.
+CHAT_REDIS_PUBLISH_MS = env.int("CHAT_REDIS_PUBLISH_MS", default=50)
 CHAT_JOB_DB_THREADS = env.int("CHAT_JOB_DB_THREADS", default=4)
 # How long a worker keeps the price overrides and spending caps it read
 # (chat/costs/staff_config.py); an edit in the admin reaches the worker that made it at once, the

@@ -67,14 +67,15 @@ async def reply_batches(
     CHAT_COALESCE_MS, and what arrives inside that window waits only until the window since the
     last send has passed, merged into one batch. The end goes out at once. (A trailing window,
     which sleeps after every first delta, would add the whole window to every token at ordinary
-    model speeds and still send them one by one.) With Redis the job already publishes a
-    window's deltas as one entry, so what one read returns is a fragment.
+    model speeds and still send them one by one.) With Redis, readers on the worker that runs
+    the reply read it in memory like that; elsewhere the job already publishes a window's deltas
+    as one entry, so what one read returns is a fragment.
 
     However long the reply is silent, this waits (each read is bounded well inside its socket's
     timeout, chat/replies/redis_options.py); if the shared stream fails, it reads the database
     until the stream is back or the reply has ended, so a reader always gets the ending."""
     stream = get_reply_stream()
-    window = 0.0 if stream.coalesces_on_write else settings.CHAT_COALESCE_MS / 1000
+    coalesce = settings.CHAT_COALESCE_MS / 1000
     loop = asyncio.get_running_loop()
     if not await still_streaming(message_id):
         yield []
@@ -102,6 +103,7 @@ async def reply_batches(
             continue
         # Inside the window since the last send: gather until it has passed, unless the end
         # arrives first (it, and what came before it, go out at once).
+        window = 0.0 if stream.gathers_on_write(message_id) else coalesce
         while entries[-1].kind != "end" and (wait := last_sent + window - loop.time()) > 0:
             try:
                 entries += await stream.read(message_id, after=entries[-1].seq, timeout=wait)

@@ -207,11 +207,13 @@ async def test_stop_reaches_a_job_through_the_channel_without_polling(use_redis)
 async def test_a_batch_whose_publish_is_cancelled_goes_out_with_the_final_flush(
     use_redis, monkeypatch
 ):
-    """A stop cancels the publisher mid-publish: that batch must not be lost (a reader got
-    "Redis " + "ny job" of "Redis streams let every worker read what any job" before)."""
+    """A shutdown cancels the job's final flush mid-publish: that batch must not be lost (a
+    reader got "Redis " + "ny job" of "Redis streams let every worker read what any job"
+    before). Read from another worker, which sees only what reached Redis."""
     from chat.replies.stream.publisher import Publisher
 
     stream = get_reply_stream()
+    elsewhere = RedisReplyStream(url=use_redis, retention_seconds=60)
     real_publish = stream.publish
     entered = asyncio.Event()
 
@@ -228,15 +230,43 @@ async def test_a_batch_whose_publish_is_cancelled_goes_out_with_the_final_flush(
     monkeypatch.setattr(stream, "publish", slow_publish)
     flushing = asyncio.create_task(publisher.flush())
     await entered.wait()
-    flushing.cancel()  # the stop
+    flushing.cancel()  # the shutdown
     with pytest.raises(asyncio.CancelledError):
         await flushing
     monkeypatch.setattr(stream, "publish", real_publish)
     publisher.add(5, "e")
     assert await publisher.flush()  # the job's final flush
 
-    entries = await stream.read(9, after=0, timeout=0)
+    entries = await elsewhere.read(9, after=0, timeout=0)
     assert [(e.seq, e.text) for e in entries] == [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")]
+
+
+async def test_the_final_flush_waits_for_a_hung_tick_and_sends_its_batch_too(
+    use_redis, monkeypatch
+):
+    """The worker's tick took a batch and hangs in Redis: the job's final flush must not write
+    a later entry first (Redis would then refuse the tick's) nor lose the tick's batch."""
+    from chat.replies.stream.publisher import Publisher
+
+    stream = get_reply_stream()
+    elsewhere = RedisReplyStream(url=use_redis, retention_seconds=60)
+    entered = asyncio.Event()
+
+    async def hung_publish_many(batches):
+        entered.set()
+        await asyncio.sleep(30)
+        return set()
+
+    monkeypatch.setattr(stream, "publish_many", hung_publish_many)
+    publisher = Publisher(stream, 12)
+    publisher.add(1, "a")
+    publisher.add(2, "b")
+    await asyncio.wait_for(entered.wait(), 10)
+    publisher.add(3, "c")
+    assert await publisher.flush(timeout=0.5)
+
+    entries = await elsewhere.read(12, after=0, timeout=0)
+    assert [(e.seq, e.text) for e in entries] == [(1, "a"), (2, "b"), (3, "c")]
 
 
 async def test_a_batch_published_twice_is_read_once(use_redis):

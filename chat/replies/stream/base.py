@@ -82,15 +82,34 @@ class ReplyStream:
     # How long the job gathers deltas before publishing them (0: publish each at once).
     publish_window = 0.0
 
+    def claim(self, message_id: int) -> None:
+        """This process runs the reply's job: readers here may follow it in memory."""
+
+    def gathers_on_write(self, message_id: int) -> bool:
+        """Whether a read of this reply returns what the job gathered over a window (then the
+        reader sends it as it is rather than coalescing again)."""
+        return self.coalesces_on_write
+
     def publish_now(self, message_id: int, deltas: list[tuple[int, str]]) -> bool:
-        """Append the deltas without awaiting, if this backend can (an in-process log can, a
-        network one cannot): then the job publishes each delta as it arrives rather than
-        through a publishing task, one task switch per token fewer. False: use `publish`."""
+        """Hand the deltas at once, without awaiting, to the readers in this process, if this
+        backend keeps them in memory. True: that was all (the in-process log is the whole log),
+        one task switch per token fewer. False: they must still go out through `publish`
+        (`publish_many`)."""
         return False
 
     async def publish(self, message_id: int, deltas: list[tuple[int, str]]) -> None:
         """Append consecutive (seq, text) deltas."""
         raise NotImplementedError
+
+    async def publish_many(self, batches: dict[int, list[tuple[int, str]]]) -> set[int]:
+        """Publish the batches of several replies at once; the ids whose publish failed."""
+        failed: set[int] = set()
+        for message_id, deltas in batches.items():
+            try:
+                await self.publish(message_id, deltas)
+            except SHARED_STREAM_ERRORS:
+                failed.add(message_id)
+        return failed
 
     async def append(self, message_id: int, seq: int, text: str) -> None:
         await self.publish(message_id, [(seq, text)])

@@ -42,6 +42,12 @@ class MemoryReplyStream(ReplyStream):
             self._loop = asyncio.get_running_loop()
         return log
 
+    def claim(self, message_id: int) -> None:
+        self._log(message_id)
+
+    def holds(self, message_id: int) -> bool:
+        return message_id in self._logs
+
     async def publish(self, message_id: int, deltas: list[tuple[int, str]]) -> None:
         self.publish_now(message_id, deltas)
 

@@ -1,9 +1,12 @@
 """The reply stream in Redis (with REDIS_URL), so any worker can read what any worker's job writes.
 
-The job publishes the deltas of a short window as one entry whose id is `0-<last seq>` (readers
-drop what they already have, so resuming from any seq stays exact), and stop is published on a
-channel that each worker's one listener hands to its jobs, backed by a key for stops sent while a
-listener was not subscribed.
+Readers on the worker that runs a reply follow it in memory (a `MemoryReplyStream` of this
+worker's own replies), exactly as without Redis. Redis carries the log for everyone else (readers
+on other workers, resume after the local copy is gone, the reaper): the worker's `PublishTicker`
+sends the deltas of a short window (CHAT_REDIS_PUBLISH_MS) of all its replies in one pipeline, one
+entry per reply whose id is `0-<last seq>` (readers drop what they already have, so resuming from
+any seq, from either copy, stays exact). Stop is published on a channel that each worker's one
+listener hands to its jobs, backed by a key for stops sent while a listener was not subscribed.
 
 The job never awaits redis-py itself where a cancellation matters: a cancel that lands inside a
 redis-py call can be swallowed (redis/redis-py#2028, #2551, #2665), which once let a stopped
@@ -32,9 +35,14 @@ from chat.replies.redis_options import (
     stream_client_options,
 )
 from chat.replies.stream.base import SHARED_STREAM_ERRORS, ReplyStream, StreamEntry, bounded
+from chat.replies.stream.memory import MemoryReplyStream
 from chat.telemetry import metrics
 
 logger = logging.getLogger(__name__)
+
+# How long this worker keeps its own finished replies in memory for readers here (later they read
+# Redis, which keeps them CHAT_STREAM_RETENTION_SECONDS).
+LOCAL_RETENTION_SECONDS = 60
 
 
 class _StopListener:
@@ -125,6 +133,10 @@ class RedisReplyStream(ReplyStream):
         self.retention_seconds = retention_seconds
         self.prefix = prefix
         self.publish_window = settings.CHAT_REDIS_PUBLISH_MS / 1000
+        # This worker's own replies, for its readers (filled as the job writes, before Redis).
+        self._local = MemoryReplyStream(
+            retention_seconds=min(retention_seconds, LOCAL_RETENTION_SECONDS)
+        )
         self.stop_channel = f"{prefix}:stops"
         # Connection pools belong to the event loop that opened them.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
@@ -163,10 +175,50 @@ class RedisReplyStream(ReplyStream):
     def worker_key(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
 
+    def claim(self, message_id: int) -> None:
+        self._local.claim(message_id)
+
+    def gathers_on_write(self, message_id: int) -> bool:
+        # Readers of this worker's own replies read them delta by delta, in memory.
+        return not self._local.holds(message_id)
+
+    def publish_now(self, message_id: int, deltas: list[tuple[int, str]]) -> bool:
+        # Only into a copy held from the start (claimed by the job): one dropped meanwhile (idle
+        # for the local retention) is not made again half-way, and readers here read Redis.
+        if self._local.holds(message_id):
+            self._local.publish_now(message_id, deltas)
+        return False  # Redis still needs them
+
     @metrics.counts_redis_errors("publish")
     async def publish(self, message_id: int, deltas: list[tuple[int, str]]) -> None:
         if not deltas:
             return
+        async with self.client().pipeline(transaction=False) as pipe:
+            self._queue_publish(pipe, message_id, deltas)
+            _already_written(await pipe.execute(raise_on_error=False))
+
+    @metrics.counts_redis_errors("publish")
+    async def publish_many(self, batches: dict[int, list[tuple[int, str]]]) -> set[int]:
+        """One pipeline (one round trip) for the batches of all the worker's replies."""
+        counts: list[tuple[int, int]] = []
+        async with self.client().pipeline(transaction=False) as pipe:
+            for message_id, deltas in batches.items():
+                if deltas:
+                    counts.append((message_id, self._queue_publish(pipe, message_id, deltas)))
+            results = await pipe.execute(raise_on_error=False) if counts else []
+        failed: set[int] = set()
+        position = 0
+        for message_id, count in counts:
+            try:
+                _already_written(results[position : position + count])
+            except ResponseError:
+                logger.warning("Publishing reply %s failed", message_id, exc_info=True)
+                failed.add(message_id)
+            position += count
+        return failed
+
+    def _queue_publish(self, pipe: Any, message_id: int, deltas: list[tuple[int, str]]) -> int:
+        """Queue one entry for the deltas on the pipeline; how many commands that took."""
         key = self.key(message_id)
         first, last = deltas[0][0], deltas[-1][0]
         fields: dict[str, Any]
@@ -175,17 +227,20 @@ class RedisReplyStream(ReplyStream):
         else:
             # One entry for the window; its id is the last seq, and `s` the first.
             fields = {"k": "d", "s": first, "t": json.dumps([text for _, text in deltas])}
-        async with self.client().pipeline(transaction=False) as pipe:
-            pipe.xadd(key, fields, id=f"0-{last}")
-            if first == 1:
-                # A job that dies never writes its end marker; the log must not outlive it.
-                pipe.expire(key, self.retention_seconds + int(settings.CHAT_REPLY_TIMEOUT))
-            _already_written(await pipe.execute(raise_on_error=False))
+        pipe.xadd(key, fields, id=f"0-{last}")
+        if first == 1:
+            # A job that dies never writes its end marker; the log must not outlive it.
+            pipe.expire(key, self.retention_seconds + int(settings.CHAT_REPLY_TIMEOUT))
+            return 2
+        return 1
 
     @metrics.counts_redis_errors("finish")
     async def finish(
         self, message_id: int, seq: int, ended_reason: str, message: Any = None
     ) -> None:
+        if self._local.holds(message_id):
+            # Readers here learn the ending at once, whatever happens to Redis.
+            await self._local.finish(message_id, seq, ended_reason, message)
         key = self.key(message_id)
         fields = {"k": "end", "t": ended_reason}
         async with self.client().pipeline(transaction=False) as pipe:
@@ -195,6 +250,10 @@ class RedisReplyStream(ReplyStream):
 
     @metrics.counts_redis_errors("read")
     async def read(self, message_id: int, *, after: int, timeout: float) -> list[StreamEntry]:
+        if self._local.holds(message_id):
+            # This worker runs (or just ran) the reply: its log is here from seq 1, ahead of
+            # Redis. Once it is dropped, readers carry on from Redis where they are.
+            return await self._local.read(message_id, after=after, timeout=timeout)
         block = max(1, int(min(timeout, MAX_BLOCK_SECONDS) * 1000)) if timeout > 0 else None
         # As a task of its own: a reader whose client left is cancelled even when redis-py would
         # swallow the cancel (it did for about 2 % of cancels in tests/replies/test_streams.py).
@@ -272,7 +331,11 @@ class RedisReplyStream(ReplyStream):
         items = self.sync_client().xrange(self.key(message_id), min=f"0-{after + 1}")
         return _decode([(self.key(message_id), items)], after)
 
+    def forget_idle(self) -> None:
+        self._local.forget_idle()
+
     def finish_sync(self, message_id: int, seq: int, ended_reason: str) -> None:
+        self._local.finish_sync(message_id, seq, ended_reason)
         key = self.key(message_id)
         with self.sync_client().pipeline(transaction=False) as pipe:
             pipe.xadd(key, {"k": "end", "t": ended_reason}, id=f"0-{seq}")
