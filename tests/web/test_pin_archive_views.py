@@ -126,7 +126,9 @@ def test_archived_chats_have_their_own_page_to_open_unarchive_or_delete(client, 
     assert _titles(_sidebar(client)) == ["Current"]
     page = client.get("/streaming-demo/archived").content.decode()
     assert f'href="/streaming-demo/c/{chat.pk}">Old project</a>' in page
-    assert client.get(f"/streaming-demo/c/{chat.pk}").status_code == 200  # its link works
+    opened = client.get(f"/streaming-demo/c/{chat.pk}")  # its link works, and says so
+    assert opened.status_code == 200 and "Archived: not in your sidebar." in opened.content.decode()
+    assert f'action="/streaming-demo/c/{chat.pk}/unarchive"' in opened.content.decode()
 
     response = client.post(
         f"/streaming-demo/c/{chat.pk}/unarchive", {"next": "/streaming-demo/archived"}
