@@ -106,7 +106,18 @@
           const heading = document.getElementById("conversation-title");
           const item = document.getElementById(`conversation-${id}`);
           if (heading) heading.textContent = title;
-          if (item) item.textContent = title;
+          if (item) {
+            item.textContent = title;
+            item.title = title;
+            // Its row's ⋯ and rename field name it too.
+            const row = item.closest(".conversation-row");
+            row?.querySelector(".row-menu-button")?.setAttribute("aria-label", `Actions for “${title}”`);
+            const field = row?.querySelector(".row-rename-form input[name=title]");
+            if (field) {
+              field.defaultValue = title;
+              field.setAttribute("aria-label", `New name for “${title}”`);
+            }
+          }
           document.title = `${title} · chatsite`;
           return;
         }
