@@ -61,6 +61,10 @@ class Conversation(models.Model):
     # Deleted by its owner: hidden from them everywhere, kept (marked) for staff review, unless
     # CHAT_PURGE_DELETED removes the rows instead.
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # The owner's sidebar: pinned ones in a "Pinned" group at its top, archived ones out of it
+    # (listed on the archived page; their links still work).
+    pinned_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     # Staff review.
     flagged = models.BooleanField(default=False)

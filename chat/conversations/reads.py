@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Case, Exists, F, OuterRef, Q, When
 from django.http import Http404
 from django.utils import timezone
 
@@ -232,6 +232,7 @@ def message_with_versions(message: Message) -> Message:
 # --- The sidebar -------------------------------------------------------------------------------
 
 GROUP_LABELS = {
+    "pinned": "Pinned",
     "today": "Today",
     "yesterday": "Yesterday",
     "week": "Previous 7 days",
@@ -257,6 +258,8 @@ class SidebarItem:
     group: str
     # The group's heading goes before this item (it starts a group).
     starts_group: bool
+    # The visitor's own (its row has the ⋯ menu), not one shared with them.
+    owned: bool = True
 
     @property
     def group_label(self) -> str:
@@ -275,6 +278,11 @@ class SidebarPage:
         return (self.next_offset or 0) + self.limit
 
     @property
+    def pinned(self) -> list[Conversation]:
+        """The "Pinned" group, above the dated ones."""
+        return [item.conversation for item in self.items if item.group == "pinned"]
+
+    @property
     def last_group(self) -> str:
         return self.items[-1].group if self.items else ""
 
@@ -285,20 +293,58 @@ def sidebar_page(
     """`limit` conversations from `offset`, most recent first, grouped Today / Yesterday /
     Previous 7 days / Older. `after_group` is the group the previous page ended in, so a page
     that continues it repeats no heading."""
+    own = _own(visitor)
+    # Pinned and archived apply to the owner's sidebar (a member sees the chat by its date).
+    # One query: the pinned first (most recently pinned first), then by last activity.
+    pinned_here = Q(pinned_at__isnull=False, archived_at__isnull=True) & own
     rows = list(
-        conversations_for(visitor)
-        .only("id", "title", "updated_at")
-        .annotate(shared=Exists(ConversationMember.objects.filter(conversation_id=OuterRef("pk"))))
-        .order_by("-updated_at", "-id")[offset : offset + limit + 1]
+        _sidebar_rows(visitor)
+        .filter(Q(archived_at__isnull=True) | ~own)
+        .annotate(pin_order=Case(When(pinned_here, then=F("pinned_at")), default=None))
+        .order_by(F("pin_order").desc(nulls_last=True), "-updated_at", "-id")[
+            offset : offset + limit + 1
+        ]
     )
     today = timezone.localdate()
     items: list[SidebarItem] = []
     previous = after_group
     for conversation in rows[:limit]:
-        group = date_group(conversation.updated_at, today=today)
-        items.append(SidebarItem(conversation, group, starts_group=group != previous))
+        if conversation.pin_order is not None:
+            group = "pinned"
+        else:
+            group = date_group(conversation.updated_at, today=today)
+        owned = _owns(visitor, conversation)
+        items.append(SidebarItem(conversation, group, starts_group=group != previous, owned=owned))
         previous = group
     return SidebarPage(items, offset + limit if len(rows) > limit else None, limit)
+
+
+def _sidebar_rows(visitor: Visitor) -> Any:
+    return (
+        conversations_for(visitor)
+        .only("id", "title", "updated_at", "user_id", "pinned_at")
+        .annotate(shared=Exists(ConversationMember.objects.filter(conversation_id=OuterRef("pk"))))
+    )
+
+
+def _own(visitor: Visitor) -> Q:
+    """Among `conversations_for(visitor)`, the visitor's own (an anonymous visitor has only
+    their own)."""
+    return Q(user_id=visitor.user.pk) if visitor.is_authenticated else Q(pk__isnull=False)
+
+
+def _owns(visitor: Visitor, conversation: Conversation) -> bool:
+    return not visitor.is_authenticated or conversation.user_id == visitor.user.pk
+
+
+def conversations_archived(visitor: Visitor) -> list[Conversation]:
+    """The visitor's own archived conversations, most recently archived first."""
+    return list(
+        conversations_for(visitor)
+        .filter(_own(visitor), archived_at__isnull=False)
+        .only("id", "title", "updated_at", "archived_at")
+        .order_by("-archived_at", "-id")
+    )
 
 
 # --- Search ------------------------------------------------------------------------------------

@@ -110,3 +110,28 @@ def conversation_restore(*, visitor: Visitor, conversation_id: Any) -> Conversat
     Conversation.objects.filter(pk=conversation.pk).update(deleted_at=None)
     conversation.deleted_at = None
     return conversation
+
+
+def conversation_pin(*, visitor: Visitor, conversation_id: Any, pinned: bool) -> Conversation:
+    """Pin a conversation to the top of its owner's sidebar ("Pinned"), or unpin it."""
+    conversation = owned_conversation_get(
+        visitor, conversation_id, doing="pin it" if pinned else "unpin it"
+    )
+    pinned_at = timezone.now() if pinned else None
+    if pinned and conversation.pinned_at is not None:
+        pinned_at = conversation.pinned_at  # pinning again keeps its place in the group
+    Conversation.objects.filter(pk=conversation.pk).update(pinned_at=pinned_at)
+    conversation.pinned_at = pinned_at
+    return conversation
+
+
+def conversation_archive(*, visitor: Visitor, conversation_id: Any, archived: bool) -> Conversation:
+    """Archive a conversation (it leaves the sidebar for the archived page; its link still
+    works), or bring it back."""
+    conversation = owned_conversation_get(
+        visitor, conversation_id, doing="archive it" if archived else "unarchive it"
+    )
+    archived_at = (conversation.archived_at or timezone.now()) if archived else None
+    Conversation.objects.filter(pk=conversation.pk).update(archived_at=archived_at)
+    conversation.archived_at = archived_at
+    return conversation

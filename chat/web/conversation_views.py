@@ -4,22 +4,28 @@ plain form or link without JavaScript; htmx requests get just the fragments that
 
 from __future__ import annotations
 
+import re
 import uuid
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from chat.conversations import writes
 from chat.conversations.errors import ChatInputError
 from chat.conversations.exports import conversation_json, conversation_markdown, export_filename
 from chat.conversations.reads import (
+    Visitor,
     chat_message_get,
     conversation_get,
+    conversations_archived,
     conversations_search,
+    deleted_own,
     sidebar_page,
 )
 from chat.replies import start as services
@@ -49,10 +55,18 @@ def rename(request: HtmxHttpRequest, conversation_id: uuid.UUID) -> HttpResponse
         )
     except ChatInputError as exc:
         if request.htmx:
-            return HttpResponse(error_fragment(exc.message), status=exc.status)
+            # Shown by the composer; the sidebar (a row's inline rename targets it) stays.
+            return HttpResponse(
+                error_fragment(exc.message), status=exc.status, headers={"HX-Reswap": "none"}
+            )
         conversation = conversation_get(visitor, conversation_id)
         context = _page_context(request, visitor, conversation, error=exc.message)
         return render(request, "chat/streaming_demo.html", context, status=exc.status)
+    if request.htmx and request.POST.get("sidebar"):
+        # Renamed in its sidebar row: the list again, and the header if it is the open chat.
+        return _sidebar_changed(
+            request, visitor, conversation.pk, status=f"Renamed to “{conversation.title}”."
+        )
     if request.htmx:
         return HttpResponse(
             render_to_string(
@@ -75,8 +89,115 @@ def delete(request: HtmxHttpRequest, conversation_id: uuid.UUID) -> HttpResponse
         conversation = conversation_get(visitor, conversation_id)
         context = _page_context(request, visitor, conversation, error=exc.message)
         return render(request, "chat/streaming_demo.html", context, status=exc.status)
-    # The new chat's page says so, with Undo while the conversation is kept.
-    return redirect(f"{reverse('chat:streaming_demo')}?deleted={conversation_id}")
+    # The next page says so, with Undo while the conversation is kept: the page the delete
+    # came from (a sidebar row's menu, the archived list), else a new chat.
+    back = _next(request) or reverse("chat:streaming_demo")
+    if back == reverse("chat:conversation", args=[conversation_id]):
+        back = reverse("chat:streaming_demo")
+    return redirect(f"{back}?deleted={conversation_id}")
+
+
+def _next(request: HttpRequest) -> str:
+    """The page a sidebar row's form came from (its `next` field), if it is one of ours:
+    without JavaScript the form's POST redirects back there."""
+    target = request.POST.get("next", "").split("?")[0]
+    if target.startswith("/") and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return ""
+
+
+_CONVERSATION_PATH = re.compile(r"/streaming-demo/c/([0-9a-f-]{36})(?:$|[/?#])")
+
+
+def _sidebar_changed(
+    request: HtmxHttpRequest, visitor: Visitor, conversation_id: uuid.UUID, *, status: str
+) -> HttpResponse:
+    """After a sidebar row's action: htmx gets the sidebar's list again (the open chat still
+    marked, `status` said to screen readers); a plain form goes back where it came from."""
+    if not request.htmx:
+        return redirect(_next(request) or reverse("chat:conversation", args=[conversation_id]))
+    current_url = request.headers.get("HX-Current-URL", "")
+    current = _CONVERSATION_PATH.search(current_url)
+    current_id = current.group(1) if current else ""
+    context = {
+        "sidebar": sidebar_page(visitor, limit=sidebar_page_size()),
+        "current_id": current_id,
+        "back_path": urlsplit(current_url).path,
+        "sidebar_status": status,
+        "renamed": (
+            conversation_get(visitor, conversation_id)
+            if current_id == str(conversation_id) and request.POST.get("sidebar")
+            else None
+        ),
+    }
+    return render(request, "chat/partials/_sidebar_list.html", context)
+
+
+def _row_action(
+    request: HtmxHttpRequest,
+    conversation_id: uuid.UUID,
+    *,
+    pin: bool | None = None,
+    archive: bool | None = None,
+) -> HttpResponse:
+    if denied := _login_required(request):
+        return denied
+    visitor = _visitor(request)
+    try:
+        if pin is not None:
+            conversation = writes.conversation_pin(
+                visitor=visitor, conversation_id=conversation_id, pinned=pin
+            )
+            done = "Pinned" if pin else "Unpinned"
+        else:
+            conversation = writes.conversation_archive(
+                visitor=visitor, conversation_id=conversation_id, archived=bool(archive)
+            )
+            done = "Archived" if archive else "Unarchived"
+    except ChatInputError as exc:
+        if request.htmx:
+            return HttpResponse(error_fragment(exc.message), status=exc.status)
+        return render(request, "chat/not_allowed.html", {"reason": exc.message}, status=exc.status)
+    title = conversation.title or "New chat"
+    return _sidebar_changed(request, visitor, conversation.pk, status=f"{done} “{title}”.")
+
+
+@require_POST
+def pin(request: HtmxHttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    return _row_action(request, conversation_id, pin=True)
+
+
+@require_POST
+def unpin(request: HtmxHttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    return _row_action(request, conversation_id, pin=False)
+
+
+@require_POST
+def archive(request: HtmxHttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    return _row_action(request, conversation_id, archive=True)
+
+
+@require_POST
+def unarchive(request: HtmxHttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    return _row_action(request, conversation_id, archive=False)
+
+
+@require_GET
+def archived(request: HtmxHttpRequest) -> HttpResponse:
+    """The archived conversations: open, unarchive or delete each."""
+    if denied := _login_required(request):
+        return denied
+    visitor = _visitor(request)
+    just_deleted = (
+        deleted_own(visitor, request.GET["deleted"]) if "deleted" in request.GET else None
+    )
+    return render(
+        request,
+        "chat/archived.html",
+        {"conversations": conversations_archived(visitor), "just_deleted": just_deleted},
+    )
 
 
 @require_POST
@@ -122,7 +243,12 @@ def conversation_list(request: HtmxHttpRequest) -> HttpResponse:
         limit=sidebar_page_size(),
         after_group=request.GET.get("after", ""),
     )
-    return render(request, "chat/partials/_conversation_list.html", {"sidebar": page})
+    back_path = urlsplit(request.headers.get("HX-Current-URL", "")).path
+    return render(
+        request,
+        "chat/partials/_conversation_list.html",
+        {"sidebar": page, "back_path": back_path},
+    )
 
 
 @require_GET

@@ -58,6 +58,19 @@ urlpatterns = [
         conversation_views.delete,
         name="delete",
     ),
+    path("streaming-demo/c/<uuid:conversation_id>/pin", conversation_views.pin, name="pin"),
+    path("streaming-demo/c/<uuid:conversation_id>/unpin", conversation_views.unpin, name="unpin"),
+    path(
+        "streaming-demo/c/<uuid:conversation_id>/archive",
+        conversation_views.archive,
+        name="archive",
+    ),
+    path(
+        "streaming-demo/c/<uuid:conversation_id>/unarchive",
+        conversation_views.unarchive,
+        name="unarchive",
+    ),
+    path("streaming-demo/archived", conversation_views.archived, name="archived"),
     path(
         "streaming-demo/c/<uuid:conversation_id>/restore",
         conversation_views.restore,

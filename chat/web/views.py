@@ -101,8 +101,9 @@ def streaming_demo(request: HttpRequest, conversation_id: uuid.UUID | None = Non
         deleted = deleted_own(visitor, conversation_id)
         return render(request, "chat/not_yours.html", {"deleted": deleted}, status=404)
     context = _page_context(request, visitor, conversation)
-    if conversation is None and request.GET.get("deleted"):
-        # Just deleted (the delete redirects here): say so, with Undo while it is kept.
+    if request.GET.get("deleted"):
+        # Just deleted (the delete redirects here, or to the chat the sidebar's delete came
+        # from): say so, with Undo while it is kept.
         context["just_deleted"] = deleted_own(visitor, request.GET["deleted"])
         context["deleted_for_good"] = (
             context["just_deleted"] is None and settings.CHAT_PURGE_DELETED
@@ -140,6 +141,8 @@ def _page_context(
     return {
         "conversation": conversation,
         "sidebar": sidebar_page(visitor, limit=shown),
+        # Where a sidebar row's plain form (no JavaScript) comes back to.
+        "back_path": request.path,
         "messages": messages,
         "streaming": any(m.is_streaming for m in messages),
         "totals": conversation.totals() if conversation else None,

@@ -225,6 +225,11 @@ def test_a_generated_title_appears_without_a_reload(
 
     page.locator("#conversation-title", has_text="Lisbon week").wait_for(timeout=15_000)
     assert page.locator(".conversation-item.active").inner_text() == "Lisbon week"
+    # Its row's ⋯ is named after it too.
+    row = page.locator(".conversation-row", has=page.locator(".conversation-item.active"))
+    assert row.locator(".row-menu-button").get_attribute("aria-label") == (
+        "Actions for “Lisbon week”"
+    )
     assert upstream.requests[-1].body["model"] == "gpt-4.1-nano"
     assert page.title().startswith("Lisbon week")
 

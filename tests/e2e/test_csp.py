@@ -231,7 +231,9 @@ XSS_PAYLOADS = [
 # and every attribute set, on every page. Findings are what an injection would look like.
 DOM_WATCH = """
 window.__findings = [];
-const TEXT = ".msg-text, .review-msg-text, .review-plain, #conversation-list, #conversation-title";
+// Titles in the sidebar are text; the rows' ⋯ menus around them (forms, htmx) are the page's.
+const TEXT = ".msg-text, .review-msg-text, .review-plain, #conversation-list .conversation-item, "
+  + "#conversation-title";
 const SCHEMES = /^(javascript|vbscript|data):/;
 const NOT_IN_TEXT = new Set(["SCRIPT", "IFRAME", "OBJECT", "EMBED", "STYLE", "META", "BASE",
   "LINK", "FORM", "IMG", "TEXTAREA", "SELECT", "TEMPLATE", "DETAILS", "FRAME"]);
