@@ -66,7 +66,7 @@ async def _worker(url: str, index: int, args: argparse.Namespace, stop_at: float
 
     async def read(message_id: int) -> None:
         last = 0
-        key = f"{PREFIX}:reply:{message_id}"
+        key = f"{PREFIX}:reply:{{{message_id}}}"
         while True:
             got = await client.xread({key: f"0-{last}"}, block=15_000, count=10_000)
             for _key, entries in got or []:
@@ -97,7 +97,7 @@ async def _worker(url: str, index: int, args: argparse.Namespace, stop_at: float
                 before, after = max(0, int(done)), max(0, int(now_done))
                 if after <= before:
                     continue
-                key = f"{PREFIX}:reply:{message_id}"
+                key = f"{PREFIX}:reply:{{{message_id}}}"
                 texts = texts_of.get(after - before) or [TOKEN] * (after - before)
                 fields = {"k": "d", "s": before + 1, "t": json.dumps(texts)}
                 pipe.xadd(key, fields, id=f"0-{after}")

@@ -642,7 +642,7 @@ async def test_streaming_reads_the_redis_reply_stream_of_a_multi_worker_setup(
     assert text == demo_reply("Hello") and body.endswith("data: [DONE]\n\n")
 
     reply = await Message.objects.aget(role="assistant", from_client=False)
-    assert redis.Redis.from_url(use_redis).exists(f"chatsite:reply:{reply.pk}")
+    assert redis.Redis.from_url(use_redis).exists(f"chatsite:reply:{{{reply.pk}}}")
 
 
 async def api_key_acreate(user, name):

@@ -143,7 +143,7 @@ def test_markdown_is_sanitised(client, page_visitor):
         '<a href="https://example.com/t.png" target="_blank" rel="noopener noreferrer nofollow">'
         "tracker</a>" in reply
     )
-    assert '<pre><code class="language-python">' in reply
+    assert '<pre tabindex="0"><code class="language-python">' in reply
     assert '<span class="n">x</span>' in reply  # highlighted by Pygments
 
 

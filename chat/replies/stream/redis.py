@@ -166,11 +166,13 @@ class RedisReplyStream(ReplyStream):
             self._sync = redis.Redis.from_url(self.url, decode_responses=True, **options)
         return self._sync
 
+    # A reply's keys carry its id as a hash tag ({42}), so that on Redis Cluster they share one
+    # slot and its log and stop are on one node (docs/scaling.md).
     def key(self, message_id: int) -> str:
-        return f"{self.prefix}:reply:{message_id}"
+        return f"{self.prefix}:reply:{{{message_id}}}"
 
     def stop_key(self, message_id: int) -> str:
-        return f"{self.prefix}:stop:{message_id}"
+        return f"{self.prefix}:stop:{{{message_id}}}"
 
     def worker_key(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chat", "0014_sharing"),
+        ("chat", "0015_preferences"),
     ]
 
     operations = [
