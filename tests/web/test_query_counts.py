@@ -169,8 +169,10 @@ def test_the_page_of_a_conversation_costs_the_same_however_many_messages(
 async def _watch(anonymous_session, openai_upstream, chunks: int) -> tuple[str, int]:
     """Start a new visitor's reply of `chunks` tokens from the fake upstream, to watch to its
     end: (the visitor's cookie header, the reply's id)."""
+    # Two seconds however many tokens: the reply is still streaming when the watch opens, even on
+    # a loaded machine (5 tokens 10 ms apart had ended by then, and came as one event).
     openai_upstream.script(text=" ".join(f"w{n}" for n in range(chunks)), chunks=chunks,
-                           delay=0.01)  # fmt: skip
+                           delay=2.0 / chunks)  # fmt: skip
     cookie, visitor_id = await anonymous_session()
     visitor = Visitor(user=AnonymousUser(), visitor_id=visitor_id)
     started = await services.areply_start(
