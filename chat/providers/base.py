@@ -60,9 +60,12 @@ def estimate_tokens(text: str) -> int:
     return estimate_tokens_for_chars(len(text))
 
 
+# About four characters a token for English text; good enough for a marked estimate.
+CHARS_PER_TOKEN = 4
+
+
 def estimate_tokens_for_chars(chars: int) -> int:
-    # About four characters a token for English text; good enough for a marked estimate.
-    return max(1, round(chars / 4)) if chars else 0
+    return max(1, round(chars / CHARS_PER_TOKEN)) if chars else 0
 
 
 Event = TextDelta | Usage
