@@ -257,6 +257,9 @@ class Message(models.Model):
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
     # A failed turn its owner deleted: gone from the chat, kept for staff and in the totals.
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # A user message sent with files (`Attachment.message`): building a reply's history looks
+    # for attachments only when a message on the branch has some.
+    has_attachments = models.BooleanField(default=False)
     # The reply-stream sequence number that `content` reaches: a page rendered from the database
     # resumes the live stream after it, so no delta is shown twice or skipped.
     stream_seq = models.PositiveIntegerField(default=0)

@@ -423,4 +423,17 @@ CHAT_ATTACHMENT_MAX_TOKENS = env.int("CHAT_ATTACHMENT_MAX_TOKENS", default=20_00
 # Each upload is read in a child process with these limits.
 CHAT_ATTACHMENT_TIMEOUT_SECONDS = env.float("CHAT_ATTACHMENT_TIMEOUT_SECONDS", default=30.0)
 CHAT_ATTACHMENT_MEMORY_MB = env.int("CHAT_ATTACHMENT_MEMORY_MB", default=1024)
+# The models that take images ("provider:model", shell-style wildcards); others refuse a message
+# with an image before anything is sent. The demo model always takes them.
+CHAT_VISION_MODELS = env.list(
+    "CHAT_VISION_MODELS",
+    default=[
+        "openai:gpt-4o*",
+        "openai:gpt-4.1*",
+        "openai:gpt-5*",
+        "openai:o3*",
+        "openai:o4*",
+        "anthropic:claude-*",
+    ],
+)
 CHAT_SEARCH_MAX_RESULTS = env.int("CHAT_SEARCH_MAX_RESULTS", default=30)

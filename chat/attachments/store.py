@@ -21,6 +21,7 @@ from django.utils import timezone
 from chat.attachments.processing import Processed
 from chat.db import db_read, db_write
 from chat.models import Attachment
+from chat.providers.base import TurnDocument, TurnImage
 
 logger = logging.getLogger(__name__)
 
@@ -143,3 +144,34 @@ def attachments_sweep(*, now: Any = None) -> int:
     Attachment.objects.filter(pk__in=[pk for pk, _s, _t in stale]).delete()
     _delete_files([name for _pk, *names in stale for name in names if name])
     return len(stale)
+
+
+TurnFiles = tuple[tuple[TurnImage, ...], tuple[TurnDocument, ...]]
+
+
+def turn_files(message_ids: list[int]) -> dict[int, TurnFiles]:
+    """The images (their stored bytes) and documents (their text) sent with these messages, for
+    the model: one query, and one storage read per image."""
+    if not message_ids:
+        return {}
+    images: dict[int, list[TurnImage]] = {}
+    documents: dict[int, list[TurnDocument]] = {}
+    for attachment in Attachment.objects.filter(message_id__in=message_ids).order_by("created_at"):
+        message_id = attachment.message_id
+        assert message_id is not None  # noqa: S101 - the filter says so; for the type checker
+        if attachment.kind == Attachment.Kind.IMAGE:
+            try:
+                with default_storage.open(attachment.storage_name, "rb") as stored:
+                    data = stored.read()
+            except OSError:
+                logger.warning("An attached image is missing from storage: %s", attachment.pk)
+                continue
+            images.setdefault(message_id, []).append(TurnImage(attachment.content_type, data))
+        else:
+            documents.setdefault(message_id, []).append(
+                TurnDocument(attachment.name, attachment.text, attachment.included)
+            )
+    return {
+        message_id: (tuple(images.get(message_id, ())), tuple(documents.get(message_id, ())))
+        for message_id in {*images, *documents}
+    }
