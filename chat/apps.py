@@ -30,6 +30,10 @@ class ChatConfig(AppConfig):
         from chat.rooms import receivers as room_receivers
 
         room_receivers.connect()
+        # A deleted attachment row (swept, or purged with its conversation) takes its files.
+        from chat.attachments import receivers as attachment_receivers
+
+        attachment_receivers.connect()
         # Import the configured SDKs now: importing one lazily inside the event loop on the first
         # reply would stall every stream of the process for most of a second.
         from django.conf import settings

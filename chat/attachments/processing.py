@@ -5,6 +5,7 @@ the worker that streams replies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -60,6 +61,12 @@ def _job(source: Path, outdir: Path) -> dict[str, object]:
     }
 
 
+def _kill(child: asyncio.subprocess.Process) -> None:
+    # It may have ended on its own a moment ago.
+    with contextlib.suppress(ProcessLookupError):
+        child.kill()
+
+
 async def _run_child(job: dict[str, object]) -> dict[str, object]:
     timeout = settings.CHAT_ATTACHMENT_TIMEOUT_SECONDS
     child = await asyncio.create_subprocess_exec(
@@ -74,14 +81,14 @@ async def _run_child(job: dict[str, object]) -> dict[str, object]:
     try:
         stdout, stderr = await asyncio.wait_for(child.communicate(), timeout)
     except TimeoutError:
-        child.kill()
+        _kill(child)
         await child.wait()
         raise AttachmentRefused(
             f"This file took longer than {timeout:g} seconds to read, so it was not attached. "
             "Try a smaller file, or a part of it."
         ) from None
     except asyncio.CancelledError:
-        child.kill()
+        _kill(child)
         await child.wait()
         raise
     try:

@@ -68,7 +68,7 @@ def _unreferenced(names: list[str]) -> list[str]:
     return [name for name in names if name and name not in in_use]
 
 
-def _delete_files(names: list[str]) -> None:
+def files_delete_unused(names: list[str]) -> None:
     """Delete these stored files unless an attachment row still uses them."""
     for name in _unreferenced(names):
         try:
@@ -85,7 +85,7 @@ def _files_store(processed: Processed) -> list[str]:
         if processed.thumbnail:
             names.append(_store("attachments/thumbnails", processed.thumbnail, processed.extension))
     except BaseException:
-        _delete_files(names)
+        files_delete_unused(names)
         raise
     return names
 
@@ -121,7 +121,7 @@ async def attachment_create(
     try:
         return await db_write(_row_create, user, visitor_id, name, processed, names)
     except BaseException:
-        await asyncio.shield(db_read(_delete_files, names))
+        await asyncio.shield(db_read(files_delete_unused, names))
         raise
 
 
@@ -131,19 +131,11 @@ def attachment_of(*, user: Any, visitor_id: str, attachment_id: Any) -> Attachme
 
 
 def attachments_sweep(*, now: Any = None) -> int:
-    """Remove uploads never sent that are older than a day, and their files when no other
-    attachment shares them. Returns how many were removed."""
+    """Remove uploads never sent that are older than a day (their files go with them when no
+    other attachment shares them: chat.attachments.receivers). Returns how many were removed."""
     cutoff = (now or timezone.now()) - UNSENT_KEPT_FOR
-    stale = list(
-        Attachment.objects.unsent()
-        .filter(created_at__lt=cutoff)
-        .values_list("pk", "storage_name", "thumbnail_name")
-    )
-    if not stale:
-        return 0
-    Attachment.objects.filter(pk__in=[pk for pk, _s, _t in stale]).delete()
-    _delete_files([name for _pk, *names in stale for name in names if name])
-    return len(stale)
+    removed, _by_model = Attachment.objects.unsent().filter(created_at__lt=cutoff).delete()
+    return removed
 
 
 TurnFiles = tuple[tuple[TurnImage, ...], tuple[TurnDocument, ...]]

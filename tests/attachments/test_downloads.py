@@ -125,3 +125,33 @@ def test_unsent_uploads_older_than_a_day_are_swept_with_their_files(media_root, 
     kept = Attachment.objects.values_list("storage_name", "thumbnail_name")
     assert stored == {Path(name).name for pair in kept for name in pair if name}
     assert client.get(fresh["url"]).status_code == 200
+
+
+def test_a_purged_conversation_takes_its_files_and_a_kept_one_keeps_them(
+    media_root, settings, files, page_visitor
+):
+    from chat.replies import start as services
+
+    client = visitor_client()
+    visitor = page_visitor(client)
+    kept = upload(client, "kept.txt", b"kept with the conversation\n")
+    purged = upload(client, "purged.txt", b"removed with the conversation\n")
+    conversations = []
+    for attachment_id in (kept["id"], purged["id"]):
+        started = services.reply_start(
+            visitor=visitor,
+            conversation_id=None,
+            text="Read this",
+            model_choice="demo:demo",
+            attachment_ids=[attachment_id],
+        )
+        Message.objects.filter(pk=started.assistant_message.pk).update(status="complete")
+        conversations.append(started.conversation)
+
+    services.conversation_delete(visitor=visitor, conversation_id=conversations[0].pk)
+    settings.CHAT_PURGE_DELETED = True
+    services.conversation_delete(visitor=visitor, conversation_id=conversations[1].pk)
+
+    assert list(Attachment.objects.values_list("name", flat=True)) == ["kept.txt"]
+    stored = [path for path in media_root.rglob("*") if path.is_file()]
+    assert [path.read_bytes() for path in stored] == [b"kept with the conversation\n"]
