@@ -63,3 +63,13 @@ def attachments_bind(attachments: Sequence[Attachment], message: Message) -> Non
     """Mark the attachments as sent with `message` (inside the same transaction)."""
     if attachments:
         Attachment.objects.filter(pk__in=[a.pk for a in attachments]).update(message=message)
+
+
+def attachments_copy(original: Message, message: Message) -> None:
+    """Give an edited message's new version the files of the original (new rows sharing the
+    stored files), so the edit is sent with them."""
+    for attachment in Attachment.objects.filter(message=original).order_by("created_at"):
+        attachment.pk = uuid.uuid4()
+        attachment._state.adding = True
+        attachment.message = message
+        attachment.save(force_insert=True)

@@ -20,6 +20,7 @@ from chat import providers
 from chat.conversations.attached import (
     attachment_ids_clean,
     attachments_bind,
+    attachments_copy,
     attachments_take,
 )
 from chat.conversations.errors import (
@@ -259,7 +260,10 @@ def message_edit(*, visitor: Visitor, message_id: int | str, text: str) -> Reply
             content=text,
             parent_id=original.parent_id,
             client_key=client_key(visitor.client_ip),
+            has_attachments=original.has_attachments,
         )
+        if original.has_attachments:
+            attachments_copy(original, user_message)
         assistant_message = _assistant_create(conversation, visitor, parent_id=user_message.pk)
         leaf_set(conversation, assistant_message.pk)
     return ReplyStarted(

@@ -184,3 +184,30 @@ async def test_the_websocket_sends_attachments_too(
 
     assert openai_upstream.requests[0].images() == [("image_url", "JPEG", (64, 48))]
     assert (await Attachment.objects.aget()).message_id is not None
+
+
+async def test_regenerate_and_edit_send_the_same_files_again(
+    async_client, apage_visitor, files, openai_upstream
+):
+    from chat.replies import start as services
+
+    visitor = await apage_visitor(async_client)
+    photo = await upload(async_client, "chart.png", files.small_image("PNG"))
+    notes = await upload(async_client, "notes.txt", b"Q3 numbers\n")
+    await send(async_client, "Explain", "openai:gpt-4.1-mini", [photo, notes])
+    question = await Message.objects.aget(role="user")
+    reply = await Message.objects.aget(role="assistant")
+
+    await services.areply_regenerate(visitor=visitor, message_id=reply.pk)
+    await asyncio.gather(*live_jobs())
+    await services.amessage_edit(visitor=visitor, message_id=question.pk, text="Explain briefly")
+    await asyncio.gather(*live_jobs())
+
+    first, regenerated, edited = openai_upstream.requests
+    for received in (first, regenerated, edited):
+        assert received.images() == [("image_url", "PNG", (64, 48))]
+        assert received.documents() == [("notes.txt", "all 1 line", "Q3 numbers")]
+    assert "Explain briefly" in str(edited.body)
+    # The edit's files are rows of its own, sharing the stored files.
+    assert await Attachment.objects.acount() == 4
+    assert len({a.storage_name async for a in Attachment.objects.all()}) == 2
