@@ -98,8 +98,8 @@ async def upload(request: HttpRequest) -> HttpResponse:
     if settings.CHAT_REQUIRE_LOGIN and not user.is_authenticated:
         return _refusal("Sign in to attach files.", 403)
     # Refused before the body is parsed: more than the limit is not worth reading.
-    declared = int(request.headers.get("Content-Length") or 0)
-    if declared > settings.CHAT_MAX_UPLOAD_BYTES + 64 * 1024:
+    declared = request.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > settings.CHAT_MAX_UPLOAD_BYTES + 64 * 1024:
         return _refusal(
             f"This file is more than the {_size_words(settings.CHAT_MAX_UPLOAD_BYTES)} "
             "allowed. Attach a smaller file.",

@@ -297,3 +297,18 @@ def test_an_image_upload_is_decoded_from_its_bytes_not_its_name(client):
     Image.new("RGB", (30, 20)).save(out, format="PNG")
     response = upload(client, "document.pdf", out.getvalue(), "application/pdf")
     assert response.json()["kind"] == "image"
+
+
+def test_a_garbled_content_length_is_not_a_server_error(client, media_root):
+    response = client.post(
+        UPLOAD,
+        {"file": SimpleUploadedFile("a.txt", b"hello", "text/plain")},
+        headers={"Content-Length": "lots"},
+    )
+    assert response.status_code < 500
+
+
+def test_with_sign_in_required_anonymous_uploads_are_refused(client, media_root, settings):
+    settings.CHAT_REQUIRE_LOGIN = True
+    response = upload(client, "a.txt", b"hello", "text/plain")
+    assert_refused(response, media_root, status=403, words="Sign in to attach files")
