@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 # Uploads never sent with a message are removed after this long (`manage.py sweep_attachments`).
 UNSENT_KEPT_FOR = timedelta(days=1)
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f<>:\"|?*\\/]+")
+# Controls, path and shell-special characters, and the bidi controls that make a name read other
+# than it is ("invoice\u202efdp.exe" shows as "invoiceexe.pdf").
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f<>:\"|?*\\/\u200e\u200f\u202a-\u202e\u2066-\u2069]+")
 _NAME_MAX = 120
 
 
