@@ -312,3 +312,37 @@ def test_with_sign_in_required_anonymous_uploads_are_refused(client, media_root,
     settings.CHAT_REQUIRE_LOGIN = True
     response = upload(client, "a.txt", b"hello", "text/plain")
     assert_refused(response, media_root, status=403, words="Sign in to attach files")
+
+
+async def test_an_uploads_body_is_parsed_off_the_event_loop(media_root, monkeypatch):
+    """The CSRF check reads its token from the parsed body (its process_view runs through
+    Django's thread adapter) and the view reads the file on a thread: a 20 MB parse (35–75 ms)
+    never holds the loop that streams replies."""
+    import asyncio
+
+    from django.http.multipartparser import MultiPartParser
+    from django.test import AsyncClient
+
+    parsed_on_loop: list[bool] = []
+    real_parse = MultiPartParser.parse
+
+    def parse(self):
+        try:
+            asyncio.get_running_loop()
+            parsed_on_loop.append(True)
+        except RuntimeError:
+            parsed_on_loop.append(False)
+        return real_parse(self)
+
+    monkeypatch.setattr(MultiPartParser, "parse", parse)
+    client = AsyncClient(enforce_csrf_checks=True)
+    await client.get("/streaming-demo")
+    token = client.cookies["csrftoken"].value
+    response = await client.post(
+        UPLOAD,
+        {"file": SimpleUploadedFile("a.txt", b"hello\n", "text/plain")},
+        headers={"X-CSRFToken": token},
+    )
+
+    assert response.status_code == 201, response.content
+    assert parsed_on_loop == [False]
