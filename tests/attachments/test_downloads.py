@@ -155,3 +155,36 @@ def test_a_purged_conversation_takes_its_files_and_a_kept_one_keeps_them(
     assert list(Attachment.objects.values_list("name", flat=True)) == ["kept.txt"]
     stored = [path for path in media_root.rglob("*") if path.is_file()]
     assert [path.read_bytes() for path in stored] == [b"kept with the conversation\n"]
+
+
+def test_the_exports_list_and_link_the_files(page_visitor, files):
+    import json
+
+    from chat.replies import start as services
+
+    client = visitor_client()
+    visitor = page_visitor(client)
+    photo = upload(client, "chart.png", files.small_image("PNG"))
+    report = upload(client, "report.pdf", files.pdf([["Revenue grew."]]))
+    started = services.reply_start(
+        visitor=visitor,
+        conversation_id=None,
+        text="Explain",
+        model_choice="demo:demo",
+        attachment_ids=[photo["id"], report["id"]],
+    )
+    Message.objects.filter(pk=started.assistant_message.pk).update(status="complete")
+    base = f"/streaming-demo/c/{started.conversation.pk}"
+
+    exported = json.loads(client.get(f"{base}/export.json").content)
+    question = next(m for m in exported["messages"] if m["role"] == "user")
+    assert [(a["name"], a["kind"], a["url"]) for a in question["attachments"]] == [
+        ("chart.png", "image", photo["url"]),
+        ("report.pdf", "document", report["url"]),
+    ]
+    assert question["attachments"][1]["included"] == "all 1 page"
+
+    markdown = client.get(f"{base}/export.md").content.decode()
+    assert f"- 📎 [chart.png](<{photo['url']}>) (" in markdown
+    assert f"- 📎 [report.pdf](<{report['url']}>) (" in markdown
+    assert "the model read all 1 page" in markdown
