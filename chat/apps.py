@@ -34,6 +34,10 @@ class ChatConfig(AppConfig):
         from chat.admin.sign_in import hide_sign_in_admin_unless_sso
 
         hide_sign_in_admin_unless_sso()
+        # A deleted attachment row (swept, or purged with its conversation) takes its files.
+        from chat.attachments import receivers as attachment_receivers
+
+        attachment_receivers.connect()
         # Import the configured SDKs now: importing one lazily inside the event loop on the first
         # reply would stall every stream of the process for most of a second.
         from django.conf import settings

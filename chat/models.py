@@ -261,6 +261,9 @@ class Message(models.Model):
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
     # A failed turn its owner deleted: gone from the chat, kept for staff and in the totals.
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # A user message sent with files (`Attachment.message`): building a reply's history looks
+    # for attachments only when a message on the branch has some.
+    has_attachments = models.BooleanField(default=False)
     # The reply-stream sequence number that `content` reaches: a page rendered from the database
     # resumes the live stream after it, so no delta is shown twice or skipped.
     stream_seq = models.PositiveIntegerField(default=0)
@@ -701,3 +704,66 @@ class Preferences(models.Model):
 
     def __str__(self) -> str:
         return f"Preferences of {self.user_id}"
+
+
+class AttachmentQuerySet(models.QuerySet["Attachment"]):
+    def owned_by(self, *, user: Any, visitor_id: str) -> AttachmentQuerySet:
+        """Files this visitor uploaded: owned exactly as conversations are (a signed-in user's
+        own, or the anonymous visitor's by their random id)."""
+        if user is not None and user.is_authenticated:
+            return self.filter(user=user)
+        if not visitor_id:
+            return self.none()
+        return self.filter(user__isnull=True, visitor_id=visitor_id)
+
+    def unsent(self) -> AttachmentQuerySet:
+        return self.filter(message__isnull=True)
+
+
+class Attachment(models.Model):
+    """A file someone attached: an image (re-encoded, metadata removed) or a document (its text
+    extracted). Stored once per content (`storage_name` is the stored bytes' hash); the name the
+    person gave is display text only, never a path."""
+
+    class Kind(models.TextChoices):
+        IMAGE = "image"
+        DOCUMENT = "document"
+
+    # Random ids: an attachment's URL reveals nothing about how many others exist.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="attachments",
+    )
+    visitor_id = models.CharField(max_length=64, blank=True, db_index=True)
+    # The stored bytes' SHA-256 (of the re-encoded image, or of the document as uploaded).
+    sha256 = models.CharField(max_length=64, db_index=True)
+    storage_name = models.CharField(max_length=200)
+    thumbnail_name = models.CharField(max_length=200, blank=True)
+    name = models.CharField(max_length=200)
+    # Decided from the content (magic bytes), never from the name or the browser's claim.
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField()
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    # A document's text as the model reads it (capped at CHAT_ATTACHMENT_MAX_TOKENS), and what
+    # of it that is, in words: "pages 1–40 of 300", "all 12 lines".
+    text = models.TextField(blank=True)
+    included = models.CharField(max_length=200, blank=True)
+    # The user message it was sent with; empty until sent (unsent uploads are swept after a day).
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.CASCADE, related_name="attachments"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = AttachmentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return self.name

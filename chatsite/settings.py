@@ -300,6 +300,10 @@ STORAGES = {
         else "whitenoise.storage.CompressedStaticFilesStorage"
     },
 }
+# Attachments (docs/attachments.md) are stored through STORAGES["default"]: by default files in
+# the data directory's media/, named by their content hash. They are only ever served by
+# chatsite's own views (owner checked), never from MEDIA_URL.
+MEDIA_ROOT = Path(env.str("DJANGO_MEDIA_ROOT", default=str(DATA_DIR / "media")))
 WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
 WHITENOISE_AUTOREFRESH = DEBUG
 
@@ -443,4 +447,32 @@ CHAT_PURGE_DELETED = env.bool("CHAT_PURGE_DELETED", default=False)
 # conversation keeps its first message as the title.
 CHAT_TITLE_MODEL = env.str("CHAT_TITLE_MODEL", default="")
 CHAT_SIDEBAR_PAGE_SIZE = env.int("CHAT_SIDEBAR_PAGE_SIZE", default=50)
+
+# Attachments (docs/attachments.md): the largest file, files per message, uploads per person and
+# per client IP (django-ratelimit rates; empty: off).
+CHAT_MAX_UPLOAD_BYTES = env.int("CHAT_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)
+CHAT_MAX_FILES_PER_MESSAGE = env.int("CHAT_MAX_FILES_PER_MESSAGE", default=10)
+CHAT_UPLOAD_RATE_LIMIT = env.str("CHAT_UPLOAD_RATE_LIMIT", default="30/m")
+CHAT_UPLOAD_IP_RATE_LIMIT = env.str("CHAT_UPLOAD_IP_RATE_LIMIT", default="60/m")
+# Images are re-encoded with their longest side at most this; larger ones are refused unread.
+CHAT_IMAGE_MAX_SIDE = env.int("CHAT_IMAGE_MAX_SIDE", default=2048)
+CHAT_IMAGE_MAX_PIXELS = env.int("CHAT_IMAGE_MAX_PIXELS", default=50_000_000)
+# A document's text is cut (at whole pages, paragraphs or lines) to about this many tokens.
+CHAT_ATTACHMENT_MAX_TOKENS = env.int("CHAT_ATTACHMENT_MAX_TOKENS", default=20_000)
+# Each upload is read in a child process with these limits.
+CHAT_ATTACHMENT_TIMEOUT_SECONDS = env.float("CHAT_ATTACHMENT_TIMEOUT_SECONDS", default=30.0)
+CHAT_ATTACHMENT_MEMORY_MB = env.int("CHAT_ATTACHMENT_MEMORY_MB", default=1024)
+# The models that take images ("provider:model", shell-style wildcards); others refuse a message
+# with an image before anything is sent. The demo model always takes them.
+CHAT_VISION_MODELS = env.list(
+    "CHAT_VISION_MODELS",
+    default=[
+        "openai:gpt-4o*",
+        "openai:gpt-4.1*",
+        "openai:gpt-5*",
+        "openai:o3*",
+        "openai:o4*",
+        "anthropic:claude-*",
+    ],
+)
 CHAT_SEARCH_MAX_RESULTS = env.int("CHAT_SEARCH_MAX_RESULTS", default=30)

@@ -136,6 +136,9 @@ def nginx_config(
         "listen": listen,
         "read_timeout": str(int(max(reply_timeout, idle_timeout) + 60)),
         "stream_timeout": str(int(max(3600, 2 * idle_timeout))),
+        "upload_body_max": str(
+            int(_float_env(env, "CHAT_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)) + 1024 * 1024
+        ),
     }
     text = TEMPLATE.read_text()
     for name, value in values.items():

@@ -12,11 +12,12 @@ import json
 from datetime import datetime
 from typing import Any
 
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
 from chat.conversations.tree import Tree
-from chat.models import Conversation, Message
+from chat.models import Attachment, Conversation, Message
 
 FORMAT_VERSION = 1
 _FEEDBACK: dict[int, str] = {Message.Feedback.UP: "good", Message.Feedback.DOWN: "bad"}
@@ -31,7 +32,37 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def _message_record(message: Message, *, shown: bool) -> dict[str, Any]:
+def _attachments_of(messages: list[Message]) -> dict[int, list[Attachment]]:
+    """The files sent with these messages (one query, only when some message has any)."""
+    ids = [m.pk for m in messages if m.has_attachments]
+    found: dict[int, list[Attachment]] = {}
+    if ids:
+        for attachment in Attachment.objects.filter(message_id__in=ids).order_by("created_at"):
+            found.setdefault(attachment.message_id or 0, []).append(attachment)
+    return found
+
+
+def _attachment_url(attachment: Attachment) -> str:
+    return reverse("chat:attachment", args=[attachment.pk])
+
+
+def _attachment_record(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "id": str(attachment.pk),
+        "name": attachment.name,
+        "kind": attachment.kind,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "width": attachment.width,
+        "height": attachment.height,
+        "included": attachment.included or None,
+        "url": _attachment_url(attachment),
+    }
+
+
+def _message_record(
+    message: Message, *, shown: bool, attachments: list[Attachment] | None = None
+) -> dict[str, Any]:
     record: dict[str, Any] = {
         "id": message.pk,
         "parent_id": message.parent_id,
@@ -42,6 +73,8 @@ def _message_record(message: Message, *, shown: bool) -> dict[str, Any]:
         # Who sent a user message, or asked for a reply (signed-in people; empty for others).
         "author": message.author.get_username() if message.author else None,
     }
+    if attachments:
+        record["attachments"] = [_attachment_record(a) for a in attachments]
     if message.role == Message.Role.ASSISTANT:
         record |= {
             "provider": message.provider,
@@ -69,6 +102,7 @@ def _message_record(message: Message, *, shown: bool) -> dict[str, Any]:
 def conversation_json(conversation: Conversation) -> str:
     tree = Tree.of(conversation)
     shown = {m.pk for m in tree.branch(conversation.current_leaf_id)}
+    attachments = _attachments_of(list(tree.by_id.values()))
     document = {
         "format": "chatsite.conversation",
         "version": FORMAT_VERSION,
@@ -83,7 +117,10 @@ def conversation_json(conversation: Conversation) -> str:
         "branches": "all",
         "totals": {**conversation.totals(), "cost_usd": conversation.cost_microusd / 1_000_000},
         "messages": [
-            _message_record(message, shown=message.pk in shown) for message in tree.by_id.values()
+            _message_record(
+                message, shown=message.pk in shown, attachments=attachments.get(message.pk)
+            )
+            for message in tree.by_id.values()
         ],
     }
     return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
@@ -101,11 +138,19 @@ def conversation_markdown(conversation: Conversation) -> str:
         lines += ["", "**System prompt:**", "", _quoted(conversation.system_prompt)]
     # In a conversation several people wrote in, each message says whose it is.
     named = len({m.author_id for m in tree.by_id.values() if m.author_id is not None}) > 1
-    for message in tree.branch(conversation.current_leaf_id):
+    branch = tree.branch(conversation.current_leaf_id)
+    attachments = _attachments_of(branch)
+    for message in branch:
         lines.append("")
         if message.role == Message.Role.USER:
             who = message.author.get_username() if named and message.author else "You"
-            lines += [f"## {who}", "", message.content]
+            lines += [f"## {who}", ""]
+            if message.content:
+                lines.append(message.content)
+            files = attachments.get(message.pk, [])
+            if files and message.content:
+                lines.append("")
+            lines += [_attachment_line(attachment) for attachment in files]
             continue
         lines += [f"## Assistant · {message.model}", ""]
         if message.content:
@@ -115,6 +160,14 @@ def conversation_markdown(conversation: Conversation) -> str:
             detail = f": {message.error_text}" if message.error_text else ""
             lines += ["", f"*({ending}{detail})*"]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _attachment_line(attachment: Attachment) -> str:
+    label = attachment.name.replace("[", "(").replace("]", ")")
+    detail = f"{attachment.size:,} bytes"
+    if attachment.included:
+        detail += f"; the model read {attachment.included}"
+    return f"- 📎 [{label}](<{_attachment_url(attachment)}>) ({detail})"
 
 
 def _quoted(text: str) -> str:

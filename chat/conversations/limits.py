@@ -135,6 +135,24 @@ def send_check(visitor: Visitor, *, api_key_id: int | None = None) -> None:
         )
 
 
+def upload_check(visitor: Visitor) -> None:
+    """Count an upload (an attachment) against the person's and the IP's upload rates, or raise
+    RateLimited naming the wait."""
+    checks: list[tuple[str, str, str]] = []
+    if settings.CHAT_UPLOAD_RATE_LIMIT:
+        checks.append(("chat-upload", visitor.key, settings.CHAT_UPLOAD_RATE_LIMIT))
+    if settings.CHAT_UPLOAD_IP_RATE_LIMIT and visitor.client_ip:
+        checks.append(
+            ("chat-upload-ip", f"ip:{visitor.client_ip}", settings.CHAT_UPLOAD_IP_RATE_LIMIT)
+        )
+    wait = max((w for w in (_count(*check) for check in checks) if w is not None), default=None)
+    if wait is not None:
+        raise RateLimited(
+            f"You are attaching files too quickly. Wait {wait_words(wait)} and try again.",
+            retry_after=wait,
+        )
+
+
 # --- Replies at once ------------------------------------------------------------------------------
 
 

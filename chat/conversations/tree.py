@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from chat.attachments.store import turn_files
 from chat.models import Conversation, Message
 from chat.providers.base import ChatTurn, Role
 
@@ -113,10 +114,18 @@ def history_turns(path: Sequence[Message]) -> list[ChatTurn]:
         if message.role == Message.Role.USER and message.author_id is not None
     }
     named = len(authors) > 1
+    files = turn_files(
+        [
+            message.pk
+            for message in path
+            if message.role == Message.Role.USER and message.has_attachments
+        ]
+    )
 
     def user_turn(message: Message) -> ChatTurn:
         name = message.author.get_username() if named and message.author is not None else ""
-        return ChatTurn("user", message.content, name=name)
+        images, documents = files.get(message.pk, ((), ()))
+        return ChatTurn("user", message.content, name=name, images=images, documents=documents)
 
     turns: list[ChatTurn] = []
     question: Message | None = None
@@ -139,7 +148,13 @@ def history_turns(path: Sequence[Message]) -> list[ChatTurn]:
     for turn in turns:
         if joined and joined[-1].role == turn.role:
             name = turn.name if turn.name == joined[-1].name else ""
-            joined[-1] = ChatTurn(turn.role, f"{joined[-1].content}\n\n{turn.content}", name)
+            joined[-1] = ChatTurn(
+                turn.role,
+                f"{joined[-1].content}\n\n{turn.content}",
+                name,
+                images=joined[-1].images + turn.images,
+                documents=joined[-1].documents + turn.documents,
+            )
         else:
             joined.append(turn)
     return joined

@@ -21,7 +21,7 @@ from chat.conversations.reads import (
 from chat.conversations.sharing import owned_conversation_get
 from chat.conversations.text import has_visible, title_clean
 from chat.conversations.tree import Tree
-from chat.models import Conversation, Message
+from chat.models import Attachment, Conversation, Message
 
 RENAME_MAX_CHARS = 200  # Conversation.title's max_length
 
@@ -97,7 +97,11 @@ def conversation_rename(*, visitor: Visitor, conversation_id: Any, title: str) -
 
 
 def conversations_claim(*, visitor_id: str, user: Any) -> int:
-    """Give a visitor's anonymous conversations to the account they signed in to."""
+    """Give a visitor's anonymous conversations (and the files they attached) to the account
+    they signed in to."""
+    if not visitor_id:
+        return 0
+    Attachment.objects.filter(user__isnull=True, visitor_id=visitor_id).update(user=user)
     return Conversation.objects.filter(user__isnull=True, visitor_id=visitor_id).update(user=user)
 
 

@@ -8,6 +8,7 @@ the server; the browser only ever sees "provider:model" choices.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import weakref
 from collections.abc import Callable
@@ -28,6 +29,18 @@ class ModelOption:
     @property
     def value(self) -> str:
         return f"{self.provider}:{self.model}"
+
+    @property
+    def sees_images(self) -> bool:
+        """Whether the model takes images: the demo does; a real model when CHAT_VISION_MODELS
+        names it ("provider:model", shell-style wildcards allowed)."""
+        if self.provider == "demo":
+            return True
+        return any(
+            fnmatch.fnmatchcase(self.value, pattern.strip())
+            for pattern in settings.CHAT_VISION_MODELS
+            if pattern.strip()
+        )
 
     @property
     def label(self) -> str:

@@ -9,10 +9,11 @@ the real output total follows. Consumers keep the last `Usage` they saw: one wit
 
 from __future__ import annotations
 
+import base64
 import logging
 import ssl
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import anthropic
@@ -71,7 +72,7 @@ class AnthropicProvider:
         for turn in turns:
             if turn.role == "user":
                 # Anthropic has no name field: the author goes in front of the text.
-                messages.append({"role": "user", "content": named_content(turn)})
+                messages.append({"role": "user", "content": _user_content(turn)})
             else:
                 messages.append({"role": "assistant", "content": turn.content})
         finished = False
@@ -187,3 +188,23 @@ def _detail(exc: anthropic.APIStatusError) -> str:
     # Bounded, since it lands in the chat transcript.
     text = exc.api_message or exc.message
     return text if len(text) <= 300 else text[:299] + "…"
+
+
+def _user_content(turn: ChatTurn) -> Any:
+    """A user turn's content: its images as base64 `image` blocks, then its text (documents
+    included), as Anthropic recommends."""
+    if not turn.images:
+        return named_content(turn)
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "image",
+            "source": {
+                "type": "base64",
+                "media_type": image.media_type,
+                "data": base64.b64encode(image.data).decode("ascii"),
+            },
+        }
+        for image in turn.images
+    ]
+    blocks.append({"type": "text", "text": named_content(turn)})
+    return blocks

@@ -22,6 +22,37 @@ class ChatTurn:
     # Who wrote a user turn, when more than one person writes in the conversation (a shared
     # one); each adapter tells the model in its own way (docs/features.md, "Sharing and rooms").
     name: str = ""
+    # Files attached to a user turn (docs/attachments.md): images each adapter sends in its SDK's
+    # own form, and documents' text, sent to every model as delimited blocks (`turn_text`).
+    images: tuple[TurnImage, ...] = ()
+    documents: tuple[TurnDocument, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TurnImage:
+    media_type: str  # image/jpeg or image/png: re-encoded by chatsite
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDocument:
+    name: str
+    text: str
+    included: str  # what of the file the text is, in words: "pages 1–40 of 300"
+
+
+def _attribute(value: str) -> str:
+    return " ".join(value.replace("&", "&amp;").replace('"', "&quot;").split())
+
+
+def turn_text(turn: ChatTurn) -> str:
+    """The turn's text with its documents before it, each in a block that names the file."""
+    blocks = [
+        f'<document name="{_attribute(document.name)}" included="{_attribute(document.included)}">'
+        f"\n{document.text}\n</document>"
+        for document in turn.documents
+    ]
+    return "\n\n".join([*blocks, turn.content]) if blocks else turn.content
 
 
 def openai_name(name: str) -> str:
@@ -33,9 +64,9 @@ def openai_name(name: str) -> str:
 def named_content(turn: ChatTurn) -> str:
     """The turn's text prefixed with its author's name, for providers without a name field."""
     if not turn.name:
-        return turn.content
+        return turn_text(turn)
     name = " ".join(turn.name.replace("]", ")").split())[:64]
-    return f"[{name}]: {turn.content}"
+    return f"[{name}]: {turn_text(turn)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +91,12 @@ def estimate_tokens(text: str) -> int:
     return estimate_tokens_for_chars(len(text))
 
 
+# About four characters a token for English text; good enough for a marked estimate.
+CHARS_PER_TOKEN = 4
+
+
 def estimate_tokens_for_chars(chars: int) -> int:
-    # About four characters a token for English text; good enough for a marked estimate.
-    return max(1, round(chars / 4)) if chars else 0
+    return max(1, round(chars / CHARS_PER_TOKEN)) if chars else 0
 
 
 Event = TextDelta | Usage

@@ -12,7 +12,7 @@ import random
 import re
 from collections.abc import AsyncIterator, Sequence
 
-from chat.providers.base import ChatTurn, Event, TextDelta, Usage, estimate_tokens
+from chat.providers.base import ChatTurn, Event, TextDelta, Usage, estimate_tokens, turn_text
 
 _OPENINGS = [
     "Good question. Here is how I would think about **{topic}**.",
@@ -112,5 +112,5 @@ class DemoProvider:
             if self.delay:
                 await asyncio.sleep(max(0.0, started + index * self.delay - loop.time()))
             yield TextDelta(token)
-        prompt_text = system_prompt + "".join(turn.content for turn in turns)
+        prompt_text = system_prompt + "".join(turn_text(turn) for turn in turns)
         yield Usage(input_tokens=estimate_tokens(prompt_text), output_tokens=len(tokens))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import httpx2
@@ -18,6 +19,7 @@ from chat.providers.base import (
     TextDelta,
     Usage,
     openai_name,
+    turn_text,
 )
 from chat.providers.transport import connection_failed
 
@@ -64,11 +66,12 @@ class OpenAIProvider:
             messages.append({"role": "system", "content": system_prompt})
         for turn in turns:
             if turn.role == "user":
+                content = _user_content(turn)
                 # OpenAI's own field for who wrote a turn, when several people write.
                 if name := openai_name(turn.name):
-                    messages.append({"role": "user", "name": name, "content": turn.content})
+                    messages.append({"role": "user", "name": name, "content": content})
                 else:
-                    messages.append({"role": "user", "content": turn.content})
+                    messages.append({"role": "user", "content": content})
             else:
                 messages.append({"role": "assistant", "content": turn.content})
         # The raw streaming response: the SDK still builds the request (auth, base_url), retries
@@ -196,3 +199,17 @@ def _detail(exc: openai.APIError) -> str:
     message = body.get("message") if isinstance(body, dict) else None
     text = message if isinstance(message, str) and message else exc.message
     return text if len(text) <= 300 else text[:299] + "…"
+
+
+def _user_content(turn: ChatTurn) -> Any:
+    """A user turn's content: its text (documents included), and its images as `image_url`
+    parts with data URLs."""
+    if not turn.images:
+        return turn_text(turn)
+    parts: list[dict[str, Any]] = [{"type": "text", "text": turn_text(turn)}]
+    for image in turn.images:
+        encoded = base64.b64encode(image.data).decode("ascii")
+        parts.append(
+            {"type": "image_url", "image_url": {"url": f"data:{image.media_type};base64,{encoded}"}}
+        )
+    return parts

@@ -10,7 +10,11 @@ from django.conf import settings
 from chat.conversations.tree import Tree, Versions, history_turns
 from chat.costs.budgets import BudgetGuard, budget_guard
 from chat.models import Conversation, Message
-from chat.providers.base import ChatTurn, estimate_tokens_for_chars
+from chat.providers.base import CHARS_PER_TOKEN, ChatTurn, estimate_tokens_for_chars, turn_text
+
+# An image's input tokens until the provider reports them: about what a 2048-pixel image costs
+# (Anthropic: up to ~1,600 tokens; OpenAI's high detail: a few hundred to ~1,100).
+IMAGE_ESTIMATE_CHARS = 1600 * CHARS_PER_TOKEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +62,9 @@ def job_context_build(
     turns = turns[-settings.CHAT_HISTORY_MAX_MESSAGES :]
     while turns and turns[0].role != "user":
         turns.pop(0)
-    prompt_chars = len(conversation.system_prompt) + sum(len(turn.content) for turn in turns)
+    prompt_chars = len(conversation.system_prompt) + sum(
+        len(turn_text(turn)) + len(turn.images) * IMAGE_ESTIMATE_CHARS for turn in turns
+    )
     return JobContext(
         message.provider,
         message.model,

@@ -17,6 +17,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat import providers
+from chat.conversations.attached import (
+    attachment_ids_clean,
+    attachments_bind,
+    attachments_copy,
+    attachments_take,
+)
 from chat.conversations.errors import (
     ChatInputError,
     ServiceUnavailable,
@@ -91,9 +97,13 @@ def reply_start(
     source: str = Conversation.Source.PAGE,
     history: Sequence[ChatTurn] = (),
     max_output_tokens: int | None = None,
+    attachment_ids: Sequence[object] = (),
 ) -> ReplyStarted:
     """Validate a message and save it with a streaming assistant reply, in one transaction. The
     message follows the last one of the branch the visitor sees.
+
+    `attachment_ids` name the sender's own uploads (docs/attachments.md) sent with it: checked
+    against the sender and the model, and bound to the message in the same transaction.
 
     A new conversation may start with `history`: the earlier turns an API client sends along,
     saved before the message as context (marked `from_client`, so they never count as replies).
@@ -103,7 +113,8 @@ def reply_start(
     system_prompt = text_clean(system_prompt or "").strip()
     if not visitor.is_authenticated and not visitor.visitor_id:
         raise ChatInputError("Your session has expired. Reload the page and try again.")
-    if not has_visible(text):
+    attachment_uuids = attachment_ids_clean(attachment_ids)
+    if not has_visible(text) and not attachment_uuids:
         raise ChatInputError("Type a message first.")
     if history and conversation_id:
         raise ChatInputError("Earlier turns can only start a new conversation.")
@@ -128,6 +139,11 @@ def reply_start(
 
     with transaction.atomic():
         streaming_check(visitor)
+        attachments = attachments_take(
+            visitor, attachment_uuids, sees_images=option.sees_images, model_label=option.label
+        )
+        if not has_visible(text):
+            text = ""  # files alone: the title is the first file's name
         created = not conversation_id
         parent_id: int | None = None
         path: list[Message] = []  # the new message's ancestors, root first
@@ -135,7 +151,7 @@ def reply_start(
             conversation = Conversation.objects.create(
                 user=visitor.user if visitor.is_authenticated else None,
                 visitor_id="" if visitor.is_authenticated else visitor.visitor_id,
-                title=title_from_message(text),
+                title=title_from_message(text or attachments[0].name),
                 provider=option.provider,
                 model=option.model,
                 system_prompt=system_prompt,
@@ -164,7 +180,7 @@ def reply_start(
             conversation.system_prompt = system_prompt
             conversation.updated_at = timezone.now()
             if not conversation.title:
-                conversation.title = title_from_message(text)
+                conversation.title = title_from_message(text or attachments[0].name)
             conversation.save(
                 update_fields=["provider", "model", "system_prompt", "updated_at", "title"]
             )
@@ -175,7 +191,9 @@ def reply_start(
             content=text,
             client_key=client_key(visitor.client_ip),
             parent_id=parent_id,
+            has_attachments=bool(attachments),
         )
+        attachments_bind(attachments, user_message)
         assistant_message = _assistant_create(
             conversation, visitor, parent_id=user_message.pk, max_output_tokens=max_output_tokens
         )
@@ -242,7 +260,10 @@ def message_edit(*, visitor: Visitor, message_id: int | str, text: str) -> Reply
             content=text,
             parent_id=original.parent_id,
             client_key=client_key(visitor.client_ip),
+            has_attachments=original.has_attachments,
         )
+        if original.has_attachments:
+            attachments_copy(original, user_message)
         assistant_message = _assistant_create(conversation, visitor, parent_id=user_message.pk)
         leaf_set(conversation, assistant_message.pk)
     return ReplyStarted(

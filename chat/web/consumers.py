@@ -100,6 +100,19 @@ def _text_field(frame: dict[str, Any], name: str) -> str:
     raise ChatInputError("That message could not be read. Reload the page and try again.")
 
 
+def _list_field(frame: dict[str, Any], name: str) -> list[str]:
+    """A form field that may repeat (hx-ws sends one value as a string, several as a list)."""
+    value = frame.get(name)
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    # More than a message could ever carry is not read at all.
+    if isinstance(value, list) and len(value) <= 100 and all(isinstance(v, str) for v in value):
+        return [v for v in value if v]
+    raise ChatInputError("That message could not be read. Reload the page and try again.")
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         # Each socket gets its own thread for its other database work (sign-in, a send's checks,
@@ -312,6 +325,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             text=_text_field(frame, "message"),
             model_choice=_text_field(frame, "model"),
             system_prompt=_text_field(frame, "system_prompt"),
+            attachment_ids=_list_field(frame, "attachment"),
         )
         if not await self.deliver(await db_read(started_fragment, started)):
             return

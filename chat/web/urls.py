@@ -3,7 +3,14 @@ from __future__ import annotations
 from django.urls import path
 
 from chat.api import pages as api_pages
-from chat.web import conversation_views, rooms, settings_views, sharing_views, views
+from chat.web import (
+    attachment_views,
+    conversation_views,
+    rooms,
+    settings_views,
+    sharing_views,
+    views,
+)
 
 app_name = "chat"
 
@@ -41,6 +48,17 @@ urlpatterns = [
         "streaming-demo/messages/<int:message_id>/show",
         conversation_views.show_version,
         name="show_version",
+    ),
+    path("streaming-demo/attachments", attachment_views.upload, name="attachments"),
+    path(
+        "streaming-demo/attachments/<uuid:attachment_id>",
+        attachment_views.download,
+        name="attachment",
+    ),
+    path(
+        "streaming-demo/attachments/<uuid:attachment_id>/thumbnail",
+        attachment_views.thumbnail,
+        name="attachment_thumbnail",
     ),
     path("streaming-demo/search", conversation_views.search, name="search"),
     path(

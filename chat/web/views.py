@@ -186,6 +186,7 @@ async def post_message(request: HtmxHttpRequest) -> HttpResponseBase:
             text=request.POST.get("message", ""),
             model_choice=request.POST.get("model", ""),
             system_prompt=request.POST.get("system_prompt", ""),
+            attachment_ids=request.POST.getlist("attachment"),
         )
     except ChatInputError as exc:
         if request.htmx:

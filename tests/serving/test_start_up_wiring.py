@@ -15,6 +15,10 @@ REPO = Path(__file__).resolve().parents[2]
 # code that only tests reach: wiring that silently never happens (this once hid the sign-in
 # receivers), or dead code.
 NOT_SERVED = {
+    "chat.attachments.child": "run as its own process (python -m) for each upload",
+    "chat.attachments.documents": "imported by that child process",
+    "chat.attachments.images": "imported by that child process",
+    "chat.attachments.sniff": "imported by that child process",
     "chat.management": "manage.py's commands",
     "chat.management.commands": "manage.py's commands",
     "chat.management.commands.collectstatic_cached": "a manage.py command",
@@ -22,6 +26,7 @@ NOT_SERVED = {
     "chat.management.commands.reap_replies": "a manage.py command",
     "chat.management.commands.rollup_usage": "a manage.py command",
     "chat.management.commands.seed_usage": "a manage.py command",
+    "chat.management.commands.sweep_attachments": "a manage.py command",
     "chat.management.seeding": "the seed_usage command's data",
     "chat.providers.anthropic": "imported when ANTHROPIC_API_KEY is set",
     "chat.providers.demo": "imported by the first demo reply (it is small and offline)",
@@ -40,7 +45,8 @@ import chatsite.asgi  # noqa: F401  (sets Django up, as Daphne does)
 from django.urls import get_resolver
 get_resolver().url_patterns  # the URLconf, as the first request loads it
 from django.contrib.auth.signals import user_logged_in, user_logged_out
-from django.db.models.signals import post_save
+from django.db.models.signals import post_delete, post_save
+from chat.models import Attachment
 from chat.conversations.signals import member_removed, presence_switched, sharing_stopped
 def receivers(signal):
     return sorted(f"{r.__module__}.{r.__qualname__}" for r in signal._live_receivers(None)[0])
@@ -51,6 +57,9 @@ print(json.dumps({
     "member_removed": receivers(member_removed),
     "sharing_stopped": receivers(sharing_stopped),
     "presence_switched": receivers(presence_switched),
+    "attachment_deleted": sorted(
+        f"{r.__module__}.{r.__qualname__}" for r in post_delete._live_receivers(Attachment)[0]
+    ),
 }))
 """
 
@@ -74,6 +83,8 @@ def test_a_serving_process_has_every_receiver_the_app_defines():
     assert "chat.rooms.receivers.on_sharing_stopped" in served["sharing_stopped"]
     # The owner's presence switch reaches every page of the room, on every worker.
     assert "chat.rooms.receivers.on_presence_switched" in served["presence_switched"]
+    # A deleted attachment row (swept, or purged with its conversation) takes its files.
+    assert "chat.attachments.receivers._files_delete" in served["attachment_deleted"]
 
 
 def test_a_serving_process_imports_every_module_of_the_app():

@@ -19,8 +19,12 @@ and `fake_upstream_server` (this module's `running_fake_upstream`, for a server 
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import html
+import io
 import json
+import re
 import select
 import socket
 import sys
@@ -87,6 +91,45 @@ class RecordedRequest:
     ended_at: float | None = None  # when the body was complete, or the client was seen gone
     client_gone: bool = False  # the client closed the request before the body was complete
     chunks_sent: int = 0  # text chunks written
+
+    def _parts(self) -> Iterator[dict[str, Any]]:
+        for message in (self.body or {}).get("messages", []) if isinstance(self.body, dict) else []:
+            content = message.get("content")
+            if isinstance(content, list):
+                yield from (part for part in content if isinstance(part, dict))
+            elif isinstance(content, str):
+                yield {"type": "text", "text": content}
+
+    def images(self) -> list[tuple[str, str, tuple[int, int]]]:
+        """Each image the request carried, decoded: (how it was sent, its format, its size)
+        where "how" is "image_url" (OpenAI's data URL) or "base64" (Anthropic's image block)."""
+        from PIL import Image
+
+        found = []
+        for part in self._parts():
+            if part.get("type") == "image_url":
+                url = part["image_url"]["url"]
+                header, _, data = url.partition(",")
+                assert header.startswith("data:image/") and header.endswith(";base64"), header
+                kind = "image_url"
+            elif part.get("type") == "image":
+                assert part["source"]["type"] == "base64"
+                data, kind = part["source"]["data"], "base64"
+            else:
+                continue
+            image = Image.open(io.BytesIO(base64.b64decode(data)))
+            found.append((kind, image.format or "", image.size))
+        return found
+
+    def documents(self) -> list[tuple[str, str, str]]:
+        """Each document block in the request's text: (file name, what was included, text)."""
+        text = "\n".join(part.get("text", "") for part in self._parts() if "text" in part)
+        return [
+            (html.unescape(name), html.unescape(included), body)
+            for name, included, body in re.findall(
+                r'<document name="([^"]*)" included="([^"]*)">\n(.*?)\n</document>', text, re.S
+            )
+        ]
 
 
 @dataclass
