@@ -33,6 +33,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -194,8 +195,11 @@ def recipe(workdir: Path, upstream_port: int, *, workers: int) -> Iterator[Recip
             host="127.0.0.1", port=port, run_dir=workdir / "production-run", env=env
         )
         stack.callback(deployment.stop)
-        deployment.prepare()
-        deployment.start_workers(workers)
+        with _output_to(workdir / "production.log"):
+            # migrate and collectstatic, then the workers (which inherit the log as their
+            # stdout and stderr, as the other targets' servers write theirs to files)
+            deployment.prepare()
+            deployment.start_workers(workers)
         _start_proxy(deployment, workdir)
         yield Recipe(
             port=port,
@@ -209,6 +213,26 @@ def recipe(workdir: Path, upstream_port: int, *, workers: int) -> Iterator[Recip
             redis_url=redis_url,
             access_log=workdir / "nginx.log",
         )
+
+
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """This process's stdout and stderr (file descriptors 1 and 2, which children inherit) go to
+    `path` for the duration."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def _start_proxy(deployment: Any, workdir: Path) -> None:
@@ -330,6 +354,8 @@ def reader_figures(results: list[client.StreamResult], tokens: int) -> dict[str,
         "lost": sum(sum(1 for i in range(tokens) if r.seen[i] == 0) for r in results),
         "doubled": sum(c - 1 for r in results for c in r.seen.values() if c > 1),
         "unfinished": sum(1 for r in results if not r.finished),
+        # Sends the server refused (e.g. "Chat is briefly unavailable" when Redis did not answer).
+        "refused": sum(1 for r in results if "composer-error" in r.error),
         "frames_per_token": round(sum(r.frames for r in results) / received, 3)
         if received
         else None,
@@ -511,7 +537,7 @@ def line(r: dict[str, Any]) -> str:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     servers.pin_client()
     started = time.monotonic()
-    workdir = args.json.parent / "relay-production-work"
+    workdir = (args.json.parent / "relay-production-work").resolve()  # nginx -p needs it whole
 
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
@@ -661,9 +687,10 @@ def markdown(output: dict[str, Any]) -> str:
 
     row("tokens lost / doubled", lost)
     row(
-        f"{recipe_name}: replies unfinished, local · remote (of N × K)",
+        f"{recipe_name}: replies unfinished, local · remote",
         lambda k: (
-            f"{r['local']['unfinished']} · {r['remote']['unfinished']} (of {r['streams']})"
+            f"{r['local']['unfinished']} · {r['remote']['unfinished']} (of {r['streams']}; "
+            f"sends refused: {r['local']['refused']})"
             if (r := get(PRODUCTION, k))
             else "—"
         ),
