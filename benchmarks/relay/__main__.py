@@ -181,18 +181,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="1 and 50 streams, no capacity")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 and 50 streams, no capacity (with --production: 1 and 20 per worker)",
+    )
     parser.add_argument(
         "--production",
         action="store_true",
         help="N workers behind nginx with Redis and PostgreSQL, beside the other targets",
     )
-    parser.add_argument("--targets", default=None, help="default chatsite,baseline")
+    parser.add_argument(
+        "--targets",
+        default=None,
+        help="default chatsite,baseline (with --production: production,chatsite,baseline)",
+    )
     parser.add_argument("--transports", default="ws,sse")
     parser.add_argument("--streams", default=None, help=",".join(map(str, TABLE_STREAMS)))
     parser.add_argument("--no-capacity", dest="capacity", action="store_false")
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--workers", type=int, default=1, help=">1 runs them with Redis")
+    parser.add_argument(
+        "--workers", type=int, default=1, help=">1 runs them with Redis (--production: ≥ 2)"
+    )
     parser.add_argument("--redis", action="store_true", help="the Redis reply stream")
     parser.add_argument("--tokens", type=int, default=100)
     parser.add_argument("--rate", type=float, default=20.0)
