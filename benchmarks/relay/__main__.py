@@ -192,6 +192,12 @@ def main() -> None:
         help="N workers behind nginx with Redis and PostgreSQL, beside the other targets",
     )
     parser.add_argument(
+        "--no-remote",
+        dest="remote_readers",
+        action="store_false",
+        help="--production without the REMOTE readers (an A/B of what they cost)",
+    )
+    parser.add_argument(
         "--targets",
         default=None,
         help="default chatsite,baseline (with --production: production,chatsite,baseline)",

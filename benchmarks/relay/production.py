@@ -313,7 +313,8 @@ class LocalSender(client.ChatsiteSocket):
         self.remote = remote
 
     def on_message(self, text: str, received_ns: int) -> None:
-        if not self.watching and (started := client.STARTED_REPLY.search(text)):
+        started = None if self.watching else client.STARTED_REPLY.search(text)
+        if started and self.remote.socket is not None:
             self.remote.watch(started.group(1), self.result.sent_ns)
         super().on_message(text, received_ns)
 
@@ -365,7 +366,7 @@ def reader_figures(results: list[client.StreamResult], tokens: int) -> dict[str,
 
 
 async def measure_recipe(
-    target: Recipe, load: Load, *, upstream_pid: int, workers: int
+    target: Recipe, load: Load, *, upstream_pid: int, workers: int, remote_readers: bool = True
 ) -> dict[str, Any]:
     """K streams per worker: each visitor's page through nginx, its two sockets pinned, the sends
     spread over the ramp; the CPU of every process kind and Redis's commands while they run."""
@@ -374,7 +375,8 @@ async def measure_recipe(
     remotes = [RemoteReader(target.port, v) for v in visitors]
     senders = [LocalSender(target.port, v, r) for v, r in zip(visitors, remotes, strict=True)]
     opening = [_open_socket(target.port, i % workers, s) for i, s in enumerate(senders)]
-    opening += [_open_socket(target.port, (i + 1) % workers, r) for i, r in enumerate(remotes)]
+    if remote_readers:
+        opening += [_open_socket(target.port, (i + 1) % workers, r) for i, r in enumerate(remotes)]
     await gather_limited(opening, 32)
     await asyncio.sleep(1.0)
     loop = asyncio.get_running_loop()
@@ -388,6 +390,8 @@ async def measure_recipe(
             await asyncio.wait_for(sender.run(prompt, f"openai:{servers.MODEL}"), deadline)
         except Exception as exc:
             sender.result.error = f"{type(exc).__name__}: {exc}"[:300]
+        if not remote_readers:
+            return
         try:
             if remote.ended is None:
                 raise RuntimeError("not connected")
@@ -418,8 +422,9 @@ async def measure_recipe(
         s.close()
     await asyncio.sleep(1.0)
     pinning = target.check_pinning(log_offset)
-    if pinning["misrouted"] or pinning["pinned_sockets"] < 2 * total:
-        print(f"  pinning: {pinning} of {2 * total} sockets", flush=True)
+    sockets = 2 * total if remote_readers else total
+    if pinning["misrouted"] or pinning["pinned_sockets"] < sockets:
+        print(f"  pinning: {pinning} of {sockets} sockets", flush=True)
     cpu = {kind: round(cpu_after[kind] - cpu_before[kind], 3) for kind in cpu_after}
     # Tokens relayed: of each reply, those that reached either reader (a refused send or a
     # reply that died generated fewer than it was asked for; CPU and commands are per token
@@ -429,7 +434,7 @@ async def measure_recipe(
     )
     generated = max(1, relayed)
     local = reader_figures([s.result for s in senders], load.tokens)
-    remote = reader_figures([r.result for r in remotes], load.tokens)
+    remote = reader_figures([r.result for r in remotes], load.tokens) if remote_readers else None
     result = {
         "server": PRODUCTION,
         "workers": workers,
@@ -453,7 +458,9 @@ async def measure_recipe(
         "redis_commands_per_token": round(sum(calls.values()) / generated, 3),
         "pinning": pinning,
     }
-    result["passes"] = passes(local) and passes(remote) and not pinning["misrouted"]
+    result["passes"] = (
+        passes(local) and (remote is None or passes(remote)) and not pinning["misrouted"]
+    )
     return result
 
 
@@ -556,7 +563,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )  # fmt: skip
                 for streams in args.streams:
                     result = await measure_recipe(
-                        target, load(streams), upstream_pid=pid, workers=args.workers
+                        target,
+                        load(streams),
+                        upstream_pid=pid,
+                        workers=args.workers,
+                        remote_readers=args.remote_readers,
                     )
                     results.append(result)
                     print(line(result), flush=True)
@@ -581,6 +592,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         **report.run_record("benchmarks.relay", started),
         "settings": {
             "workers": args.workers,
+            "remote_readers": args.remote_readers,
             "tokens_per_reply": args.tokens,
             "tokens_per_second": args.rate,
             "ramp_seconds": args.ramp,
@@ -689,7 +701,8 @@ def markdown(output: dict[str, Any]) -> str:
     row(
         f"{recipe_name}: replies unfinished, local · remote",
         lambda k: (
-            f"{r['local']['unfinished']} · {r['remote']['unfinished']} (of {r['streams']}; "
+            f"{r['local']['unfinished']} · {(r['remote'] or {}).get('unfinished', '—')} "
+            f"(of {r['streams']}; "
             f"sends refused: {r['local']['refused']})"
             if (r := get(PRODUCTION, k))
             else "—"
