@@ -39,7 +39,7 @@ test: $(VENV)/.installed-dev  ## Set up and run the whole suite: SQLite + Redis 
 lint: $(VENV)/.installed-dev  ## ruff, mypy, and the import contracts (layers, no cycles) in pyproject.toml
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy chat chatsite && $(BIN)/lint-imports
 
-bench: $(VENV)/.installed-dev  ## chatsite vs a bare ASGI relay, side by side (≤ 15 min; BENCH_ARGS=--quick, --write-docs)
+bench: $(VENV)/.installed-dev  ## chatsite vs a bare ASGI relay, side by side (≤ 15 min; BENCH_ARGS=--quick, --write-docs, "--production --workers 2")
 	$(BIN)/python -m benchmarks.relay $(BENCH_ARGS)
 
 bench-admin: $(VENV)/.installed-dev  ## Admin list and analytics pages with 1,000,000 seeded replies (SQLite, var/bench/)

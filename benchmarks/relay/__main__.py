@@ -6,6 +6,11 @@ database writes and capacity.
     .venv/bin/python -m benchmarks.relay --write-docs     # ... and put the tables in docs/
     .venv/bin/python -m benchmarks.relay --targets chatsite --database postgres
     .venv/bin/python -m benchmarks.relay --targets chatsite --workers 2   # Redis, two workers
+    .venv/bin/python -m benchmarks.relay --production --workers 2         # the production recipe
+
+--production runs the production recipe (N workers behind nginx, Redis, PostgreSQL; see
+benchmarks/relay/production.py) beside one worker in memory and the bare relay, over WebSocket,
+with LOCAL and REMOTE readers; --streams is then K per worker (default 1,50,100; --quick 1,20).
 
 The fake upstream (benchmarks/relay/upstream.py) streams 100 tokens at 20 tokens/s, each stamped
 with its send time; the servers run under Daphne on core 0; the upstream and the load client
@@ -26,11 +31,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.relay import profile, report, servers
+from benchmarks.relay import production, profile, report, servers
 from benchmarks.relay.run import Load, measure, passes
 
 TABLE_STREAMS = [1, 50, 100, 200]
 CAPACITY_STEPS = [300, 400, 500, 600, 800, 1000]
+JSON_DEFAULT = Path("var/bench/relay.json")
 MEMORY_STREAMS = 100  # the run that also measures memory per socket and per stream
 
 
@@ -175,13 +181,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="1 and 50 streams, no capacity")
-    parser.add_argument("--targets", default="chatsite,baseline")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 and 50 streams, no capacity (with --production: 1 and 20 per worker)",
+    )
+    parser.add_argument(
+        "--production",
+        action="store_true",
+        help="N workers behind nginx with Redis and PostgreSQL, beside the other targets",
+    )
+    parser.add_argument(
+        "--no-remote",
+        dest="remote_readers",
+        action="store_false",
+        help="--production without the REMOTE readers (an A/B of what they cost)",
+    )
+    parser.add_argument(
+        "--targets",
+        default=None,
+        help="default chatsite,baseline (with --production: production,chatsite,baseline)",
+    )
     parser.add_argument("--transports", default="ws,sse")
-    parser.add_argument("--streams", default=",".join(map(str, TABLE_STREAMS)))
+    parser.add_argument("--streams", default=None, help=",".join(map(str, TABLE_STREAMS)))
     parser.add_argument("--no-capacity", dest="capacity", action="store_false")
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--workers", type=int, default=1, help=">1 runs them with Redis")
+    parser.add_argument(
+        "--workers", type=int, default=1, help=">1 runs them with Redis (--production: ≥ 2)"
+    )
     parser.add_argument("--redis", action="store_true", help="the Redis reply stream")
     parser.add_argument("--tokens", type=int, default=100)
     parser.add_argument("--rate", type=float, default=20.0)
@@ -201,13 +228,23 @@ def main() -> None:
         default="uvloop",
         help="both servers' event loop (CHAT_EVENT_LOOP)",
     )
-    parser.add_argument("--json", type=Path, default=Path("var/bench/relay.json"))
+    parser.add_argument("--json", type=Path, default=JSON_DEFAULT)
     parser.add_argument("--write-docs", action="store_true", help="update docs/performance.md")
     args = parser.parse_args()
-    args.targets = args.targets.split(",")
+    args.targets_given, args.streams_given = args.targets, args.streams
+    args.targets = (args.targets or "chatsite,baseline").split(",")
+    args.streams = args.streams or ",".join(map(str, TABLE_STREAMS))
     args.transports = args.transports.split(",")
     args.streams = [int(k) for k in args.streams.split(",")]
     os.environ["CHAT_EVENT_LOOP"] = args.event_loop  # the servers inherit it
+    if args.production:
+        production.fix_args(args)
+        if args.json == JSON_DEFAULT:
+            args.json = args.json.with_name("relay-production.json")
+        report.run_and_report(
+            production.run(args), args, production.markdown, production.write_docs
+        )
+        return
     if args.quick:
         args.streams = [1, 50]
         args.capacity = False

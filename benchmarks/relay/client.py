@@ -239,6 +239,7 @@ async def websocket_open(
     on_message: Callable[[str, int], None],
     on_close: Callable[[], None],
     cookie: str = "",
+    headers: dict[str, str] | None = None,
 ) -> WebSocketClient:
     loop = asyncio.get_running_loop()
     _transport, client = await loop.create_connection(
@@ -250,6 +251,7 @@ async def websocket_open(
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
         f"Origin: http://127.0.0.1:{port}\r\n"
         + (f"Cookie: {cookie}\r\n" if cookie else "")
+        + "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         + "\r\n"
     )
     if client.transport is None:

@@ -178,17 +178,19 @@ def chatsite(
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
+def redis_server(workdir: Path, *, pin: bool = True) -> Iterator[str]:
     port = free_port()
     command = [shutil.which("redis-server") or "redis-server", "--port", str(port)]
     command += ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)]
-    with process(pinned(CLIENT_CORE, command), port=port, log=workdir / "redis.log"):
+    command = pinned(CLIENT_CORE, command) if pin else command
+    with process(command, port=port, log=workdir / "redis.log"):
         yield f"redis://127.0.0.1:{port}/0"
 
 
 @contextlib.contextmanager
-def postgres_server(workdir: Path) -> Iterator[str]:
-    """A throwaway PostgreSQL cluster (as scripts/with_postgres.py starts for the suite)."""
+def postgres_server(workdir: Path, *, pin: bool = True) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster (as scripts/with_postgres.py starts for the suite), on the
+    client's core unless `pin` is False."""
     from scripts.with_postgres import _bin  # type: ignore[import-not-found]
 
     initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
@@ -207,24 +209,10 @@ def postgres_server(workdir: Path) -> Iterator[str]:
         capture_output=True,
     )
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    log = str(root / "log")
+    start = [*prefix, pg_ctl, "-D", str(data), "-o", options, "-l", log, "-w", "start"]
     subprocess.run(  # noqa: S603 - our own commands
-        pinned(
-            CLIENT_CORE,
-            [
-                *prefix,
-                pg_ctl,
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-l",
-                str(root / "log"),
-                "-w",
-                "start",
-            ],
-        ),
-        check=True,
-        stdout=subprocess.DEVNULL,
+        pinned(CLIENT_CORE, start) if pin else start, check=True, stdout=subprocess.DEVNULL
     )
     try:
         yield f"postgres://postgres@127.0.0.1:{port}/postgres"
