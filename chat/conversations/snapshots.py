@@ -15,10 +15,11 @@ from django.http import Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from chat.attachments.shown import message_files
 from chat.conversations.errors import NotAllowed
 from chat.conversations.reads import Visitor, conversation_messages
 from chat.conversations.sharing import INVITE_EXPIRIES, new_token, owned_conversation_get
-from chat.models import Conversation, ConversationShare, Message
+from chat.models import Attachment, Conversation, ConversationShare, Message
 
 SHARE_EXPIRIES: dict[str, timedelta | None] = INVITE_EXPIRIES
 
@@ -26,18 +27,40 @@ SHARE_EXPIRIES: dict[str, timedelta | None] = INVITE_EXPIRIES
 def _snapshot_of(conversation: Conversation) -> list[dict[str, Any]]:
     turns = []
     for message in conversation_messages(conversation):
-        if message.is_streaming or not message.content:
+        files = [shown.as_snapshot() for shown in message_files(message)]
+        if message.is_streaming or not (message.content or files):
             continue  # a reply under way, or one that failed before any text
-        turns.append(
-            {
-                "role": message.role,
-                "author": message.author.get_username() if message.author else "",
-                "content": message.content,
-                "created_at": message.created_at.isoformat(),
-                "model": message.model if message.role == Message.Role.ASSISTANT else "",
-            }
-        )
+        turn: dict[str, Any] = {
+            "role": message.role,
+            "author": message.author.get_username() if message.author else "",
+            "content": message.content,
+            "created_at": message.created_at.isoformat(),
+            "model": message.model if message.role == Message.Role.ASSISTANT else "",
+        }
+        if files:
+            turn["files"] = files
+        turns.append(turn)
     return turns
+
+
+def snapshot_attachment(token: str, attachment_id: Any) -> Attachment:
+    """A file the snapshot at `token` holds, while its link works; Http404 for any other file
+    (even one of the same conversation that the snapshot does not hold) and once the link is
+    revoked or expired."""
+    share = share_get(token)
+    wanted = str(attachment_id)
+    held = {
+        str(record.get("id"))
+        for turn in share.snapshot
+        for record in turn.get("files") or ()
+        if isinstance(record, dict)
+    }
+    if wanted not in held:
+        raise Http404("No such file.")
+    attachment = Attachment.objects.filter(pk=wanted).first()
+    if attachment is None or attachment.message_id is None:
+        raise Http404("No such file.")
+    return attachment
 
 
 def share_publish(*, visitor: Visitor, conversation_id: Any, expiry: str = "") -> ConversationShare:
