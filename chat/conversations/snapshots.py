@@ -7,6 +7,7 @@ link, or one of a deleted conversation, is a 404 like an unknown one.
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -134,7 +135,8 @@ def share_revoke(*, user: Any, share_id: Any) -> None:
 
 def share_continue(*, visitor: Visitor, token: str) -> Conversation:
     """A new conversation of the visitor's, holding a copy of the snapshot's turns (as earlier
-    turns: context for the model, never replies counted or charged here)."""
+    turns: context for the model, never replies counted or charged here) and of their files
+    (rows of the visitor's own, sharing the stored files)."""
     if not visitor.is_authenticated:
         raise NotAllowed("Sign in to continue this conversation.")
     share = share_get(token)
@@ -152,6 +154,7 @@ def share_continue(*, visitor: Visitor, token: str) -> Conversation:
             if role not in (Message.Role.USER, Message.Role.ASSISTANT):
                 continue
             created = parse_datetime(str(turn.get("created_at") or "")) or timezone.now()
+            files = _held_files(turn) if role == Message.Role.USER else []
             message = Message.objects.create(
                 conversation=conversation,
                 role=role,
@@ -160,8 +163,32 @@ def share_continue(*, visitor: Visitor, token: str) -> Conversation:
                 from_client=True,
                 created_at=created,
                 parent_id=parent_id,
+                has_attachments=bool(files),
             )
+            _files_copy(files, message, owner=visitor.user)
             parent_id = message.pk
         conversation.refresh_totals(current_leaf_id=parent_id, updated_at=timezone.now())
         conversation.current_leaf_id = parent_id
     return conversation
+
+
+def _held_files(turn: dict[str, Any]) -> list[Attachment]:
+    """The files a snapshot's turn holds that are still stored, in their order."""
+    ids = [str(r.get("id")) for r in turn.get("files") or () if isinstance(r, dict)]
+    if not ids:
+        return []
+    found = {str(a.pk): a for a in Attachment.objects.filter(pk__in=ids, message__isnull=False)}
+    return [found[i] for i in ids if i in found]
+
+
+def _files_copy(files: list[Attachment], message: Message, *, owner: Any) -> None:
+    """The continuing person's own rows for a copied turn's files (sharing the stored files),
+    so the model is sent them again and they open for their new owner."""
+    for attachment in files:
+        attachment.pk = uuid.uuid4()
+        attachment._state.adding = True
+        attachment.user = owner
+        attachment.visitor_id = ""
+        attachment.message = message
+        attachment.created_at = timezone.now()
+        attachment.save(force_insert=True)

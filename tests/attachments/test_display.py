@@ -242,3 +242,35 @@ def test_a_snapshot_serves_the_files_it_holds_while_its_link_works(shared, files
     snapshots.share_revoke(user=shared["ana"], share_id=share.pk)
     assert reader.get(f"{base}/{report_id}").status_code == 404
     assert reader.get(f"{base}/{photo_id}/thumbnail").status_code == 404
+
+
+def test_continuing_a_snapshot_copies_its_files_for_the_new_owner(shared):
+    ana = Visitor(user=shared["ana"], visitor_id="")
+    share = snapshots.share_publish(visitor=ana, conversation_id=str(shared["conversation"].pk))
+    cy = shared["cy"]
+
+    answer = _client(cy).post(f"/s/{share.token}")
+
+    assert answer.status_code == 302
+    question = Message.objects.get(conversation__user=cy, role="user")
+    assert question.has_attachments
+    copies = list(Attachment.objects.filter(message=question).order_by("created_at"))
+    assert [(a.name, a.user_id) for a in copies] == [("cat.png", cy.pk), ("report.pdf", cy.pk)]
+    page = _client(cy).get(answer["Location"]).content.decode()
+    assert f"/streaming-demo/attachments/{copies[0].pk}/thumbnail" in page
+    assert _client(cy).get(f"/streaming-demo/attachments/{copies[1].pk}").status_code == 200
+
+
+def test_a_room_member_gets_the_senders_files_in_the_live_fragment(shared):
+    from chat.web.rooms import reply_started_fragment
+
+    conversation = shared["conversation"]
+    question = Message.objects.get(conversation=conversation, role="user")
+    reply = Message.objects.get(conversation=conversation, role="assistant")
+
+    html = reply_started_fragment(
+        Visitor(user=shared["ben"], visitor_id=""),
+        {"assistant_id": reply.pk, "user_message_id": question.pk},
+    )
+
+    _assert_shows(html, shared["photo"], shared["report"])
