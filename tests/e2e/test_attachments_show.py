@@ -61,7 +61,9 @@ def _conversation_with_files(page: Any) -> str:
     return str(url)
 
 
-@pytest.mark.parametrize(("scheme", "width"), [("light", 1280), ("dark", 390)])
+@pytest.mark.parametrize(
+    ("scheme", "width"), [("light", 1280), ("dark", 1280), ("light", 390), ("dark", 390)]
+)
 def test_a_thumbnail_opens_by_keyboard_and_a_document_shows_as_a_card_after_a_reload(
     new_page: Any,
     provider_server: tuple[str, Any],
