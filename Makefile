@@ -65,6 +65,7 @@ pygments-css: $(VENV)/.installed  ## Regenerate static/chat/pygments.css (code c
 screenshots: $(VENV)/.installed-dev  ## Retake the README's screenshots (docs/screenshot-*.png) in headless Chromium
 	$(BIN)/python scripts/screenshots.py
 	$(BIN)/python scripts/screenshot_conversations.py
+	$(BIN)/python scripts/screenshot_attachments.py
 
 lock: | $(BIN)/python  ## Re-pin dependencies (needs network to PyPI)
 	$(BIN)/pip install -q uv

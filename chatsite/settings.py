@@ -292,7 +292,7 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missi
 # manifest, which only `collectstatic` writes: `make run-prod` collects and sets this. Without it
 # (`make run`, the tests) files are served from their sources under their own names.
 STATIC_MANIFEST = env.bool("DJANGO_STATIC_MANIFEST", default=False)
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": "chatsite.serving.static.ManifestStaticFilesStorage"
@@ -304,6 +304,40 @@ STORAGES = {
 # the data directory's media/, named by their content hash. They are only ever served by
 # chatsite's own views (owner checked), never from MEDIA_URL.
 MEDIA_ROOT = Path(env.str("DJANGO_MEDIA_ROOT", default=str(DATA_DIR / "media")))
+# Or an S3-compatible bucket (AWS S3, MinIO, Cloudflare R2, …) through django-storages, when
+# CHAT_S3_BUCKET is set. Credentials come from boto3's usual places (AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY in the environment, a profile, an instance role). Objects are private:
+# chatsite reads them and serves them itself, never by a signed URL.
+CHAT_S3_BUCKET = env.str("CHAT_S3_BUCKET", default="")
+CHAT_S3_ENDPOINT_URL = env.str("CHAT_S3_ENDPOINT_URL", default="")
+CHAT_S3_REGION = env.str("CHAT_S3_REGION", default="")
+CHAT_S3_PREFIX = env.str("CHAT_S3_PREFIX", default="")
+
+
+def s3_storage(
+    bucket: str, *, endpoint_url: str = "", region: str = "", prefix: str = ""
+) -> dict[str, Any]:
+    """django-storages' S3Storage for attachments in `bucket` (tests/attachments/test_s3.py)."""
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": bucket,
+            "endpoint_url": endpoint_url or None,
+            "region_name": region or None,
+            "location": prefix.strip("/"),
+            "default_acl": None,  # the bucket's own: private
+            "file_overwrite": True,  # names are content hashes: the same name, the same bytes
+        },
+    }
+
+
+if CHAT_S3_BUCKET:
+    STORAGES["default"] = s3_storage(
+        CHAT_S3_BUCKET,
+        endpoint_url=CHAT_S3_ENDPOINT_URL,
+        region=CHAT_S3_REGION,
+        prefix=CHAT_S3_PREFIX,
+    )
 WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
 WHITENOISE_AUTOREFRESH = DEBUG
 

@@ -39,10 +39,18 @@ from chat.admin.exports import (
     ended_reasons,
     jsonl_chunks,
 )
+from chat.attachments.shown import files_prefetch
 from chat.models import Conversation, Message
 from chat.money import format_usd
 
 # --- The admin -------------------------------------------------------------------------------
+
+
+def _with_files(rows: Any) -> list[Message]:
+    """The transcript, each message's files read in one query (none if no message has any)."""
+    transcript = list(rows)
+    files_prefetch(transcript)
+    return transcript
 
 
 @admin.register(Conversation)
@@ -255,7 +263,7 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     ) -> HttpResponse:
         if obj is not None:
             context.update(
-                transcript=list(obj.messages.select_related("author").order_by("id")),
+                transcript=_with_files(obj.messages.select_related("author").order_by("id")),
                 owner_label=owner_label(obj),
                 owner_query=urlencode({"owner": owner_of(obj)}),
             )

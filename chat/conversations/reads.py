@@ -12,6 +12,7 @@ from django.db.models import Case, Exists, F, OuterRef, Q, When
 from django.http import Http404
 from django.utils import timezone
 
+from chat.attachments.shown import files_prefetch
 from chat.conversations.errors import NotAllowed
 from chat.conversations.tree import Tree, Versions
 from chat.models import Conversation, ConversationMember, Message
@@ -208,7 +209,9 @@ def conversation_tree(conversation: Conversation) -> Tree:
 def conversation_messages(conversation: Conversation) -> list[Message]:
     """The branch the owner sees, each message with its `versions` (‹ 1/2 ›)."""
     tree = conversation_tree(conversation)
-    return tree.annotate(tree.branch(conversation.current_leaf_id))
+    messages = tree.annotate(tree.branch(conversation.current_leaf_id))
+    files_prefetch(messages)  # one query, only when a message on the branch has files
+    return messages
 
 
 def message_with_versions(message: Message) -> Message:

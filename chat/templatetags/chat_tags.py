@@ -5,6 +5,8 @@ import re
 from django import template
 from django.utils.safestring import SafeString, mark_safe
 
+from chat.attachments.shown import ShownFile
+from chat.attachments.shown import message_files as _message_files
 from chat.money import format_usd
 from chat.web.rendering import render_markdown
 
@@ -14,6 +16,12 @@ register = template.Library()
 @register.filter
 def markdown(text: str) -> SafeString:
     return mark_safe(render_markdown(text or ""))  # noqa: S308 - sanitised by nh3
+
+
+@register.filter
+def message_files(message: object) -> tuple[ShownFile, ...]:
+    """The files a user message was sent with, as the message shows them."""
+    return tuple(_message_files(message))  # type: ignore[arg-type]
 
 
 @register.filter

@@ -1,5 +1,6 @@
 """Attachments over HTTP: the upload (one file per multipart POST, answered in JSON) and the
-downloads (the file and an image's thumbnail), each only for the person who uploaded it.
+downloads (the file and an image's thumbnail): for the person who uploaded it, and once it is
+sent, for whoever sees its conversation (the members it is shared with) and staff.
 
 Stored files are served as downloads that a browser will not render as a page: `Content-
 Disposition: attachment`, `X-Content-Type-Options: nosniff` and a sandboxing CSP that allows
@@ -21,10 +22,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from chat.attachments.errors import AttachmentRefused, AttachmentTooLarge
 from chat.attachments.processing import attachment_process
-from chat.attachments.store import attachment_create, attachment_of
+from chat.attachments.store import attachment_create
 from chat.conversations.errors import ChatInputError
 from chat.conversations.limits import request_client_ip, upload_check
-from chat.conversations.reads import Visitor
+from chat.conversations.reads import Visitor, visible_to
+from chat.conversations.snapshots import snapshot_attachment
 from chat.db import db_read
 from chat.models import Attachment
 from chat.web.visitors import visitor_id_ensure, visitor_id_of
@@ -124,13 +126,47 @@ async def upload(request: HttpRequest) -> HttpResponse:
     return JsonResponse(attachment_json(attachment), status=201)
 
 
-def _owned(request: HttpRequest, attachment_id: uuid.UUID) -> Attachment:
+def _is_owner(attachment: Attachment, user: Any, visitor_id: str) -> bool:
+    if user is not None and user.is_authenticated:
+        return bool(attachment.user_id == user.pk)
+    return bool(visitor_id and attachment.user_id is None and attachment.visitor_id == visitor_id)
+
+
+def _is_staff_reader(user: Any) -> bool:
+    """Staff who may read transcripts in the admin may open the files sent in them."""
+    return bool(
+        user is not None
+        and user.is_authenticated
+        and user.is_active
+        and user.is_staff
+        and user.has_perm("chat.view_conversation")
+    )
+
+
+def _viewable(request: HttpRequest, attachment_id: uuid.UUID) -> Attachment:
+    """The attachment if this viewer may read it, else Http404. Its uploader may, always; once
+    it is sent with a message, so may everyone who sees that message's conversation (its owner,
+    the members it is shared with) and staff who read transcripts. An upload not yet sent is
+    its uploader's alone."""
     user, visitor_id = _viewer(request)
-    try:
-        return attachment_of(user=user, visitor_id=visitor_id, attachment_id=attachment_id)
-    except Attachment.DoesNotExist:
-        # The same answer for someone else's file as for none: ids reveal nothing.
-        raise Http404("No such attachment.") from None
+    attachment = (
+        Attachment.objects.select_related("message__conversation").filter(pk=attachment_id).first()
+    )
+    if attachment is None:
+        raise Http404("No such attachment.")
+    if _is_owner(attachment, user, visitor_id):
+        return attachment
+    message = attachment.message
+    if message is not None and (
+        _is_staff_reader(user)
+        or (
+            message.deleted_at is None
+            and visible_to(Visitor(user=user, visitor_id=visitor_id), message.conversation)
+        )
+    ):
+        return attachment
+    # The same answer for a file one may not see as for none: ids reveal nothing.
+    raise Http404("No such attachment.")
 
 
 def _read(name: str) -> bytes:
@@ -147,29 +183,55 @@ def _download(data: bytes, *, content_type: str, filename: str) -> HttpResponse:
     return response
 
 
+async def _serve(attachment: Attachment, *, thumbnail: bool) -> HttpResponse:
+    if thumbnail and not attachment.thumbnail_name:
+        raise Http404("This attachment has no thumbnail.")
+    name = attachment.thumbnail_name if thumbnail else attachment.storage_name
+    try:
+        data = await asyncio.to_thread(_read, name)
+    except OSError:
+        raise Http404("The file is missing from storage.") from None
+    filename = attachment.name
+    if thumbnail:
+        stem = attachment.name.rsplit(".", 1)[0] or "image"
+        extension = "png" if attachment.content_type == "image/png" else "jpg"
+        filename = f"{stem}-thumbnail.{extension}"
+    return _download(data, content_type=attachment.content_type, filename=filename)
+
+
 @require_GET
 async def download(request: HttpRequest, attachment_id: uuid.UUID) -> HttpResponse:
     """The stored file (a re-encoded image, or the document as uploaded), as a download."""
-    attachment = await db_read(_owned, request, attachment_id)
-    try:
-        data = await asyncio.to_thread(_read, attachment.storage_name)
-    except OSError:
-        raise Http404("The file is missing from storage.") from None
-    return _download(data, content_type=attachment.content_type, filename=attachment.name)
+    return await _serve(await db_read(_viewable, request, attachment_id), thumbnail=False)
 
 
 @require_GET
 async def thumbnail(request: HttpRequest, attachment_id: uuid.UUID) -> HttpResponse:
     """A small copy of an image (for the chip and the message); 404 for documents."""
-    attachment = await db_read(_owned, request, attachment_id)
-    if not attachment.thumbnail_name:
-        raise Http404("This attachment has no thumbnail.")
-    try:
-        data = await asyncio.to_thread(_read, attachment.thumbnail_name)
-    except OSError:
-        raise Http404("The file is missing from storage.") from None
-    stem = attachment.name.rsplit(".", 1)[0] or "image"
-    extension = "png" if attachment.content_type == "image/png" else "jpg"
-    return _download(
-        data, content_type=attachment.content_type, filename=f"{stem}-thumbnail.{extension}"
+    return await _serve(await db_read(_viewable, request, attachment_id), thumbnail=True)
+
+
+def _snapshot_held(request: HttpRequest, token: str, attachment_id: uuid.UUID) -> Attachment:
+    if not settings.CHAT_PUBLIC_SHARES and not request.user.is_authenticated:
+        raise Http404("No such file.")  # the page itself asks such a visitor to sign in
+    return snapshot_attachment(token, attachment_id)
+
+
+@require_GET
+async def snapshot_download(
+    request: HttpRequest, token: str, attachment_id: uuid.UUID
+) -> HttpResponse:
+    """A file of a published snapshot (`/s/<token>/files/<id>`): only the files that snapshot
+    holds, only while its link works."""
+    return await _serve(
+        await db_read(_snapshot_held, request, token, attachment_id), thumbnail=False
+    )
+
+
+@require_GET
+async def snapshot_thumbnail(
+    request: HttpRequest, token: str, attachment_id: uuid.UUID
+) -> HttpResponse:
+    return await _serve(
+        await db_read(_snapshot_held, request, token, attachment_id), thumbnail=True
     )

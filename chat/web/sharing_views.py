@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
 
+from chat.attachments.shown import snapshot_file
 from chat.conversations import sharing, snapshots
 from chat.conversations.errors import NotAllowed
 from chat.conversations.reads import conversation_get, conversation_members
@@ -138,9 +139,18 @@ def snapshot(request: HttpRequest, token: str) -> HttpResponse:
             return redirect_to_login(request.get_full_path())
         conversation = snapshots.share_continue(visitor=_visitor(request), token=token)
         return redirect("chat:conversation", conversation_id=conversation.pk)
+
     # Rendered here with the chat's own Markdown (sanitised by nh3), the same as the page's.
+    def url_of(attachment_id: str, thumbnail: bool) -> str:
+        name = "chat:snapshot_file_thumbnail" if thumbnail else "chat:snapshot_file"
+        return reverse(name, args=[token, attachment_id])
+
     turns = [
-        {**turn, "html": _rendered(turn["content"]) if turn["role"] == "assistant" else ""}
+        {
+            **turn,
+            "html": _rendered(turn["content"]) if turn["role"] == "assistant" else "",
+            "files": [snapshot_file(record, url_of) for record in turn.get("files") or ()],
+        }
         for turn in share.snapshot
     ]
     authors = {turn["author"] for turn in share.snapshot if turn["role"] == "user"} - {""}

@@ -22,6 +22,16 @@ urlpatterns = [
     ),
     path("join/<str:token>", sharing_views.join, name="join"),
     path("s/<str:token>", sharing_views.snapshot, name="snapshot"),
+    path(
+        "s/<str:token>/files/<uuid:attachment_id>",
+        attachment_views.snapshot_download,
+        name="snapshot_file",
+    ),
+    path(
+        "s/<str:token>/files/<uuid:attachment_id>/thumbnail",
+        attachment_views.snapshot_thumbnail,
+        name="snapshot_file_thumbnail",
+    ),
     path("settings/shares", sharing_views.shares, name="shares"),
     path("", views.home, name="home"),
     path("streaming-demo", views.streaming_demo, name="streaming_demo"),
