@@ -240,9 +240,9 @@ def test_sdk_raises_its_own_exception_types(sdk, api_server, ada_key):
             model="demo:demo",
             messages=[{"role": "user", "content": [{"type": "text", "text": "What?"}, image]}],
         )
-    assert bad.value.code == "unsupported_content"
-    assert bad.value.param == "messages[0].content[1]"
-    assert "images" in bad.value.message
+    assert bad.value.code == "image_url_not_allowed"
+    assert bad.value.param == "messages[0].content[1].image_url"
+    assert "data URL" in bad.value.message
 
     ApiKey.objects.update(revoked_at="2026-01-01T00:00:00Z")
     with pytest.raises(openai.AuthenticationError):
@@ -500,7 +500,7 @@ async def test_bad_requests_are_400_naming_the_parameter(async_client, ada_key, 
 async def test_a_body_over_the_upload_limit_is_413_in_openais_shape(
     async_client, settings, ada_key
 ):
-    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    settings.CHAT_API_MAX_BODY_BYTES = 1000
     body = {**HELLO, "messages": [{"role": "user", "content": "x" * 2000}]}
 
     response = await post_completion(async_client, ada_key, body)
