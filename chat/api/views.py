@@ -142,6 +142,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     api_key = await _api_key(request)
     body = await asyncio.to_thread(_completion_body, request)
     completion = await asyncio.to_thread(wire.parse_completion_request, body)
+    del body  # up to CHAT_API_MAX_BODY_BYTES: not held while the images are read
     visitor = visitor_for(api_key, client_ip=request_client_ip(request))
     try:
         started = await completion_start(api_key=api_key, visitor=visitor, request=completion)

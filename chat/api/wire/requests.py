@@ -339,8 +339,8 @@ def _image_part(image_url: Any, *, param: str) -> ImagePart:
                 code="image_too_large",
             )
         try:
-            data = binascii.a2b_base64(encoded.encode("ascii"), strict_mode=True)
-        except (binascii.Error, ValueError, UnicodeEncodeError):
+            data = binascii.a2b_base64(encoded, strict_mode=True)  # ASCII str: no copy
+        except (binascii.Error, ValueError):
             raise invalid(
                 f"The image in {param} could not be decoded: its data is not valid base64.",
                 param=param,
