@@ -488,3 +488,36 @@ async def test_the_api_refuses_an_image_url_on_a_private_address_when_fetching_i
     assert error["param"] == "messages[0].content[1].image_url"
     assert image_server.hits == []
     assert not await Conversation.objects.aexists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_with_fetching_on_an_image_url_on_a_public_host_reaches_the_model(
+    async_client, key, settings, image_server, files, openai_upstream, monkeypatch
+):
+    """The public host is this test's own server behind a name the test's resolver answers with
+    a public address (nothing leaves the machine): what is fetched is read like any image."""
+    settings.CHAT_API_FETCH_IMAGE_URLS = True
+    settings.CHAT_VISION_MODELS = ["openai:*"]
+    image_server.routes["/cat.jpg"] = (200, {}, files.small_image("JPEG", (90, 60)), 0.0)
+    image_server.routes["/moved"] = (302, {"Location": "/cat.jpg"}, b"", 0.0)
+    network, calls = Pinned(image_server.port), []
+    resolve = resolver({"images.example": [["93.184.216.34"]]}, calls)
+    real_fetch = api_images.fetch_image
+
+    async def through_test_network(url, **kwargs):
+        return await real_fetch(url, resolve=resolve, inner=network, **kwargs)
+
+    monkeypatch.setattr(api_images, "fetch_image", through_test_network)
+    # http: the test server speaks plain HTTP (an https URL is fetched the same way, with TLS).
+    body = {
+        "model": "openai:gpt-4.1-mini",
+        "messages": [asking(image_part("http://images.example/moved"))],
+    }
+
+    response = await post(async_client, key, body)
+
+    assert response.status_code == 200, response.content
+    assert openai_upstream.requests[0].images() == [("image_url", "JPEG", (90, 60))]
+    assert image_server.hits == ["/moved", "/cat.jpg"]
+    # One connection per hop (the test server closes each), each to the checked address.
+    assert network.connected == ["93.184.216.34", "93.184.216.34"]
