@@ -741,6 +741,9 @@ class Attachment(models.Model):
     visitor_id = models.CharField(max_length=64, blank=True, db_index=True)
     # The stored bytes' SHA-256 (of the re-encoded image, or of the document as uploaded).
     sha256 = models.CharField(max_length=64, db_index=True)
+    # The SHA-256 of the bytes as the API received them (an `image_url` data URL's or a fetched
+    # URL's): API clients resend every earlier turn, and an image already read is not read again.
+    source_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     storage_name = models.CharField(max_length=200)
     thumbnail_name = models.CharField(max_length=200, blank=True)
     name = models.CharField(max_length=200)

@@ -474,6 +474,15 @@ CHAT_METRICS_TOKEN = env.str("CHAT_METRICS_TOKEN", default="")
 CHAT_API_ENABLED = env.bool("CHAT_API_ENABLED", default=True)
 # API requests per key, on top of the per-person and per-IP limits above.
 CHAT_API_KEY_RATE_LIMIT = env.str("CHAT_API_KEY_RATE_LIMIT", default="20/m")
+# The largest API request body (images come inline as base64 data URLs); other requests keep
+# DATA_UPLOAD_MAX_MEMORY_SIZE.
+CHAT_API_MAX_BODY_BYTES = env.int("CHAT_API_MAX_BODY_BYTES", default=32 * 1024 * 1024)
+# The most images one API request may carry, earlier turns included.
+CHAT_API_MAX_IMAGES = env.int("CHAT_API_MAX_IMAGES", default=20)
+# Whether the API fetches image URLs (https://…) itself, guarded against SSRF (docs/security.md);
+# off: only data URLs are taken.
+CHAT_API_FETCH_IMAGE_URLS = env.bool("CHAT_API_FETCH_IMAGE_URLS", default=False)
+CHAT_API_FETCH_TIMEOUT_SECONDS = env.float("CHAT_API_FETCH_TIMEOUT_SECONDS", default=10.0)
 # Deleting a conversation hides it from its owner and keeps it (marked) for staff; true removes
 # its rows from the database instead.
 CHAT_PURGE_DELETED = env.bool("CHAT_PURGE_DELETED", default=False)

@@ -139,6 +139,9 @@ def nginx_config(
         "upload_body_max": str(
             int(_float_env(env, "CHAT_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)) + 1024 * 1024
         ),
+        "api_body_max": str(
+            int(_float_env(env, "CHAT_API_MAX_BODY_BYTES", 32 * 1024 * 1024)) + 1024 * 1024
+        ),
     }
     text = TEMPLATE.read_text()
     for name, value in values.items():

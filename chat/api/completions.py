@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from chat.api.images import request_images_attach
 from chat.api.wire import CompletionRequest
 from chat.conversations.reads import Visitor
 from chat.models import ApiKey, Conversation, Message
@@ -20,7 +21,9 @@ async def completion_start(
     *, api_key: ApiKey, visitor: Visitor, request: CompletionRequest
 ) -> services.ReplyStarted:
     """Start the reply a request asks for, through the same service as a page send: counted
-    against the key's, the user's and the IP's rates, the streaming caps and the spending caps."""
+    against the key's, the user's and the IP's rates, the streaming caps and the spending caps.
+    Its images are read (or found, when sent before) first, as the sender's unsent uploads."""
+    attachment_ids, history_attachment_ids = await request_images_attach(visitor, request)
     return await services.areply_start(
         visitor=visitor,
         api_key_id=api_key.pk,
@@ -31,6 +34,8 @@ async def completion_start(
         source=Conversation.Source.API,
         history=request.history,
         max_output_tokens=request.max_tokens,
+        attachment_ids=attachment_ids,
+        history_attachment_ids=history_attachment_ids,
     )
 
 

@@ -7,6 +7,7 @@ no session row is created, and they are exempt from CSRF (there is no cookie to 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -70,20 +71,34 @@ def api_view(*methods: str) -> Callable[[View], View]:
                     )
                 return await view(request, *args, **kwargs)
             except RequestDataTooBig:
-                return _error_response(
-                    wire.WireError(
-                        413,
-                        "The request body is too large "
-                        f"(the limit is {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes).",
-                        code="request_too_large",
-                    )
-                )
+                return _error_response(_too_large(settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
             except wire.WireError as error:
                 return _error_response(error)
 
         return csrf_exempt(wrapper)
 
     return decorate
+
+
+def _too_large(limit: int) -> wire.WireError:
+    return wire.WireError(
+        413,
+        f"The request body is too large (the limit is {limit:,} bytes).",
+        code="request_too_large",
+    )
+
+
+def _completion_body(request: HttpRequest) -> bytes:
+    """The body of a completion request, up to CHAT_API_MAX_BODY_BYTES (images come inline as
+    base64), read past Django's DATA_UPLOAD_MAX_MEMORY_SIZE, which every other request keeps."""
+    limit = settings.CHAT_API_MAX_BODY_BYTES
+    declared = request.META.get("CONTENT_LENGTH", "")
+    if str(declared).isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        raise _too_large(limit)
+    return body
 
 
 async def _api_key(request: HttpRequest) -> ApiKey:
@@ -125,7 +140,9 @@ async def model_detail(request: HttpRequest, model_id: str) -> HttpResponseBase:
 @api_view("POST")
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     api_key = await _api_key(request)
-    completion = wire.parse_completion_request(request.body)
+    body = await asyncio.to_thread(_completion_body, request)
+    completion = await asyncio.to_thread(wire.parse_completion_request, body)
+    del body  # up to CHAT_API_MAX_BODY_BYTES: not held while the images are read
     visitor = visitor_for(api_key, client_ip=request_client_ip(request))
     try:
         started = await completion_start(api_key=api_key, visitor=visitor, request=completion)

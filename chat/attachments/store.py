@@ -93,13 +93,19 @@ def _files_store(processed: Processed) -> list[str]:
 
 
 def _row_create(
-    user: Any, visitor_id: str, name: str, processed: Processed, names: list[str]
+    user: Any,
+    visitor_id: str,
+    name: str,
+    processed: Processed,
+    names: list[str],
+    source_sha256: str = "",
 ) -> Attachment:
     signed_in = user is not None and user.is_authenticated
     return Attachment.objects.create(
         user=user if signed_in else None,
         visitor_id="" if signed_in else visitor_id,
         sha256=hashlib.sha256(processed.stored).hexdigest(),
+        source_sha256=source_sha256,
         storage_name=names[0],
         thumbnail_name=names[1] if len(names) > 1 else "",
         name=attachment_name_clean(name),
@@ -114,14 +120,14 @@ def _row_create(
 
 
 async def attachment_create(
-    *, user: Any, visitor_id: str, name: str, processed: Processed
+    *, user: Any, visitor_id: str, name: str, processed: Processed, source_sha256: str = ""
 ) -> Attachment:
     """Store a processed upload's files and its row for its owner; on any failure (or
     cancellation) neither is kept. The files are written on a thread of their own, not the
     database writer's: a 20 MB file must not hold up the replies' saves."""
     names = await asyncio.to_thread(_files_store, processed)
     try:
-        return await db_write(_row_create, user, visitor_id, name, processed, names)
+        return await db_write(_row_create, user, visitor_id, name, processed, names, source_sha256)
     except BaseException:
         await asyncio.shield(db_read(files_delete_unused, names))
         raise

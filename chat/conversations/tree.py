@@ -132,7 +132,9 @@ def history_turns(path: Sequence[Message]) -> list[ChatTurn]:
     for message in path:
         if message.from_client:
             role: Role = "user" if message.role == Message.Role.USER else "assistant"
-            turns.append(ChatTurn(role, message.content))
+            # An API client's earlier user turn may carry images (chat/api/images.py).
+            images, documents = files.get(message.pk, ((), ())) if role == "user" else ((), ())
+            turns.append(ChatTurn(role, message.content, images=images, documents=documents))
             continue
         if message.role == Message.Role.USER:
             question = message  # a question with no reply before it is dropped

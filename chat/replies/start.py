@@ -98,6 +98,7 @@ def reply_start(
     history: Sequence[ChatTurn] = (),
     max_output_tokens: int | None = None,
     attachment_ids: Sequence[object] = (),
+    history_attachment_ids: Sequence[Sequence[object]] = (),
 ) -> ReplyStarted:
     """Validate a message and save it with a streaming assistant reply, in one transaction. The
     message follows the last one of the branch the visitor sees.
@@ -106,7 +107,9 @@ def reply_start(
     against the sender and the model, and bound to the message in the same transaction.
 
     A new conversation may start with `history`: the earlier turns an API client sends along,
-    saved before the message as context (marked `from_client`, so they never count as replies).
+    saved before the message as context (marked `from_client`, so they never count as replies);
+    `history_attachment_ids`, when given, names each earlier turn's uploads (an API client's
+    images).
     `max_output_tokens` caps this reply below CHAT_MAX_OUTPUT_TOKENS."""
     # Cleaned before anything else, so what is checked is what is stored and sent.
     text = text_clean(text or "").strip()
@@ -119,6 +122,11 @@ def reply_start(
     if history and conversation_id:
         raise ChatInputError("Earlier turns can only start a new conversation.")
     history = [ChatTurn(turn.role, text_clean(turn.content)) for turn in history]
+    history_uuids = [attachment_ids_clean(ids) for ids in history_attachment_ids] or [
+        [] for _turn in history
+    ]
+    if len(history_uuids) != len(history):
+        raise ValueError("history_attachment_ids must name each earlier turn's files")
     for turn in [*history, ChatTurn("user", text)]:
         if len(turn.content) > settings.CHAT_MAX_MESSAGE_CHARS:
             raise ChatInputError(
@@ -160,7 +168,11 @@ def reply_start(
             # Only as many earlier turns as a reply is ever sent with: the rest is never read.
             # Each follows the one before, as the conversation's first branch.
             history_saved = history[-settings.CHAT_HISTORY_MAX_MESSAGES :] if history else []
-            for turn in history_saved:
+            uuids_saved = history_uuids[len(history) - len(history_saved) :]
+            for turn, turn_uuids in zip(history_saved, uuids_saved, strict=True):
+                earlier_files = attachments_take(
+                    visitor, turn_uuids, sees_images=option.sees_images, model_label=option.label
+                )
                 earlier = Message.objects.create(
                     conversation=conversation,
                     role=turn.role,
@@ -168,7 +180,9 @@ def reply_start(
                     from_client=True,
                     client_key=client_key(visitor.client_ip),
                     parent_id=parent_id,
+                    has_attachments=bool(earlier_files),
                 )
+                attachments_bind(earlier_files, earlier)
                 path.append(earlier)
                 parent_id = earlier.pk
         else:

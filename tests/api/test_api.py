@@ -8,8 +8,10 @@ and reads back what the server saved. Its OpenAI provider points at the fake ups
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
+import io
 import json
 import time
 import urllib.parse
@@ -24,10 +26,11 @@ from django.contrib.auth.models import User
 from django.contrib.sessions.models import Session
 from django.core.management import CommandError, call_command
 from django.db import connection
+from PIL import Image
 
 from chat.api.keys import api_key_authenticate, api_key_create
 from chat.conversations.reads import Visitor
-from chat.models import ApiKey, Conversation, Message, SpendingCap
+from chat.models import ApiKey, Attachment, Conversation, Message, SpendingCap
 from chat.providers.demo import demo_reply
 from chat.replies import start as services
 
@@ -222,6 +225,34 @@ def test_system_prompt_and_history_reach_the_provider_and_are_stored_as_context(
     assert conversation.unpriced_replies == 0, "the client's own turn is not an unpriced reply"
 
 
+def test_sdk_sends_images_in_earlier_and_current_turns_and_the_model_gets_each(sdk, upstream):
+    def png(size: tuple[int, int]) -> dict:
+        out = io.BytesIO()
+        Image.new("RGB", size, (200, 30, 30)).save(out, format="PNG")
+        url = "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+        return {"type": "image_url", "image_url": {"url": url}}
+
+    first, second = png((80, 60)), png((30, 40))
+    messages: list = [{"role": "user", "content": [{"type": "text", "text": "A?"}, first]}]
+    sdk.chat.completions.create(model="gpt-4.1-mini", messages=messages)
+    messages += [
+        {"role": "assistant", "content": "Red."},
+        {"role": "user", "content": [{"type": "text", "text": "B?"}, second]},
+    ]
+    streamed = sdk.chat.completions.create(model="gpt-4.1-mini", messages=messages, stream=True)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices)
+
+    # Re-encoded (RGB without transparency: JPEG) at their own pixel sizes, earlier turn first.
+    assert upstream.requests[-2].images() == [("image_url", "JPEG", (80, 60))]
+    assert upstream.requests[-1].images() == [
+        ("image_url", "JPEG", (80, 60)),
+        ("image_url", "JPEG", (30, 40)),
+    ]
+    # The first image is stored once and shared by the second request's copy of it.
+    assert Attachment.objects.values("storage_name").distinct().count() == 2
+    assert Attachment.objects.filter(message__isnull=False).count() == 3
+
+
 def test_sdk_raises_its_own_exception_types(sdk, api_server, ada_key):
     stranger = openai.OpenAI(base_url=f"{api_server}/v1", api_key="csk-not-a-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as denied:
@@ -240,9 +271,9 @@ def test_sdk_raises_its_own_exception_types(sdk, api_server, ada_key):
             model="demo:demo",
             messages=[{"role": "user", "content": [{"type": "text", "text": "What?"}, image]}],
         )
-    assert bad.value.code == "unsupported_content"
-    assert bad.value.param == "messages[0].content[1]"
-    assert "images" in bad.value.message
+    assert bad.value.code == "image_url_not_allowed"
+    assert bad.value.param == "messages[0].content[1].image_url"
+    assert "data URL" in bad.value.message
 
     ApiKey.objects.update(revoked_at="2026-01-01T00:00:00Z")
     with pytest.raises(openai.AuthenticationError):
@@ -500,7 +531,7 @@ async def test_bad_requests_are_400_naming_the_parameter(async_client, ada_key, 
 async def test_a_body_over_the_upload_limit_is_413_in_openais_shape(
     async_client, settings, ada_key
 ):
-    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    settings.CHAT_API_MAX_BODY_BYTES = 1000
     body = {**HELLO, "messages": [{"role": "user", "content": "x" * 2000}]}
 
     response = await post_completion(async_client, ada_key, body)

@@ -129,3 +129,31 @@ def test_compose_wires_postgresql_and_redis_into_the_recipe():
     assert published == {docker_env()["PORT"]}
     # SIGTERM drains: compose waits longer than the workers' grace before it kills.
     assert int(app["stop_grace_period"].rstrip("s")) > 10 + 15
+
+
+def _body_limits(config: str) -> dict[str, str]:
+    """Each location's client_max_body_size ("server" for the server's own)."""
+    limits: dict[str, str] = {}
+    location = "server"
+    for line in config.splitlines():
+        if opened := re.match(r"\s*location\s+(.+?)\s*\{", line):
+            location = opened.group(1)
+        elif re.match(r"\s*}\s*$", line):
+            location = "server"
+        elif sized := re.match(r"\s*client_max_body_size\s+(\S+);", line):
+            limits[location] = sized.group(1)
+    return limits
+
+
+def test_only_the_upload_and_the_apis_completions_take_large_bodies(tmp_path):
+    env = {"CHAT_MAX_UPLOAD_BYTES": "5000000", "CHAT_API_MAX_BODY_BYTES": "10485760"}
+    config = run_prod.nginx_config(
+        run_dir=tmp_path, listen="127.0.0.1:8000", worker_ports=[9001], env=env
+    )
+
+    assert _body_limits(config) == {
+        "server": "3m",
+        "= /streaming-demo/attachments": str(5000000 + 1024 * 1024),
+        "= /v1/chat/completions": str(10485760 + 1024 * 1024),
+    }
+    assert reverse("api:chat_completions") == "/v1/chat/completions"

@@ -4,6 +4,7 @@ stores."""
 
 from __future__ import annotations
 
+import binascii
 import json
 import re
 from dataclasses import dataclass
@@ -18,6 +19,15 @@ from chat.providers.base import ChatTurn
 
 
 @dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An `image_url` content part of a user message: a data URL's bytes, or a remote URL."""
+
+    param: str  # where it is in the request: "messages[2].content[1]"
+    data: bytes = b""
+    url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class CompletionRequest:
     model: providers.ModelOption
     system_prompt: str
@@ -26,6 +36,8 @@ class CompletionRequest:
     stream: bool = False
     include_usage: bool = False
     max_tokens: int | None = None
+    images: tuple[ImagePart, ...] = ()  # the last user message's
+    history_images: tuple[tuple[ImagePart, ...], ...] = ()  # each earlier turn's, as `history`
 
 
 # Sampling and bookkeeping parameters (temperature, top_p, penalties, stop, seed, user, metadata,
@@ -74,7 +86,7 @@ def parse_completion_request(raw: bytes) -> CompletionRequest:
         raise invalid("The request body must be a JSON object.")
     _refuse_unsupported(body)
     model = model_from(body.get("model"))
-    system_parts, turns = _turns(body.get("messages"))
+    system_parts, turns, images = _turns(body.get("messages"), model)
     stream = _optional_bool(body, "stream") or False
     stream_options = body.get("stream_options")
     if stream_options is None:
@@ -97,6 +109,8 @@ def parse_completion_request(raw: bytes) -> CompletionRequest:
         stream=stream,
         include_usage=bool(include_usage),
         max_tokens=_max_tokens(body),
+        images=images[-1],
+        history_images=tuple(images[:-1]),
     )
 
 
@@ -190,11 +204,14 @@ def model_from(value: Any) -> providers.ModelOption:
     )
 
 
-def _turns(messages: Any) -> tuple[list[str], list[ChatTurn]]:
+def _turns(
+    messages: Any, model: providers.ModelOption
+) -> tuple[list[str], list[ChatTurn], list[tuple[ImagePart, ...]]]:
     if not isinstance(messages, list) or not messages:
         raise invalid("'messages' must be a non-empty array.", param="messages")
     system_parts: list[str] = []
     turns: list[ChatTurn] = []
+    turn_images: list[tuple[ImagePart, ...]] = []
     for index, message in enumerate(messages):
         param = f"messages[{index}]"
         if not isinstance(message, dict):
@@ -217,46 +234,142 @@ def _turns(messages: Any) -> tuple[list[str], list[ChatTurn]]:
                 param=f"{param}.role",
                 code="invalid_value",
             )
-        text = _text_of(message.get("content"), param=f"{param}.content")
+        text, images = _content_of(message.get("content"), param=f"{param}.content", role=role)
+        if images and not model.sees_images:
+            raise invalid(
+                f"The model {_shown(model.value)} cannot see images; {images[0].param} is an "
+                "image. Send it to a model that can, or leave the image out.",
+                param=images[0].param,
+                code="model_not_vision",
+            )
         if role in ("system", "developer"):
             if text.strip():
                 system_parts.append(text.strip())
         else:
             turns.append(ChatTurn(role, text))
+            turn_images.append(tuple(images))
     if not turns or turns[-1].role != "user":
         raise invalid(
             "The last message (after any system messages) must have the role 'user'.",
             param="messages",
         )
-    if not turns[-1].content.strip():
+    if not turns[-1].content.strip() and not turn_images[-1]:
         raise invalid(
             "The last user message is empty.", param=f"messages[{len(messages) - 1}].content"
         )
-    return system_parts, turns
+    total = sum(len(images) for images in turn_images)
+    if total > settings.CHAT_API_MAX_IMAGES:
+        raise invalid(
+            f"This request carries {total} images; the limit is {settings.CHAT_API_MAX_IMAGES} "
+            "(earlier turns included).",
+            param="messages",
+            code="too_many_images",
+        )
+    return system_parts, turns, turn_images
 
 
-def _text_of(content: Any, *, param: str) -> str:
+def _content_of(content: Any, *, param: str, role: str) -> tuple[str, list[ImagePart]]:
+    """A message's text, and its images (user messages only)."""
     if isinstance(content, str):
-        return content
+        return content, []
     if content is None:
-        return ""
+        return "", []
     if not isinstance(content, list):
         raise invalid(f"{param} must be a string or an array of content parts.", param=param)
     texts: list[str] = []
+    images: list[ImagePart] = []
     for index, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str):
             texts.append(part["text"])
         elif kind == "refusal" and isinstance(part.get("refusal"), str):
             texts.append(part["refusal"])
-        else:
+        elif kind == "image_url" and role == "user":
+            images.append(_image_part(part.get("image_url"), param=f"{param}[{index}]"))
+        elif kind == "image_url":
             raise invalid(
-                f"Only text content is supported here; {param}[{index}] has type {_shown(kind)} "
-                "(images, audio and files are not supported).",
+                f"Images can only be sent in user messages; {param}[{index}] is in a "
+                f"{_shown(role)} message.",
                 param=f"{param}[{index}]",
                 code="unsupported_content",
             )
-    return "\n".join(texts)
+        else:
+            raise invalid(
+                f"Only text and image_url content is supported here; {param}[{index}] has type "
+                f"{_shown(kind)} (audio and files are not supported).",
+                param=f"{param}[{index}]",
+                code="unsupported_content",
+            )
+    cap = settings.CHAT_MAX_FILES_PER_MESSAGE
+    if len(images) > cap:
+        raise invalid(
+            f"A message can carry at most {cap} image{'' if cap == 1 else 's'}; {param} has "
+            f"{len(images)}.",
+            param=param,
+            code="too_many_images",
+        )
+    return "\n".join(texts), images
+
+
+# data:image/png;base64,… (parameters such as ;charset= before ;base64 are allowed and ignored).
+_DATA_URL = re.compile(r"data:([^;,]*)((?:;[^;,]*)*),", re.IGNORECASE)
+
+
+def _image_part(image_url: Any, *, param: str) -> ImagePart:
+    """An image_url part: `{"url": "data:image/…;base64,…" or "https://…", "detail": …}`."""
+    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+    if not isinstance(url, str) or not url:
+        raise invalid(f"{param}.image_url.url must be a URL string.", param=f"{param}.image_url")
+    param = f"{param}.image_url"
+    limit = settings.CHAT_MAX_UPLOAD_BYTES
+    if header := _DATA_URL.match(url[:200]):
+        media_type = header.group(1).lower()
+        if not media_type.startswith("image/") or ";base64" not in header.group(2).lower():
+            raise invalid(
+                f"{param} is not an image data URL: send 'data:image/png;base64,…' (or JPEG, "
+                "WebP, GIF).",
+                param=param,
+                code="invalid_image_url",
+            )
+        encoded = url[header.end() :]
+        if len(encoded) // 4 * 3 > limit + 3:
+            raise invalid(
+                f"The image in {param} is larger than the {limit:,} bytes allowed.",
+                param=param,
+                code="image_too_large",
+            )
+        try:
+            data = binascii.a2b_base64(encoded, strict_mode=True)  # ASCII str: no copy
+        except (binascii.Error, ValueError):
+            raise invalid(
+                f"The image in {param} could not be decoded: its data is not valid base64.",
+                param=param,
+                code="invalid_base64",
+            ) from None
+        if len(data) > limit:
+            raise invalid(
+                f"The image in {param} is larger than the {limit:,} bytes allowed.",
+                param=param,
+                code="image_too_large",
+            )
+        if not data:
+            raise invalid(f"The image in {param} is empty.", param=param, code="invalid_image")
+        return ImagePart(param=param, data=data)
+    scheme = url.split(":", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        raise invalid(
+            f"{param} must be a data URL (data:image/png;base64,…) or an https URL.",
+            param=param,
+            code="invalid_image_url",
+        )
+    if not settings.CHAT_API_FETCH_IMAGE_URLS:
+        raise invalid(
+            f"This server does not fetch image URLs ({param}); send the image itself as a data "
+            "URL: data:image/png;base64,….",
+            param=param,
+            code="image_url_not_allowed",
+        )
+    return ImagePart(param=param, url=url)
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
