@@ -19,6 +19,7 @@ from chat.conversations.reads import Visitor
 from chat.costs.staff_config import staff_config_forget
 from chat.replies.stream import reset_reply_stream
 from tests.support import (
+    attachment_files,
     fake_oidc,
     replies,
     servers,
@@ -152,6 +153,18 @@ def need_tool() -> Callable[[str], str]:
 def free_port() -> Callable[[], int]:
     """`free_port()`: a loopback port nothing listens on (yet)."""
     return _free_port
+
+
+@pytest.fixture(scope="session")
+def files():
+    """Awkward and hostile files, made on the spot (tests/support/attachment_files.py)."""
+    return attachment_files
+
+
+@pytest.fixture(scope="session")
+def create_superuser():
+    """`create_superuser(env, username, password)`: a superuser in an app server's database."""
+    return servers.create_superuser
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.support import attachment_files
-
-
-@pytest.fixture(scope="session")
-def files():
-    """Awkward and hostile files, made on the spot (tests/support/attachment_files.py)."""
-    return attachment_files
-
 
 @dataclass
 class ImageServer:

@@ -4,8 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import attachment_files
-
 
 @pytest.fixture(autouse=True)
 def media_root(settings, tmp_path) -> Path:
@@ -14,9 +12,3 @@ def media_root(settings, tmp_path) -> Path:
     settings.CHAT_UPLOAD_RATE_LIMIT = ""
     settings.CHAT_UPLOAD_IP_RATE_LIMIT = ""
     return settings.MEDIA_ROOT
-
-
-@pytest.fixture(scope="session")
-def files():
-    """Awkward and hostile files, made on the spot (tests/support/attachment_files.py)."""
-    return attachment_files

@@ -19,7 +19,6 @@ from moto.server import ThreadedMotoServer
 from chat.attachments.store import attachments_sweep
 from chat.models import Attachment
 from chatsite.settings import s3_storage
-from tests.support.servers import app_env, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,7 +27,7 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "chatsite-test", "AWS_SECRET_ACCESS_KEY": "c
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
+def s3_server(free_port) -> Iterator[str]:
     """A moto S3 server for the session: its endpoint URL."""
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -119,7 +118,7 @@ def test_an_unsent_upload_swept_takes_its_objects_unless_another_row_shares_them
 
 
 def test_the_settings_store_attachments_in_the_bucket_the_environment_names(
-    s3_server, tmp_path, manage_shell
+    s3_server, tmp_path, manage_shell, app_env
 ):
     client = boto3.client(
         "s3",

@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.support import attachment_files
-
 pytestmark = pytest.mark.e2e
 
 SEND_WITH_FILES = """async ({files, text, model}) => {
@@ -43,7 +41,7 @@ def _file(name: str, data: bytes) -> dict[str, str]:
     return {"name": name, "data": base64.b64encode(data).decode()}
 
 
-def _conversation_with_files(page: Any) -> str:
+def _conversation_with_files(page: Any, attachment_files: Any) -> str:
     """Send a photo and a PDF as the page's visitor; the conversation's URL."""
     page.goto("/streaming-demo")
     page.get_by_text("Connected · WebSocket").wait_for()
@@ -72,12 +70,13 @@ def test_a_thumbnail_opens_by_keyboard_and_a_document_shows_as_a_card_after_a_re
     artifacts,
     scheme: str,
     width: int,
+    files: Any,
 ) -> None:
     url, upstream = provider_server
     upstream.script(text="A warm sunset over the sea, and a report: revenue grew 12%.")
     page = new_page(base_url=url, color_scheme=scheme, viewport={"width": width, "height": 800})
     page.goto(
-        _conversation_with_files(page)
+        _conversation_with_files(page, files)
     )  # the page as rendered from the database: after a reload
 
     question = page.locator("#messages > article[data-role='user']")

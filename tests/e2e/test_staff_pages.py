@@ -5,16 +5,12 @@ list's titles readable with the admin's navigation panel open."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.support.servers import REPO, app_env, daphne, manage_shell, migrate
 
 pytestmark = pytest.mark.e2e
 
@@ -55,25 +51,15 @@ print(chat.pk)
 
 
 @pytest.fixture(scope="module")
-def staff_site() -> Iterator[tuple[str, str]]:
+def staff_site(
+    app_env, migrate, create_superuser, manage_shell, daphne
+) -> Iterator[tuple[str, str]]:
     """The app with a superuser and a conversation to review: (its URL, the conversation id)."""
     data_dir = Path(tempfile.mkdtemp(prefix="chatsite-e2e-staff-"))
-    env = app_env(
-        data_dir,
-        DJANGO_SUPERUSER_USERNAME="staff",
-        DJANGO_SUPERUSER_EMAIL="staff@example.com",
-        DJANGO_SUPERUSER_PASSWORD=PASSWORD,
-    )
+    env = app_env(data_dir)
     try:
         migrate(env)
-        subprocess.run(
-            [sys.executable, "manage.py", "createsuperuser", "--noinput"],
-            cwd=REPO,
-            env=env,
-            check=True,
-            timeout=120,
-            stdout=subprocess.DEVNULL,
-        )
+        create_superuser(env, "staff", PASSWORD)
         conversation_id = manage_shell(env, DATA).splitlines()[-1]
         with daphne(env, data_dir / "server.log") as url:
             yield url, conversation_id

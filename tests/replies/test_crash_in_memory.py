@@ -11,8 +11,6 @@ import time
 
 import pytest
 
-from tests.support.workers import reply_text, send
-
 pytestmark = pytest.mark.timeout(120)
 
 CHUNK_SECONDS = 0.05  # 20 tokens a second, a real model's pace
@@ -29,6 +27,7 @@ def test_a_crash_loses_at_most_a_fraction_of_a_second_of_what_the_reader_saw(
     message_row,
     sse_reader_class,
     app_env,
+    live_workers,
 ):
     with fake_upstream_server() as fake:
         env = app_env(
@@ -43,11 +42,13 @@ def test_a_crash_loses_at_most_a_fraction_of_a_second_of_what_the_reader_saw(
         env.pop("CHAT_FLUSH_SECONDS", None)  # the default is what is under test
         env.pop("DATABASE_URL", None)  # one process, its own SQLite file, as `make run` serves
         migrate(env)
-        fake.script_for("crash", text=reply_text(12), chunks=400, delay=CHUNK_SECONDS, max_wait=30)
+        fake.script_for(
+            "crash", text=live_workers.reply_text(12), chunks=400, delay=CHUNK_SECONDS, max_wait=30
+        )
         browser = browser_class()
         with daphne_worker(env, tmp_path / "a.log") as worker:
             browser.get(f"{worker.url}/streaming-demo")
-            message_id, _ = send(browser, worker.url, "crash please")
+            message_id, _ = live_workers.send(browser, worker.url, "crash please")
             reader = sse_reader_class(browser, worker.url, message_id, timeout=30)
             threading.Thread(target=_read_quietly, args=(reader,), daemon=True).start()
             seen: list[tuple[float, int]] = []  # (when, how many characters the reader had)

@@ -203,7 +203,7 @@ async def test_readers_switching_from_memory_to_redis_or_joining_late_lose_and_d
 
 @pytest.mark.redis
 def test_on_real_workers_the_senders_socket_streams_while_the_other_worker_waits_for_redis(
-    tmp_path, redis_url, app_env, browser_class, daphne, migrate
+    tmp_path, redis_url, app_env, browser_class, daphne, migrate, live_workers, deltas
 ):
     """Two Daphne workers with a publish window of a minute: the socket on the worker that runs
     the reply still gets it token by token (in memory); the socket on the other worker gets the
@@ -212,8 +212,7 @@ def test_on_real_workers_the_senders_socket_streams_while_the_other_worker_waits
     import re
     import threading
 
-    from tests.support.transport import deltas
-    from tests.support.workers import ws_connect
+    ws_connect = live_workers.ws_connect
 
     redis.Redis.from_url(redis_url).flushdb()
     env = app_env(

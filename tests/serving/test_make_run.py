@@ -8,10 +8,10 @@ import signal
 import subprocess
 import time
 
-from tests.support.servers import app_env
 
-
-def test_make_run_prints_the_url_to_open_once_the_server_listens(repo, free_port, tmp_path):
+def test_make_run_prints_the_url_to_open_once_the_server_listens(
+    repo, free_port, tmp_path, app_env
+):
     port = free_port()
     env = app_env(tmp_path, HOST="127.0.0.1", PORT=str(port))
     process = subprocess.Popen(

@@ -96,6 +96,23 @@ def manage_shell(env: dict[str, str], code: str) -> str:
     ).stdout.strip()
 
 
+def create_superuser(env: dict[str, str], username: str, password: str) -> None:
+    """A superuser in the database of an app server with this environment."""
+    subprocess.run(
+        [sys.executable, "manage.py", "createsuperuser", "--noinput"],
+        cwd=REPO,
+        env={
+            **env,
+            "DJANGO_SUPERUSER_USERNAME": username,
+            "DJANGO_SUPERUSER_EMAIL": f"{username}@example.com",
+            "DJANGO_SUPERUSER_PASSWORD": password,
+        },
+        check=True,
+        timeout=120,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def migrate(env: dict[str, str]) -> None:
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
