@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest
 
-from chat.attachments.errors import AttachmentRefused
+from chat.attachments.errors import AttachmentRefused, AttachmentTooLarge
 from chat.attachments.processing import attachment_process
 from chat.attachments.store import attachment_create
 from chat.conversations.errors import ChatInputError
@@ -50,7 +50,7 @@ async def _stored(upload: UploadedFile, visitor: Visitor) -> Any:
     limit = settings.CHAT_MAX_UPLOAD_BYTES
     try:
         if size > limit:
-            raise AttachmentRefused(
+            raise AttachmentTooLarge(
                 f"This file is {_size_words(size)}: more than the {_size_words(limit)} "
                 "allowed. Attach a smaller file."
             )
