@@ -124,7 +124,7 @@ def test_picked_files_become_chips_and_reach_the_model(new_page: Any, server: An
 
 
 def test_drop_and_paste_attach_files_and_a_file_alone_is_a_message(
-    new_page: Any, server: Any
+    new_page: Any, server: Any, artifacts: Any
 ) -> None:
     url, upstream = server
     page = open_chat(new_page, url, sse=True)
@@ -145,6 +145,17 @@ def test_drop_and_paste_attach_files_and_a_file_alone_is_a_message(
         image,
     )
     assert page.evaluate("window.__zoneShown") is True
+    page.evaluate(
+        """() => document.body.dispatchEvent(new DragEvent("dragenter", {
+             dataTransfer: (() => { const d = new DataTransfer();
+               d.items.add(new File(["x"], "x.txt")); return d; })(), bubbles: true }))"""
+    )
+    page.screenshot(path=str(artifacts / "attach-composer-drop-zone.png"))
+    page.evaluate(
+        """() => document.body.dispatchEvent(new DragEvent("dragleave", {
+             dataTransfer: (() => { const d = new DataTransfer();
+               d.items.add(new File(["x"], "x.txt")); return d; })(), bubbles: true }))"""
+    )
     assert page.locator("#drop-zone").is_hidden()
     ready_chips(page, 1)
     assert page.locator(CHIP).first.locator(".chip-name").inner_text() == "dropped.png"
@@ -280,16 +291,27 @@ def test_chips_look_right_and_pass_axe(
     page.screenshot(path=str(artifacts / f"attach-composer-{scheme}-{width}.png"))
 
 
+@pytest.mark.parametrize("width", [1280, 390])
 def test_without_javascript_a_file_goes_with_the_message(
-    new_page: Any, server: Any, page_errors: Any
+    new_page: Any,
+    server: Any,
+    page_errors: Any,
+    width: int,
+    artifacts: Any,
 ) -> None:
     url, upstream = server
     page_errors.allow(r"status of 400 .*/streaming-demo/messages")  # the refused send's page
-    page = new_page(base_url=url, java_script_enabled=False)
+    page = new_page(
+        base_url=url, java_script_enabled=False, viewport={"width": width, "height": 800}
+    )
     page.goto("/streaming-demo")
+    # The browser's own file input, labelled, beside the model picker.
+    assert page.get_by_label("Attach files").is_visible()
     upstream.script(text="A fine picture.")
     page.set_input_files("#attach-input", [file_payload("nojs.png", png(50, 40), "image/png")])
     page.fill("#message-input", "Look at this")
+    artifacts.mkdir(exist_ok=True)
+    page.screenshot(path=str(artifacts / f"attach-composer-nojs-{width}.png"))
     page.get_by_role("button", name="Send").click()
     page.locator(f"{ASSISTANT} .msg-text", has_text="A fine picture.").wait_for(timeout=20_000)
     assert upstream.requests[-1].images() == [("image_url", "JPEG", (50, 40))]
