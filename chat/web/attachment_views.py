@@ -34,7 +34,7 @@ from chat.web.visitors import visitor_id_ensure, visitor_id_of
 DOWNLOAD_CSP = "default-src 'none'; sandbox"
 
 
-def _size_words(size: int) -> str:
+def size_words(size: int) -> str:
     if size < 1024 * 1024:
         return f"{size / 1024:.0f} KB" if size >= 1024 else f"{size} bytes"
     return f"{size / (1024 * 1024):.1f} MB".replace(".0 MB", " MB")
@@ -84,7 +84,7 @@ def _upload_file(request: HttpRequest) -> Any:
     limit = settings.CHAT_MAX_UPLOAD_BYTES
     if size > limit:
         raise AttachmentTooLarge(
-            f"This file is {_size_words(size)}: more than the {_size_words(limit)} "
+            f"This file is {size_words(size)}: more than the {size_words(limit)} "
             "allowed. Attach a smaller file."
         )
     if not size:
@@ -103,7 +103,7 @@ async def upload(request: HttpRequest) -> HttpResponse:
     declared = request.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > settings.CHAT_MAX_UPLOAD_BYTES + 64 * 1024:
         return _refusal(
-            f"This file is more than the {_size_words(settings.CHAT_MAX_UPLOAD_BYTES)} "
+            f"This file is more than the {size_words(settings.CHAT_MAX_UPLOAD_BYTES)} "
             "allowed. Attach a smaller file.",
             413,
         )

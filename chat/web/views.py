@@ -48,6 +48,7 @@ from chat.replies.delivery import reply_wait
 from chat.replies.reaper import reply_reap_stale
 from chat.rooms.readers import until_removed
 from chat.telemetry import metrics
+from chat.web.composer_files import posted_attachment_ids
 from chat.web.rendering import error_fragment, started_fragment
 from chat.web.rooms import announce_started, page_origin, room_page_context
 from chat.web.updates import reply_updates
@@ -150,6 +151,9 @@ def _page_context(
         "selected_model": selected,
         "system_prompt": system_prompt,
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+        # The composer checks a file's size and count before uploading, in the server's words.
+        "max_files": settings.CHAT_MAX_FILES_PER_MESSAGE,
+        "max_upload_bytes": settings.CHAT_MAX_UPLOAD_BYTES,
         "transport": "sse" if request.GET.get("transport") == "sse" else "ws",
         # The page asks for the generated name once a new conversation's first reply is done.
         "title_model": bool(settings.CHAT_TITLE_MODEL),
@@ -180,13 +184,15 @@ async def post_message(request: HtmxHttpRequest) -> HttpResponseBase:
             return HttpResponse(status=204)
         return redirect("chat:conversation", conversation_id=conversation_id)
     try:
+        # Without JavaScript the files come with the message (a multipart form).
+        posted = await posted_attachment_ids(request, visitor)
         started = await services.areply_start(
             visitor=visitor,
             conversation_id=conversation_id,
             text=request.POST.get("message", ""),
             model_choice=request.POST.get("model", ""),
             system_prompt=request.POST.get("system_prompt", ""),
-            attachment_ids=request.POST.getlist("attachment"),
+            attachment_ids=request.POST.getlist("attachment") + posted,
         )
     except ChatInputError as exc:
         if request.htmx:
