@@ -80,7 +80,12 @@ def _upload_file(request: HttpRequest) -> Any:
     if len(files) != 1 or len(request.FILES) != 1:
         raise AttachmentRefused("Send one file per request, in the form field named file.")
     upload = files[0]
-    size = upload.size or 0
+    upload_size_check(upload.size or 0)
+    return upload
+
+
+def upload_size_check(size: int) -> None:
+    """Refuse, in words, a file over CHAT_MAX_UPLOAD_BYTES or an empty one."""
     limit = settings.CHAT_MAX_UPLOAD_BYTES
     if size > limit:
         raise AttachmentTooLarge(
@@ -89,7 +94,6 @@ def _upload_file(request: HttpRequest) -> Any:
         )
     if not size:
         raise AttachmentRefused("The file is empty.")
-    return upload
 
 
 @require_POST

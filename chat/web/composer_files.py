@@ -12,14 +12,14 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest
 
-from chat.attachments.errors import AttachmentRefused, AttachmentTooLarge
+from chat.attachments.errors import AttachmentRefused
 from chat.attachments.processing import attachment_process
 from chat.attachments.store import attachment_create
 from chat.conversations.errors import ChatInputError
 from chat.conversations.limits import upload_check
 from chat.conversations.reads import Visitor
 from chat.db import db_read
-from chat.web.attachment_views import size_words
+from chat.web.attachment_views import upload_size_check
 
 
 def _posted(request: HttpRequest) -> list[UploadedFile]:
@@ -46,16 +46,8 @@ async def posted_attachment_ids(request: HttpRequest, visitor: Visitor) -> list[
 
 async def _stored(upload: UploadedFile, visitor: Visitor) -> Any:
     name = upload.name or "file"
-    size = upload.size or 0
-    limit = settings.CHAT_MAX_UPLOAD_BYTES
     try:
-        if size > limit:
-            raise AttachmentTooLarge(
-                f"This file is {size_words(size)}: more than the {size_words(limit)} "
-                "allowed. Attach a smaller file."
-            )
-        if not size:
-            raise AttachmentRefused("The file is empty.")
+        upload_size_check(upload.size or 0)
         await db_read(upload_check, visitor)
         data = await asyncio.to_thread(upload.read)
         processed = await attachment_process(data)
