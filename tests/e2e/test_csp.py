@@ -7,8 +7,6 @@ what "the model" writes), the demo model and a superuser for the admin.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,26 +46,12 @@ class Visit:
     dialogs: list[str] = field(default_factory=list)
 
 
-def _create_staff(env: dict[str, str], repo) -> None:
-    subprocess.run(
-        [sys.executable, "manage.py", "createsuperuser", "--noinput"],
-        cwd=repo,
-        env=env,
-        check=True,
-        timeout=120,
-        stdout=subprocess.DEVNULL,
-    )
-
-
 @pytest.fixture(scope="module")
-def site(serving_with_upstream, repo) -> Iterator[tuple[str, object]]:
+def site(serving_with_upstream, create_superuser) -> Iterator[tuple[str, object]]:
     with serving_with_upstream(
         "chatsite-e2e-csp-",
-        prepare=lambda env: _create_staff(env, repo),
+        prepare=lambda env: create_superuser(env, "staff", PASSWORD),
         CHAT_DEMO_TOKENS_PER_SECOND="60",
-        DJANGO_SUPERUSER_USERNAME="staff",
-        DJANGO_SUPERUSER_EMAIL="staff@example.com",
-        DJANGO_SUPERUSER_PASSWORD=PASSWORD,
     ) as served:
         yield served
 

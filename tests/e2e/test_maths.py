@@ -10,8 +10,6 @@ delimiter is left as text, and `$5 and $6` stays text.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,25 +56,11 @@ def assert_typeset(page: Any, selector: str) -> None:
     assert "(" not in rest and "[" not in rest, seen  # "(\\alpha…" or "[ E = mc^2 ]"
 
 
-def _create_staff(env: dict[str, str], repo: Any) -> None:
-    subprocess.run(
-        [sys.executable, "manage.py", "createsuperuser", "--noinput"],
-        cwd=repo,
-        env=env,
-        check=True,
-        timeout=120,
-        stdout=subprocess.DEVNULL,
-    )
-
-
 @pytest.fixture(scope="module")
-def site(serving_with_upstream, repo) -> Iterator[tuple[str, Any]]:
+def site(serving_with_upstream, create_superuser) -> Iterator[tuple[str, Any]]:
     with serving_with_upstream(
         "chatsite-e2e-maths-",
-        prepare=lambda env: _create_staff(env, repo),
-        DJANGO_SUPERUSER_USERNAME="staff",
-        DJANGO_SUPERUSER_EMAIL="staff@example.com",
-        DJANGO_SUPERUSER_PASSWORD=PASSWORD,
+        prepare=lambda env: create_superuser(env, "staff", PASSWORD),
     ) as served:
         yield served
 
