@@ -10,9 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from daphne.cli import CommandLineInterface as DaphneCommandLineInterface
+from daphne.http_protocol import WebRequest
 from daphne.server import Server as DaphneServer
 
 from chatsite.serving.redaction import url_redact
+
+# Twisted parses a POST's form body itself (into `request.args`, through the email package) on
+# the event loop before Daphne sees the request; Daphne never reads it and hands the raw body to
+# Django. For a 10 MB upload that parse held the loop 0.2-0.3 s, every stream of the worker with
+# it (benchmarks/attachment_load.py; py-spy: Request.requestReceived -> _getMultiPartArgs).
+# Twisted sets the flag on each request in __init__; this descriptor answers False and ignores that.
+WebRequest._parsePOSTFormSubmission = property(
+    lambda _request: False, lambda _request, _value: None
+)
 
 
 class Server(DaphneServer):  # type: ignore[misc]
