@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import models
@@ -10,16 +10,24 @@ from django.utils import timezone
 
 from chat.money import MicroDollarsField
 
+OwnedRows = TypeVar("OwnedRows", bound=models.QuerySet[Any])
+
+
+def _owned_by(queryset: OwnedRows, *, user: Any, visitor_id: str) -> OwnedRows:
+    """The rows of a signed-in user, or of an anonymous visitor by their random id: how
+    conversations and attachments are owned."""
+    if user is not None and user.is_authenticated:
+        return queryset.filter(user=user)
+    if not visitor_id:
+        return queryset.none()
+    return queryset.filter(user__isnull=True, visitor_id=visitor_id)
+
 
 class ConversationQuerySet(models.QuerySet["Conversation"]):
     def owned_by(self, *, user: Any, visitor_id: str) -> ConversationQuerySet:
         """Conversations this visitor may see: a signed-in user's own, or the anonymous
         session's (identified by a random visitor id kept in the session)."""
-        if user is not None and user.is_authenticated:
-            return self.filter(user=user)
-        if not visitor_id:
-            return self.none()
-        return self.filter(user__isnull=True, visitor_id=visitor_id)
+        return _owned_by(self, user=user, visitor_id=visitor_id)
 
     def live(self) -> ConversationQuerySet:
         """Not deleted by their owner (staff still see deleted ones in the admin)."""
@@ -710,11 +718,7 @@ class AttachmentQuerySet(models.QuerySet["Attachment"]):
     def owned_by(self, *, user: Any, visitor_id: str) -> AttachmentQuerySet:
         """Files this visitor uploaded: owned exactly as conversations are (a signed-in user's
         own, or the anonymous visitor's by their random id)."""
-        if user is not None and user.is_authenticated:
-            return self.filter(user=user)
-        if not visitor_id:
-            return self.none()
-        return self.filter(user__isnull=True, visitor_id=visitor_id)
+        return _owned_by(self, user=user, visitor_id=visitor_id)
 
     def unsent(self) -> AttachmentQuerySet:
         return self.filter(message__isnull=True)
