@@ -335,8 +335,15 @@
   let conversationId = document.getElementById("conversation-id").value;
   let stickToBottom = true;
   const scroller = messages;
+  // Only the reader lets go of the bottom, by scrolling up: a scroll event that reports the view
+  // short of the bottom because the reply grew after it was scrolled there (the event comes a
+  // frame later) is not a reason to stop following.
+  let lastTop = scroller.scrollTop;
   scroller.addEventListener("scroll", () => {
-    stickToBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+    const top = scroller.scrollTop;
+    if (scroller.scrollHeight - top - scroller.clientHeight < 80) stickToBottom = true;
+    else if (top < lastTop) stickToBottom = false;
+    lastTop = top;
     updateJump();
   });
 

@@ -249,6 +249,22 @@ def test_jump_to_latest_shows_while_scrolled_up_during_a_stream(chat) -> None:
     assert page.locator("#messages").evaluate(
         "(list) => list.scrollHeight - list.scrollTop - list.clientHeight < 80"
     )
+
+    # The reply grows again before the scroll to the bottom is reported (the scroll event comes
+    # a frame later): the view is still following, and the button stays away.
+    page.locator("#messages").evaluate("(list) => list.scrollTo(0, 0)")
+    jump.wait_for(state="visible")
+    page.evaluate(
+        """() => new Promise((done) => {
+            document.getElementById("jump-latest").click();
+            const grown = document.createElement("div");
+            grown.style.height = "600px";
+            document.querySelector("#messages > article:last-child .msg-text.live").append(grown);
+            requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(done, 50)));
+        })"""
+    )
+    assert not jump.is_visible()
+
     upstream.release()
     wait_idle(page, 2)
     assert not jump.is_visible()
