@@ -150,6 +150,83 @@ async def test_all_replies_of_a_worker_go_to_redis_in_one_pipeline_per_tick(
         assert [entry.seq for entry in entries] == list(range(1, 31))
 
 
+async def test_a_worker_follows_all_its_remote_replies_with_one_blocking_read(
+    redis_stream, use_redis
+):
+    """Many readers on another worker, of many replies: Redis sees that worker's one read per
+    window (not one per reader), on one connection, and every reader gets every delta once."""
+    window = 0.05
+    stream = redis_stream(int(window * 1000))
+    elsewhere = RedisReplyStream(url=use_redis, retention_seconds=60)
+    admin = redis.Redis.from_url(use_redis, decode_responses=True)
+    replies, readers_each, tokens = 6, 8, 30
+    publishers = [Publisher(stream, 200 + i) for i in range(replies)]
+
+    async def generate(publisher: Publisher) -> None:
+        for seq in range(1, tokens + 1):
+            publisher.add(seq, f"{seq} ")
+            await asyncio.sleep(random.uniform(0.005, 0.03))
+        assert await publisher.flush()
+        await stream.finish(publisher.message_id, tokens + 1, "completed")
+
+    async def follow(message_id: int) -> list[tuple[int, str]]:
+        got: list[tuple[int, str]] = []
+        after = 0
+        while not got or got[-1][1] != "completed":
+            got += seqs(await elsewhere.read(message_id, after=after, timeout=10))
+            after = got[-1][0] if got else after
+        return got
+
+    admin.config_resetstat()
+    earlier = {c["id"] for c in admin.client_list() if "b" in c["flags"]}
+    readers = [
+        asyncio.create_task(follow(publisher.message_id))
+        for publisher in publishers
+        for _ in range(readers_each)
+    ]
+    await asyncio.sleep(0.05)
+    blocked = [
+        c
+        for c in admin.client_list()
+        if "b" in c["flags"] and c["cmd"] == "xread" and c["id"] not in earlier
+    ]
+    await asyncio.gather(*(generate(publisher) for publisher in publishers))
+    results = await asyncio.gather(*readers)
+
+    expected = [(seq, f"{seq} ") for seq in range(1, tokens + 1)] + [(tokens + 1, "completed")]
+    assert all(result == expected for result in results)
+    # One connection waits for all 48 readers ...
+    assert len(blocked) == 1, blocked
+    # ... and one or two reads per publish tick (Redis answers the read after the tick's first
+    # XADD; the next read takes the rest), one per reply joining, its final flush and its end,
+    # where a read per reader per tick would be 48 times the ticks.
+    xreads = int(admin.info("commandstats")["cmdstat_xread"]["calls"])
+    ticks = PublishTicker.of(stream).ticks
+    assert xreads <= 2 * ticks + 3 * replies + 5, (xreads, ticks)
+    assert xreads < replies * readers_each * 2
+
+
+async def test_a_reply_that_joins_a_waiting_read_gets_its_first_delta_at_once(
+    redis_stream, use_redis
+):
+    """The worker's read is blocked on a quiet reply when a reader of another one arrives: the
+    read is woken to name the new reply too, rather than the reader waiting out the block."""
+    stream = redis_stream(50)
+    elsewhere = RedisReplyStream(url=use_redis, retention_seconds=60)
+    quiet, busy = Publisher(stream, 301), Publisher(stream, 302)
+    quiet.add(1, "first")
+    assert seqs(await elsewhere.read(301, after=0, timeout=10)) == [(1, "first")]
+    waiting = asyncio.create_task(elsewhere.read(301, after=1, timeout=14))
+    await asyncio.sleep(0.2)  # the read now blocks on the quiet reply alone
+
+    joining = asyncio.create_task(elsewhere.read(302, after=0, timeout=14))
+    await asyncio.sleep(0.05)
+    busy.add(1, "news")
+    assert seqs(await asyncio.wait_for(joining, 5)) == [(1, "news")]
+    assert not waiting.done()
+    waiting.cancel()
+
+
 async def test_readers_switching_from_memory_to_redis_or_joining_late_lose_and_double_nothing(
     redis_stream, use_redis
 ):

@@ -48,6 +48,25 @@ class MemoryReplyStream(ReplyStream):
     def holds(self, message_id: int) -> bool:
         return message_id in self._logs
 
+    def entries(self, message_id: int) -> list[StreamEntry]:
+        """The log as it stands ([] for a log not held)."""
+        log = self._logs.get(message_id)
+        return log.entries if log is not None else []
+
+    def waiting(self, message_id: int) -> bool:
+        """Whether a reader is waiting on the log now."""
+        log = self._logs.get(message_id)
+        return log is not None and bool(log.waiters)
+
+    def wake(self, message_id: int) -> None:
+        """Wake the log's waiting readers without news (they look again at why they wait)."""
+        if log := self._logs.get(message_id):
+            log.wake()
+
+    def forget(self, message_id: int) -> None:
+        if log := self._logs.pop(message_id, None):
+            log.wake()
+
     async def publish(self, message_id: int, deltas: list[tuple[int, str]]) -> None:
         self.publish_now(message_id, deltas)
 

@@ -20,6 +20,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
+import uuid
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -34,7 +36,13 @@ from chat.replies.redis_options import (
     cache_options,
     stream_client_options,
 )
-from chat.replies.stream.base import SHARED_STREAM_ERRORS, ReplyStream, StreamEntry, bounded
+from chat.replies.stream.base import (
+    SHARED_STREAM_ERRORS,
+    ReplyStream,
+    StreamEntry,
+    StreamUnavailable,
+    bounded,
+)
 from chat.replies.stream.memory import MemoryReplyStream
 from chat.telemetry import metrics
 
@@ -123,6 +131,160 @@ class _StopListener:
             backoff = min(backoff * 2, 2.0)
 
 
+class _Follower:
+    """One per worker (and event loop): follows, with one blocking XREAD naming them all, the
+    replies that readers here want and that run on another worker, into an in-memory copy
+    (`mirror`) those readers read, as readers of the worker's own replies read its copy.
+
+    So Redis sees one read per worker per window, however many remote replies and readers the
+    worker has, where each reader used to block in an XREAD of its own (a connection and a
+    round trip per reader per window). A reply joins the read from its start (the copy is the
+    whole log from seq 1, so resume from any seq stays exact); a blocked read that does not name
+    it yet is woken through the worker's own wake stream. A reply leaves at its end, or when no
+    reader has read it for FOLLOW_IDLE_SECONDS. While Redis fails, readers are told so (they read
+    the database for the ending), and the read resumes where each reply was."""
+
+    FOLLOW_IDLE_SECONDS = 60.0
+    # Entries one read returns per reply (more than a window's worth; the rest come next read).
+    COUNT = 1000
+
+    def __init__(self, stream: RedisReplyStream) -> None:
+        self.stream = stream
+        self.mirror = MemoryReplyStream(retention_seconds=LOCAL_RETENTION_SECONDS)
+        # message id -> the last seq the copy has.
+        self.following: dict[int, int] = {}
+        self.read_at: dict[int, float] = {}
+        self.wake_key = f"{stream.prefix}:wake:{{{uuid.uuid4().hex}}}"
+        self.wake_id: str | None = None
+        # The replies the read in flight names (None: no read in flight).
+        self.reading: set[int] | None = None
+        self.changed = asyncio.Event()
+        self.failing = False
+        # Blocking reads sent (what following remote replies costs Redis).
+        self.reads = 0
+        self.task = asyncio.get_running_loop().create_task(self._run(), name="reply-follower")
+
+    def follow(self, message_id: int) -> None:
+        self.read_at[message_id] = time.monotonic()
+        if message_id in self.following:
+            return
+        if self.mirror.holds(message_id) and _ended(self.mirror, message_id):
+            return  # its whole log is here
+        self.mirror.claim(message_id)
+        self.following[message_id] = _last_seq(self.mirror, message_id)
+        self.changed.set()
+        if self.reading is not None and self.wake_id is not None:
+            # The read in flight does not name it: end that read now.
+            task = asyncio.get_running_loop().create_task(self._wake())
+            task.add_done_callback(_consume_result)
+
+    async def _wake(self) -> None:
+        async with self.stream.client().pipeline(transaction=False) as pipe:
+            pipe.xadd(self.wake_key, {"w": "1"}, maxlen=10, approximate=True)
+            pipe.expire(self.wake_key, int(MAX_BLOCK_SECONDS * 4))
+            await bounded(pipe.execute(), timeout=self.stream.CALL_TIMEOUT_SECONDS)
+
+    def _drop_idle(self) -> None:
+        cutoff = time.monotonic() - self.FOLLOW_IDLE_SECONDS
+        for message_id in list(self.following):
+            if self.read_at.get(message_id, 0.0) < cutoff and not self.mirror.waiting(message_id):
+                del self.following[message_id]
+                self.read_at.pop(message_id, None)
+                self.mirror.forget(message_id)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            self._drop_idle()
+            if not self.following:
+                self.failing = False  # nothing to read: the next reader finds out afresh
+                self.changed.clear()
+                await self.changed.wait()
+                continue
+            try:
+                if self.wake_id is None:
+                    # Our own first entry: any wake sent after it has a larger id.
+                    async with self.stream.client().pipeline(transaction=False) as pipe:
+                        pipe.xadd(self.wake_key, {"w": "0"}, maxlen=10)
+                        pipe.expire(self.wake_key, int(MAX_BLOCK_SECONDS * 4))
+                        added = await bounded(
+                            pipe.execute(), timeout=self.stream.CALL_TIMEOUT_SECONDS
+                        )
+                    self.wake_id = added[0]
+                streams = {self.stream.key(i): f"0-{last}" for i, last in self.following.items()}
+                streams[self.wake_key] = self.wake_id
+                self.reading = set(self.following)
+                self.reads += 1
+                response = await bounded(
+                    self.stream.client().xread(
+                        streams, block=int(MAX_BLOCK_SECONDS * 1000), count=self.COUNT
+                    ),
+                    timeout=STREAM_SOCKET_TIMEOUT + 1,
+                )
+            except SHARED_STREAM_ERRORS:
+                metrics.redis_error("read")
+                self.reading = None
+                self.wake_id = None
+                if not self.failing:
+                    logger.warning("Following remote replies failed; reading again", exc_info=True)
+                    self.failing = True
+                    for message_id in self.following:
+                        self.mirror.wake(message_id)  # readers learn it, and ask the database
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            self.reading = None
+            if self.failing:
+                logger.info("Following remote replies again")
+            self.failing, backoff = False, 0.1
+            await self._take(response or [])
+
+    async def _take(self, response: list[Any]) -> None:
+        for key, items in response:
+            if key == self.wake_key:
+                if items:
+                    self.wake_id = items[-1][0]
+                continue
+            message_id = int(key.rsplit("{", 1)[1].rstrip("}"))
+            last = self.following.get(message_id)
+            if last is None or not self.mirror.holds(message_id):
+                continue  # dropped while the read was out
+            entries = _decode([(key, items)], last)
+            deltas = [(entry.seq, entry.text) for entry in entries if entry.kind == "delta"]
+            if deltas:
+                self.mirror.publish_now(message_id, deltas)
+                self.following[message_id] = deltas[-1][0]
+            for entry in entries:
+                if entry.kind == "end":
+                    await self.mirror.finish(message_id, entry.seq, entry.text)
+                    del self.following[message_id]
+                    self.read_at.pop(message_id, None)
+
+    async def read(self, message_id: int, *, after: int, timeout: float) -> list[StreamEntry]:
+        self.follow(message_id)
+        if self.failing:
+            raise StreamUnavailable("the worker's read of remote replies is failing")
+        entries = await self.mirror.read(message_id, after=after, timeout=timeout)
+        if not entries and self.failing:
+            raise StreamUnavailable("the worker's read of remote replies is failing")
+        return entries
+
+
+def _ended(mirror: MemoryReplyStream, message_id: int) -> bool:
+    entries = mirror.entries(message_id)
+    return bool(entries) and entries[-1].kind == "end"
+
+
+def _last_seq(mirror: MemoryReplyStream, message_id: int) -> int:
+    entries = mirror.entries(message_id)
+    return entries[-1].seq if entries else 0
+
+
+def _consume_result(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        metrics.redis_error("wake")
+
+
 class RedisReplyStream(ReplyStream):
     coalesces_on_write = True
     # Bound on one call a job or request makes (it has none of the blocking reads' length).
@@ -143,6 +305,9 @@ class RedisReplyStream(ReplyStream):
             weakref.WeakKeyDictionary()
         )
         self._listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StopListener] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._followers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Follower] = (
             weakref.WeakKeyDictionary()
         )
         self._sync: Any = None
@@ -256,14 +421,24 @@ class RedisReplyStream(ReplyStream):
             # This worker runs (or just ran) the reply: its log is here from seq 1, ahead of
             # Redis. Once it is dropped, readers carry on from Redis where they are.
             return await self._local.read(message_id, after=after, timeout=timeout)
-        block = max(1, int(min(timeout, MAX_BLOCK_SECONDS) * 1000)) if timeout > 0 else None
-        # As a task of its own: a reader whose client left is cancelled even when redis-py would
-        # swallow the cancel (it did for about 2 % of cancels in tests/replies/test_streams.py).
+        if timeout > 0:
+            # Waiting: through the worker's one read of the remote replies its readers follow.
+            return await self._follower().read(message_id, after=after, timeout=timeout)
+        # What the log holds now (one command; a reply not followed here is not started on).
+        # As a task of its own: a caller that is cancelled is, even when redis-py would swallow
+        # the cancel (it did for about 2 % of cancels in tests/replies/test_streams.py).
         response = await bounded(
-            self.client().xread({self.key(message_id): f"0-{after}"}, block=block, count=10_000),
-            timeout=STREAM_SOCKET_TIMEOUT + 1,
+            self.client().xread({self.key(message_id): f"0-{after}"}, count=10_000),
+            timeout=self.CALL_TIMEOUT_SECONDS,
         )
         return _decode(response, after)
+
+    def _follower(self) -> _Follower:
+        loop = asyncio.get_running_loop()
+        follower = self._followers.get(loop)
+        if follower is None or follower.task.done():
+            follower = self._followers[loop] = _Follower(self)
+        return follower
 
     @metrics.counts_redis_errors("request_stop")
     async def request_stop(self, message_id: int) -> None:
@@ -335,6 +510,8 @@ class RedisReplyStream(ReplyStream):
 
     def forget_idle(self) -> None:
         self._local.forget_idle()
+        for follower in list(self._followers.values()):
+            follower.mirror.forget_idle()
 
     def finish_sync(self, message_id: int, seq: int, ended_reason: str) -> None:
         self._local.finish_sync(message_id, seq, ended_reason)
