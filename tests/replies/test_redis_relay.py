@@ -227,6 +227,68 @@ async def test_a_reply_that_joins_a_waiting_read_gets_its_first_delta_at_once(
     waiting.cancel()
 
 
+async def test_a_followed_copy_survives_the_sweep_of_idle_logs_and_a_long_silence(
+    redis_stream, use_redis
+):
+    """The worker's sweep of idle in-memory logs leaves the copies of replies it follows alone:
+    one dropped and made again half-way would put seq 201 where seq 1 belongs."""
+    stream = redis_stream(50)
+    elsewhere = RedisReplyStream(url=use_redis, retention_seconds=60)
+    publisher = Publisher(stream, 401)
+    for seq in range(1, 6):
+        publisher.add(seq, f"{seq} ")
+    assert await publisher.flush()
+    got = []
+    while len(got) < 5:
+        got += seqs(await elsewhere.read(401, after=len(got), timeout=10))
+    # A long silence: the copy looks idle to the sweep, and no reader waits on it just now.
+    follower = elsewhere._follower()
+    follower.mirror._logs[401].touched = 0.0
+    elsewhere.forget_idle()
+
+    for seq in range(6, 9):
+        publisher.add(seq, f"{seq} ")
+    assert await publisher.flush()
+    await stream.finish(401, 9, "completed")
+    expected = [(seq, f"{seq} ") for seq in range(1, 9)] + [(9, "completed")]
+    for start in (0, 3, 5):
+        got, after = [], start
+        while not got or got[-1][1] != "completed":
+            got += seqs(await elsewhere.read(401, after=after, timeout=10))
+            after = got[-1][0] if got else after
+        assert got == expected[start:]
+
+
+async def test_a_gap_or_a_second_ending_in_the_log_shifts_nothing_and_stops_no_reader(
+    redis_stream, use_redis
+):
+    """Entries Redis lost (a failover) keep their places, empty; a reaper's ending followed by
+    the job's own ends the copy at the first; the worker's read goes on for other replies."""
+    stream = redis_stream(50)
+    elsewhere = RedisReplyStream(url=use_redis, retention_seconds=60)
+    admin = redis.Redis.from_url(use_redis, decode_responses=True)
+    key = stream.key(402)
+    admin.xadd(key, {"k": "d", "t": "a"}, id="0-1")
+    admin.xadd(key, {"k": "d", "s": 2, "t": json.dumps(["b", "c"])}, id="0-3")
+    admin.xadd(key, {"k": "d", "t": "f"}, id="0-6")  # 4 and 5 were lost
+    admin.xadd(key, {"k": "end", "t": "interrupted"}, id="0-7")  # the reaper's
+    admin.xadd(key, {"k": "d", "t": "late"}, id="0-8")
+    admin.xadd(key, {"k": "end", "t": "completed"}, id="0-9")  # the job's own
+
+    got, after = [], 0
+    while not got or got[-1][1] not in ("interrupted", "completed"):
+        got += seqs(await elsewhere.read(402, after=after, timeout=10))
+        after = got[-1][0] if got else after
+    assert got == [(1, "a"), (2, "b"), (3, "c"), (4, ""), (5, ""), (6, "f"), (7, "interrupted")]
+    assert seqs(await elsewhere.read(402, after=5, timeout=10)) == got[5:]
+
+    follower = elsewhere._follower()
+    assert not follower.task.done()
+    publisher = Publisher(stream, 403)
+    publisher.add(1, "still here")
+    assert seqs(await elsewhere.read(403, after=0, timeout=10)) == [(1, "still here")]
+
+
 async def test_readers_switching_from_memory_to_redis_or_joining_late_lose_and_double_nothing(
     redis_stream, use_redis
 ):

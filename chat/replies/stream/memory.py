@@ -88,10 +88,13 @@ class MemoryReplyStream(ReplyStream):
             return
         log.entries.append(StreamEntry(seq, "end", ended_reason, message))
         log.wake()
-        # Keep the finished log a while for readers that are catching up, then free it.
-        asyncio.get_running_loop().call_later(
-            self.retention_seconds, self._logs.pop, message_id, None
-        )
+        # Keep the finished log a while for readers that are catching up, then free it (this
+        # log: one made again meanwhile for the same reply is not this timer's).
+        asyncio.get_running_loop().call_later(self.retention_seconds, self._drop, message_id, log)
+
+    def _drop(self, message_id: int, log: _Log) -> None:
+        if self._logs.get(message_id) is log:
+            del self._logs[message_id]
 
     def finish_sync(self, message_id: int, seq: int, ended_reason: str) -> None:
         # The reaper runs on the writer thread: the readers' loop writes the marker.

@@ -159,24 +159,29 @@ class _Follower:
         # The replies the read in flight names (None: no read in flight).
         self.reading: set[int] | None = None
         self.changed = asyncio.Event()
+        self.woken = False
+        self._waking: asyncio.Task[None] | None = None
         self.failing = False
         # Blocking reads sent (what following remote replies costs Redis).
         self.reads = 0
         self.task = asyncio.get_running_loop().create_task(self._run(), name="reply-follower")
 
     def follow(self, message_id: int) -> None:
-        self.read_at[message_id] = time.monotonic()
         if message_id in self.following:
+            self.read_at[message_id] = time.monotonic()
             return
         if self.mirror.holds(message_id) and _ended(self.mirror, message_id):
             return  # its whole log is here
+        self.read_at[message_id] = time.monotonic()
         self.mirror.claim(message_id)
         self.following[message_id] = _last_seq(self.mirror, message_id)
         self.changed.set()
-        if self.reading is not None and self.wake_id is not None:
-            # The read in flight does not name it: end that read now.
-            task = asyncio.get_running_loop().create_task(self._wake())
-            task.add_done_callback(_consume_result)
+        if self.reading is not None and self.wake_id is not None and not self.woken:
+            # The read in flight does not name it: end that read now (one wake for however
+            # many replies join before it ends).
+            self.woken = True
+            self._waking = asyncio.get_running_loop().create_task(self._wake())
+            self._waking.add_done_callback(_consume_result)
 
     async def _wake(self) -> None:
         async with self.stream.client().pipeline(transaction=False) as pipe:
@@ -211,9 +216,14 @@ class _Follower:
                             pipe.execute(), timeout=self.stream.CALL_TIMEOUT_SECONDS
                         )
                     self.wake_id = added[0]
+                    if self.failing:
+                        # Redis answers again: readers stop being sent to the database.
+                        logger.info("Following remote replies again")
+                        self.failing = False
                 streams = {self.stream.key(i): f"0-{last}" for i, last in self.following.items()}
                 streams[self.wake_key] = self.wake_id
                 self.reading = set(self.following)
+                self.woken = False
                 self.reads += 1
                 response = await bounded(
                     self.stream.client().xread(
@@ -237,7 +247,10 @@ class _Follower:
             if self.failing:
                 logger.info("Following remote replies again")
             self.failing, backoff = False, 0.1
-            await self._take(response or [])
+            try:
+                await self._take(response or [])
+            except Exception:  # one bad entry must not stop every remote reader here
+                logger.exception("Reading the remote replies' entries failed")
 
     async def _take(self, response: list[Any]) -> None:
         for key, items in response:
@@ -247,18 +260,37 @@ class _Follower:
                 continue
             message_id = int(key.rsplit("{", 1)[1].rstrip("}"))
             last = self.following.get(message_id)
-            if last is None or not self.mirror.holds(message_id):
+            if last is None:
                 continue  # dropped while the read was out
+            if len(self.mirror.entries(message_id)) != last:
+                # The copy is not the log up to `last` any more (positions are sequence
+                # numbers): start it again from seq 1 rather than shift what readers get.
+                self.mirror.forget(message_id)
+                self.mirror.claim(message_id)
+                self.following[message_id] = 0
+                continue
             entries = _decode([(key, items)], last)
-            deltas = [(entry.seq, entry.text) for entry in entries if entry.kind == "delta"]
+            end = next((entry for entry in entries if entry.kind == "end"), None)
+            deltas: list[tuple[int, str]] = []
+            for entry in entries:
+                if end is not None and entry.seq >= end.seq:
+                    break  # nothing after the first ending (a reaper's and the job's own)
+                # A gap (writes Redis lost in a failover) keeps its places, empty: the reply's
+                # saved text has them.
+                deltas.extend((seq, "") for seq in range(last + 1, entry.seq))
+                deltas.append((entry.seq, entry.text))
+                last = entry.seq
             if deltas:
                 self.mirror.publish_now(message_id, deltas)
-                self.following[message_id] = deltas[-1][0]
-            for entry in entries:
-                if entry.kind == "end":
-                    await self.mirror.finish(message_id, entry.seq, entry.text)
-                    del self.following[message_id]
-                    self.read_at.pop(message_id, None)
+                self.following[message_id] = last
+            if end is not None:
+                if end.seq > last + 1:
+                    self.mirror.publish_now(
+                        message_id, [(seq, "") for seq in range(last + 1, end.seq)]
+                    )
+                await self.mirror.finish(message_id, end.seq, end.text)
+                self.following.pop(message_id, None)
+                self.read_at.pop(message_id, None)
 
     async def read(self, message_id: int, *, after: int, timeout: float) -> list[StreamEntry]:
         self.follow(message_id)
@@ -510,8 +542,8 @@ class RedisReplyStream(ReplyStream):
 
     def forget_idle(self) -> None:
         self._local.forget_idle()
-        for follower in list(self._followers.values()):
-            follower.mirror.forget_idle()
+        # The followers' copies are theirs to drop (`_Follower._drop_idle`): one dropped here
+        # while followed would be made again half-way.
 
     def finish_sync(self, message_id: int, seq: int, ended_reason: str) -> None:
         self._local.finish_sync(message_id, seq, ended_reason)
