@@ -184,19 +184,25 @@ async def test_a_worker_follows_all_its_remote_replies_with_one_blocking_read(
         for publisher in publishers
         for _ in range(readers_each)
     ]
-    await asyncio.sleep(0.05)
-    blocked = [
-        c
-        for c in admin.client_list()
-        if "b" in c["flags"] and c["cmd"] == "xread" and c["id"] not in earlier
-    ]
+
+    def blocked() -> list[dict]:
+        return [
+            c
+            for c in admin.client_list()
+            if "b" in c["flags"] and c["cmd"] == "xread" and c["id"] not in earlier
+        ]
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (waiting := blocked()):  # the worker's read is out (later on a loaded machine)
+        assert asyncio.get_running_loop().time() < deadline, "no read blocked"
+        await asyncio.sleep(0.05)
     await asyncio.gather(*(generate(publisher) for publisher in publishers))
     results = await asyncio.gather(*readers)
 
     expected = [(seq, f"{seq} ") for seq in range(1, tokens + 1)] + [(tokens + 1, "completed")]
     assert all(result == expected for result in results)
     # One connection waits for all 48 readers ...
-    assert len(blocked) == 1, blocked
+    assert len(waiting) == 1, waiting
     # ... and one or two reads per publish tick (Redis answers the read after the tick's first
     # XADD; the next read takes the rest), one per reply joining, its final flush and its end,
     # where a read per reader per tick would be 48 times the ticks.
