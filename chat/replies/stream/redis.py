@@ -156,14 +156,12 @@ class _Follower:
         self.read_at: dict[int, float] = {}
         self.wake_key = f"{stream.prefix}:wake:{{{uuid.uuid4().hex}}}"
         self.wake_id: str | None = None
-        # The replies the read in flight names (None: no read in flight).
-        self.reading: set[int] | None = None
-        self.changed = asyncio.Event()
+        # A read is out (a reply that joins now is not in it), and whether it was woken.
+        self.reading = False
         self.woken = False
+        self.changed = asyncio.Event()
         self._waking: asyncio.Task[None] | None = None
         self.failing = False
-        # Blocking reads sent (what following remote replies costs Redis).
-        self.reads = 0
         self.task = asyncio.get_running_loop().create_task(self._run(), name="reply-follower")
 
     def follow(self, message_id: int) -> None:
@@ -176,7 +174,7 @@ class _Follower:
         self.mirror.claim(message_id)
         self.following[message_id] = _last_seq(self.mirror, message_id)
         self.changed.set()
-        if self.reading is not None and self.wake_id is not None and not self.woken:
+        if self.reading and not self.woken:
             # The read in flight does not name it: end that read now (one wake for however
             # many replies join before it ends).
             self.woken = True
@@ -222,9 +220,8 @@ class _Follower:
                         self.failing = False
                 streams = {self.stream.key(i): f"0-{last}" for i, last in self.following.items()}
                 streams[self.wake_key] = self.wake_id
-                self.reading = set(self.following)
+                self.reading = True
                 self.woken = False
-                self.reads += 1
                 response = await bounded(
                     self.stream.client().xread(
                         streams, block=int(MAX_BLOCK_SECONDS * 1000), count=self.COUNT
@@ -233,7 +230,7 @@ class _Follower:
                 )
             except SHARED_STREAM_ERRORS:
                 metrics.redis_error("read")
-                self.reading = None
+                self.reading = False
                 self.wake_id = None
                 if not self.failing:
                     logger.warning("Following remote replies failed; reading again", exc_info=True)
@@ -243,10 +240,8 @@ class _Follower:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            self.reading = None
-            if self.failing:
-                logger.info("Following remote replies again")
-            self.failing, backoff = False, 0.1
+            self.reading = False
+            backoff = 0.1
             try:
                 await self._take(response or [])
             except Exception:  # one bad entry must not stop every remote reader here
