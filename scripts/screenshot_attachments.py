@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import base64
 import io
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from PIL import Image, ImageDraw  # noqa: E402
-from playwright.sync_api import sync_playwright  # noqa: E402
 
 from tests.e2e.test_attachments_show import SEND_WITH_FILES  # noqa: E402
 from tests.support import attachment_files  # noqa: E402
-from tests.support.fake_upstream import running_fake_upstream  # noqa: E402
-from tests.support.servers import app_env, daphne, migrate  # noqa: E402
+from tests.support.screenshot_site import screenshot_site  # noqa: E402
 
 DOCS = REPO / "docs"
 REPLY = (
@@ -58,7 +54,6 @@ def sunset(width: int = 1600, height: int = 1000) -> bytes:
 
 
 def main() -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-shots-"))
     files = [
         {"name": "sunset.jpg", "data": base64.b64encode(sunset()).decode()},
         {
@@ -68,57 +63,41 @@ def main() -> None:
             ).decode(),
         },
     ]
-    with running_fake_upstream() as upstream:
-        env = app_env(
-            data_dir,
-            OPENAI_API_KEY="sk-test",
-            OPENAI_BASE_URL=upstream.openai_base_url,
-            OPENAI_MODELS="gpt-4.1-mini",
-            CHAT_DEFAULT_MODEL="openai:gpt-4.1-mini",
+    with screenshot_site() as (upstream, browser, url, _data_dir):
+        context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 760})
+        page = context.new_page()
+        page.goto("/streaming-demo")
+        page.get_by_text("Connected · WebSocket").wait_for()
+        upstream.script(text=REPLY, input_tokens=1680, output_tokens=58)
+        conversation = page.evaluate(
+            SEND_WITH_FILES,
+            {
+                "files": files,
+                "text": "What do these show?",
+                "model": "openai:gpt-4.1-mini",
+            },
         )
-        try:
-            migrate(env)
-            with daphne(env, data_dir / "server.log") as url, sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path="/usr/bin/chromium", args=["--no-sandbox"]
-                )
-                context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 760})
-                page = context.new_page()
-                page.goto("/streaming-demo")
-                page.get_by_text("Connected · WebSocket").wait_for()
-                upstream.script(text=REPLY, input_tokens=1680, output_tokens=58)
-                conversation = page.evaluate(
-                    SEND_WITH_FILES,
-                    {
-                        "files": files,
-                        "text": "What do these show?",
-                        "model": "openai:gpt-4.1-mini",
-                    },
-                )
-                for scheme in ("light", "dark"):
-                    shot = browser.new_context(
-                        base_url=url,
-                        viewport={"width": 1280, "height": 760},
-                        color_scheme=scheme,
-                        storage_state=context.storage_state(),
-                    ).new_page()
-                    shot.goto(conversation)
-                    shot.get_by_text("Connected · WebSocket").wait_for()
-                    shot.wait_for_function(
-                        "() => [...document.querySelectorAll('.msg-image img')]"
-                        ".every((img) => img.complete && img.naturalWidth > 0)"
-                    )
-                    shot.screenshot(path=str(DOCS / f"screenshot-attachments-{scheme}.png"))
-                    shot.get_by_role("link", name="View sunset.jpg").click()
-                    shot.wait_for_function(
-                        "() => { const img = document.querySelector('.file-dialog-image');"
-                        " return img && img.complete && img.naturalWidth > 0; }"
-                    )
-                    shot.screenshot(path=str(DOCS / f"screenshot-attachments-view-{scheme}.png"))
-                    shot.context.close()
-                browser.close()
-        finally:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        for scheme in ("light", "dark"):
+            shot = browser.new_context(
+                base_url=url,
+                viewport={"width": 1280, "height": 760},
+                color_scheme=scheme,
+                storage_state=context.storage_state(),
+            ).new_page()
+            shot.goto(conversation)
+            shot.get_by_text("Connected · WebSocket").wait_for()
+            shot.wait_for_function(
+                "() => [...document.querySelectorAll('.msg-image img')]"
+                ".every((img) => img.complete && img.naturalWidth > 0)"
+            )
+            shot.screenshot(path=str(DOCS / f"screenshot-attachments-{scheme}.png"))
+            shot.get_by_role("link", name="View sunset.jpg").click()
+            shot.wait_for_function(
+                "() => { const img = document.querySelector('.file-dialog-image');"
+                " return img && img.complete && img.naturalWidth > 0; }"
+            )
+            shot.screenshot(path=str(DOCS / f"screenshot-attachments-view-{scheme}.png"))
+            shot.context.close()
 
 
 if __name__ == "__main__":

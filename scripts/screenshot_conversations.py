@@ -10,20 +10,16 @@ into Today / Yesterday / Previous 7 days / Older.
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import sys
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from playwright.sync_api import sync_playwright  # noqa: E402
 
-from tests.support.fake_upstream import running_fake_upstream  # noqa: E402
-from tests.support.servers import app_env, daphne, migrate  # noqa: E402
+from tests.support.screenshot_site import screenshot_site  # noqa: E402
 
 DOCS = REPO / "docs"
 # (first message, days since its last activity)
@@ -65,62 +61,43 @@ def send(page, text: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-shots-"))
-    with running_fake_upstream() as upstream:
-        env = app_env(
-            data_dir,
-            OPENAI_API_KEY="sk-test",
-            OPENAI_BASE_URL=upstream.openai_base_url,
-            OPENAI_MODELS="gpt-4.1-mini",
-            CHAT_DEFAULT_MODEL="openai:gpt-4.1-mini",
-        )
-        try:
-            migrate(env)
-            with daphne(env, data_dir / "server.log") as url, sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path="/usr/bin/chromium", args=["--no-sandbox"]
-                )
-                context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 860})
-                page = context.new_page()
-                for text, _ in HISTORY:
-                    upstream.script(text="Happy to help with that.")
-                    page.goto("/streaming-demo")
-                    page.get_by_text("Connected · WebSocket").wait_for()
-                    send(page, text)
-                page.goto("/streaming-demo")
-                page.get_by_text("Connected · WebSocket").wait_for()
-                upstream.script(text=FIRST_TAKE, input_tokens=24, output_tokens=52)
-                send(page, "Explain WAL mode in SQLite")
-                upstream.script(text=SECOND_TAKE, input_tokens=24, output_tokens=71)
-                page.locator("#messages > article[data-role='assistant'] .regenerate").click()
-                page.locator(".version-count", has_text="2/2").wait_for()
-                page.wait_for_selector("#messages article[data-status='complete'] pre")
-                conversation = page.url
+    with screenshot_site() as (upstream, browser, url, data_dir):
+        context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 860})
+        page = context.new_page()
+        for text, _ in HISTORY:
+            upstream.script(text="Happy to help with that.")
+            page.goto("/streaming-demo")
+            page.get_by_text("Connected · WebSocket").wait_for()
+            send(page, text)
+        page.goto("/streaming-demo")
+        page.get_by_text("Connected · WebSocket").wait_for()
+        upstream.script(text=FIRST_TAKE, input_tokens=24, output_tokens=52)
+        send(page, "Explain WAL mode in SQLite")
+        upstream.script(text=SECOND_TAKE, input_tokens=24, output_tokens=71)
+        page.locator("#messages > article[data-role='assistant'] .regenerate").click()
+        page.locator(".version-count", has_text="2/2").wait_for()
+        page.wait_for_selector("#messages article[data-status='complete'] pre")
+        conversation = page.url
 
-                now = datetime.now(UTC)
-                with sqlite3.connect(data_dir / "db.sqlite3") as db:
-                    for text, days in HISTORY:
-                        moment = (now - timedelta(days=days, hours=1)).strftime(
-                            "%Y-%m-%d %H:%M:%S.%f"
-                        )
-                        db.execute(
-                            "UPDATE chat_conversation SET updated_at = ? WHERE title = ?",
-                            (moment, text),
-                        )
-                for scheme in ("light", "dark"):
-                    shot = browser.new_context(
-                        base_url=url,
-                        viewport={"width": 1280, "height": 760},
-                        color_scheme=scheme,
-                        storage_state=context.storage_state(),
-                    ).new_page()
-                    shot.goto(conversation)
-                    shot.get_by_text("Connected · WebSocket").wait_for()
-                    shot.screenshot(path=str(DOCS / f"screenshot-conversations-{scheme}.png"))
-                    shot.context.close()
-                browser.close()
-        finally:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        now = datetime.now(UTC)
+        with sqlite3.connect(data_dir / "db.sqlite3") as db:
+            for text, days in HISTORY:
+                moment = (now - timedelta(days=days, hours=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
+                db.execute(
+                    "UPDATE chat_conversation SET updated_at = ? WHERE title = ?",
+                    (moment, text),
+                )
+        for scheme in ("light", "dark"):
+            shot = browser.new_context(
+                base_url=url,
+                viewport={"width": 1280, "height": 760},
+                color_scheme=scheme,
+                storage_state=context.storage_state(),
+            ).new_page()
+            shot.goto(conversation)
+            shot.get_by_text("Connected · WebSocket").wait_for()
+            shot.screenshot(path=str(DOCS / f"screenshot-conversations-{scheme}.png"))
+            shot.context.close()
 
 
 if __name__ == "__main__":

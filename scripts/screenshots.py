@@ -9,80 +9,55 @@ with the Markdown corpus of tests/e2e/data/markdown_corpus.md.
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from playwright.sync_api import sync_playwright  # noqa: E402
 
-from tests.support.fake_upstream import running_fake_upstream  # noqa: E402
-from tests.support.servers import app_env, daphne, migrate  # noqa: E402
+from tests.support.screenshot_site import screenshot_site  # noqa: E402
 
 CORPUS = (REPO / "tests" / "e2e" / "data" / "markdown_corpus.md").read_text()
 DOCS = REPO / "docs"
 
 
 def main() -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="chatsite-shots-"))
-    with running_fake_upstream() as upstream:
+    with screenshot_site() as (upstream, browser, url, _data_dir):
         upstream.script(text=CORPUS, chunks=60, delay=0.01, input_tokens=420, output_tokens=380)
-        env = app_env(
-            data_dir,
-            OPENAI_API_KEY="sk-test",
-            OPENAI_BASE_URL=upstream.openai_base_url,
-            OPENAI_MODELS="gpt-4.1-mini",
-            CHAT_DEFAULT_MODEL="openai:gpt-4.1-mini",
-        )
-        try:
-            migrate(env)
-            with daphne(env, data_dir / "server.log") as url, sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path="/usr/bin/chromium", args=["--no-sandbox"]
+        context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 860})
+        page = context.new_page()
+        page.goto("/streaming-demo")
+        page.fill("#message-input", "Show me everything Markdown can do in a reply")
+        page.press("#message-input", "Enter")
+        page.wait_for_selector("#messages article[data-role='assistant'] .katex", timeout=30_000)
+        page.wait_for_selector("#messages article[data-role='assistant'][data-status='complete']")
+        conversation = page.url
+        for scheme in ("light", "dark"):
+            for width, height, name in ((1280, 860, "desktop"), (390, 844, "phone")):
+                shot = browser.new_context(
+                    base_url=url,
+                    viewport={"width": width, "height": height},
+                    color_scheme=scheme,
+                    storage_state=context.storage_state(),
+                ).new_page()
+                shot.goto(conversation)
+                shot.wait_for_selector(".katex")
+                shot.evaluate("document.getElementById('messages').scrollTop = 420")
+                # Scrolled up, the page may offer "↓ Latest": not part of the picture.
+                # (Through the CSSOM: the page's CSP refuses an injected <style>.)
+                shot.evaluate(
+                    "document.getElementById('jump-latest')"
+                    "?.style.setProperty('display', 'none', 'important')"
                 )
-                context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 860})
-                page = context.new_page()
-                page.goto("/streaming-demo")
-                page.fill("#message-input", "Show me everything Markdown can do in a reply")
-                page.press("#message-input", "Enter")
-                page.wait_for_selector(
-                    "#messages article[data-role='assistant'] .katex", timeout=30_000
-                )
-                page.wait_for_selector(
-                    "#messages article[data-role='assistant'][data-status='complete']"
-                )
-                conversation = page.url
-                for scheme in ("light", "dark"):
-                    for width, height, name in ((1280, 860, "desktop"), (390, 844, "phone")):
-                        shot = browser.new_context(
-                            base_url=url,
-                            viewport={"width": width, "height": height},
-                            color_scheme=scheme,
-                            storage_state=context.storage_state(),
-                        ).new_page()
-                        shot.goto(conversation)
-                        shot.wait_for_selector(".katex")
-                        shot.evaluate("document.getElementById('messages').scrollTop = 420")
-                        # Scrolled up, the page may offer "↓ Latest": not part of the picture.
-                        # (Through the CSSOM: the page's CSP refuses an injected <style>.)
-                        shot.evaluate(
-                            "document.getElementById('jump-latest')"
-                            "?.style.setProperty('display', 'none', 'important')"
-                        )
-                        shot.screenshot(path=str(DOCS / f"screenshot-{name}-{scheme}.png"))
-                        shot.context.close()
-                    login = browser.new_context(
-                        base_url=url, viewport={"width": 1280, "height": 720}, color_scheme=scheme
-                    ).new_page()
-                    login.goto("/accounts/login/")
-                    login.screenshot(path=str(DOCS / f"screenshot-sign-in-{scheme}.png"))
-                    login.context.close()
-                browser.close()
-        finally:
-            shutil.rmtree(data_dir, ignore_errors=True)
+                shot.screenshot(path=str(DOCS / f"screenshot-{name}-{scheme}.png"))
+                shot.context.close()
+            login = browser.new_context(
+                base_url=url, viewport={"width": 1280, "height": 720}, color_scheme=scheme
+            ).new_page()
+            login.goto("/accounts/login/")
+            login.screenshot(path=str(DOCS / f"screenshot-sign-in-{scheme}.png"))
+            login.context.close()
 
 
 if __name__ == "__main__":
