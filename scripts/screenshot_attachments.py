@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from tests.e2e.test_attachments_show import SEND_WITH_FILES  # noqa: E402
 from tests.support import attachment_files  # noqa: E402
-from tests.support.screenshot_site import screenshot_site  # noqa: E402
+from tests.support.screenshot_site import as_same_visitor, screenshot_site  # noqa: E402
 
 DOCS = REPO / "docs"
 REPLY = (
@@ -78,12 +78,7 @@ def main() -> None:
             },
         )
         for scheme in ("light", "dark"):
-            shot = browser.new_context(
-                base_url=url,
-                viewport={"width": 1280, "height": 760},
-                color_scheme=scheme,
-                storage_state=context.storage_state(),
-            ).new_page()
+            shot = as_same_visitor(browser, url, context, scheme=scheme)
             shot.goto(conversation)
             shot.get_by_text("Connected · WebSocket").wait_for()
             shot.wait_for_function(

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-from tests.support.screenshot_site import screenshot_site  # noqa: E402
+from tests.support.screenshot_site import as_same_visitor, screenshot_site  # noqa: E402
 
 DOCS = REPO / "docs"
 # (first message, days since its last activity)
@@ -88,12 +88,7 @@ def main() -> None:
                     (moment, text),
                 )
         for scheme in ("light", "dark"):
-            shot = browser.new_context(
-                base_url=url,
-                viewport={"width": 1280, "height": 760},
-                color_scheme=scheme,
-                storage_state=context.storage_state(),
-            ).new_page()
+            shot = as_same_visitor(browser, url, context, scheme=scheme)
             shot.goto(conversation)
             shot.get_by_text("Connected · WebSocket").wait_for()
             shot.screenshot(path=str(DOCS / f"screenshot-conversations-{scheme}.png"))

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-from tests.support.screenshot_site import screenshot_site  # noqa: E402
+from tests.support.screenshot_site import as_same_visitor, screenshot_site  # noqa: E402
 
 CORPUS = (REPO / "tests" / "e2e" / "data" / "markdown_corpus.md").read_text()
 DOCS = REPO / "docs"
@@ -35,12 +35,9 @@ def main() -> None:
         conversation = page.url
         for scheme in ("light", "dark"):
             for width, height, name in ((1280, 860, "desktop"), (390, 844, "phone")):
-                shot = browser.new_context(
-                    base_url=url,
-                    viewport={"width": width, "height": height},
-                    color_scheme=scheme,
-                    storage_state=context.storage_state(),
-                ).new_page()
+                shot = as_same_visitor(
+                    browser, url, context, scheme=scheme, width=width, height=height
+                )
                 shot.goto(conversation)
                 shot.wait_for_selector(".katex")
                 shot.evaluate("document.getElementById('messages').scrollTop = 420")

@@ -40,3 +40,15 @@ def screenshot_site() -> Iterator[tuple[Any, Any, str, Path]]:
                 browser.close()
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def as_same_visitor(
+    browser: Any, url: str, context: Any, *, scheme: str, width: int = 1280, height: int = 760
+) -> Any:
+    """A new page for the visitor of `context` (its cookies), in a colour scheme and size."""
+    return browser.new_context(
+        base_url=url,
+        viewport={"width": width, "height": height},
+        color_scheme=scheme,
+        storage_state=context.storage_state(),
+    ).new_page()
