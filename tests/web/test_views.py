@@ -287,13 +287,16 @@ async def test_stop_someone_elses_reply_is_404(
     assert response.status_code == 404
 
 
-async def test_regenerate_over_htmx_replaces_the_reply(async_client, apage_visitor):
+async def test_regenerate_over_htmx_replaces_the_reply(async_client, apage_visitor, settings):
     visitor = await apage_visitor(async_client)
     started = await services.areply_start(
         visitor=visitor, conversation_id=None, text="again please", model_choice="demo:demo"
     )
     await _wait_idle()
 
+    # The new version takes a second or two, so the redrawn list shows it streaming however
+    # busy the machine (at the suite's instant demo speed it could finish before the redraw).
+    settings.CHAT_DEMO_TOKENS_PER_SECOND = 40
     response = await async_client.post(
         f"/streaming-demo/replies/{started.assistant_message.pk}/regenerate", headers=HTMX
     )
